@@ -1,0 +1,56 @@
+"""The ``edge`` command line: a thin click layer over the library.
+
+Each job (sim, telemetry, monitor, ...) lives in its own module and is added
+here; modules import their heavy dependencies inside the commands so that
+``edge --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from edge_agent import __version__
+from edge_agent.errors import EdgeError
+
+
+class EdgeGroup(click.Group):
+    """Turns an :class:`EdgeError` into ``error:``/``fix:`` lines and its exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EdgeError as e:
+            click.secho(f"error: {e.message}", fg="red", err=True)
+            if e.hint:
+                click.echo(f"  fix: {e.hint}", err=True)
+            sys.exit(e.exit_code)
+
+
+@click.group(cls=EdgeGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edge")
+def main() -> None:
+    """Edge Agent: flash, monitor, pair and update MicroPython boards, real or virtual.
+
+    \b
+    Start here:
+      edge sim up --board esp32 --board esp32c3 --board picow
+      edge telemetry ingest --sim --for 20
+      edge telemetry show
+      edge sim down
+
+    The registry is a SQLite file: --db, $EDGE_DB, or ~/.local/share/edge/registry.db.
+    """
+
+
+def _register() -> None:
+    from edge_agent.cli import monitor, telemetry
+    from edge_hil.virtual import cli as sim
+
+    main.add_command(sim.sim)
+    main.add_command(telemetry.telemetry)
+    main.add_command(monitor.monitor)
+
+
+_register()

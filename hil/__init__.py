@@ -1,0 +1,1 @@
+"""Hardware-in-the-loop rig: virtual boards, rig files, pytest plugin."""

