@@ -15,6 +15,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 FIRMWARE = REPO / "firmware"
+# Under CPython the firmware imports `micropython` from this stand-in folder.
+CPYTHON_SHIM = FIRMWARE / "cpython"
 BOARDS = REPO / "boards"
 
 

@@ -1,0 +1,432 @@
+"""``edge telemetry``: read the registry's telemetry (show, export, live).
+
+``edge telemetry ingest`` (the writer) lives in ``edge_agent.cli.ingest`` and
+is added to this group by ``edge_agent.cli``; the commands here only read, so
+they run alongside a running ingest (the registry is in WAL mode).
+
+Times on the command line are ISO-8601 (``2026-11-23T14:05:00Z``; no offset
+means UTC) or relative to now (``-10m``, ``-2h``, ``-1d``); times printed are
+ISO-8601 UTC.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import sys
+import time
+from collections import deque
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Iterable
+
+import click
+
+from edge_agent.cli import EdgeGroup
+from edge_agent.errors import BadInput
+from edge_agent.paths import default_db
+
+if TYPE_CHECKING:
+    from rich.text import JustifyMethod
+
+_RELATIVE = re.compile(r"-\s*(\d+(?:\.\d*)?)\s*(s|m|h|d|w)", re.IGNORECASE)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+TIME_HELP = "ISO-8601 (2026-11-23T14:05:00Z) or relative (-10m, -2h, -1d)"
+
+
+def parse_time(text: str, now: float | None = None) -> float:
+    """Unix seconds for an ISO-8601 time (UTC if no offset), ``now``, or ``-N[smhdw]``.
+
+    Raises ValueError naming the accepted forms.
+    """
+    text = text.strip()
+    now = time.time() if now is None else now
+    if text.lower() == "now":
+        return now
+    m = _RELATIVE.fullmatch(text)
+    if m:
+        return now - float(m.group(1)) * _UNIT_SECONDS[m.group(2).lower()]
+    iso = text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text
+    try:
+        parsed = datetime.fromisoformat(iso)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a time; use {TIME_HELP}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.timestamp()
+
+
+class TimeType(click.ParamType):
+    """A click parameter holding a time; converts to Unix seconds."""
+
+    name = "TIME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        try:
+            return parse_time(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
+TIME = TimeType()
+
+
+def iso(t: float | None, timespec: str = "milliseconds") -> str:
+    """``t`` (Unix seconds) as ISO-8601 UTC with a ``Z``; "" for None."""
+    if t is None:
+        return ""
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
+def show_value(value: Any) -> str:
+    """A value for a person: floats to float32 precision, booleans in lower case."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.7g}"
+    return str(value)
+
+
+def _export_value(value: Any) -> str:
+    """A value for a CSV cell, lossless: shortest round-trip float text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def _short_time(t: float | None) -> str:
+    """``t`` as ``YYYY-MM-DD HH:MM:SS`` UTC, for tables; "-" for None."""
+    return "-" if t is None else datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _open_store(db: str | None):
+    from edge_agent.store import Store
+
+    return Store(db or default_db(), create=False)
+
+
+def _record_dict(r) -> dict:
+    return {"device_id": r.device_id, "seq": r.seq, "time": iso(r.t), "t": r.t, "name": r.name,
+            "value": r.value, "unit": r.unit, "estimated": r.estimated, "boot": r.boot,
+            "received": iso(r.received)}
+
+
+def db_option(f):
+    return click.option("--db", type=click.Path(dir_okay=False), default=None,
+                        help="Registry file [default: $EDGE_DB or ~/.local/share/edge/registry.db].")(f)
+
+
+def filter_options(f):
+    for option in reversed([
+        click.option("--device", "-d", default=None, help="Only this device id."),
+        click.option("--since", type=TIME, default=None, help=f"From this time, inclusive: {TIME_HELP}."),
+        click.option("--until", type=TIME, default=None, help="Before this time, exclusive."),
+        click.option("--name", "-n", default=None, help="Only sensors matching this glob (temp, temp*)."),
+    ]):
+        f = option(f)
+    return f
+
+
+@click.group(cls=EdgeGroup)
+def telemetry() -> None:
+    """Telemetry in the registry: ingest it, show it, export it, watch it live.
+
+    \b
+    Examples:
+      edge telemetry show                      per-device summary
+      edge telemetry show -d esp32-1a2b --since -10m
+      edge telemetry export --format csv --since -1h -o last-hour.csv
+      edge telemetry live
+    """
+
+
+# `edge telemetry ingest` is added to this group by edge_agent.cli (see edge_agent.cli.ingest).
+
+
+@telemetry.command()
+@filter_options
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Show at most this many records, the latest [default: 20].")
+@click.option("--records", "-r", "records_mode", is_flag=True,
+              help="List the latest records instead of the per-device summary.")
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def show(device, since, until, name, limit, records_mode, db, as_json):
+    """Show a summary per device, or the latest records.
+
+    Without options: one row per device (records, sensors, time range, gaps in
+    the sequence numbers, records the device dropped). With --records, or any
+    filter (--device, --since, --until, --name, --limit): the latest records
+    that match, oldest first.
+    """
+    store = _open_store(db)
+    try:
+        if records_mode or any(v is not None for v in (device, since, until, name, limit)):
+            rows = list(store.query(device=device, since=since, until=until, name=name,
+                                    limit=limit or 20, newest_first=True))
+            rows.reverse()
+            _print_records(rows, store.path, as_json)
+        else:
+            _print_summary(store.summary(), store.bad_frames(), store.path, as_json)
+    finally:
+        store.close()
+
+
+def _print_summary(summary: list[dict], bad: list[dict], path: Path, as_json: bool) -> None:
+    if as_json:
+        # Unix-seconds fields stay numbers; "first"/"last" repeat the range in ISO-8601.
+        devices = [{**d, "first": iso(d["first_t"]) or None, "last": iso(d["last_t"]) or None}
+                   for d in summary]
+        errors = [{**b, "sample": b["sample"].decode("utf-8", "replace") if b["sample"] else None}
+                  for b in bad]
+        click.echo(json.dumps({"db": str(path), "devices": devices, "bad_frames": errors}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    if not summary:
+        console.print(f"no devices in the registry {path} yet; run `edge telemetry ingest`")
+        return
+    # No box: the table fits 80 columns with two spaces between columns.
+    table = Table(title=f"telemetry in {path}", title_justify="left", box=None, pad_edge=False,
+                  header_style="bold underline")
+    # Times wrap at the space between date and time; ids and numbers never wrap.
+    columns: tuple[tuple[str, JustifyMethod, bool], ...] = (
+        ("device", "left", False), ("board", "left", True), ("records", "right", False),
+        ("sensors", "left", True), ("first (UTC)", "left", True), ("last (UTC)", "left", True),
+        ("gaps", "right", False), ("dropped", "right", False))
+    for column, justify, wrap in columns:
+        table.add_column(column, justify=justify, no_wrap=not wrap, overflow="fold",
+                         min_width=10 if "UTC" in column else None if wrap else len(column))
+    for d in summary:
+        estimated = f" ({d['estimated']} est.)" if d["estimated"] else ""
+        table.add_row(d["device_id"], d["board"] or "?", f"{d['records']}{estimated}",
+                      ", ".join(d["names"]) or "-", _short_time(d["first_t"]),
+                      _short_time(d["last_t"]), str(d["gaps"]), str(d["dropped"]))
+    console.print(table)
+    if bad:
+        total = sum(b["count"] for b in bad)
+        parts = ", ".join(f"{b['source']} {b['reason']} x{b['count']}" for b in bad)
+        console.print(f"bad frames: {total} ({parts})", style="yellow")
+
+
+def _print_records(rows: list, path: Path, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps([_record_dict(r) for r in rows], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    if not rows:
+        console.print(f"no records in {path} match")
+        return
+    table = Table(title=f"{len(rows)} records (latest last)", title_justify="left", box=None,
+                  pad_edge=False, header_style="bold underline")
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("time (UTC)", "left"), ("device", "left"), ("seq", "right"), ("sensor", "left"),
+        ("value", "right"), ("unit", "left"), ("note", "left"))
+    for column, justify in columns:
+        table.add_column(column, justify=justify, overflow="fold")
+    for r in rows:
+        table.add_row(iso(r.t), r.device_id, str(r.seq), r.name, show_value(r.value), r.unit or "",
+                      "estimated" if r.estimated else "")
+    console.print(table)
+
+
+EXPORT_COLUMNS = ("device_id", "seq", "time", "name", "value", "unit", "estimated", "boot", "received")
+
+
+@telemetry.command()
+@click.option("--format", "fmt", type=click.Choice(["csv", "json", "jsonl"]), default="csv",
+              show_default=True, help="csv, a JSON array, or JSON Lines.")
+@filter_options
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Write to this file (replaced only once the export is complete) [default: stdout].")
+@db_option
+def export(fmt, device, since, until, name, output, db):
+    """Export records as CSV or JSON, oldest first.
+
+    Rows are streamed, so the registry may be larger than memory. Times are
+    ISO-8601 UTC with milliseconds; values keep their full precision;
+    "estimated" marks times placed from a device's uptime.
+
+    \b
+    Examples:
+      edge telemetry export > all.csv
+      edge telemetry export --format json --since -1h -d esp32-1a2b -o hour.json
+    """
+    store = _open_store(db)
+    try:
+        rows = store.query(device=device, since=since, until=until, name=name)
+        if output is None:
+            try:
+                _write_export(fmt, rows, sys.stdout)
+                sys.stdout.flush()
+            except BrokenPipeError:       # `edge telemetry export | head`: the reader has enough
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return
+        target = Path(output)
+        partial = target.with_name(target.name + ".partial")
+        try:
+            with open(partial, "w", newline="", encoding="utf-8") as out:
+                count = _write_export(fmt, rows, out)
+            os.replace(partial, target)   # a reader never sees half an export
+        except OSError as e:
+            raise BadInput(f"cannot write the export to {target}: {e.strerror or e}",
+                           "check that the folder exists and is writable, or leave out -o") from None
+        finally:
+            partial.unlink(missing_ok=True)
+        click.echo(f"exported {count} records to {target}", err=True)
+    finally:
+        store.close()
+
+
+def _write_export(fmt: str, rows: Iterable, out: IO[str]) -> int:
+    count = 0
+    if fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(EXPORT_COLUMNS)
+        for r in rows:
+            writer.writerow((r.device_id, r.seq, iso(r.t), r.name, _export_value(r.value),
+                             r.unit or "", int(r.estimated), r.boot, iso(r.received)))
+            count += 1
+    elif fmt == "jsonl":
+        for r in rows:
+            out.write(json.dumps(_record_dict(r)) + "\n")
+            count += 1
+    else:
+        out.write("[")
+        for r in rows:
+            out.write(("\n" if count == 0 else ",\n") + json.dumps(_record_dict(r)))
+            count += 1
+        out.write("\n]\n" if count else "]\n")
+    return count
+
+
+class LiveView:
+    """The state behind ``edge telemetry live``: last value per sensor, rate per device.
+
+    Each :meth:`poll` reads only what is new since the last one (a range of
+    the primary key per device), so it stays cheap on a large registry.
+    """
+
+    def __init__(self, store, device: str | None = None, window: float = 10.0,
+                 clock=time.time):
+        self.store, self.device, self.window, self.clock = store, device, window, clock
+        self.latest: dict[tuple[str, str], Any] = {}
+        self.cursor: dict[str, int] = {}
+        self.boards: dict[str, str] = {}
+        self.history: dict[str, deque] = {}
+        self.started = clock()
+        self._poll(first=True)
+
+    def poll(self) -> None:
+        """Take in the records stored since the last poll."""
+        self._poll(first=False)
+
+    def _poll(self, first: bool) -> None:
+        now = self.clock()
+        for dev in self.store.devices():
+            device_id = dev["device_id"]
+            if self.device is not None and device_id != self.device:
+                continue
+            self.boards[device_id] = dev["board"] or "?"
+            after = self.cursor.get(device_id, -1)
+            count, top = self.store.seq_range(device_id, after)
+            history = self.history.setdefault(device_id, deque())
+            if not first:
+                history.append((now, count))
+            while history and history[0][0] < now - self.window:
+                history.popleft()
+            if count:
+                for r in self.store.latest_values(device_id, after_seq=after):
+                    self.latest[(device_id, r.name)] = r
+                self.cursor[device_id] = top
+
+    def rate(self, device_id: str) -> float | None:
+        """Records per second over the last ``window`` seconds (None before the first poll)."""
+        history = self.history.get(device_id)
+        if not history:
+            return None
+        span = min(self.window, self.clock() - self.started)
+        return sum(n for _, n in history) / span if span > 0 else None
+
+    def table(self):
+        """A rich Table of the current state."""
+        from rich.table import Table
+
+        now = self.clock()
+        table = Table(title=f"live telemetry, {self.store.path} ({iso(now, 'seconds')})",
+                      title_justify="left", caption="Ctrl-C to stop", caption_justify="left")
+        columns: tuple[tuple[str, JustifyMethod], ...] = (
+            ("device", "left"), ("board", "left"), ("rate/s", "right"), ("sensor", "left"),
+            ("value", "right"), ("unit", "left"), ("age", "right"))
+        for column, justify in columns:
+            # One line per sensor: a long text value is cut, not wrapped.
+            table.add_column(column, justify=justify, no_wrap=column == "value",
+                             overflow="ellipsis", max_width=40 if column == "value" else None)
+        for device_id in sorted(self.boards):
+            rate = self.rate(device_id)
+            sensors = sorted((r for (d, _), r in self.latest.items() if d == device_id),
+                             key=lambda r: r.name)
+            if not sensors:
+                table.add_row(device_id, self.boards[device_id], "-", "-", "", "", "")
+            for i, r in enumerate(sensors):
+                age = _age(now - r.t) + (" est." if r.estimated else "")
+                table.add_row(device_id if i == 0 else "", self.boards[device_id] if i == 0 else "",
+                              ("-" if rate is None else f"{rate:.1f}") if i == 0 else "",
+                              r.name, show_value(r.value), r.unit or "", age)
+        if not self.boards:
+            table.add_row("(no devices yet)", "", "", "", "", "", "")
+        return table
+
+
+@telemetry.command()
+@db_option
+@click.option("--device", "-d", default=None, help="Only this device id.")
+@click.option("--interval", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
+              metavar="SECONDS", help="Time between refreshes.")
+@click.option("--once", is_flag=True, help="Print the table once and exit.")
+@click.option("--duration", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Stop after this long (default: run until Ctrl-C).")
+def live(db, device, interval, once, duration):
+    """Watch the last value of every sensor and the records/s of every device.
+
+    Reads only; run it beside `edge telemetry ingest` (another terminal).
+    """
+    from rich.console import Console
+    from rich.live import Live
+
+    store = _open_store(db)
+    console = Console(highlight=False)
+    try:
+        view = LiveView(store, device)
+        if once:
+            console.print(view.table())
+            return
+        deadline = None if duration is None else time.monotonic() + duration
+        try:
+            with Live(view.table(), console=console, auto_refresh=False) as screen:
+                while deadline is None or time.monotonic() < deadline:
+                    pause = interval if deadline is None else min(interval, deadline - time.monotonic())
+                    time.sleep(max(0.0, pause))
+                    view.poll()
+                    screen.update(view.table(), refresh=True)
+        except KeyboardInterrupt:
+            pass
+    finally:
+        store.close()

@@ -1,0 +1,430 @@
+"""The registry: one SQLite file holding devices, telemetry and ingest errors.
+
+Rules it keeps:
+
+- **Each record once.** Telemetry is keyed by (device id, sequence number);
+  a retransmitted batch inserts nothing twice (``ON CONFLICT DO NOTHING`` on
+  that key only), and a batch is one transaction, so it is stored whole or
+  not at all.
+- **Committed means durable.** The host acknowledges records only after they
+  are committed, and the device then deletes them, so a commit must survive a
+  power cut: the file runs in WAL mode with ``synchronous=FULL`` (each commit
+  syncs the WAL). ``NORMAL`` would only promise durability against a crash
+  of the process, and could lose acknowledged records, i.e. lose them for
+  good. The price is one sync per batch, measured in ``bench/bench_ingest.py``.
+- **One writer, many readers.** Ingest writes while ``show``/``live`` read
+  from other processes: WAL lets readers see the last commit without
+  blocking the writer; writers take the lock up front (``BEGIN IMMEDIATE``)
+  and wait up to ``timeout`` for each other (``busy_timeout``).
+- **Migrations from day one.** :data:`MIGRATIONS` is an ordered list of SQL
+  steps; ``PRAGMA user_version`` counts the steps applied. Opening a registry
+  applies the missing steps in one transaction; a registry newer than this
+  code, or a file that is not an Edge registry, is refused with a clear
+  error. Steps are never edited once released: a change is a new step.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator, NamedTuple
+
+from edge_agent.errors import BadInput, Busy, NotFound
+from edge_agent.messages import Hello
+from edge_agent.senml import Record
+
+APPLICATION_ID = 0x45444745   # "EDGE", in the SQLite header: marks the file as ours
+SAMPLE_BYTES = 256            # bytes of a rejected line kept as a sample
+
+MIGRATIONS: list[tuple[str, ...]] = [
+    # 1: devices and their telemetry.
+    (
+        """CREATE TABLE devices (
+            device_id  TEXT PRIMARY KEY,
+            board      TEXT,
+            version    TEXT,
+            first_seen REAL NOT NULL,          -- host clock, Unix seconds
+            last_seen  REAL NOT NULL,
+            boot       INTEGER,                -- boot counter at the last HELLO
+            uptime_ms  INTEGER,                -- uptime carried by the last HELLO
+            boot_start REAL,                   -- host clock at the last HELLO minus that uptime
+            next_seq   INTEGER,
+            acked      INTEGER,
+            dropped    INTEGER NOT NULL DEFAULT 0
+        )""",
+        """CREATE TABLE telemetry (
+            device_id  TEXT NOT NULL REFERENCES devices (device_id) ON DELETE CASCADE,
+            seq        INTEGER NOT NULL,
+            name       TEXT NOT NULL,
+            unit       TEXT,
+            value      REAL,                   -- numbers
+            value_text TEXT,                   -- SenML vs
+            value_bool INTEGER,                -- SenML vb, 0 or 1
+            t          REAL NOT NULL,          -- Unix seconds
+            estimated  INTEGER NOT NULL DEFAULT 0,
+            boot       INTEGER NOT NULL,
+            received   REAL NOT NULL,
+            PRIMARY KEY (device_id, seq),
+            CHECK ((value IS NOT NULL) + (value_text IS NOT NULL) + (value_bool IS NOT NULL) = 1)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX telemetry_by_time ON telemetry (t)",
+    ),
+    # 2: counters of rejected input; time ranges per device.
+    (
+        """CREATE TABLE ingest_errors (
+            source     TEXT NOT NULL,          -- a port, a BLE address or a device id
+            reason     TEXT NOT NULL,          -- a frames.REASONS value, or a message error kind
+            count      INTEGER NOT NULL,
+            first_seen REAL NOT NULL,
+            last_seen  REAL NOT NULL,
+            sample     BLOB,                   -- the latest rejected line, truncated
+            PRIMARY KEY (source, reason)
+        )""",
+        "CREATE INDEX telemetry_by_device_time ON telemetry (device_id, t)",
+    ),
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_COLUMNS = "device_id, seq, name, unit, value, value_text, value_bool, t, estimated, boot, received"
+_T_COLUMNS = ", ".join("t." + c for c in _COLUMNS.split(", "))
+
+
+class StoredRecord(NamedTuple):
+    """A telemetry record as the registry holds it (numbers come back as floats)."""
+
+    device_id: str
+    seq: int
+    name: str
+    unit: str | None
+    value: float | str | bool
+    t: float
+    estimated: bool
+    boot: int
+    received: float
+
+    @classmethod
+    def from_row(cls, row: tuple) -> "StoredRecord":
+        device_id, seq, name, unit, number, text, flag, t, estimated, boot, received = row
+        value = bool(flag) if flag is not None else text if text is not None else number
+        return cls(device_id, seq, name, unit, value, t, bool(estimated), boot, received)
+
+
+def _value_columns(value: Any) -> tuple[float | None, str | None, int | None]:
+    if isinstance(value, bool):
+        return None, None, int(value)
+    if isinstance(value, str):
+        return None, value, None
+    return float(value), None, None
+
+
+class Store:
+    """The registry in the SQLite file at ``path`` (created unless ``create=False``).
+
+    ``synchronous`` is the SQLite setting for this connection: keep ``FULL``
+    (see the module docstring); benchmarks pass ``NORMAL`` to show its cost.
+    """
+
+    def __init__(self, path: str | Path, *, create: bool = True, timeout: float = 10.0,
+                 synchronous: str = "FULL"):
+        self.path = Path(path)
+        if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA", "OFF"):
+            raise ValueError(f"synchronous must be FULL, NORMAL, EXTRA or OFF, not {synchronous!r}")
+        if self.path.is_dir():
+            raise BadInput(f"the registry path {self.path} is a folder",
+                           "pass --db with a file path (e.g. registry.db)")
+        if not self.path.exists():
+            if not create:
+                raise NotFound(f"no registry at {self.path}",
+                               "run `edge telemetry ingest` first, or pass --db PATH (or set $EDGE_DB)")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
+        except sqlite3.Error as e:
+            raise BadInput(f"cannot open the registry {self.path}: {e}",
+                           "check the path and its permissions") from None
+        self._depth = 0   # nesting of transaction() blocks
+        try:
+            self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._db.execute("PRAGMA journal_mode = WAL").fetchone()
+            self._db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+            self._migrate()
+        except BaseException as e:
+            self._db.close()
+            if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
+                raise Busy(f"the registry {self.path} is locked by another process",
+                           "wait for it to finish, or stop the other `edge` command") from None
+            if isinstance(e, sqlite3.DatabaseError):
+                raise BadInput(f"{self.path} is not an Edge registry ({e})",
+                               "pass --db with the registry's path, or move this file away") from None
+            raise
+
+    # -- schema
+
+    def _pragma(self, name: str) -> int:
+        return self._db.execute(f"PRAGMA {name}").fetchone()[0]
+
+    def _migrate(self) -> None:
+        version = self._pragma("user_version")
+        app_id = self._pragma("application_id")
+        if app_id not in (0, APPLICATION_ID) or (
+                app_id == 0 and (version or self._db.execute(
+                    "SELECT count(*) FROM sqlite_master").fetchone()[0])):
+            raise BadInput(f"{self.path} is a SQLite database but not an Edge registry",
+                           "pass --db with the registry's path, or a new file name")
+        if version > SCHEMA_VERSION:
+            raise BadInput(
+                f"the registry {self.path} has schema version {version}, newer than this "
+                f"edge-agent understands ({SCHEMA_VERSION})",
+                "upgrade edge-agent (pip install -U edge-agent), or open a registry made by this version")
+        if version == SCHEMA_VERSION:
+            return
+        with self.transaction():
+            version = self._pragma("user_version")   # another process may have migrated meanwhile
+            for step in MIGRATIONS[version:]:
+                for statement in step:
+                    self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+
+    @property
+    def schema_version(self) -> int:
+        """The number of migration steps applied to this registry."""
+        return self._pragma("user_version")
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group writes into one transaction: all of them are committed, or none.
+
+        Every write method runs in its own transaction unless called inside
+        this block. One commit (one sync) for all the batches of a serial read
+        is much cheaper than one per batch (see ``bench/bench_ingest.py``);
+        acknowledge the batches only after the block has exited normally.
+        """
+        if self._depth:
+            # Nested: a savepoint keeps the inner write all-or-nothing even if
+            # the caller catches its error and goes on with the outer block.
+            name = f"nested{self._depth}"
+            self._db.execute(f"SAVEPOINT {name}")
+            self._depth += 1
+            try:
+                yield
+            except BaseException:
+                self._db.execute(f"ROLLBACK TO {name}")
+                raise
+            finally:
+                self._depth -= 1
+                self._db.execute(f"RELEASE {name}")
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        else:
+            self._db.execute("COMMIT")
+        finally:
+            self._depth = 0
+
+    # -- writing
+
+    def add_batch(self, device_id: str, records: Iterable[Record], received: float,
+                  *, dropped: int | None = None) -> int:
+        """Store ``records`` of ``device_id`` in one transaction; return how many were new.
+
+        Records already stored (same device and sequence number) are left
+        as they are, so a retransmitted batch returns 0. ``dropped`` is the
+        device's count of journal records dropped (BATCH key 5), if known.
+        """
+        rows = [(device_id, r.seq, r.name, r.unit, *_value_columns(r.value), r.t,
+                 int(r.estimated), r.boot, received) for r in records]
+        with self.transaction():
+            self._db.execute(
+                "INSERT INTO devices (device_id, first_seen, last_seen, dropped) "
+                "VALUES (?1, ?2, ?2, coalesce(?3, 0)) "
+                "ON CONFLICT (device_id) DO UPDATE SET last_seen = max(last_seen, ?2), "
+                "dropped = max(dropped, coalesce(?3, 0))",
+                (device_id, received, dropped))
+            before = self._db.total_changes
+            # Only a duplicate (device, seq) is skipped; any other constraint
+            # failure aborts the whole batch (INSERT OR IGNORE would skip those
+            # rows silently, and the device would then be told they are stored).
+            self._db.executemany(
+                f"INSERT INTO telemetry ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT (device_id, seq) DO NOTHING", rows)
+            return self._db.total_changes - before
+
+    def note_device(self, hello: Hello, seen: float) -> None:
+        """Record what a HELLO said; ``seen`` is the host clock when it arrived."""
+        with self.transaction():
+            self._db.execute(
+                "INSERT INTO devices (device_id, board, version, first_seen, last_seen, boot, "
+                "uptime_ms, boot_start, next_seq, acked, dropped) "
+                "VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8, ?9, ?10) "
+                "ON CONFLICT (device_id) DO UPDATE SET board = ?2, version = ?3, "
+                "last_seen = max(last_seen, ?4), boot = ?5, uptime_ms = ?6, boot_start = ?7, "
+                "next_seq = ?8, acked = ?9, dropped = max(dropped, ?10)",
+                (hello.device_id, hello.board, hello.version, seen, hello.boot, hello.uptime_ms,
+                 seen - hello.uptime_ms / 1000, hello.next_seq, hello.acked, hello.dropped))
+
+    def note_bad_frame(self, source: str, reason: str, sample: bytes,
+                       seen: float | None = None) -> None:
+        """Count one rejected frame or message from ``source`` (a port or device id)."""
+        seen = time.time() if seen is None else seen
+        with self.transaction():
+            self._db.execute(
+                "INSERT INTO ingest_errors (source, reason, count, first_seen, last_seen, sample) "
+                "VALUES (?1, ?2, 1, ?3, ?3, ?4) "
+                "ON CONFLICT (source, reason) DO UPDATE SET count = count + 1, "
+                "last_seen = max(last_seen, ?3), sample = ?4",
+                (source, reason, seen, bytes(sample[:SAMPLE_BYTES])))
+
+    # -- reading
+
+    def device(self, device_id: str) -> dict | None:
+        """The registry's row for ``device_id`` as a dict, or None."""
+        cur = self._db.execute("SELECT * FROM devices WHERE device_id = ?", (device_id,))
+        row = cur.fetchone()
+        return dict(zip([c[0] for c in cur.description], row)) if row else None
+
+    def devices(self) -> list[dict]:
+        """Every device row, by device id."""
+        cur = self._db.execute("SELECT * FROM devices ORDER BY device_id")
+        names = [c[0] for c in cur.description]
+        return [dict(zip(names, row)) for row in cur]
+
+    def bad_frames(self) -> list[dict]:
+        """The rejected-input counters, one dict per (source, reason)."""
+        cur = self._db.execute("SELECT * FROM ingest_errors ORDER BY source, reason")
+        names = [c[0] for c in cur.description]
+        return [dict(zip(names, row)) for row in cur]
+
+    def query(self, device: str | None = None, since: float | None = None,
+              until: float | None = None, name: str | None = None, limit: int | None = None,
+              *, newest_first: bool = False) -> Iterator[StoredRecord]:
+        """Stored records, ordered by time (then device and sequence number), streamed.
+
+        ``since`` is inclusive and ``until`` exclusive (Unix seconds); ``name``
+        is a glob (``temp*``), case-sensitive; ``newest_first`` reverses the
+        order, so that ``limit`` keeps the latest records.
+        """
+        where: list[str] = []
+        args: list[Any] = []
+        for column, op, value in (("device_id", "=", device), ("t", ">=", since),
+                                  ("t", "<", until), ("name", "GLOB", name)):
+            if value is not None:
+                where.append(f"{column} {op} ?")
+                args.append(value)
+        sql = f"SELECT {_COLUMNS} FROM telemetry"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        order = "DESC" if newest_first else "ASC"
+        sql += f" ORDER BY t {order}, device_id {order}, seq {order}"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(int(limit))
+        for row in self._db.execute(sql, args):
+            yield StoredRecord.from_row(row)
+
+    def records_after(self, device_id: str, seq: int, limit: int | None = None) -> list[StoredRecord]:
+        """Records of ``device_id`` with a sequence number above ``seq``, in sequence order."""
+        sql = f"SELECT {_COLUMNS} FROM telemetry WHERE device_id = ? AND seq > ? ORDER BY seq"
+        args: list = [device_id, seq]
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(int(limit))
+        return [StoredRecord.from_row(row) for row in self._db.execute(sql, args)]
+
+    def latest_values(self, device: str | None = None,
+                      after_seq: int | None = None) -> list[StoredRecord]:
+        """The last record (highest sequence number) of each (device, name).
+
+        With ``device`` and ``after_seq``, only records of that device above
+        that sequence number are considered (a cheap range of the primary key).
+        """
+        where: list[str] = []
+        args: list[Any] = []
+        if device is not None:
+            where.append("device_id = ?")
+            args.append(device)
+            if after_seq is not None:
+                where.append("seq > ?")
+                args.append(after_seq)
+        sql = (f"SELECT {_T_COLUMNS} FROM telemetry t JOIN "
+               "(SELECT device_id, name, max(seq) AS seq FROM telemetry "
+               + ("WHERE " + " AND ".join(where) + " " if where else "")
+               + "GROUP BY device_id, name) m ON t.device_id = m.device_id AND t.seq = m.seq "
+               "ORDER BY t.device_id, t.name")
+        return [StoredRecord.from_row(row) for row in self._db.execute(sql, args)]
+
+    def seq_range(self, device_id: str, after_seq: int = -1) -> tuple[int, int | None]:
+        """(count, highest sequence number) of the records of ``device_id`` above ``after_seq``."""
+        count, top = self._db.execute(
+            "SELECT count(*), max(seq) FROM telemetry WHERE device_id = ? AND seq > ?",
+            (device_id, after_seq)).fetchone()
+        return count, top
+
+    def next_missing(self, device_id: str, start: int = 0) -> int:
+        """The lowest sequence number at or above ``start`` not stored for ``device_id``.
+
+        An ACK may carry this: every record below it is stored. ``start`` is
+        typically what the device last reported as acknowledged (HELLO key 7).
+        """
+        expected = start
+        for (seq,) in self._db.execute(
+                "SELECT seq FROM telemetry WHERE device_id = ? AND seq >= ? ORDER BY seq",
+                (device_id, start)):
+            if seq != expected:
+                break
+            expected += 1
+        return expected
+
+    def count(self, device: str | None = None) -> int:
+        """How many records are stored (for one device, or all)."""
+        if device is None:
+            return self._db.execute("SELECT count(*) FROM telemetry").fetchone()[0]
+        return self._db.execute("SELECT count(*) FROM telemetry WHERE device_id = ?",
+                                (device,)).fetchone()[0]
+
+    def summary(self) -> list[dict]:
+        """One dict per device: its row plus records, names, time range and gaps.
+
+        ``gaps`` counts the sequence numbers missing between the lowest and
+        the highest stored one; ``first_t``/``last_t`` are Unix seconds or None.
+        """
+        cur = self._db.execute(
+            "SELECT d.*, count(t.seq) AS records, min(t.seq) AS min_seq, max(t.seq) AS max_seq, "
+            "min(t.t) AS first_t, max(t.t) AS last_t, coalesce(sum(t.estimated), 0) AS estimated "
+            "FROM devices d LEFT JOIN telemetry t ON t.device_id = d.device_id "
+            "GROUP BY d.device_id ORDER BY d.device_id")
+        columns = [c[0] for c in cur.description]
+        out = [dict(zip(columns, row)) for row in cur]
+        names: dict[str, list[str]] = {}
+        for device_id, name in self._db.execute(
+                "SELECT DISTINCT device_id, name FROM telemetry ORDER BY device_id, name"):
+            names.setdefault(device_id, []).append(name)
+        for entry in out:
+            entry["names"] = names.get(entry["device_id"], [])
+            entry["gaps"] = (entry["max_seq"] - entry["min_seq"] + 1 - entry["records"]
+                             if entry["records"] else 0)
+        return out
+
+    # -- lifetime
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        try:
+            self._db.execute("PRAGMA optimize")
+        except sqlite3.Error:   # already closed, or busy: the statistics can wait
+            pass
+        self._db.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

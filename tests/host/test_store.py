@@ -1,0 +1,333 @@
+"""The SQLite registry: idempotent batches, atomicity, migrations, concurrent readers."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import cbor2
+import pytest
+
+from edge_agent.errors import BadInput, NotFound
+from edge_agent.frames import BadFrame, Frame, FrameDecoder, encode_frame
+from edge_agent.messages import Batch, Hello, MessageError, decode_message, encode_message
+from edge_agent.senml import Record, build_pack, resolve
+from edge_agent.store import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, Store
+
+VECTORS = json.loads((Path(__file__).parents[1] / "vectors" / "messages.json").read_text())
+T0 = 1_763_906_400.0
+
+
+def records(first_seq: int, n: int, name: str = "temp", t0: float = T0) -> list[Record]:
+    return [Record(first_seq + i, name, "Cel", 20.0 + i / 4, t0 + i, False, 1) for i in range(n)]
+
+
+def dump(path: Path, table: str | None = None) -> list[str]:
+    """Every row of every table (or of one), as SQL: equal dumps mean nothing changed."""
+    with sqlite3.connect(path) as db:
+        lines = list(db.iterdump())
+    return [line for line in lines if table is None or f'"{table}"' in line]
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "registry.db")
+    yield s
+    s.close()
+
+
+def test_a_new_registry_is_wal_full_sync_with_foreign_keys_and_the_latest_schema(tmp_path):
+    path = tmp_path / "sub" / "dir" / "registry.db"      # parent folders are created
+    with Store(path) as s:
+        assert s.schema_version == SCHEMA_VERSION
+        assert s._db.execute("PRAGMA synchronous").fetchone()[0] == 2        # FULL
+        assert s._db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"devices", "telemetry", "ingest_errors"} <= tables
+
+
+def test_add_batch_returns_how_many_records_were_new(store):
+    assert store.add_batch("dev-1", records(0, 20), T0 + 30) == 20
+    assert store.add_batch("dev-1", records(10, 20), T0 + 40) == 10      # overlaps 10..19
+    assert store.count("dev-1") == 30
+
+
+def test_a_retransmitted_batch_stores_nothing_twice(store):
+    store.add_batch("dev-1", records(0, 20), T0 + 30)
+    before = dump(store.path, "telemetry")
+    assert len(before) == 20
+    assert store.add_batch("dev-1", records(0, 20), T0 + 99) == 0
+    assert dump(store.path, "telemetry") == before    # same rows, first reception kept
+    assert store.device("dev-1")["last_seen"] == T0 + 99
+
+
+def test_values_of_every_kind_come_back(store):
+    batch = [Record(0, "t", "Cel", 21.5, T0, False, 2), Record(1, "rssi", "dBm", -67, T0, False, 2),
+             Record(2, "door", None, True, T0, False, 2), Record(3, "state", None, "heating", T0, True, 2)]
+    store.add_batch("dev-1", batch, T0 + 1)
+    got = {r.name: r for r in store.query()}
+    assert got["t"].value == 21.5 and got["t"].unit == "Cel"
+    assert got["rssi"].value == -67.0
+    assert got["door"].value is True and got["door"].unit is None
+    assert got["state"].value == "heating" and got["state"].estimated is True
+    assert got["t"].received == T0 + 1 and got["t"].boot == 2
+
+
+@pytest.mark.parametrize("broken", [
+    Record(10, None, None, 1.0, T0, False, 1),         # NOT NULL name
+    Record(10, "x", None, 1.0, None, False, 1),        # NOT NULL time
+])
+def test_a_batch_that_fails_midway_stores_nothing(store, broken):
+    store.add_batch("dev-1", records(0, 5), T0)
+    before = dump(store.path)
+    with pytest.raises(sqlite3.IntegrityError):       # never skipped silently (then acknowledged)
+        store.add_batch("dev-1", records(5, 5) + [broken], T0 + 50, dropped=9)
+    assert dump(store.path) == before                 # neither the records nor the device row
+
+
+def test_bad_input_through_the_whole_path_leaves_the_registry_unchanged(store):
+    """Frames -> messages -> SenML -> store, as ingest does it: only good batches land."""
+    good = next(v for v in VECTORS if v["type"] == "BATCH")
+
+    def ingest(stream: bytes) -> list[str]:
+        errors = []
+        for event in FrameDecoder().feed(stream):
+            if isinstance(event, BadFrame):
+                errors.append(event.reason)
+            elif isinstance(event, Frame):
+                try:
+                    msg = decode_message(event.payload)
+                    store.add_batch(msg.device_id, resolve(msg, T0 + 60, None), T0 + 60)
+                except MessageError as e:
+                    errors.append(str(e))
+        return errors
+
+    assert ingest(encode_frame(bytes.fromhex(good["hex"]))) == []
+    before = dump(store.path)
+    msg = cbor2.loads(bytes.fromhex(good["hex"]))
+    wrong_shape = {**msg, 6: [{0: "temp", 2: 1.0}, {0: "temp"}]}   # 2nd record has no value
+    wrong_type = {**msg, 2: "1200"}
+    line = encode_frame(bytes.fromhex(good["hex"]))
+    stream = b"".join([
+        b"\x00\xff garbage \x1b[2J\r\n",
+        line[:40] + b"\r\n",                                             # truncated frame
+        line[:-4] + (b"0" if line[-4:-3] != b"0" else b"1") + line[-3:],  # bad CRC
+        b"#EA:" + b"A" * 5000 + b"\r\n",                                 # oversized
+        encode_frame(cbor2.dumps([1, 2, 3])),                            # valid CBOR, not a map
+        encode_frame(cbor2.dumps(wrong_shape)),                          # bad SenML record
+        encode_frame(cbor2.dumps(wrong_type)),                           # wrong key type
+        encode_frame(b"\xa1\x00"),                                       # truncated CBOR
+    ])
+    errors = ingest(stream)
+    assert len(errors) == 7
+    assert errors[:3] == ["malformed", "bad_crc", "too_long"]
+    assert dump(store.path) == before
+
+
+def test_a_transaction_groups_batches_into_one_commit(store):
+    path = store.path
+    with store.transaction():
+        assert store.add_batch("dev-1", records(0, 5), T0) == 5
+        assert store.add_batch("dev-1", records(5, 5), T0) == 5
+        with Store(path, create=False) as other:      # nothing visible before the commit
+            assert other.count() == 0
+    with Store(path, create=False) as other:
+        assert other.count() == 10
+
+
+def test_an_error_in_a_transaction_rolls_back_every_batch_in_it(store):
+    store.add_batch("dev-1", records(0, 5), T0)
+    before = dump(store.path)
+    with pytest.raises(RuntimeError):
+        with store.transaction():
+            store.add_batch("dev-1", records(5, 5), T0)
+            raise RuntimeError("the port went away")
+    assert dump(store.path) == before
+
+
+def test_a_failed_batch_inside_a_transaction_is_undone_alone(store):
+    with store.transaction():
+        store.add_batch("dev-1", records(0, 5), T0)
+        with pytest.raises(sqlite3.IntegrityError):
+            store.add_batch("dev-1", records(5, 5) + [Record(10, None, None, 1.0, T0, False, 1)], T0)
+        store.add_batch("dev-1", records(20, 5), T0)
+    assert sorted(r.seq for r in store.query()) == [0, 1, 2, 3, 4, 20, 21, 22, 23, 24]
+
+
+def test_note_device_records_the_hello_and_its_boot_start(store):
+    store.note_device(Hello("dev-1", "esp32", "0.1.0", 4, 12_500, 100, 90, 2), T0)
+    store.note_device(Hello("dev-1", "esp32", "0.2.0", 5, 1_000, 120, 100, 1), T0 + 60)
+    row = store.device("dev-1")
+    assert row["version"] == "0.2.0" and row["boot"] == 5
+    assert row["boot_start"] == T0 + 59
+    assert row["first_seen"] == T0 and row["last_seen"] == T0 + 60
+    assert row["dropped"] == 2                        # a total never goes down
+    assert store.device("nope") is None
+    assert [d["device_id"] for d in store.devices()] == ["dev-1"]
+
+
+def test_a_batch_before_any_hello_creates_the_device(store):
+    store.add_batch("dev-9", records(0, 3), T0, dropped=4)
+    assert store.device("dev-9")["dropped"] == 4
+    assert store.device("dev-9")["board"] is None
+
+
+def test_bad_frames_are_counted_per_source_and_reason_with_a_sample(store):
+    for _ in range(3):
+        store.note_bad_frame("/dev/ttyUSB0", "bad_crc", b"#EA:x" * 100, seen=T0)
+    store.note_bad_frame("/dev/ttyUSB0", "too_long", b"#EA:AAAA", seen=T0 + 1)
+    rows = {(r["source"], r["reason"]): r for r in store.bad_frames()}
+    assert rows[("/dev/ttyUSB0", "bad_crc")]["count"] == 3
+    assert len(rows[("/dev/ttyUSB0", "bad_crc")]["sample"]) == 256
+    assert rows[("/dev/ttyUSB0", "too_long")]["count"] == 1
+
+
+def test_query_filters_by_device_time_range_and_name_glob(store):
+    store.add_batch("dev-1", records(0, 10, "temp"), T0)
+    store.add_batch("dev-1", records(10, 10, "temp_out", t0=T0 + 0.5), T0)
+    store.add_batch("dev-2", records(0, 10, "hum"), T0)
+    assert len(list(store.query())) == 30
+    assert {r.device_id for r in store.query(device="dev-2")} == {"dev-2"}
+    assert [r.t for r in store.query(device="dev-2", since=T0 + 2, until=T0 + 5)] == [T0 + 2, T0 + 3, T0 + 4]
+    assert {r.name for r in store.query(name="temp*")} == {"temp", "temp_out"}
+    assert {r.name for r in store.query(name="temp")} == {"temp"}
+    times = [r.t for r in store.query()]
+    assert times == sorted(times)
+    latest = list(store.query(device="dev-1", limit=3, newest_first=True))
+    assert [r.t for r in latest] == [T0 + 9.5, T0 + 9, T0 + 8.5]
+
+
+def test_summary_counts_records_names_range_gaps_and_dropped(store):
+    store.add_batch("dev-1", records(0, 10), T0, dropped=3)
+    store.add_batch("dev-1", records(15, 5, "hum"), T0)
+    store.note_device(Hello("dev-2", "picow", "0.1.0", 1, 0, 0, 0, 0), T0)
+    by_id = {d["device_id"]: d for d in store.summary()}
+    one = by_id["dev-1"]
+    assert (one["records"], one["gaps"], one["dropped"]) == (15, 5, 3)
+    assert one["names"] == ["hum", "temp"]
+    assert (one["first_t"], one["last_t"]) == (T0, T0 + 9)
+    assert (by_id["dev-2"]["records"], by_id["dev-2"]["gaps"], by_id["dev-2"]["names"]) == (0, 0, [])
+
+
+def test_next_missing_is_the_first_gap_at_or_after_start(store):
+    assert store.next_missing("dev-1") == 0
+    store.add_batch("dev-1", records(0, 10) + records(12, 3), T0)
+    assert store.next_missing("dev-1") == 10
+    assert store.next_missing("dev-1", 12) == 15
+    assert store.next_missing("dev-1", 11) == 11
+
+
+def test_latest_values_and_seq_range_read_only_what_is_new(store):
+    store.add_batch("dev-1", records(0, 4, "temp") + records(4, 2, "hum"), T0)
+    assert {r.name: r.seq for r in store.latest_values()} == {"temp": 3, "hum": 5}
+    assert store.seq_range("dev-1") == (6, 5)
+    assert store.seq_range("dev-1", 5) == (0, None)
+    store.add_batch("dev-1", records(6, 2, "temp"), T0)
+    assert [r.seq for r in store.latest_values("dev-1", after_seq=5)] == [7]
+    assert [r.seq for r in store.records_after("dev-1", 5)] == [6, 7]
+
+
+# -- opening: migrations and files that are not registries
+
+def test_an_old_registry_is_migrated_and_keeps_its_data(tmp_path):
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    for statement in MIGRATIONS[0]:
+        db.execute(statement)
+    db.execute("INSERT INTO devices (device_id, first_seen, last_seen) VALUES ('dev-1', 1, 1)")
+    db.execute("INSERT INTO telemetry VALUES ('dev-1', 0, 'temp', 'Cel', 21.5, NULL, NULL, 5, 0, 1, 6)")
+    db.execute("PRAGMA user_version = 1")
+    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    db.commit()
+    db.close()
+    with Store(path) as s:
+        assert s.schema_version == SCHEMA_VERSION == 2
+        assert [(r.name, r.value) for r in s.query()] == [("temp", 21.5)]
+        s.note_bad_frame("p", "bad_crc", b"x")          # the table step 2 adds
+        assert s.bad_frames()[0]["count"] == 1
+
+
+def test_a_registry_from_a_newer_version_is_refused_untouched(tmp_path):
+    path = tmp_path / "future.db"
+    Store(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    before = path.read_bytes()
+    with pytest.raises(BadInput, match="newer than this edge-agent") as info:
+        Store(path)
+    assert "upgrade" in info.value.hint
+    assert path.read_bytes() == before
+
+
+def test_a_file_that_is_not_sqlite_is_refused_untouched(tmp_path):
+    path = tmp_path / "notes.db"
+    path.write_bytes(b"these are my notes, not a database\n" * 100)
+    before = path.read_bytes()
+    with pytest.raises(BadInput, match="not an Edge registry") as info:
+        Store(path)
+    assert info.value.hint
+    assert path.read_bytes() == before
+
+
+def test_a_sqlite_database_of_another_program_is_refused(tmp_path):
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE mine (x)")
+    with pytest.raises(BadInput, match="not an Edge registry"):
+        Store(path)
+
+
+def test_a_missing_registry_is_not_created_when_reading(tmp_path):
+    with pytest.raises(NotFound, match="no registry at") as info:
+        Store(tmp_path / "absent.db", create=False)
+    assert "edge telemetry ingest" in info.value.hint
+    assert not (tmp_path / "absent.db").exists()
+
+
+def test_a_folder_is_not_a_registry(tmp_path):
+    with pytest.raises(BadInput, match="is a folder"):
+        Store(tmp_path)
+
+
+# -- concurrency: one writer, readers in other connections and processes
+
+def test_a_reader_in_the_middle_of_a_query_does_not_block_the_writer(tmp_path):
+    path = tmp_path / "r.db"
+    with Store(path) as writer, Store(path, create=False, timeout=0.5) as reader:
+        writer.add_batch("dev-1", records(0, 50), T0)
+        rows = reader.query()
+        first = next(rows)                              # a read snapshot is open
+        assert writer.add_batch("dev-1", records(50, 50), T0) == 50   # commits at once
+        assert first.seq == 0 and len(list(rows)) == 49  # the reader still sees its snapshot
+        assert reader.count() == 100                     # and the new data on its next read
+
+
+def test_a_writer_process_and_a_reader_run_side_by_side(tmp_path):
+    path = tmp_path / "r.db"
+    Store(path).close()
+    writer = textwrap.dedent(f"""
+        from edge_agent.senml import Record
+        from edge_agent.store import Store
+        with Store({str(path)!r}) as s:
+            for b in range(40):
+                recs = [Record(b * 20 + i, "temp", "Cel", float(i), {T0} + b, False, 1) for i in range(20)]
+                assert s.add_batch("dev-1", recs, {T0}) == 20
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", writer])
+    seen = []
+    with Store(path, create=False, timeout=5) as reader:
+        while proc.poll() is None:
+            summary = reader.summary()
+            seen.append(summary[0]["records"] if summary else 0)
+            assert summary == [] or summary[0]["gaps"] == 0        # whole batches only
+    assert proc.wait() == 0
+    with Store(path, create=False) as reader:
+        assert reader.count() == 800
+    assert all(n % 20 == 0 for n in seen) and seen == sorted(seen)
