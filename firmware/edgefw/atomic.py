@@ -1,0 +1,105 @@
+# Small files replaced whole, never overwritten in place: write() puts the
+# data in "<name>.new", closes it, then renames it over "<name>". Rename
+# replaces atomically on LittleFS and Posix, so a power cut or a kill leaves
+# either the old or the new complete file.
+#
+# On flash a file is its data followed by the CRC-32 (binascii.crc32, u32
+# big-endian) of that data; read() returns the data only when the CRC
+# matches, so a torn or stray file is never trusted.
+import os
+import struct
+from binascii import crc32
+
+from micropython import const
+
+_LIMIT = const(4096)
+
+
+def read(path, limit=_LIMIT):
+    # The data of the last complete write(), or None if there is none. If
+    # "<name>" is unusable but a complete "<name>.new" exists (a replace cut
+    # short where rename is not atomic, e.g. FAT: remove then rename), that is
+    # the newer data: the replace is finished so no later write can clobber it.
+    data = _load(path, limit)
+    if data is None:
+        tmp = path + ".new"
+        data = _load(tmp, limit)
+        if data is not None:
+            try:
+                _replace(tmp, path)
+            except OSError:
+                pass
+    return data
+
+
+def write(path, data):
+    tmp = path + ".new"
+    if not _exists(path) and _exists(tmp):
+        # "<name>.new" may be the only complete copy: settle it before
+        # truncating "<name>.new" below.
+        read(path)
+    tail = bytearray(4)
+    struct.pack_into(">I", tail, 0, crc32(data))
+    f = open(tmp, "wb")
+    try:
+        f.write(data)
+        f.write(tail)
+        f.flush()
+        sync = getattr(os, "fsync", None)
+        if sync is not None:
+            # CPython on Linux: the data must reach the disk before the
+            # rename does, or a power cut could leave an empty "<name>".
+            sync(f.fileno())
+    finally:
+        f.close()
+    _replace(tmp, path)
+
+
+def remove(path):
+    # Deletes "<name>" and any leftover "<name>.new" (factory reset).
+    for p in (path + ".new", path):
+        try:
+            os.remove(p)
+        except OSError:
+            pass
+
+
+def _replace(tmp, path):
+    try:
+        os.rename(tmp, path)
+    except OSError:
+        # Some filesystems refuse to rename over an existing file. Between
+        # these two calls only "<name>.new" exists, and read() takes it.
+        os.remove(path)
+        os.rename(tmp, path)
+
+
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+def _load(path, limit):
+    try:
+        size = os.stat(path)[6]
+        # A garbage file larger than any we write must not exhaust the heap
+        # (and read(n) reserves n bytes up front on MicroPython).
+        if size < 4 or size > limit + 4:
+            return None
+        f = open(path, "rb")
+    except OSError:
+        return None
+    try:
+        raw = f.read(size)
+    finally:
+        f.close()
+    n = len(raw) - 4
+    if n < 0:
+        return None
+    data = raw[:n]
+    if crc32(data) != struct.unpack_from(">I", raw, n)[0]:
+        return None
+    return data

@@ -1,0 +1,548 @@
+# Store-and-forward telemetry journal (docs/protocol.md, BATCH and ACK).
+#
+# Records are numbered by sequence (one number per SenML record); an entry
+# holds `count` consecutive numbers and an opaque payload. Entries are
+# appended to segment files "sXXXXXXXX.log" in `root` (XXXXXXXX: the first
+# sequence number of the segment, 8 hex digits, so names sort in order).
+# An entry on flash:
+#   0  u8   magic 0xEA          1  u8   format version 1
+#   2  u16  payload length      4  u32  first sequence number
+#   8  u16  record count        10 u16  low 16 bits of CRC-32 of bytes 0..9
+#   12 payload                  then u32 CRC-32 of header and payload
+# (all big-endian). The header check lets a reader trust an entry's place
+# and numbers even when its payload is damaged, and find the next entry
+# after damage (resync) without trusting a byte of garbage.
+#
+# The file "state" (atomic.py) holds: acked (host's pointer), floor, dropped,
+# gapmark. Rules:
+# - every record below max(acked, floor) ("low") is acknowledged or counted
+#   in dropped, and is never returned by pending() again;
+# - an append that returned is durable (its file is closed); nothing else is
+#   written per append;
+# - a segment is deleted only after the state that makes all its records
+#   fall below low is persisted, so a kill between the two leaves a segment
+#   that open() deletes without counting it again;
+# - sequence numbers never go backwards: next_seq after open() is at least
+#   the end of every complete entry on flash, every segment's name, acked,
+#   floor and gapmark; the newest segment is never deleted by an ACK, so
+#   next_seq survives even a lost state file;
+# - lost records (damaged entries, missing ranges) are counted in dropped
+#   exactly once: gapmark says up to where losses have been counted.
+import os
+import struct
+from binascii import crc32
+
+from . import atomic
+
+from micropython import const
+
+_MAGIC = const(0xEA)
+_VERSION = const(1)
+_HDR = const(12)
+_OVERHEAD = const(16)
+_U32 = const(0xFFFFFFFF)
+_CHUNK = const(64)
+_STATE = b"EJS1"
+
+
+def _seg_seq(name):
+    # First sequence number from a segment's file name, -1 if not a segment.
+    if len(name) != 13 or name[0] != "s" or not name.endswith(".log"):
+        return -1
+    try:
+        seq = int(name[1:9], 16)
+    except ValueError:
+        return -1
+    return seq if name == "s%08x.log" % seq else -1
+
+
+class Journal:
+    def __init__(self, root, max_bytes=65536, seg_bytes=4096):
+        if seg_bytes < 64 or seg_bytes > 0x10000:
+            raise ValueError("journal seg_bytes must be 64..65536, got %d" % seg_bytes)
+        if max_bytes < 2 * seg_bytes:
+            raise ValueError("journal max_bytes (%d) must be at least 2 * seg_bytes (%d)"
+                             % (max_bytes, seg_bytes))
+        self.root = root
+        self.max_bytes = max_bytes
+        self.seg_bytes = seg_bytes
+        self._pre = root if root.endswith("/") else root + "/"
+        self._hdr = bytearray(_HDR)
+        self._hdr10 = memoryview(self._hdr)[:10]
+        self._tail = bytearray(4)
+        self._buf = bytearray(_CHUNK)
+        self._bufmv = memoryview(self._buf)
+        self._sbuf = bytearray(20)
+        self._segs = None  # [first_seq (name), file size, limit, end_seq or -1]
+        self._lost = []  # [a, b) ranges of lost records at or above low
+        self._acked = 0
+        self._floor = 0
+        self._dropped = 0
+        self._gapmark = 0
+        self._next = 0
+        self._used = 0
+        self._sealed = False  # newest segment has a torn tail: append elsewhere
+        self._apath = None
+        self._cur = None  # (segment, offset) of the first pending entry
+        self._prev = None  # end of the last entry a walk accepted
+        self._e_first = 0
+        self._e_count = 0
+        self._e_len = 0
+
+    # -- state ----------------------------------------------------------
+    @property
+    def next_seq(self):
+        return self._next
+
+    @property
+    def acked(self):
+        return self._acked
+
+    @property
+    def dropped(self):
+        return self._dropped
+
+    @property
+    def used_bytes(self):
+        return self._used
+
+    @property
+    def pending_count(self):
+        low = self._low()
+        n = self._next - low
+        for a, b in self._lost:
+            if b > low:
+                n -= min(b, self._next) - max(a, low)
+        return n
+
+    def _low(self):
+        return self._acked if self._acked > self._floor else self._floor
+
+    def _path(self, seq):
+        return self._pre + "s%08x.log" % seq
+
+    def _need(self):
+        if self._segs is None:
+            raise RuntimeError("journal %s is not open: call open() first" % self.root)
+
+    def _save(self, acked, floor, dropped, gapmark):
+        struct.pack_into(">4sIIII", self._sbuf, 0, _STATE, acked, floor,
+                         min(dropped, _U32), gapmark)
+        atomic.write(self._pre + "state", self._sbuf)
+
+    # -- recovery -------------------------------------------------------
+    def open(self):
+        cur = "/" if self.root.startswith("/") else ""
+        for part in self.root.split("/"):
+            if part:
+                cur += part
+                try:
+                    os.mkdir(cur)
+                except OSError:
+                    pass  # exists; a real problem shows in listdir below
+                cur += "/"
+        raw = atomic.read(self._pre + "state")
+        good = raw is not None and len(raw) == 20 and raw[:4] == _STATE
+        if good:
+            _, acked, floor, dropped, gapmark = struct.unpack(">4sIIII", raw)
+        else:
+            # No trustworthy state: records before the oldest on flash are
+            # taken as handled (unknowable), the rest is pending.
+            acked = floor = dropped = gapmark = 0
+        names = [n for n in os.listdir(self.root) if _seg_seq(n) >= 0]
+        names.sort()
+        segs = []
+        lost = []
+        low = max(acked, floor) if good else None
+        add = 0
+        prev = None
+        for name in names:
+            seq = _seg_seq(name)
+            path = self._pre + name
+            # A segment named X was started when next_seq was X: numbers
+            # below X that are in no entry were lost with damaged data.
+            if low is None:
+                low = seq
+            a = low if prev is None else prev
+            if seq > a:
+                lost.append([max(a, low), seq])
+            if prev is None or seq > prev:
+                prev = seq
+            size = os.stat(path)[6]
+            limit = 0
+            end = -1
+            f = open(path, "rb")
+            try:
+                self._prev = prev
+                pos = 0
+                while True:
+                    pos = self._find(f, pos, size)
+                    if pos < 0:
+                        break
+                    first = self._e_first
+                    if first > prev:
+                        lost.append([max(prev, low), first])
+                    prev = first + self._e_count
+                    if not self._crc_ok(f, pos):
+                        lost.append([max(first, low), prev])
+                    pos += _OVERHEAD + self._e_len
+                    limit = pos
+                    end = prev
+            finally:
+                f.close()
+            segs.append([seq, size, limit, end])
+        # Losses are counted from gapmark on only, so a damage seen at every
+        # open is counted once; ranges are found in ascending order.
+        keep = []
+        for r in lost:
+            a, b = r
+            if a >= b:
+                continue
+            keep.append(r)
+            c = max(a, gapmark)
+            if c < b:
+                add += b - c
+                gapmark = b
+        if low is None:
+            low = prev if prev is not None else 0
+        if not good:
+            acked = floor = low
+        nxt = max(acked, floor, gapmark)
+        if prev is not None and prev > nxt:
+            nxt = prev
+        if add or not good:
+            dropped += add
+            self._save(acked, floor, dropped, gapmark)
+        self._acked = acked
+        self._floor = floor
+        self._dropped = dropped
+        self._gapmark = gapmark
+        self._next = nxt
+        self._lost = keep
+        self._segs = segs
+        self._used = 0
+        for s in segs:
+            self._used += s[1]
+        self._cur = None
+        # Segments with nothing pending go (their records are all below low,
+        # persisted above); the newest stays if it holds any entry.
+        i = 0
+        while i < len(segs):
+            s = segs[i]
+            newest = i == len(segs) - 1
+            if s[3] < 0 or (s[3] <= low and not newest):
+                try:
+                    os.remove(self._path(s[0]))
+                except OSError:
+                    i += 1
+                    continue
+                self._used -= s[1]
+                segs.pop(i)
+                continue
+            i += 1
+        # Appending after a torn tail would bury garbage mid-segment: a
+        # newest segment with bytes past its last entry takes no more.
+        self._sealed = bool(segs) and segs[-1][1] != segs[-1][2]
+        self._apath = self._path(segs[-1][0]) if segs else None
+        self._prune_lost()
+
+    def _prune_lost(self):
+        low = self._low()
+        lost = self._lost
+        while lost and lost[0][1] <= low:
+            lost.pop(0)
+
+    def _find(self, f, pos, limit):
+        # Offset of the next entry at or after pos whose header is valid and
+        # whose body ends by limit, or -1. Sets _e_first/_e_count/_e_len. An
+        # entry numbered below the previous one accepted (_prev) is skipped:
+        # numbers never repeat within a walk.
+        h = self._hdr
+        while pos + _OVERHEAD <= limit:
+            f.seek(pos)
+            if (f.readinto(h) == _HDR and h[0] == _MAGIC and h[1] == _VERSION
+                    and (h[10] << 8 | h[11]) == crc32(self._hdr10) & 0xFFFF):
+                n = h[2] << 8 | h[3]
+                if pos + _OVERHEAD + n > limit:
+                    return -1  # torn: the body runs past the end
+                first = h[4] << 24 | h[5] << 16 | h[6] << 8 | h[7]
+                count = h[8] << 8 | h[9]
+                if count and (self._prev is None or first >= self._prev):
+                    self._e_first = first
+                    self._e_count = count
+                    self._e_len = n
+                    self._prev = first + count
+                    return pos
+                pos += _OVERHEAD + n
+                continue
+            pos = self._resync(f, pos + 1, limit)
+        return -1
+
+    def _resync(self, f, pos, limit):
+        # Next offset at or after pos holding the magic byte (or limit).
+        b = self._buf
+        while pos + _OVERHEAD <= limit:
+            f.seek(pos)
+            n = f.readinto(b)
+            if not n:
+                break
+            i = 0
+            while i < n:
+                if b[i] == _MAGIC:
+                    return pos + i
+                i += 1
+            pos += n
+        return limit
+
+    def _crc_ok(self, f, pos):
+        # CRC check of the entry _find() just returned, payload read in
+        # chunks into a preallocated buffer.
+        c = crc32(self._hdr)
+        f.seek(pos + _HDR)
+        left = self._e_len
+        mv = self._bufmv
+        while left > 0:
+            k = left if left < _CHUNK else _CHUNK
+            m = mv if k == _CHUNK else mv[:k]
+            if f.readinto(m) != k:
+                return False
+            c = crc32(m, c)
+            left -= k
+        return self._tail_ok(f, c)
+
+    def _tail_ok(self, f, c):
+        t = self._tail
+        return f.readinto(t) == 4 and (t[0] << 24 | t[1] << 16 | t[2] << 8 | t[3]) == c
+
+    # -- appending ------------------------------------------------------
+    def append(self, payload, count=1):
+        # Returns the first sequence number of the entry; durable on return.
+        self._need()
+        n = len(payload)
+        need = _OVERHEAD + n
+        if count < 1 or count > 0xFFFF:
+            raise ValueError("journal entry count must be 1..65535, got %d" % count)
+        if need > self.seg_bytes:
+            raise ValueError("journal entry of %d bytes exceeds seg_bytes %d: send fewer records "
+                             "per entry or raise seg_bytes" % (need, self.seg_bytes))
+        first = self._next
+        if first + count > _U32:
+            raise ValueError("journal sequence numbers exhausted")
+        segs = self._segs
+        seg = segs[-1] if segs else None
+        if seg is not None and (self._sealed or seg[1] + need > self.seg_bytes):
+            seg = None
+        # Oldest dropped only when full, never the segment written next.
+        while self._used + need > self.max_bytes and segs and segs[0] is not seg:
+            self._drop()
+        h = self._hdr
+        struct.pack_into(">BBHIH", h, 0, _MAGIC, _VERSION, n, first, count)
+        struct.pack_into(">H", h, 10, crc32(self._hdr10) & 0xFFFF)
+        struct.pack_into(">I", self._tail, 0, crc32(payload, crc32(h)))
+        path = self._apath if seg is not None else self._path(first)
+        try:
+            # A new segment is created with "wb": a leftover of that name can
+            # only hold a failed append (its numbers were never returned).
+            f = open(path, "ab" if seg is not None else "wb")
+            try:
+                f.write(h)
+                f.write(payload)
+                f.write(self._tail)
+            finally:
+                f.close()
+        except BaseException:
+            if seg is None:
+                try:
+                    os.remove(path)
+                except OSError:
+                    pass
+            else:
+                # Part of the entry may be on flash: no more appends there.
+                self._sealed = True
+                try:
+                    size = os.stat(path)[6]
+                    self._used += size - seg[1]
+                    seg[1] = size
+                except OSError:
+                    pass
+            raise
+        if seg is None:
+            seg = [first, 0, 0, first]
+            segs.append(seg)
+            self._apath = path
+            self._sealed = False
+        seg[1] += need
+        seg[2] = seg[1]
+        seg[3] = first + count
+        self._used += need
+        self._next = first + count
+        return first
+
+    def _drop(self):
+        # The journal is full: the oldest segment goes, pending or not.
+        # Invariant: its unacknowledged records are added to dropped and
+        # floor moves past its end in ONE state write, and only then is the
+        # file deleted. A kill before the write changes nothing; a kill after
+        # it leaves a segment wholly below floor, which open() deletes
+        # without counting it again. So the count is never lost nor doubled.
+        seg = self._segs[0]
+        low = self._low()
+        end = seg[3]
+        n = 0
+        if end > low:
+            n = end - low
+            for a, b in self._lost:
+                if a < end and b > low:
+                    n -= min(b, end) - max(a, low)
+        floor = end if end > self._floor else self._floor
+        self._save(self._acked, floor, self._dropped + n, self._gapmark)
+        self._floor = floor
+        self._dropped += n
+        self._cur = None
+        self._prune_lost()
+        # If this fails, append fails: the segment stays, already counted.
+        os.remove(self._path(seg[0]))
+        self._segs.pop(0)
+        self._used -= seg[1]
+
+    # -- reading and acknowledging --------------------------------------
+    def pending(self, max_bytes=1024, max_entries=32):
+        # The oldest unacknowledged entries, in order, as
+        # (first_seq, count, payload); stops before max_bytes of payload or
+        # max_entries entries, but returns one entry if any is pending.
+        self._need()
+        return self._read(None, max_bytes, max_entries)[0]
+
+    def iter_pending(self):
+        # Every pending entry in order, read a few at a time; no file stays
+        # open between two yields.
+        at = None
+        while True:
+            got, at = self._read(at, 1024, 8)
+            if not got:
+                return
+            for e in got:
+                yield e
+
+    def _start(self):
+        # (segment index, offset) where the pending entries begin.
+        segs = self._segs
+        c = self._cur
+        if c is not None:
+            i = 0
+            for s in segs:
+                if s is c[0]:
+                    return i, c[1]
+                i += 1
+        low = self._low()
+        i = 0
+        while i < len(segs) and segs[i][3] <= low:
+            i += 1
+        return i, 0
+
+    def _read(self, at, max_bytes, max_entries):
+        # at: None (from the first pending entry) or (segment, offset, end
+        # of the last entry returned) as returned by the previous call.
+        segs = self._segs
+        low = self._low()
+        if at is None:
+            i, pos = self._start()
+            after = low
+        else:
+            after = at[2] if at[2] > low else low
+            i = 0
+            while i < len(segs) and segs[i] is not at[0]:
+                i += 1
+            pos = at[1]
+            if i == len(segs):
+                # That segment was dropped meanwhile: start over, past `after`.
+                i, pos = self._start()
+        out = []
+        total = 0
+        while i < len(segs):
+            seg = segs[i]
+            f = open(self._path(seg[0]), "rb")
+            try:
+                self._prev = None
+                while True:
+                    p = self._find(f, pos, seg[2])
+                    if p < 0:
+                        break
+                    first = self._e_first
+                    count = self._e_count
+                    n = self._e_len
+                    pos = p + _OVERHEAD + n
+                    if first + count <= after:
+                        continue
+                    if at is None and not out and self._cur is None:
+                        self._cur = (seg, p)
+                    if out and (len(out) >= max_entries or total + n > max_bytes):
+                        return out, (seg, p, after)
+                    payload = f.read(n)
+                    if len(payload) != n or not self._tail_ok(f, crc32(payload, crc32(self._hdr))):
+                        continue  # damaged since open(): never sent
+                    out.append((first, count, payload))
+                    total += n
+                    after = first + count
+            finally:
+                f.close()
+            i += 1
+            pos = 0
+        return out, (segs[-1] if segs else None, pos, after)
+
+    def ack(self, next_seq):
+        # Every record below next_seq is stored by the host. Entries are
+        # acknowledged whole: an ack inside an entry covers the entries
+        # fully below it. Lower than the pointer: ignored; beyond next_seq:
+        # ValueError, nothing changed.
+        self._need()
+        if next_seq > self._next:
+            raise ValueError("ack %d is beyond the journal's next_seq %d: the host acknowledges "
+                             "records this device never sent" % (next_seq, self._next))
+        if next_seq <= self._acked:
+            return
+        low = self._low()
+        new = next_seq
+        cur = None
+        if next_seq > low:
+            segs = self._segs
+            i, pos = self._start()
+            while i < len(segs) and cur is None:
+                seg = segs[i]
+                f = open(self._path(seg[0]), "rb")
+                try:
+                    self._prev = None
+                    while True:
+                        p = self._find(f, pos, seg[2])
+                        if p < 0:
+                            break
+                        end = self._e_first + self._e_count
+                        if end > next_seq:
+                            if self._e_first < new:
+                                new = self._e_first
+                            cur = (seg, p)
+                            break
+                        pos = p + _OVERHEAD + self._e_len
+                finally:
+                    f.close()
+                i += 1
+                pos = 0
+        if new <= self._acked:
+            return
+        self._save(new, self._floor, self._dropped, self._gapmark)
+        self._acked = new
+        if new >= low:
+            self._cur = cur
+        self._prune_lost()
+        # Fully acknowledged segments go, except the newest (it carries
+        # next_seq across a lost state file). State is persisted first: a
+        # kill here leaves segments that open() deletes.
+        segs = self._segs
+        low = self._low()
+        while len(segs) > 1 and segs[0][3] <= low:
+            try:
+                os.remove(self._path(segs[0][0]))
+            except OSError:
+                break  # retried at the next open()
+            self._used -= segs[0][1]
+            segs.pop(0)
