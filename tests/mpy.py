@@ -56,3 +56,10 @@ def run(code: str, *, heap: int | str = "esp32", cwd: Path | None = None,
             f"micropython exited {proc.returncode}\n--- stdout\n{proc.stdout.decode(errors='replace')}"
             f"\n--- stderr\n{proc.stderr.decode(errors='replace')}")
     return proc
+
+
+def firmware_on_path() -> None:
+    """Make the firmware importable in this CPython process (as on a Raspberry Pi)."""
+    for p in (str(FIRMWARE), str(CPYTHON_SHIM)):
+        if p not in sys.path:
+            sys.path.insert(0, p)

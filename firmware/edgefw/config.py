@@ -1,0 +1,57 @@
+# The board file (board.json) and the device's config (config.json), read at
+# boot and checked before anything runs; a bad file raises ConfigError with
+# the file, the problem and the fix, and boot falls back to safe mode.
+import json
+
+
+class ConfigError(Exception):
+    pass
+
+
+def _load(path, fix):
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except OSError:
+        raise ConfigError("%s is missing; %s" % (path, fix))
+    except ValueError:
+        raise ConfigError("%s is not valid JSON; %s" % (path, fix))
+    if not isinstance(data, dict):
+        raise ConfigError("%s must hold a JSON object; %s" % (path, fix))
+    return data
+
+
+def _int(d, key, lo, hi, default, where):
+    v = d.get(key, default)
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise ConfigError("%s: %s must be an integer in %d..%d" % (where, key, lo, hi))
+    return v
+
+
+_ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
+
+
+def load(root):
+    prefix = root + "/" if root else ""
+    fix_board = "copy the board file with `edge flash`"
+    fix_cfg = "re-provision the board with `edge provision`"
+    board = _load(prefix + "board.json", fix_board)
+    cfg = _load(prefix + "config.json", fix_cfg)
+    if not isinstance(board.get("name"), str):
+        raise ConfigError("board.json: name missing; " + fix_board)
+    sensors = board.get("sensors", [])
+    vsensors = board.get("virtual_sensors", [])
+    if not isinstance(sensors, list) or not isinstance(vsensors, list):
+        raise ConfigError("board.json: sensors must be a list; " + fix_board)
+    for s in sensors + vsensors:
+        if not isinstance(s, dict) or not isinstance(s.get("name"), str) or not isinstance(s.get("kind"), str):
+            raise ConfigError("board.json: each sensor needs a name and a kind; " + fix_board)
+    dev = cfg.get("device_id")
+    if not isinstance(dev, str) or not 0 < len(dev) <= 64 or any(c not in _ID_CHARS for c in dev):
+        raise ConfigError("config.json: device_id must be 1-64 letters, digits, '-', '_' or '.'; " + fix_cfg)
+    period = board.get("sample_period_ms", 5000)
+    cfg["sample_period_ms"] = _int(cfg, "sample_period_ms", 100, 86400000, period, "config.json")
+    cfg["journal_bytes"] = _int(cfg, "journal_bytes", 8192, 16777216,
+                                board.get("journal_bytes", 65536), "config.json")
+    board["watchdog_ms"] = _int(board, "watchdog_ms", 0, 3600000, 0, "board.json")
+    return board, cfg

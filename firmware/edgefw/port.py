@@ -1,0 +1,100 @@
+# Port adapters: everything that differs between ESP32, RP2040, the Unix port
+# (virtual boards) and CPython (a Raspberry Pi running Linux) sits behind one
+# small object passed into the agent; logic never imports machine-specific
+# modules itself. Port is the base (what MicroPython ports share); each chip
+# has a module of its own (port_esp32, port_rp2, port_cpython), imported by
+# detect() only on that chip, so an unused port costs nothing.
+import sys
+import time
+
+_MP = sys.implementation.name == "micropython"
+
+
+class Port:
+    name = "generic"
+    virtual = False
+    root = ""
+    # MicroPython's stdin read(n) blocks until n bytes arrive, so the console
+    # is read a byte at a time (host-to-device traffic is a few small frames).
+    read_chunk = 1
+
+    def ticks_ms(self):
+        return time.ticks_ms()
+
+    def ticks_diff(self, a, b):
+        return time.ticks_diff(a, b)
+
+    def mem_free(self):
+        # Collected first: without it the figure counts garbage not yet
+        # reclaimed and swings with the allocation pattern.
+        import gc
+        gc.collect()
+        return gc.mem_free()
+
+    def mcu_temp(self):
+        return None
+
+    def rssi(self):
+        # Link quality of the current connection; None while not connected.
+        return None
+
+    def watchdog(self, timeout_ms):
+        return None
+
+    def write(self, data):
+        out = getattr(sys.stdout, "buffer", sys.stdout)
+        out.write(data)
+
+    def reader(self):
+        import asyncio
+        return asyncio.StreamReader(getattr(sys.stdin, "buffer", sys.stdin))
+
+    def print_exception(self, e):
+        sys.print_exception(e)
+
+    def watchdog_reset(self):
+        # Did the watchdog reset the board (a hang counts as a crash)?
+        try:
+            import machine
+            return machine.reset_cause() == machine.WDT_RESET
+        except (ImportError, AttributeError):
+            return False
+
+    def reset_after_crash(self):
+        # A field unit must not sit in the REPL after a crash: reset it.
+        # Ports without a machine reset (virtual boards, CPython) return to
+        # their REPL or exit, and their supervisor decides.
+        try:
+            import machine
+            time.sleep_ms(1000)
+            machine.reset()
+        except (ImportError, AttributeError):
+            pass
+
+
+class Unix(Port):
+    # A virtual board: the Unix port with the board's folder mounted at '/'.
+    name = "unix"
+    virtual = True
+
+    def watchdog_reset(self):
+        return False
+
+    def reset_after_crash(self):
+        pass
+
+
+def detect():
+    if not _MP:
+        from edgefw.port_cpython import CPython
+        return CPython()
+    p = sys.platform
+    if p == "esp32":
+        from edgefw.port_esp32 import Esp32
+        return Esp32()
+    if p == "rp2":
+        from edgefw.port_rp2 import Rp2
+        return Rp2()
+    if p in ("linux", "darwin"):
+        return Unix()
+    return Port()

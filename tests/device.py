@@ -1,0 +1,110 @@
+"""A device in a pipe: the firmware's main.py under the real MicroPython
+interpreter, its console on stdin/stdout, its filesystem a temporary folder.
+
+Interop tests wire it to the host's ingest core and check what each side saw.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from tests.mpy import BOARDS, board_heap, micropython_exe
+
+# Mount the board's folder as '/' the way a virtual board does, then boot.
+_BOOT = """
+import os, sys
+os.umount('/')
+os.mount(os.VfsPosix({fs!r}), '/')
+os.chdir('/')
+sys.path[:] = ['', '/lib', '.frozen']
+import main
+"""
+
+
+def install(fs: Path, board: str = "esp32", device_id: str = "dev-1", **config) -> Path:
+    """Copy the firmware, the board file and a config into a board folder."""
+    from edge_agent.firmware import build
+
+    fs.mkdir(parents=True, exist_ok=True)
+    build(fs)
+    (fs / "board.json").write_text((BOARDS / f"{board}.json").read_text())
+    (fs / "config.json").write_text(json.dumps({"device_id": device_id, **config}))
+    return fs
+
+
+class PipeDevice:
+    """One interpreter process running the firmware; restartable like a board."""
+
+    def __init__(self, fs: Path, board: str = "esp32"):
+        self.fs = fs
+        self.heap = board_heap(board)
+        self.proc: subprocess.Popen | None = None
+        self.out: queue.Queue[bytes] = queue.Queue()
+        self.console = bytearray()
+
+    def start(self) -> None:
+        code = _BOOT.format(fs=str(self.fs))
+        self.proc = subprocess.Popen([micropython_exe(), "-X", f"heapsize={self.heap}", "-c", code],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, bufsize=0,
+                                     env={**os.environ, "MICROPYPATH": ".frozen"})
+        threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
+
+    def _pump(self, proc) -> None:
+        while True:
+            data = os.read(proc.stdout.fileno(), 4096)
+            if not data:
+                return
+            self.console += data
+            self.out.put(data)
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.proc.stdin.write(data)
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass
+
+    def read(self, timeout: float) -> bytes:
+        try:
+            return self.out.get(timeout=timeout)
+        except queue.Empty:
+            return b""
+
+    def kill(self) -> None:
+        """A power cut: SIGKILL, no chance to flush or clean up."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=5)
+        # Whatever was in flight on the wire is lost with the board.
+        time.sleep(0.05)
+        while not self.out.empty():
+            self.out.get_nowait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+
+def pump(device: PipeDevice, session, seconds: float, *, answer: bool = True,
+         until=None) -> None:
+    """Carry bytes between a device and a host session for ``seconds`` (or
+    until ``until()`` is true). With ``answer=False`` the host listens only."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        data = device.read(0.05)
+        if data:
+            replies = session.receive(data)
+            if answer:
+                for r in replies:
+                    device.write(r)
+        if until is not None and until():
+            return

