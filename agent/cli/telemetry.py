@@ -206,7 +206,7 @@ def _print_summary(summary: list[dict], bad: list[dict], path: Path, as_json: bo
     # Times wrap at the space between date and time; ids and numbers never wrap.
     columns: tuple[tuple[str, JustifyMethod, bool], ...] = (
         ("device", "left", False), ("board", "left", True), ("records", "right", False),
-        ("sensors", "left", True), ("first (UTC)", "left", True), ("last (UTC)", "left", True),
+        ("sensors", "right", False), ("first (UTC)", "left", True), ("last (UTC)", "left", True),
         ("gaps", "right", False), ("dropped", "right", False))
     for column, justify, wrap in columns:
         table.add_column(column, justify=justify, no_wrap=not wrap, overflow="fold",
@@ -214,7 +214,7 @@ def _print_summary(summary: list[dict], bad: list[dict], path: Path, as_json: bo
     for d in summary:
         estimated = f" ({d['estimated']} est.)" if d["estimated"] else ""
         table.add_row(d["device_id"], d["board"] or "?", f"{d['records']}{estimated}",
-                      ", ".join(d["names"]) or "-", _short_time(d["first_t"]),
+                      str(len(d["names"])), _short_time(d["first_t"]),
                       _short_time(d["last_t"]), str(d["gaps"]), str(d["dropped"]))
     console.print(table)
     if bad:

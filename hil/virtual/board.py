@@ -1,0 +1,563 @@
+"""One virtual board: the Unix-port interpreter behind a serial port of its own.
+
+A board owns two pseudo-terminal pairs. The *port* pair's slave path is the
+board's public serial port (what ``mpremote connect`` opens); the supervisor
+holds both of its ends for the board's whole life, so the path stays valid
+while clients come and go. The *interpreter* pair is made afresh for every
+interpreter run: its slave is the interpreter's stdin, stdout, stderr and
+controlling terminal (the interpreter is a session leader). The board copies
+bytes between the two masters, appends everything the board prints to
+``console.log``, and behaves like a board where the Unix port does not:
+
+* Soft reset. The Unix port exits where a board soft-resets (Ctrl-D at the
+  REPL, ``sys.exit()``, ``machine.soft_reset()``). Every interpreter exit that
+  the board did not cause itself is a soft reset: the port shows
+  ``MPY: soft reboot`` and a new interpreter starts; after a raw-REPL soft
+  reset it goes straight back to the raw REPL without running main.py, as
+  mpremote expects (see :mod:`edge_hil.virtual.console`).
+* Ctrl-C. The interpreter's terminal does not raise signals itself: while
+  the interpreter runs code (its terminal is not in the REPL's raw mode) and
+  has a SIGINT handler, a Ctrl-C byte from the port becomes SIGINT, and the
+  bytes after it wait until the REPL reads input again, so mpremote's
+  ``\\r\\x03\\r\\x01`` never feeds Ctrl-A to a main.py that reads stdin. Between
+  scripts the Unix port leaves SIGINT at its default (death); checking the
+  handler first keeps a Ctrl-C there an ordinary byte.
+* Power. ``reset`` kills the interpreter and boots again (boot.py, main.py);
+  ``power_off`` kills it and keeps it off; ``power_on`` boots it.
+* Crash loop. Interpreters that die within a second of starting, with no
+  input from the port, five times in a row, pause restarts for a while.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import logging
+import os
+import signal
+import subprocess
+import termios
+import time
+from pathlib import Path
+from typing import BinaryIO
+
+from edge_hil.virtual.console import ConsoleFilter
+
+log = logging.getLogger("edge_hil.virtual.board")
+
+CTRL_A = b"\x01"
+CTRL_C = 0x03
+PORT_BACKLOG_MAX = 64 * 1024        # output kept for a port whose reader lags
+PORT_STALL_S = 2.0                  # a reader this stuck is gone: drop, as a UART would
+INPUT_BACKLOG_MAX = 256 * 1024      # port input kept while the interpreter restarts
+INTERRUPT_HOLD_S = 2.0              # longest wait for the REPL after a Ctrl-C
+RAW_ENTRY_S = 5.0                   # longest wait for the raw REPL after a soft reset
+QUICK_EXIT_S = 1.0
+CRASH_LOOP_RUNS = 5
+CRASH_LOOP_BACKOFF_S = 10.0
+CONSOLE_LOG_MAX = 16 * 1024 * 1024  # console.log rolls over to console.log.1 past this
+
+
+def _raw_termios(fd: int, lflag: int = 0) -> None:
+    """No echo, no signals, no line editing, no output processing, 8 bits."""
+    a = termios.tcgetattr(fd)
+    a[0] = 0
+    a[1] = 0
+    a[2] = termios.CS8 | termios.CREAD | termios.CLOCAL
+    a[3] = lflag
+    a[6][termios.VMIN] = 1
+    a[6][termios.VTIME] = 0
+    termios.tcsetattr(fd, termios.TCSANOW, a)
+
+
+def _nonblock(fd: int) -> None:
+    fl = fcntl.fcntl(fd, fcntl.F_GETFL)
+    fcntl.fcntl(fd, fcntl.F_SETFL, fl | os.O_NONBLOCK)
+
+
+def _take_controlling_tty() -> None:  # runs in the child, after setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def sigint_caught(pid: int) -> bool:
+    """Whether process ``pid`` has a handler for SIGINT (from /proc)."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"SigCgt:"):
+                    return bool(int(line.split()[1], 16) & (1 << (signal.SIGINT - 1)))
+    except OSError:
+        pass
+    return False
+
+
+class BoardSpec:
+    """What the supervisor needs to run one board (one entry of ``bench.json``)."""
+
+    def __init__(self, name: str, board: str, heap_bytes: int, fs: str, console_log: str, home: str):
+        self.name = name
+        self.board = board
+        self.heap_bytes = heap_bytes
+        self.fs = fs
+        self.console_log = console_log
+        self.home = home
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BoardSpec":
+        return cls(d["name"], d["board"], int(d["heap_bytes"]), d["fs"], d["console_log"], d["home"])
+
+
+class VirtualBoard:
+    """A running virtual board; all methods run on the supervisor's event loop."""
+
+    def __init__(self, spec: BoardSpec, micropython: str, runner: str, on_change=None):
+        self.spec = spec
+        self.micropython = micropython
+        self.runner = runner
+        self.on_change = on_change or (lambda: None)
+        self.port = ""
+        self.proc: subprocess.Popen | None = None
+        self.powered = False
+        self.state = "off"              # off | starting | running | backoff | stopped
+        self.restarts = 0
+        self.console = ConsoleFilter()
+        self._loop = asyncio.get_running_loop()
+        self._pm = self._ps = -1        # port master / slave
+        self._im = -1                   # interpreter master (current run)
+        self._log: BinaryIO | None = None
+        self._to_port = bytearray()
+        self._port_writer = False
+        self._port_progress = 0.0
+        self._to_interp = bytearray()
+        self._interp_writer = False
+        self._held = bytearray()        # port input waiting for the interpreter
+        self._holding = False           # True: port input waits (restart, Ctrl-C, raw entry)
+        self._hold_deadline = 0.0
+        self._hold_gen = 0
+        self._last_sigint = 0.0
+        self._input_seen = False
+        self._action: str | None = None  # reset | off | stop | soft: why we end this run
+        self._wake = asyncio.Event()
+        self._ended: asyncio.Future | None = None
+        self._started = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._next_mode = "boot"
+        self._boot_line = b""
+        self._await_raw = False         # port input waits for the raw REPL after a soft reset
+
+    # ---- life cycle -------------------------------------------------------
+
+    def open(self) -> None:
+        """Create the serial port and the console log; the board stays off."""
+        Path(self.spec.console_log).parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.spec.console_log, "ab", buffering=0)
+        self._pm, self._ps = os.openpty()
+        _raw_termios(self._ps)
+        _nonblock(self._pm)
+        self.port = os.ttyname(self._ps)
+        self._loop.add_reader(self._pm, self._on_port_readable)
+        self._task = self._loop.create_task(self._lifecycle())
+
+    async def power_on(self) -> None:
+        """Boot the board (boot.py, main.py) if it is off; returns once it runs."""
+        if self.powered:
+            return
+        self._started.clear()
+        self.powered = True
+        self._next_mode = "boot"
+        self._boot_line = b"\r\nrst: power-on reset (virtual %s)\r\n" % self.spec.board.encode()
+        self._wake.set()
+        await self._started.wait()
+
+    async def power_off(self) -> None:
+        """Cut the power: SIGKILL the interpreter; the board stays off."""
+        if not self.powered:
+            return
+        self.powered = False
+        await self._end_run("off")
+
+    async def reset(self) -> None:
+        """Hard reset: kill the interpreter, boot again with main.py; returns once it runs."""
+        if not self.powered:
+            raise RuntimeError(f"board {self.spec.name} is powered off, so it cannot be reset")
+        self._started.clear()
+        self._next_mode = "boot"
+        self._boot_line = b"\r\nrst: hard reset (virtual %s)\r\n" % self.spec.board.encode()
+        await self._end_run("reset")
+        await self._started.wait()
+
+    async def stop(self) -> None:
+        """Stop for good: kill the interpreter, close the port."""
+        self.powered = False
+        self.state = "stopped"
+        await self._end_run("stop")
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        for fd in (self._pm, self._ps):
+            if fd >= 0:
+                try:
+                    self._loop.remove_reader(fd)
+                    self._loop.remove_writer(fd)
+                except (ValueError, OSError):
+                    pass
+                os.close(fd)
+        self._pm = self._ps = -1
+        if self._log:
+            self._log.close()
+
+    def status(self) -> dict:
+        """Live facts for ``sim ls``."""
+        pid = self.proc.pid if self.proc is not None and self.proc.poll() is None else None
+        return {"name": self.spec.name, "state": self.state, "power": "on" if self.powered else "off",
+                "pid": pid, "alive": pid is not None,
+                "repl": "raw" if self.console.raw else "friendly", "restarts": self.restarts}
+
+    async def _end_run(self, why: str) -> None:
+        """Kill the current interpreter (if any) and wait until its run is over."""
+        self._action = why
+        ended = self._ended
+        if self.proc is not None and self.proc.poll() is None:
+            self._kill(self.proc)
+        self._wake.set()
+        if ended is not None and not ended.done():
+            await asyncio.wait_for(asyncio.shield(ended), 10)
+        # let the life cycle see the end and go back to waiting
+        await asyncio.sleep(0)
+
+    @staticmethod
+    def _kill(proc: subprocess.Popen) -> None:
+        """SIGKILL the interpreter's whole process group (it is a session leader)."""
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    async def _lifecycle(self) -> None:
+        quick = 0
+        while True:
+            if not self.powered:
+                if self.state != "stopped":
+                    self.state = "off"
+                self._held.clear()
+                self.on_change()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if self._boot_line:
+                self._emit(self._boot_line)
+                self._boot_line = b""
+                quick = 0
+            self._action = None
+            self._input_seen = False
+            t0 = time.monotonic()
+            rc = await self._run(self._next_mode)
+            lived = time.monotonic() - t0
+            why, self._action = self._action, None
+            if why in ("off", "stop", "reset") or not self.powered:
+                continue                # power_off / stop / reset already chose what follows
+            if time.monotonic() - self._last_sigint < 1.0 and rc in (-signal.SIGINT, 1):
+                # Died of a Ctrl-C between scripts: come back at the REPL.
+                self._next_mode = "raw" if self.console.raw else "repl"
+                continue
+            # Soft reset (exit, Ctrl-D, sys.exit, machine.soft_reset).
+            self.restarts += 1
+            quick = quick + 1 if lived < QUICK_EXIT_S and not self._input_seen else 0
+            self._emit(b"MPY: soft reboot\r\n")
+            self._next_mode = "raw" if self.console.raw else "boot"
+            if quick >= CRASH_LOOP_RUNS:
+                log.warning("%s: interpreter exited %d times within %.0f s of starting (last code %s); "
+                            "pausing %.0f s", self.spec.name, quick, QUICK_EXIT_S, rc, CRASH_LOOP_BACKOFF_S)
+                self._emit(b"\r\n[edge sim] the interpreter exited %d times right after starting "
+                           b"(last exit code %s); next start in %d s\r\n"
+                           % (quick, str(rc).encode(), CRASH_LOOP_BACKOFF_S))
+                quick = 0
+                self.state = "backoff"
+                self.on_change()
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), CRASH_LOOP_BACKOFF_S)
+                except asyncio.TimeoutError:
+                    pass
+                self._next_mode = "boot"
+
+    async def _run(self, mode: str) -> int | None:
+        """Run one interpreter until it ends; return its exit code."""
+        m, s = os.openpty()
+        # NOFLSH marks "running code": the REPL's raw mode clears every lflag bit.
+        _raw_termios(s, termios.NOFLSH)
+        _nonblock(m)
+        env = dict(os.environ)
+        env["HOME"] = self.spec.home        # the REPL keeps its history there
+        env.pop("MICROPYINSPECT", None)
+        argv = [self.micropython, "-X", f"heapsize={self.spec.heap_bytes}", "-i", self.runner, self.spec.fs, mode]
+        self.state = "starting"
+        try:
+            proc = subprocess.Popen(argv, stdin=s, stdout=s, stderr=s, cwd=self.spec.fs, env=env,
+                                    start_new_session=True, preexec_fn=_take_controlling_tty)
+        except OSError as e:
+            os.close(m)
+            os.close(s)
+            log.error("%s: cannot start %s: %s", self.spec.name, self.micropython, e)
+            self._emit(b"\r\n[edge sim] cannot start the interpreter: %s\r\n" % str(e).encode())
+            await asyncio.sleep(1)
+            return None
+        os.close(s)
+        self.proc = proc
+        self._im = m
+        self.console.begin()
+        self._to_interp.clear()
+        self._ended = self._loop.create_future()
+        self._loop.add_reader(m, self._on_interp_readable)
+        self.state = "running"
+        if mode == "raw":
+            # Port input waits until Ctrl-A is on its way to the friendly REPL.
+            self._await_raw = True
+            self._hold(RAW_ENTRY_S)
+        else:
+            self._await_raw = False
+            self._release_held()
+        log.info("%s: interpreter pid %d started (%s)", self.spec.name, proc.pid, mode)
+        self._started.set()
+        self.on_change()
+        try:
+            await self._ended
+        finally:
+            self._finish_run()
+        return proc.returncode
+
+    def _finish_run(self) -> None:
+        proc, m = self.proc, self._im
+        assert proc is not None
+        try:
+            self._loop.remove_reader(m)
+        except (ValueError, OSError):
+            pass
+        if self._interp_writer:
+            self._loop.remove_writer(m)
+            self._interp_writer = False
+        if proc.poll() is None:
+            self._kill(proc)
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                log.error("%s: interpreter pid %d does not die", self.spec.name, proc.pid)
+        # Anything its children still hold goes with the process group.
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        os.close(m)
+        self._im = -1
+        self._holding = True            # input waits for the next interpreter
+        log.info("%s: interpreter pid %d ended (code %s)", self.spec.name, proc.pid, proc.returncode)
+
+    def child_exited(self) -> None:
+        """SIGCHLD: an interpreter may have exited without closing its terminal."""
+        if self.proc is not None and self._ended is not None and not self._ended.done():
+            if self.proc.poll() is not None:
+                self._drain_interp()
+                if not self._ended.done():
+                    self._ended.set_result(None)
+
+    # ---- interpreter -> port ----------------------------------------------
+
+    def _on_interp_readable(self) -> None:
+        try:
+            data = os.read(self._im, 65536)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            if e.errno != errno.EIO:
+                log.warning("%s: reading the interpreter: %s", self.spec.name, e)
+            data = b""
+        if not data:
+            if self._ended is not None and not self._ended.done():
+                self._ended.set_result(None)
+            return
+        self._from_interp(data)
+
+    def _drain_interp(self) -> None:
+        while True:
+            try:
+                data = os.read(self._im, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            self._from_interp(data)
+
+    def _from_interp(self, data: bytes) -> None:
+        out, events = self.console.feed(data)
+        if out:
+            self._emit(out)
+        for ev in events:
+            if ev == "enter_raw":
+                # The REPL reads its input in order, so what the port sent
+                # meanwhile can follow the Ctrl-A at once.
+                self._await_raw = False
+                self._write_interp(CTRL_A)
+                self._release_held()
+            elif ev == "soft_reset" and self.proc is not None:
+                self._action = "soft"
+                self._kill(self.proc)
+
+    def _emit(self, data: bytes) -> None:
+        """Show ``data`` on the port and in console.log."""
+        if self._log:
+            if self._log.tell() + len(data) > CONSOLE_LOG_MAX:
+                self._log.close()
+                os.replace(self.spec.console_log, self.spec.console_log + ".1")
+                self._log = open(self.spec.console_log, "ab", buffering=0)
+            self._log.write(data)
+        if self._pm < 0:
+            return
+        if not self._to_port:
+            self._port_progress = time.monotonic()
+        self._to_port += data
+        if len(self._to_port) > PORT_BACKLOG_MAX:
+            del self._to_port[:len(self._to_port) - PORT_BACKLOG_MAX]
+        self._flush_port()
+
+    def _flush_port(self) -> None:
+        while self._to_port:
+            try:
+                n = os.write(self._pm, self._to_port[:4096])
+            except BlockingIOError:
+                n = 0
+            except OSError as e:
+                log.warning("%s: writing the port: %s", self.spec.name, e)
+                self._to_port.clear()
+                break
+            if n <= 0:
+                if time.monotonic() - self._port_progress > PORT_STALL_S:
+                    # Nobody reads the port: what a UART sends then is lost.
+                    self._to_port.clear()
+                    try:
+                        termios.tcflush(self._ps, termios.TCIFLUSH)
+                    except termios.error:
+                        pass
+                    break
+                if not self._port_writer:
+                    self._loop.add_writer(self._pm, self._flush_port)
+                    self._port_writer = True
+                    self._loop.call_later(PORT_STALL_S + 0.1, self._flush_port)
+                return
+            del self._to_port[:n]
+            self._port_progress = time.monotonic()
+        if self._port_writer:
+            self._loop.remove_writer(self._pm)
+            self._port_writer = False
+
+    # ---- port -> interpreter ----------------------------------------------
+
+    def _on_port_readable(self) -> None:
+        try:
+            data = os.read(self._pm, 65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            if e.errno == errno.EIO:
+                return
+            raise
+        if not data or not self.powered:
+            return                      # a board that is off hears nothing
+        self._input_seen = True
+        self._held += data
+        if len(self._held) > INPUT_BACKLOG_MAX:
+            del self._held[:len(self._held) - INPUT_BACKLOG_MAX]
+        if not self._holding:
+            self._release_held()
+
+    def _release_held(self) -> None:
+        """Pass held port input to the interpreter, stopping at a Ctrl-C that interrupts code."""
+        proc = self.proc
+        if self._im < 0 or proc is None:
+            return
+        self._holding = False
+        while self._held:
+            k = self._held.find(CTRL_C)
+            if k < 0:
+                self._write_interp(bytes(self._held))
+                self._held.clear()
+                return
+            self._write_interp(bytes(self._held[:k]))
+            del self._held[:k + 1]
+            if self._interrupt(proc.pid):
+                self._hold(INTERRUPT_HOLD_S)
+                return
+            self._write_interp(b"\x03")
+
+    def _interrupt(self, pid: int) -> bool:
+        """Raise KeyboardInterrupt in running code; False when the REPL should read the byte."""
+        if self._in_repl() or not sigint_caught(pid):
+            return False
+        now = time.monotonic()
+        if now - self._last_sigint < 0.2:
+            # A second SIGINT before the first is handled kills the Unix port.
+            return True
+        self._last_sigint = now
+        try:
+            os.kill(pid, signal.SIGINT)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def _in_repl(self) -> bool:
+        """The interpreter's terminal is in the REPL's raw mode (reading REPL input)."""
+        try:
+            return termios.tcgetattr(self._im)[3] == 0
+        except termios.error:
+            return False
+
+    def _hold(self, seconds: float) -> None:
+        """Keep port input back until the REPL reads (or ``seconds`` pass)."""
+        self._holding = True
+        self._hold_deadline = time.monotonic() + seconds
+        self._hold_gen += 1
+        self._loop.call_later(0.01, self._check_hold, self._hold_gen)
+
+    def _check_hold(self, gen: int) -> None:
+        if gen != self._hold_gen or not self._holding or self._im < 0:
+            return
+        late = time.monotonic() >= self._hold_deadline
+        if late and self._await_raw:
+            # No prompt seen (boot.py still running, or a changed sys.ps1):
+            # stop swallowing and ask for the raw REPL anyway.
+            log.warning("%s: no REPL prompt after a raw-REPL soft reset; sending Ctrl-A", self.spec.name)
+            self.console.begin()
+            self._write_interp(CTRL_A)
+        if late or (not self._await_raw and self._in_repl()):
+            self._await_raw = False
+            self._release_held()
+        else:
+            self._loop.call_later(0.01, self._check_hold, gen)
+
+    def _write_interp(self, data: bytes) -> None:
+        if not data or self._im < 0:
+            return
+        self._to_interp += data
+        self._flush_interp()
+
+    def _flush_interp(self) -> None:
+        while self._to_interp and self._im >= 0:
+            try:
+                n = os.write(self._im, self._to_interp[:4096])
+            except BlockingIOError:
+                n = 0
+            except OSError:
+                self._to_interp.clear()
+                break
+            if n <= 0:
+                if not self._interp_writer:
+                    self._loop.add_writer(self._im, self._flush_interp)
+                    self._interp_writer = True
+                return
+            del self._to_interp[:n]
+        if self._interp_writer and self._im >= 0:
+            self._loop.remove_writer(self._im)
+            self._interp_writer = False

@@ -1,0 +1,94 @@
+"""A virtual board's filesystem: a host folder, and what flashing puts in it."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+from pathlib import Path
+
+from edge_agent.errors import BadInput, NotFound
+from edge_agent.paths import BOARDS_DIR, FIRMWARE_DIR
+
+
+def new_device_id(name: str) -> str:
+    """A fresh identity for board ``name``: ``<name>-<6 random hex digits>``."""
+    return f"{name}-{secrets.token_hex(3)}"
+
+
+def load_board(board: str, boards_dir: Path = BOARDS_DIR) -> dict:
+    """The board file ``boards/<board>.json``; an unknown name lists the known ones."""
+    path = Path(boards_dir) / f"{board}.json"
+    if not path.is_file():
+        known = ", ".join(sorted(known_boards(boards_dir))) or "(none)"
+        raise NotFound(f"unknown board {board!r}: there is no {path}",
+                       hint=f"use one of: {known}")
+    try:
+        data = json.loads(path.read_text())
+        int(data["heap_bytes"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise BadInput(f"board file {path} is not valid: {e}",
+                       hint="it must be a JSON object with an integer heap_bytes") from None
+    return data
+
+
+def known_boards(boards_dir: Path = BOARDS_DIR) -> list[str]:
+    """The board types, one per file in ``boards/``."""
+    return sorted(p.stem for p in Path(boards_dir).glob("*.json"))
+
+
+def install_firmware(fs_dir: Path, board_name: str, device_id: str, *, reflash: bool = False,
+                     firmware_dir: Path = FIRMWARE_DIR, boards_dir: Path = BOARDS_DIR) -> str:
+    """Put the Edge Agent on the board whose filesystem is ``fs_dir``; return its device id.
+
+    ``board_name`` is the board type (a file in ``boards/``). Writes
+    ``main.py``, the ``edgefw`` package compiled to ``.mpy`` (as on a real
+    board: see :mod:`edge_agent.firmware`), ``board.json``
+    (the board file) and ``config.json`` (``{"device_id", "board"}``).
+
+    A board that already has a ``main.py`` keeps its firmware, and a board
+    that has a ``config.json`` always keeps its identity (``device_id`` is
+    then ignored), so a board survives ``sim down`` / ``sim up`` as a real one
+    survives a power cycle; its other files (journal, state) are never
+    touched. ``reflash=True`` replaces ``main.py``, ``edgefw/`` and
+    ``board.json`` with the current ones, keeping identity and data.
+    """
+    fs_dir = Path(fs_dir)
+    firmware_dir = Path(firmware_dir)
+    main_py = firmware_dir / "main.py"
+    package = firmware_dir / "edgefw"
+    if not main_py.is_file() or not package.is_dir():
+        raise NotFound(f"no firmware to install: {main_py} or {package}/ is missing",
+                       hint="build the firmware first, or start blank boards with --blank")
+    board = load_board(board_name, boards_dir)
+    fs_dir.mkdir(parents=True, exist_ok=True)
+    if reflash or not (fs_dir / "main.py").exists():
+        from edge_agent.firmware import build
+
+        if (fs_dir / "edgefw").is_dir():
+            shutil.rmtree(fs_dir / "edgefw")
+        # Bytecode only (no native code), so it runs on the host's
+        # interpreter whatever the board's own architecture.
+        build(fs_dir, None, source=firmware_dir)
+    if reflash or not (fs_dir / "board.json").exists():
+        _write_json(fs_dir / "board.json", board)
+    config = fs_dir / "config.json"
+    try:
+        existing = json.loads(config.read_text())
+        return str(existing["device_id"])
+    except FileNotFoundError:
+        pass
+    except (ValueError, KeyError, TypeError):
+        raise BadInput(f"{config} is not a valid board config",
+                       hint="fix it, or delete it to give the board a new identity") from None
+    # Virtual boards sample every second (a real board's file says 5 s) so a
+    # bench shows data at once; config.json can change it like on any board.
+    _write_json(config, {"device_id": device_id, "board": board_name, "sample_period_ms": 1000})
+    return device_id
+
+
+def _write_json(path: Path, obj) -> None:
+    # Written to a new name and renamed: a crash leaves the old file or the new one.
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.replace(path)

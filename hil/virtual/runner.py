@@ -1,0 +1,97 @@
+# MicroPython (Unix port) script, not host code: it boots a virtual board.
+#
+#   micropython -X heapsize=N -i runner.py FS_DIR MODE
+#
+# The board's folder becomes its whole filesystem, then boot.py and main.py
+# run as a board runs them, and `-i` leaves the interpreter at the REPL.
+# MODE "boot": boot.py then main.py (power-on, hard reset, friendly soft reset);
+#      "raw":  boot.py only, then a marker; the supervisor swallows the
+#              friendly banner and sends Ctrl-A (a board stays in the raw REPL
+#              across a soft reset and does not run main.py then);
+#      "repl": nothing (the interpreter died of a Ctrl-C between scripts).
+# The supervisor reads in-band markers `ESC _ edge:<what> ESC \` (an APC
+# string, which terminals ignore) and strips them from the console.
+# Modules are imported inside the functions so that main.py's globals, which
+# the REPL keeps after main.py ends as on a board, hold only what it defined.
+
+
+def _marker(what):
+    import sys
+    sys.stdout.write("\x1b_edge:" + what + "\x1b\\")
+
+
+def _run(path, g):
+    # Returns False when the script asked for a soft reset (SystemExit, which
+    # is what sys.exit() and machine.soft_reset() raise), True otherwise.
+    try:
+        f = open(path)
+    except OSError:
+        return True
+    try:
+        code = compile(f.read(), path, "exec")
+    except BaseException as e:
+        f.close()
+        _print_exception(e)
+        return True
+    f.close()
+    g["__file__"] = path
+    try:
+        exec(code, g)
+    except SystemExit:
+        return False
+    except BaseException as e:
+        # KeyboardInterrupt included: a board prints it and goes to the REPL.
+        _print_exception(e)
+    return True
+
+
+def _print_exception(e):
+    # As a board prints it: a board runs main.py from C, so the runner's own
+    # frame is left out of the traceback.
+    import sys
+    try:
+        import io
+        buf = io.StringIO()
+        sys.print_exception(e, buf)
+        for line in buf.getvalue().split("\n"):
+            if line and not (line.endswith(", in _run") and "runner.py\"" in line):
+                sys.stdout.write(line + "\n")
+    except MemoryError:
+        sys.print_exception(e)
+
+
+def _boot():
+    import os
+    import sys
+    fs = sys.argv[1]
+    mode = sys.argv[2]
+    os.umount("/")
+    os.mount(os.VfsPosix(fs), "/")
+    os.chdir("/")
+    # A board's sys.path; frozen modules (asyncio) stay importable.
+    while sys.path:
+        sys.path.pop()
+    for p in ("", ".frozen", "/lib"):
+        sys.path.append(p)
+    while sys.argv:
+        sys.argv.pop()
+    g = globals()
+    ok = True
+    if mode != "repl":
+        ok = _run("boot.py", g)
+    if ok and mode == "boot":
+        ok = _run("main.py", g)
+    if not ok:
+        _marker("reset")
+        # The supervisor kills this interpreter and starts the next one; never
+        # fall through to the REPL banner meanwhile.
+        import time
+        while True:
+            time.sleep(1)
+    if mode == "raw":
+        _marker("raw")
+    g.pop("__file__", None)
+
+
+_boot()
+del _boot, _run, _marker, _print_exception

@@ -1,0 +1,106 @@
+"""The run folder of a virtual bench: what is in it and how it is read.
+
+::
+
+    RUNDIR/
+      bench.json        what `sim up` asked for (input of the supervisor)
+      state.json        the running bench: supervisor pid, each board's port,
+                        folders and interpreter pid (written atomically by the
+                        supervisor when ready and whenever a pid changes;
+                        removed on a clean stop)
+      lock              flock()ed by the supervisor for its whole life: held
+                        means "a bench runs here"
+      control.sock      the supervisor's control socket (JSON lines)
+      supervisor.log    the supervisor's log
+      <board>/fs/       the board's filesystem
+      <board>/console.log  everything the board printed
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from pathlib import Path
+
+STATE = "state.json"
+BENCH = "bench.json"
+LOCK = "lock"
+SOCK = "control.sock"
+LOG = "supervisor.log"
+SUPERVISOR_MODULE = "edge_hil.virtual.supervisor"
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    """Write ``obj`` as JSON to a new name and rename it, so readers see old or new, never half."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_state(rundir: Path) -> dict | None:
+    """The bench's state file, or None when there is none (or it is unreadable)."""
+    try:
+        return json.loads((Path(rundir) / STATE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def lock_is_held(rundir: Path) -> bool:
+    """Whether a supervisor holds the run folder's lock."""
+    path = Path(rundir) / LOCK
+    if not path.exists():
+        return False
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Whether ``pid`` is a live process (a zombie counts as dead)."""
+    if not pid:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    # The state letter follows the command name, which is in parentheses.
+    return stat[stat.rfind(b")") + 2:][:1] not in (b"Z", b"X")
+
+
+def pid_cmdline(pid: int) -> list[str]:
+    """The command line of ``pid`` (empty if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return []
+
+
+@contextlib.contextmanager
+def control_socket_path(rundir: Path):
+    """Yield the control socket's path, short enough for AF_UNIX (108 bytes) however deep the run folder is.
+
+    A long path is reached through ``/proc/self/fd/N`` of an open descriptor
+    of the folder, valid until the ``with`` block ends (bind or connect in it).
+    """
+    folder = Path(rundir).resolve()
+    path = str(folder / SOCK)
+    if len(path.encode()) < 100:
+        yield path
+        return
+    fd = os.open(str(folder), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{fd}/{SOCK}"
+    finally:
+        os.close(fd)

@@ -1,0 +1,210 @@
+"""The virtual bench's supervisor: one detached process that owns every board.
+
+``edge sim up`` writes ``RUNDIR/bench.json`` and starts
+``python -m edge_hil.virtual.supervisor --detach --lock-fd N RUNDIR``. The
+supervisor holds the run folder's lock for its whole life, starts every
+board, serves ``RUNDIR/control.sock``, writes ``RUNDIR/state.json`` once all
+boards run (and again whenever an interpreter pid changes), and on SIGTERM,
+SIGINT, SIGHUP or a ``stop`` request kills every interpreter, closes every
+port and removes its state file and socket.
+
+Control protocol: one JSON object per line each way. Requests:
+``{"cmd": "status"}``, ``{"cmd": "reset"|"power_off"|"power_on", "board": NAME}``,
+``{"cmd": "stop"}``. Replies: ``{"ok": true, ...}`` or
+``{"ok": false, "error": "..."}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fcntl
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from edge_hil.virtual import state as st
+from edge_hil.virtual.board import BoardSpec, VirtualBoard
+
+log = logging.getLogger("edge_hil.virtual.supervisor")
+
+BOOT_TIMEOUT_S = 20.0
+RUNNER = str(Path(__file__).with_name("runner.py"))
+
+
+class Supervisor:
+    """Runs the boards of one run folder until told to stop."""
+
+    def __init__(self, rundir: Path, bench: dict):
+        self.rundir = rundir
+        self.bench = bench
+        self.boards: dict[str, VirtualBoard] = {}
+        self._stop = asyncio.Event()
+        self._ready = False
+        self._write_pending = False
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGCHLD, self._on_sigchld)
+        server = None
+        try:
+            for spec in self.bench["boards"]:
+                b = VirtualBoard(BoardSpec.from_dict(spec), self.bench["micropython"],
+                                 self.bench.get("runner", RUNNER), on_change=self._schedule_state)
+                self.boards[b.spec.name] = b
+                b.open()
+                log.info("%s (%s): port %s, fs %s", b.spec.name, b.spec.board, b.port, b.spec.fs)
+            with st.control_socket_path(self.rundir) as sock:
+                try:
+                    os.unlink(sock)
+                except FileNotFoundError:
+                    pass
+                server = await asyncio.start_unix_server(self._serve, path=sock)
+            self._write_state()         # not ready yet, but `sim down` can find us
+            await asyncio.wait_for(asyncio.gather(*(b.power_on() for b in self.boards.values())),
+                                   BOOT_TIMEOUT_S)
+            self._ready = True
+            self._write_state()
+            log.info("bench ready: %d board(s)", len(self.boards))
+            await self._stop.wait()
+            log.info("stopping")
+        finally:
+            if server is not None:
+                server.close()
+            await asyncio.gather(*(b.stop() for b in self.boards.values()), return_exceptions=True)
+            for name in (st.STATE, st.SOCK):
+                try:
+                    (self.rundir / name).unlink()
+                except FileNotFoundError:
+                    pass
+            log.info("stopped")
+        return 0
+
+    def _on_sigchld(self) -> None:
+        for b in self.boards.values():
+            b.child_exited()
+
+    # ---- state file -------------------------------------------------------
+
+    def _schedule_state(self) -> None:
+        if not self._write_pending and not self._stop.is_set():
+            self._write_pending = True
+            asyncio.get_running_loop().call_soon(self._write_state)
+
+    def _write_state(self) -> None:
+        self._write_pending = False
+        if self._stop.is_set():
+            return
+        boards = []
+        for b in self.boards.values():
+            s = b.status()
+            boards.append({
+                "name": b.spec.name, "board": b.spec.board, "port": b.port, "fs": b.spec.fs,
+                "console_log": b.spec.console_log, "pid": s["pid"], "ble_address": None,
+                "device_id": _device_id(b.spec.fs), "power": s["power"],
+            })
+        st.write_json_atomic(self.rundir / st.STATE, {
+            "version": 1, "ready": self._ready, "supervisor_pid": os.getpid(), "rundir": str(self.rundir),
+            "boards": boards,
+        })
+
+    # ---- control socket ---------------------------------------------------
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    break
+                req: dict = {}
+                try:
+                    req = json.loads(line)
+                    if not isinstance(req, dict):
+                        req = {}
+                        raise ValueError("a request is a JSON object")
+                    reply = await self._handle(req)
+                except Exception as e:  # one bad request must not stop the bench
+                    reply = {"ok": False, "error": str(e) or type(e).__name__}
+                writer.write(json.dumps(reply).encode() + b"\n")
+                await writer.drain()
+                if req.get("cmd") == "stop" and reply.get("ok"):
+                    self._stop.set()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def _handle(self, req: dict) -> dict:
+        cmd = req.get("cmd")
+        if cmd == "status":
+            return {"ok": True, "supervisor_pid": os.getpid(), "ready": self._ready,
+                    "boards": [b.status() for b in self.boards.values()]}
+        if cmd == "stop":
+            return {"ok": True}
+        if cmd in ("reset", "power_off", "power_on"):
+            name = str(req.get("board"))
+            board = self.boards.get(name)
+            if board is None:
+                return {"ok": False, "error": f"no board named {name!r} on this bench",
+                        "hint": f"boards: {', '.join(self.boards)}"}
+            try:
+                await asyncio.wait_for(getattr(board, cmd)(), BOOT_TIMEOUT_S)
+            except RuntimeError as e:
+                return {"ok": False, "error": str(e), "hint": f"power it on: edge sim power {name} on"}
+            return {"ok": True, "board": board.status()}
+        return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+
+def _device_id(fs: str) -> str | None:
+    try:
+        return json.loads((Path(fs) / "config.json").read_text()).get("device_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _detach() -> None:
+    """Double fork: the supervisor outlives `sim up` and is nobody's child but init's."""
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m " + st.SUPERVISOR_MODULE, description=__doc__.split("\n")[0])
+    p.add_argument("rundir", type=Path)
+    p.add_argument("--lock-fd", type=int, help="an open, already flock()ed descriptor of RUNDIR/lock")
+    p.add_argument("--detach", action="store_true", help="fork into the background")
+    args = p.parse_args(argv)
+    rundir = args.rundir.resolve()
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    if args.lock_fd is not None:
+        lock = os.fdopen(args.lock_fd, "a")
+    else:
+        lock = open(rundir / st.LOCK, "a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.error("a virtual bench already runs in %s", rundir)
+            return 4
+    if args.detach:
+        _detach()
+    bench = json.loads((rundir / st.BENCH).read_text())
+    try:
+        return asyncio.run(Supervisor(rundir, bench).run())
+    except Exception:
+        log.exception("the supervisor failed")
+        return 1
+    finally:
+        lock.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
