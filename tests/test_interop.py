@@ -71,10 +71,10 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(rig):
     dev, store, _ = rig
     rnd = random.Random(1234)
     session = PortSession("pipe", store)
-    for _ in range(8):
+    for _ in range(12):
         dev.start()
         dev.write(session.start())
-        pump(dev, session, rnd.uniform(0.3, 1.6))
+        pump(dev, session, rnd.uniform(0.2, 1.2))
         dev.kill()
     dev.start()
     dev.write(session.start())
@@ -82,7 +82,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(rig):
     got = seqs(store, "dev-1")
     assert got == list(range(len(got))), "a record was lost: sequence numbers have a gap"
     boots = {r.boot for r in store.query(device="dev-1")}
-    assert len(boots) >= 5
+    assert len(boots) >= 8
     dev_state = store.device("dev-1")
     assert dev_state is not None and dev_state["dropped"] == 0
 

@@ -372,3 +372,23 @@ def dumps(obj):
     out = bytearray(8)  # out[0:8]: scratch for _float; the encoding follows
     _enc(out, obj, 0)
     return bytes(memoryview(out)[8:])
+
+
+class Writer:
+    # Streaming encoder: containers are written as a head (major type and
+    # count) followed by their items, so a large message is built without
+    # first building its dicts and lists.
+    def __init__(self):
+        self.out = bytearray(8)  # scratch for _float, as in dumps
+
+    def map(self, n):
+        _head(self.out, 0xA0, n)
+
+    def array(self, n):
+        _head(self.out, 0x80, n)
+
+    def item(self, x):
+        _enc(self.out, x, 0)
+
+    def bytes(self):
+        return bytes(memoryview(self.out)[8:])

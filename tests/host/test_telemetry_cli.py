@@ -79,7 +79,8 @@ def test_show_summarises_each_device(db):
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     esp = next(line for line in lines if line.startswith("esp32-a"))
-    assert esp.split()[:3] == ["esp32-a", "esp32", "12"] and "door, state, temp" in esp
+    # device, board, records (estimated ones noted), number of sensors
+    assert esp.split()[:6] == ["esp32-a", "esp32", "12", "(1", "est.)", "3"]
     assert "2026-11-23 14:00:00" in esp and "2026-11-23 14:02:01" in esp
     assert esp.split()[-2:] == ["2", "4"]                 # gaps, dropped
     assert any(line.startswith("picow-b") for line in lines)
