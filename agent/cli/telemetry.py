@@ -99,8 +99,13 @@ def _export_value(value: Any) -> str:
 
 
 def _short_time(t: float | None) -> str:
-    """``t`` as ``YYYY-MM-DD HH:MM:SS`` UTC, for tables; "-" for None."""
-    return "-" if t is None else datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    """``t`` as ``HH:MM:SS`` UTC when it is today, else ``YYYY-MM-DD HH:MM``, for tables; "-" for None."""
+    if t is None:
+        return "-"
+    when = datetime.fromtimestamp(t, timezone.utc)
+    if when.date() == datetime.now(timezone.utc).date():
+        return when.strftime("%H:%M:%S")
+    return when.strftime("%Y-%m-%d %H:%M")
 
 
 def _age(seconds: float) -> str:
