@@ -140,3 +140,43 @@ def test_ingest_reconnects_when_the_port_goes_away_and_comes_back(tmp_path):
     seqs = sorted(r.seq for r in store.query(device="dev-1"))
     store.close()
     assert len(seqs) > 50 and seqs == list(range(len(seqs)))
+
+
+def test_monitor_passes_keys_through_so_a_person_gets_the_repl(bench):
+    """Ctrl-C stops the agent and the REPL answers, as on a board's USB console."""
+    import pty
+    import select
+
+    env, boards = bench
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: edge monitor on a terminal, as a person runs it
+        os.execve(EDGE, [EDGE, "monitor", boards[0]["port"]], env)
+    seen = bytearray()
+
+    def read_until(token: bytes, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if select.select([fd], [], [], 0.1)[0]:
+                try:
+                    seen.extend(os.read(fd, 4096))
+                except OSError:
+                    return False
+                if token in seen:
+                    return True
+        return False
+
+    try:
+        assert read_until(b"BATCH", 15), seen.decode(errors="replace")
+        os.write(fd, b"\x03")
+        assert read_until(b">>> ", 10), seen.decode(errors="replace")
+        os.write(fd, b"print(6*7)\r")
+        assert read_until(b"42", 10), seen.decode(errors="replace")
+        os.write(fd, b"\x1d")  # Ctrl-] quits
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+        os.close(fd)
