@@ -11,11 +11,12 @@ import os
 import queue
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
-from tests.mpy import BOARDS, board_heap, micropython_exe
+from tests.mpy import BOARDS, FIRMWARE, board_heap, micropython_exe
 
 # Mount the board's folder as '/' the way a virtual board does, then boot.
 _BOOT = """
@@ -42,19 +43,25 @@ def install(fs: Path, board: str = "esp32", device_id: str = "dev-1", **config) 
 class PipeDevice:
     """One interpreter process running the firmware; restartable like a board."""
 
-    def __init__(self, fs: Path, board: str = "esp32"):
+    def __init__(self, fs: Path, board: str = "esp32", cpython: bool = False):
         self.fs = fs
         self.heap = board_heap(board)
+        # cpython: the same firmware as a Raspberry Pi runs it (CPython,
+        # data folder from $EDGE_DEVICE_ROOT), from the source tree.
+        self.cpython = cpython
         self.proc: subprocess.Popen | None = None
         self.out: queue.Queue[bytes] = queue.Queue()
         self.console = bytearray()
 
     def start(self) -> None:
-        code = _BOOT.format(fs=str(self.fs))
-        self.proc = subprocess.Popen([micropython_exe(), "-X", f"heapsize={self.heap}", "-c", code],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, bufsize=0,
-                                     env={**os.environ, "MICROPYPATH": ".frozen"})
+        if self.cpython:
+            cmd = [sys.executable, str(FIRMWARE / "main.py")]
+            env = {**os.environ, "EDGE_DEVICE_ROOT": str(self.fs)}
+        else:
+            cmd = [micropython_exe(), "-X", f"heapsize={self.heap}", "-c", _BOOT.format(fs=str(self.fs))]
+            env = {**os.environ, "MICROPYPATH": ".frozen"}
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, bufsize=0, env=env)
         threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
 
     def _pump(self, proc) -> None:

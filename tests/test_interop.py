@@ -12,6 +12,7 @@ import pytest
 from edge_agent.ingest import PortSession
 from edge_agent.store import Store
 from tests.device import PipeDevice, install, pump
+from tests.mpy import BOARDS
 
 PERIOD_MS = 100
 
@@ -123,3 +124,25 @@ def test_records_of_a_boot_that_never_learned_the_time_are_estimated_before_the_
     assert not any(r.estimated for r in later)
     assert max(r.t for r in first_boot) <= min(r.t for r in later) + 0.5
     assert max(r.t for r in first_boot) <= reboot + 0.5
+
+
+def test_the_same_firmware_runs_under_cpython_as_on_a_raspberry_pi(tmp_path):
+    fs = tmp_path / "pi"
+    fs.mkdir()
+    (fs / "board.json").write_text((BOARDS / "rpi.json").read_text())
+    (fs / "config.json").write_text('{"device_id": "pi-1", "sample_period_ms": 100}')
+    store = Store(tmp_path / "registry.db")
+    dev = PipeDevice(fs, board="rpi", cpython=True)
+    session = PortSession("pipe", store)
+    dev.start()
+    try:
+        dev.write(session.start())
+        pump(dev, session, 15, until=lambda: session.stats.records >= 20)
+        rows = list(store.query(device="pi-1"))
+        assert len(rows) >= 20, bytes(dev.console).decode(errors="replace")
+        assert sorted(r.seq for r in rows) == list(range(len(rows)))
+        assert {"uptime", "heap_free"} <= {r.name for r in rows}
+        assert (fs / "journal").is_dir() and (fs / "state").is_dir()
+    finally:
+        dev.stop()
+        store.close()
