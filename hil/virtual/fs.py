@@ -7,6 +7,7 @@ import secrets
 import shutil
 from pathlib import Path
 
+from edge_agent.boards import known_boards, load_board  # noqa: F401  (re-exported)
 from edge_agent.errors import BadInput, NotFound
 from edge_agent.paths import BOARDS_DIR, FIRMWARE_DIR
 
@@ -14,27 +15,6 @@ from edge_agent.paths import BOARDS_DIR, FIRMWARE_DIR
 def new_device_id(name: str) -> str:
     """A fresh identity for board ``name``: ``<name>-<6 random hex digits>``."""
     return f"{name}-{secrets.token_hex(3)}"
-
-
-def load_board(board: str, boards_dir: Path = BOARDS_DIR) -> dict:
-    """The board file ``boards/<board>.json``; an unknown name lists the known ones."""
-    path = Path(boards_dir) / f"{board}.json"
-    if not path.is_file():
-        known = ", ".join(sorted(known_boards(boards_dir))) or "(none)"
-        raise NotFound(f"unknown board {board!r}: there is no {path}",
-                       hint=f"use one of: {known}")
-    try:
-        data = json.loads(path.read_text())
-        int(data["heap_bytes"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise BadInput(f"board file {path} is not valid: {e}",
-                       hint="it must be a JSON object with an integer heap_bytes") from None
-    return data
-
-
-def known_boards(boards_dir: Path = BOARDS_DIR) -> list[str]:
-    """The board types, one per file in ``boards/``."""
-    return sorted(p.stem for p in Path(boards_dir).glob("*.json"))
 
 
 def install_firmware(fs_dir: Path, board_name: str, device_id: str, *, reflash: bool = False,

@@ -1,0 +1,147 @@
+"""A board's console as a file and code channel: mpremote's serial transport
+(raw REPL) with Edge Agent's error family, and files replaced whole.
+
+Works alike on a real board's USB serial port and on a virtual board's
+pseudo-terminal (or any pyserial URL).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Callable
+
+from edge_agent.errors import Busy, DeviceError, NotFound
+
+Progress = Callable[[int, int], None]
+
+
+class BoardLink:
+    """An open raw-REPL session with one board. Use as a context manager."""
+
+    def __init__(self, port: str, baud: int = 115200):
+        from mpremote.transport import TransportError
+        from mpremote.transport_serial import SerialTransport
+
+        self.port = port
+        try:
+            self._t = SerialTransport(port, baudrate=baud)
+        except (TransportError, OSError) as e:
+            text = str(e).lower()
+            if "busy" in text or "lock" in text or "exclusive" in text:
+                raise Busy(f"port {port} is in use by another program",
+                           "close it (a serial monitor, another edge command) and retry") from e
+            raise NotFound(f"cannot open port {port}: {e}",
+                           "check the cable and the port name (`edge flash --all` lists boards)") from e
+        self._raw = False
+
+    def __enter__(self) -> "BoardLink":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        try:
+            if self._raw:
+                self._t.exit_raw_repl()
+        except Exception:  # the board may be gone; closing must not hide the real error
+            pass
+        try:
+            self._t.close()
+        except Exception:
+            pass
+
+    def _enter(self) -> None:
+        from mpremote.transport import TransportError
+
+        if self._raw:
+            return
+        try:
+            # Interrupts a running agent (Ctrl-C) and enters the raw REPL
+            # without a soft reset, so nothing runs while we work.
+            self._t.enter_raw_repl(soft_reset=False)
+        except (TransportError, OSError) as e:
+            raise DeviceError(f"the board on {self.port} does not answer as MicroPython ({e})",
+                              "check that it runs MicroPython (flash it with --firmware) "
+                              "and is not in its bootloader") from e
+        self._raw = True
+
+    def exec(self, code: str, timeout: float = 10) -> str:
+        """Run ``code`` on the board; returns what it printed. A Python
+        exception on the board raises :class:`DeviceError` with its traceback."""
+        from mpremote.transport import TransportError, TransportExecError
+
+        self._enter()
+        try:
+            out = self._t.exec_raw(code, timeout=timeout)
+        except (TransportError, OSError) as e:
+            raise DeviceError(f"lost the board on {self.port} ({e})",
+                              "check the cable, then run the command again") from e
+        stdout, stderr = out
+        if stderr:
+            raise DeviceError(f"the board on {self.port} raised: {stderr.decode(errors='replace').strip()}",
+                              "see the traceback above")
+        return stdout.decode(errors="replace")
+
+    def put(self, remote: str, data: bytes, progress: Progress | None = None) -> None:
+        """Write ``remote`` whole: to ``remote.new`` first, then renamed over it,
+        so an interrupted copy leaves the old file, never half of the new one."""
+        from mpremote.transport import TransportError
+
+        self._enter()
+        tmp = remote + ".new"
+        try:
+            self._t.fs_writefile(tmp, data, chunk_size=512, progress_callback=progress)
+        except (TransportError, OSError) as e:
+            raise DeviceError(f"writing {remote} on {self.port} failed ({e})",
+                              "check the board's free space and the cable, then retry") from e
+        self.exec(f"import os\nos.rename({tmp!r}, {remote!r})")
+
+    def sha256(self, remote: str) -> bytes | None:
+        """The SHA-256 of a file on the board, or None if it does not exist."""
+        from mpremote.transport import TransportError
+
+        self._enter()
+        try:
+            if not self._t.fs_exists(remote):
+                return None
+            return self._t.fs_hashfile(remote, "sha256")
+        except (TransportError, OSError) as e:
+            raise DeviceError(f"reading {remote} on {self.port} failed ({e})", "retry") from e
+
+    def get(self, remote: str) -> bytes | None:
+        """The content of a file on the board, or None if it does not exist."""
+        from mpremote.transport import TransportError
+
+        self._enter()
+        try:
+            if not self._t.fs_exists(remote):
+                return None
+            return self._t.fs_readfile(remote)
+        except (TransportError, OSError) as e:
+            raise DeviceError(f"reading {remote} on {self.port} failed ({e})", "retry") from e
+
+    def mkdir(self, remote: str) -> None:
+        self.exec(f"import os\ntry:\n os.mkdir({remote!r})\nexcept OSError:\n pass")
+
+    def soft_reset(self) -> None:
+        """Leave the raw REPL and soft-reset: the board boots main.py again."""
+        self._t.serial.write(b"\x02")  # Ctrl-B: friendly REPL
+        self._raw = False
+        self._t.serial.write(b"\x04")  # Ctrl-D: soft reset, main.py runs
+
+    def read_console(self, until: bytes, timeout: float) -> bytes:
+        """Read the console until ``until`` appears (or timeout); returns what was read."""
+        import time
+
+        end = time.monotonic() + timeout
+        buf = bytearray()
+        ser = self._t.serial
+        while time.monotonic() < end and until not in buf:
+            n = ser.in_waiting
+            buf += ser.read(n or 1)
+        return bytes(buf)
+
+
+def file_digest(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
