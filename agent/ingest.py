@@ -111,8 +111,9 @@ class PortSession:
             return encode_frame(encode_message(Ack(device_id=msg.device_id,
                                                    next_seq=msg.first_seq + len(records))))
         if isinstance(msg, Status):
-            log.warning("%s: device %s reports %s: %s", self.source, msg.device_id or "?",
-                        msg.state, msg.reason)
+            level = logging.INFO if msg.state == "ok" else logging.WARNING
+            log.log(level, "%s: device %s reports %s: %s", self.source, msg.device_id or "?",
+                    msg.state, msg.reason)
             return None
         # TIME/ACK travel host -> device; a device never sends them.
         raise MessageError(f"unexpected {type(msg).__name__} from a device")

@@ -112,11 +112,17 @@ class Ack:
 
 @dataclass(frozen=True, slots=True)
 class Status:
-    """STATUS (5), device to host: a condition a person should see."""
+    """STATUS (5), device to host: a condition a person should see.
+
+    ``selftest`` (key 4) is the boot self-test: ``sensors`` (readable count),
+    ``sensor_errors`` (names), ``heap_free``, ``fs_free`` (bytes or None),
+    ``version``.
+    """
 
     device_id: str
     state: str
     reason: str
+    selftest: dict | None = None
 
 
 Message = Hello | Time | Batch | Ack | Status
@@ -177,6 +183,22 @@ def _pack(value: Any) -> str | None:
     return None
 
 
+_SELFTEST_KEYS = {"sensors": int, "sensor_errors": list, "heap_free": int, "fs_free": (int, type(None)),
+                  "version": str}
+
+
+def _selftest(value: Any) -> str | None:
+    if type(value) is not dict:
+        return f"a map (the self-test), got {_kind(value)}"
+    for key, kind in _SELFTEST_KEYS.items():
+        if key in value and (not isinstance(value[key], kind) or type(value[key]) is bool):
+            return f"self-test {key!r} of the right type, got {_kind(value[key])}"
+    errors = value.get("sensor_errors", [])
+    if len(errors) > 32 or any(type(e) is not str or len(e) > MAX_SHORT for e in errors):
+        return "self-test sensor_errors: at most 32 sensor names"
+    return None
+
+
 _ID = _text_check(MAX_ID, empty_ok=False)
 _ID_OR_EMPTY = _text_check(MAX_ID, empty_ok=True)
 _SHORT = _text_check(MAX_SHORT, empty_ok=False)
@@ -215,6 +237,7 @@ _SCHEMAS: dict[int, tuple[type, str, tuple[tuple[int, str, Callable[[Any], str |
         (1, "device_id", _ID_OR_EMPTY, True),
         (2, "state", _SHORT, True),
         (3, "reason", _TEXT, True),
+        (4, "selftest", _selftest, False),
     )),
 }
 _TYPE_OF = {cls: msg_type for msg_type, (cls, _, _) in _SCHEMAS.items()}

@@ -78,6 +78,30 @@ class Agent:
         self._health = health
         self.bad_frames = 0
 
+    def selftest(self):
+        # Reads every sensor once and the free heap and flash: the result a
+        # bench reads back after flashing (STATUS key 4).
+        ok = 0
+        errors = []
+        for s in self.sensors:
+            try:
+                s.read()
+                ok += 1
+            except Exception:
+                errors.append(s.name)
+        try:
+            import os
+            st = os.statvfs(self.port.root or "/")
+            fs_free = st[0] * st[4]
+        except (OSError, AttributeError):
+            fs_free = None
+        from edgefw import VERSION
+        result = {"sensors": ok, "sensor_errors": errors, "heap_free": self.port.mem_free(),
+                  "fs_free": fs_free, "version": VERSION}
+        if errors:
+            return "error", "self-test: sensors failed: " + ", ".join(errors), result
+        return "ok", "self-test passed: %d sensors" % ok, result
+
     def _feed(self):
         if self.wdt is not None:
             self.wdt.feed()
@@ -127,6 +151,8 @@ class Agent:
             self._feed()
 
     async def run(self):
+        state, reason, result = self.selftest()
+        self.uplink.report(self.uplink.status(state, reason, result))
         wd = self.board.get("watchdog_ms", 0)
         self.wdt = self.port.watchdog(wd) if wd else None
         await asyncio.gather(self.sampler(), self.reader(), self.sender())

@@ -43,6 +43,7 @@ class Uplink:
         self._hello_retry = _RETRY_MIN
         self._hello_now = True
         self._boot_end = {}
+        self._status = None
 
     # -- messages in -------------------------------------------------------
     def receive(self, payload, now_ms):
@@ -85,6 +86,11 @@ class Uplink:
                            4: self.clock.boot, 5: now_ms, 6: j.next_seq, 7: j.acked,
                            8: j.dropped})
 
+    def report(self, payload):
+        # A STATUS to send once, right after the next HELLO (the boot
+        # self-test): a bench reading the console sees them together.
+        self._status = payload
+
     def poll(self, now_ms):
         # Returns (payload or None, ms until poll wants to run again).
         if self._hello_now or (not self.time_known and now_ms >= self._hello_at):
@@ -93,6 +99,10 @@ class Uplink:
             self._hello_now = False
             self._hello_at = now_ms + self._hello_retry
             return self.hello(now_ms), 0
+        if self._status is not None:
+            payload = self._status
+            self._status = None
+            return payload, 0
         if self._inflight_end is not None:
             left = self._deadline - now_ms
             if left > 0:
@@ -168,5 +178,8 @@ class Uplink:
             self._boot_end[boot] = last
         return last
 
-    def status(self, state, reason):
-        return cbor.dumps({0: T_STATUS, 1: self.device_id, 2: state, 3: reason})
+    def status(self, state, reason, selftest=None):
+        msg = {0: T_STATUS, 1: self.device_id, 2: state, 3: reason}
+        if selftest is not None:
+            msg[4] = selftest
+        return cbor.dumps(msg)

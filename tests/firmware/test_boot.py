@@ -135,3 +135,25 @@ def test_the_agent_runs_within_each_boards_heap_budget(tmp_path, board):
     finally:
         dev.stop()
         store.close()
+
+
+def test_each_boot_reports_a_self_test_after_its_hello(tmp_path):
+    fs = install(tmp_path / "fs")
+    dev = PipeDevice(fs)
+    dev.start()
+    try:
+        end = time.monotonic() + 10
+        while time.monotonic() < end and b"#EA:" not in bytes(dev.console).split(b"\n", 3)[-1]:
+            time.sleep(0.1)
+        time.sleep(0.3)
+    finally:
+        dev.stop()
+    frames = [decode_message(ev.payload) for ev in FrameDecoder().feed(bytes(dev.console))
+              if isinstance(ev, Frame)]
+    kinds = [type(m).__name__ for m in frames]
+    assert kinds[:2] == ["Hello", "Status"], kinds
+    st = frames[1]
+    assert st.state == "ok" and "self-test passed" in st.reason
+    assert st.selftest["sensors"] >= 6 and st.selftest["sensor_errors"] == []
+    assert st.selftest["heap_free"] > 16 * 1024 and st.selftest["fs_free"] > 0
+    assert st.selftest["version"] == "0.1.0"

@@ -253,3 +253,21 @@ def test_mutated_vectors_give_a_message_or_a_message_error(case, data):
         decode_message(bytes(payload[:cut]))
     except MessageError:
         pass
+
+
+@pytest.mark.parametrize("selftest, problem", [
+    ([1, 2], "a map"),
+    ({"sensors": "6"}, "sensors"),
+    ({"heap_free": True}, "heap_free"),
+    ({"sensor_errors": ["x"] * 40}, "sensor_errors"),
+])
+def test_a_malformed_self_test_in_status_is_rejected_naming_key_4(selftest, problem):
+    payload = cbor2.dumps({0: 5, 1: "dev-1", 2: "ok", 3: "self-test passed", 4: selftest})
+    err = error_of(payload)
+    assert "4" in err and problem in err, err
+
+
+def test_a_status_self_test_round_trips():
+    st = Status("dev-1", "ok", "self-test passed: 6 sensors",
+                {"sensors": 6, "sensor_errors": [], "heap_free": 34000, "fs_free": None, "version": "0.1.0"})
+    assert decode_message(encode_message(st)) == st
