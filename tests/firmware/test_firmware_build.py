@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -10,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.mpy import BOARDS, FIRMWARE, REPO
+from edge_agent.boards import known_boards, load_board
+from tests.mpy import FIRMWARE, REPO
 
 BIN = Path(sys.executable).parent
 SOURCES = sorted((FIRMWARE / "edgefw").glob("*.py")) + [FIRMWARE / "main.py"]
-ARCHES = sorted({json.loads(p.read_text())["mpy_arch"] for p in BOARDS.glob("*.json")} - {None})
+ARCHES = sorted({load_board(n)["mpy_arch"] for n in known_boards()} - {None})
 
 
 @pytest.mark.parametrize("arch", ARCHES)
