@@ -26,6 +26,17 @@ bytes between the two masters, appends everything the board prints to
   ``power_off`` kills it and keeps it off; ``power_on`` boots it.
 * Crash loop. Interpreters that die within a second of starting, with no
   input from the port, five times in a row, pause restarts for a while.
+* Bootloaders. An ESP-family board has a flash file and a USB-serial bridge
+  (:mod:`.serial_link`, RFC 2217) whose DTR/RTS lines drive EN and IO0
+  through the classic auto-reset circuit. EN released while IO0 is low (or
+  pulled low within :data:`STRAP_WINDOW_S`, as the RC delay on a real EN pin
+  allows) starts the ROM download mode: the interpreter is gone and
+  :class:`~edge_hil.virtual.esp_rom.EspRomLoader` answers the UART (on the
+  pty and on the bridge). EN released with IO0 high boots MicroPython again.
+  An rp2 board enters BOOTSEL (``machine.bootloader()`` or a request): the
+  interpreter is gone and the folder drive of :mod:`.uf2_drive` takes a .uf2.
+  Either way the image lands in ``flash.bin`` and ``flash.json`` records it;
+  the interpreter itself does not change (a virtual board cannot run it).
 """
 
 from __future__ import annotations
@@ -43,6 +54,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from edge_hil.virtual.console import ConsoleFilter
+from edge_hil.virtual.esp_rom import CHIPS, EspRomLoader
+from edge_hil.virtual.flash import FlashImage, record_write
+from edge_hil.virtual.uf2_drive import Uf2Drive, Uf2Error, parse_uf2
 
 log = logging.getLogger("edge_hil.virtual.board")
 
@@ -57,6 +71,11 @@ QUICK_EXIT_S = 1.0
 CRASH_LOOP_RUNS = 5
 CRASH_LOOP_BACKOFF_S = 10.0
 CONSOLE_LOG_MAX = 16 * 1024 * 1024  # console.log rolls over to console.log.1 past this
+STRAP_WINDOW_S = 0.3                # IO0 sampled this long after EN rises (pyserial's RFC 2217
+                                    # client needs >= 50 ms per line change)
+UF2_POLL_S = 0.1
+DOWNLOAD_BANNER = (b"\r\nets Jun  8 2016 00:22:57\r\n\r\nrst:0x1 (POWERON_RESET),boot:0x3 "
+                   b"(DOWNLOAD_BOOT(UART0/UART1/SDIO_REI_REO_V2))\r\nwaiting for download\r\n")
 
 
 def _raw_termios(fd: int, lflag: int = 0) -> None:
@@ -95,17 +114,43 @@ def sigint_caught(pid: int) -> bool:
 class BoardSpec:
     """What the supervisor needs to run one board (one entry of ``bench.json``)."""
 
-    def __init__(self, name: str, board: str, heap_bytes: int, fs: str, console_log: str, home: str):
+    def __init__(self, name: str, board: str, heap_bytes: int, fs: str, console_log: str, home: str,
+                 chip: str | None = None, family: str | None = None, flash_size: int = 0):
         self.name = name
         self.board = board
         self.heap_bytes = heap_bytes
         self.fs = fs
         self.console_log = console_log
         self.home = home
+        self.chip = chip                # "esp32", "esp32s3", "rp2040", ...
+        self.family = family            # the board file's micropython_port: "esp32", "rp2", "unix"
+        self.flash_size = flash_size    # bytes; 0: no flash file
+
+    @property
+    def bootloader(self) -> str | None:
+        """"esp-rom" (ESP serial download mode), "uf2" (RP2040 BOOTSEL) or None."""
+        if self.family == "esp32" and self.chip in CHIPS and self.flash_size:
+            return "esp-rom"
+        if self.family == "rp2" and self.flash_size:
+            return "uf2"
+        return None
+
+    @property
+    def flash_file(self) -> str | None:
+        return str(Path(self.home) / "flash.bin") if self.flash_size else None
+
+    @property
+    def flash_record(self) -> str:
+        return str(Path(self.home) / "flash.json")
+
+    @property
+    def uf2_drive(self) -> str:
+        return str(Path(self.home) / "RPI-RP2")
 
     @classmethod
     def from_dict(cls, d: dict) -> "BoardSpec":
-        return cls(d["name"], d["board"], int(d["heap_bytes"]), d["fs"], d["console_log"], d["home"])
+        return cls(d["name"], d["board"], int(d["heap_bytes"]), d["fs"], d["console_log"], d["home"],
+                   d.get("chip"), d.get("family"), int(d.get("flash_size") or 0))
 
 
 class VirtualBoard:
@@ -145,6 +190,16 @@ class VirtualBoard:
         self._next_mode = "boot"
         self._boot_line = b""
         self._await_raw = False         # port input waits for the raw REPL after a soft reset
+        # Bootloaders (see the module doc).
+        self.mode = "micropython"       # micropython | download | bootsel | held (EN low)
+        self.flash: FlashImage | None = None
+        self.rom: EspRomLoader | None = None
+        self._rom_src = "pty"           # where the ROM's last request came from: it answers there
+        self.link = None                # SerialLink (ESP boards)
+        self._en = True
+        self._strap_timer: asyncio.TimerHandle | None = None
+        self.drive: Uf2Drive | None = None
+        self._drive_timer: asyncio.TimerHandle | None = None
 
     # ---- life cycle -------------------------------------------------------
 
@@ -157,7 +212,24 @@ class VirtualBoard:
         _nonblock(self._pm)
         self.port = os.ttyname(self._ps)
         self._loop.add_reader(self._pm, self._on_port_readable)
+        if self.spec.flash_size:
+            self.flash = FlashImage(self.spec.flash_file, self.spec.flash_size)
+        if self.spec.bootloader == "uf2":
+            Uf2Drive(self.spec.uf2_drive).remove()     # a drive left by a killed supervisor
         self._task = self._loop.create_task(self._lifecycle())
+
+    async def start_link(self) -> None:
+        """ESP boards: open the RFC 2217 bridge that carries DTR/RTS (see :mod:`.serial_link`)."""
+        if self.spec.bootloader != "esp-rom":
+            return
+        from edge_hil.virtual.serial_link import SerialLink
+
+        self.link = SerialLink(self.spec.name, lambda data: self._serial_input(data, "link"), self.set_lines)
+        await self.link.start()
+
+    @property
+    def flash_url(self) -> str | None:
+        return self.link.url if self.link is not None else None
 
     async def power_on(self) -> None:
         """Boot the board (boot.py, main.py) if it is off; returns once it runs."""
@@ -165,6 +237,7 @@ class VirtualBoard:
             return
         self._started.clear()
         self.powered = True
+        self._leave_bootloader()
         self._next_mode = "boot"
         self._boot_line = b"\r\nrst: power-on reset (virtual %s)\r\n" % self.spec.board.encode()
         self._wake.set()
@@ -175,6 +248,7 @@ class VirtualBoard:
         if not self.powered:
             return
         self.powered = False
+        self._leave_bootloader()
         await self._end_run("off")
 
     async def reset(self) -> None:
@@ -182,6 +256,7 @@ class VirtualBoard:
         if not self.powered:
             raise RuntimeError(f"board {self.spec.name} is powered off, so it cannot be reset")
         self._started.clear()
+        self._leave_bootloader()
         self._next_mode = "boot"
         self._boot_line = b"\r\nrst: hard reset (virtual %s)\r\n" % self.spec.board.encode()
         await self._end_run("reset")
@@ -191,6 +266,9 @@ class VirtualBoard:
         """Stop for good: kill the interpreter, close the port."""
         self.powered = False
         self.state = "stopped"
+        self._leave_bootloader()
+        if self.link is not None:
+            self.link.close()
         await self._end_run("stop")
         if self._task:
             self._task.cancel()
@@ -209,13 +287,205 @@ class VirtualBoard:
         self._pm = self._ps = -1
         if self._log:
             self._log.close()
+        if self.flash is not None:
+            self.flash.close()
+
+    @property
+    def public_mode(self) -> str:
+        """"micropython" | "download" | "bootsel" | "off" (held in reset counts as off)."""
+        if not self.powered or self.mode == "held":
+            return "off"
+        return self.mode
 
     def status(self) -> dict:
         """Live facts for ``sim ls``."""
         pid = self.proc.pid if self.proc is not None and self.proc.poll() is None else None
         return {"name": self.spec.name, "state": self.state, "power": "on" if self.powered else "off",
                 "pid": pid, "alive": pid is not None,
-                "repl": "raw" if self.console.raw else "friendly", "restarts": self.restarts}
+                "repl": "raw" if self.console.raw else "friendly", "restarts": self.restarts,
+                "mode": self.public_mode, "flash_url": self.flash_url, "flash_file": self.spec.flash_file,
+                "uf2_drive": self.spec.uf2_drive if self.mode == "bootsel" and self.powered else None}
+
+    # ---- bootloaders --------------------------------------------------------
+
+    def set_lines(self, dtr: bool, rts: bool) -> None:
+        """DTR/RTS from the USB-serial bridge, through the auto-reset circuit to EN and IO0."""
+        en = not (rts and not dtr)
+        io0 = not (dtr and not rts)
+        if not self.powered or self.spec.bootloader != "esp-rom":
+            self._en = en
+            return
+        if not en:
+            if self._en:
+                self._en = False
+                self._hold_in_reset()
+            return
+        if not self._en:
+            self._en = True
+            if not io0:
+                self.enter_download()
+            else:
+                self._cancel_strap()
+                self._strap_timer = self._loop.call_later(STRAP_WINDOW_S, self._strap_high)
+            return
+        if not io0 and self._strap_timer is not None:
+            self.enter_download()       # IO0 went low while EN was still rising
+
+    def _cancel_strap(self) -> None:
+        if self._strap_timer is not None:
+            self._strap_timer.cancel()
+            self._strap_timer = None
+
+    def _strap_high(self) -> None:
+        self._strap_timer = None
+        if self.powered and self.mode == "held":
+            self._boot_micropython(b"\r\nrst: EN reset, IO0 high (virtual %s)\r\n" % self.spec.board.encode())
+
+    def _stop_interpreter(self) -> None:
+        """The chip stops running code (reset held, bootloader): kill the interpreter, keep the power."""
+        if self.proc is not None and self.proc.poll() is None:
+            self._action = "hold"
+            self._kill(self.proc)
+        self._held.clear()
+        self._wake.set()
+
+    def _hold_in_reset(self) -> None:
+        self._cancel_strap()
+        self._leave_bootloader()
+        self.mode = "held"
+        self.state = "held"
+        self._stop_interpreter()
+        self.on_change()
+
+    def enter_download(self) -> None:
+        """ESP boards: reset into the ROM serial download mode (as with IO0 held low)."""
+        if self.spec.bootloader != "esp-rom":
+            raise RuntimeError(f"board {self.spec.name} ({self.spec.board}) has no ESP ROM download mode")
+        if not self.powered:
+            raise RuntimeError(f"board {self.spec.name} is powered off")
+        self._cancel_strap()
+        self._leave_bootloader()
+        self._stop_interpreter()
+        self.mode = "download"
+        self.state = "download"
+        self._en = True
+        self.rom = EspRomLoader(self.spec.chip, self.flash, self._mac())
+        self._emit_uart(DOWNLOAD_BANNER, log_it=True)
+        log.info("%s: ROM download mode", self.spec.name)
+        self.on_change()
+
+    def enter_bootsel(self) -> None:
+        """rp2 boards: reset into BOOTSEL; the RPI-RP2 drive folder appears."""
+        if self.spec.bootloader != "uf2":
+            raise RuntimeError(f"board {self.spec.name} ({self.spec.board}) has no BOOTSEL mode "
+                               "(only RP2040 boards do)")
+        if not self.powered:
+            raise RuntimeError(f"board {self.spec.name} is powered off")
+        self._leave_bootloader()
+        self._stop_interpreter()
+        self.mode = "bootsel"
+        self.state = "bootsel"
+        self.drive = Uf2Drive(self.spec.uf2_drive)
+        self.drive.create()
+        self._log_note(b"\r\n[edge sim] BOOTSEL: USB drive RPI-RP2 at %s\r\n" % self.spec.uf2_drive.encode())
+        self._drive_timer = self._loop.call_later(UF2_POLL_S, self._poll_drive)
+        log.info("%s: BOOTSEL, drive %s", self.spec.name, self.spec.uf2_drive)
+        self.on_change()
+
+    def _leave_bootloader(self) -> None:
+        """Whatever bootloader ran stops (reset, power); a write in progress ends where it is."""
+        if self.rom is not None:
+            rom, self.rom = self.rom, None
+            rom.close()
+            self._rom_events(rom)
+        if self._drive_timer is not None:
+            self._drive_timer.cancel()
+            self._drive_timer = None
+        if self.drive is not None:
+            self.drive.remove()
+            self.drive = None
+        if self.mode != "micropython":
+            self.mode = "micropython"
+            self.on_change()
+
+    def _boot_micropython(self, line: bytes) -> None:
+        self._leave_bootloader()
+        self.mode = "micropython"
+        self._next_mode = "boot"
+        self._boot_line = line
+        self._wake.set()
+        self.on_change()
+
+    def _mac(self) -> bytes:
+        import hashlib
+        return b"\x24\x0a\xc4" + hashlib.sha256(self.spec.name.encode()).digest()[:3]
+
+    def _to_rom(self, data: bytes, src: str) -> None:
+        rom = self.rom
+        if rom is None:
+            return
+        self._rom_src = src
+        rom.receive_data(data)
+        out = rom.data_to_send()
+        if out:
+            if src == "link":
+                if self.link is not None:
+                    self.link.send(out)
+            else:
+                self._write_port(out, keep_all=True)
+        self._rom_events(rom)
+
+    def _rom_events(self, rom: EspRomLoader) -> None:
+        for ev in rom.next_events():
+            if ev[0] == "written":
+                _, offset, size, complete = ev
+                via = "esptool" + ("" if complete else " (interrupted)")
+                entry = record_write(self.spec.flash_record, self.flash, offset, size, via)
+                log.info("%s: flash written at 0x%x, %d bytes, sha256 %s%s", self.spec.name, offset, size,
+                         entry["sha256"], "" if complete else " (interrupted)")
+            elif ev[0] == "run" and rom is self.rom:
+                self._boot_micropython(b"\r\nrst: leaving download mode (virtual %s)\r\n"
+                                       % self.spec.board.encode())
+
+    def _poll_drive(self) -> None:
+        self._drive_timer = None
+        drive = self.drive
+        if drive is None or self.mode != "bootsel":
+            return
+        for name, data in drive.poll():
+            try:
+                blocks = parse_uf2(data, self.spec.flash_size)
+            except Uf2Error as e:
+                log.warning("%s: %s ignored: %s", self.spec.name, name, e)
+                self._log_note(b"\r\n[edge sim] BOOTSEL: %s ignored (the RP2040 would not write it): %s\r\n"
+                               % (name.encode(), str(e).encode()))
+                continue
+            for offset in sorted({o - o % 4096 for o, _ in blocks}):
+                self.flash.erase(offset, 4096)      # the boot ROM erases each sector it writes
+            for offset, payload in blocks:
+                self.flash.write(offset, payload)
+            lo = min(o for o, _ in blocks)
+            hi = max(o + len(p) for o, p in blocks)
+            entry = record_write(self.spec.flash_record, self.flash, lo, hi - lo, "uf2")
+            log.info("%s: %s written at 0x%x, %d bytes, sha256 %s", self.spec.name, name, lo, hi - lo,
+                     entry["sha256"])
+            self._boot_micropython(b"\r\nrst: UF2 %s written, rebooting (virtual %s)\r\n"
+                                   % (name.encode(), self.spec.board.encode()))
+            return
+        self._drive_timer = self._loop.call_later(UF2_POLL_S, self._poll_drive)
+
+    def _log_note(self, note: bytes) -> None:
+        """A line in console.log only (the board's serial port is gone in BOOTSEL)."""
+        if self._log:
+            self._log.write(note)
+
+    def _emit_uart(self, data: bytes, log_it: bool = False) -> None:
+        """What the chip's UART sends outside MicroPython: to the pty and the bridge."""
+        if log_it and self._log:
+            self._log.write(data)
+        self._write_port(data)
+        if self.link is not None:
+            self.link.send(data)
 
     async def _end_run(self, why: str) -> None:
         """Kill the current interpreter (if any) and wait until its run is over."""
@@ -240,9 +510,9 @@ class VirtualBoard:
     async def _lifecycle(self) -> None:
         quick = 0
         while True:
-            if not self.powered:
+            if not self.powered or self.mode != "micropython":
                 if self.state != "stopped":
-                    self.state = "off"
+                    self.state = "off" if not self.powered else self.mode
                 self._held.clear()
                 self.on_change()
                 self._wake.clear()
@@ -258,8 +528,8 @@ class VirtualBoard:
             rc = await self._run(self._next_mode)
             lived = time.monotonic() - t0
             why, self._action = self._action, None
-            if why in ("off", "stop", "reset") or not self.powered:
-                continue                # power_off / stop / reset already chose what follows
+            if why in ("off", "stop", "reset", "hold") or not self.powered:
+                continue                # power_off / stop / reset / a bootloader chose what follows
             if time.monotonic() - self._last_sigint < 1.0 and rc in (-signal.SIGINT, 1):
                 # Died of a Ctrl-C between scripts: come back at the REPL.
                 self._next_mode = "raw" if self.console.raw else "repl"
@@ -405,6 +675,16 @@ class VirtualBoard:
             elif ev == "soft_reset" and self.proc is not None:
                 self._action = "soft"
                 self._kill(self.proc)
+            elif ev == "bootloader":
+                # machine.bootloader(): ESP chips reset into download mode, the RP2040 into BOOTSEL.
+                kind = self.spec.bootloader
+                if kind == "esp-rom":
+                    self.enter_download()
+                elif kind == "uf2":
+                    self.enter_bootsel()
+                elif self.proc is not None:
+                    self._action = "soft"
+                    self._kill(self.proc)
 
     def _emit(self, data: bytes) -> None:
         """Show ``data`` on the port and in console.log."""
@@ -414,12 +694,23 @@ class VirtualBoard:
                 os.replace(self.spec.console_log, self.spec.console_log + ".1")
                 self._log = open(self.spec.console_log, "ab", buffering=0)
             self._log.write(data)
+        if self.link is not None:
+            self.link.send(data)
+        self._write_port(data)
+
+    def _write_port(self, data: bytes, keep_all: bool = False) -> None:
+        """Queue ``data`` for the pty (dropped when nobody reads it, as a UART's would be).
+
+        ``keep_all``: never trim the backlog (the ROM's replies, e.g. a whole
+        streamed flash read, must arrive intact; a reader that stalls still
+        loses them after PORT_STALL_S).
+        """
         if self._pm < 0:
             return
         if not self._to_port:
             self._port_progress = time.monotonic()
         self._to_port += data
-        if len(self._to_port) > PORT_BACKLOG_MAX:
+        if not keep_all and len(self._to_port) > PORT_BACKLOG_MAX:
             del self._to_port[:len(self._to_port) - PORT_BACKLOG_MAX]
         self._flush_port()
 
@@ -464,8 +755,16 @@ class VirtualBoard:
             if e.errno == errno.EIO:
                 return
             raise
+        self._serial_input(data, "pty")
+
+    def _serial_input(self, data: bytes, src: str) -> None:
+        """Bytes into the board's UART, from the pty or the bridge."""
         if not data or not self.powered:
             return                      # a board that is off hears nothing
+        if self.mode != "micropython":
+            if self.mode == "download":
+                self._to_rom(data, src)
+            return                      # held in reset / BOOTSEL: the UART is not running
         self._input_seen = True
         self._held += data
         if len(self._held) > INPUT_BACKLOG_MAX:

@@ -59,7 +59,13 @@ def sim() -> None:
       mpremote connect $(edge sim ls --json | jq -r '.[0].port') fs ls
       edge sim reset esp32-1
       edge sim power esp32-1 off
+      esptool --port $(edge sim ls --json | jq -r '.[0].flash_url') chip-id
+      edge sim bootsel picow-1                     # RPI-RP2 drive folder appears
       edge sim down
+
+    ESP boards also listen on flash_url (rfc2217://127.0.0.1:PORT): esptool
+    resets them into the ROM download mode over DTR/RTS as on a real board
+    and writes RUNDIR/<name>/flash.bin; rp2 boards take a .uf2 in BOOTSEL.
     """
 
 
@@ -99,9 +105,10 @@ def up(boards, count, rundir, blank, reflash, as_json):
 
 
 def _public(r: dict) -> dict:
-    keys = ("name", "board", "port", "fs", "console_log", "pid", "ble_address")
+    keys = ("name", "board", "port", "fs", "console_log", "pid", "ble_address", "flash_url", "flash_file",
+            "uf2_drive")
     out = {k: r.get(k) for k in keys}
-    for k in ("device_id", "state", "alive", "power", "repl", "restarts"):
+    for k in ("device_id", "state", "alive", "power", "repl", "restarts", "mode"):
         if k in r:
             out[k] = r[k]
     return out
@@ -157,3 +164,37 @@ def power(name, state, rundir):
     bench = _bench(rundir)
     (bench.power_on if state == "on" else bench.power_off)(name)
     click.echo(f"{name}: power {state}")
+
+
+@sim.command()
+@click.argument("name")
+@_dir_option
+def bootsel(name, rundir):
+    """Reset rp2 board NAME into BOOTSEL: its RPI-RP2 drive folder appears.
+
+    Copy a .uf2 for the RP2040 into the folder: the board writes it into its
+    flash file and boots MicroPython again (as a real Pico does).
+
+    \b
+      edge sim bootsel picow-1
+      cp firmware.uf2 "$(edge sim ls --json | jq -r '.[] | select(.name=="picow-1") | .uf2_drive')"/
+    """
+    row = _bench(rundir).bootsel(name)
+    click.echo(f"{name}: BOOTSEL, drive {row.get('uf2_drive')}")
+
+
+@sim.command()
+@click.argument("name")
+@_dir_option
+def download(name, rundir):
+    """Reset ESP board NAME into its ROM download mode (as holding BOOT and pressing EN).
+
+    esptool usually does this itself over flash_url; this is for
+    `esptool --before no-reset` and for tests. A hard reset (`edge sim
+    reset NAME`, or esptool's) boots MicroPython again.
+
+    \b
+      edge sim download esp32-1
+    """
+    row = _bench(rundir).download_mode(name)
+    click.echo(f"{name}: download mode, {row.get('flash_url')}")

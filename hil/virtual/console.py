@@ -8,7 +8,8 @@ shows plus the events the supervisor must act on. It keeps these rules:
   does (the Unix port leaves that to the terminal, whose output processing is
   off here so that the REPL's own ``\\r\\n`` are not doubled).
 * The runner's in-band markers ``ESC _ edge:<what> ESC \\`` never reach the
-  port: ``reset`` becomes the event ``"soft_reset"``; ``raw`` starts swallowing
+  port: ``reset`` becomes the event ``"soft_reset"``, ``bootloader`` the
+  event ``"bootloader"`` (``machine.bootloader()``); ``raw`` starts swallowing
   the friendly REPL banner up to its ``>>> `` prompt (event ``"enter_raw"``,
   on which the supervisor sends Ctrl-A) and the ``\\r\\n`` the REPL prints on
   Ctrl-A, so that the port shows what a board shows after a soft reset in the
@@ -87,6 +88,8 @@ class ConsoleFilter:
             what = rest[len(MARK_START):end]
             if what == b"reset":
                 events.append("soft_reset")
+            elif what == b"bootloader":
+                events.append("bootloader")
             elif what == b"raw":
                 self._swallow = _TO_PROMPT
                 self._swallowed = b""

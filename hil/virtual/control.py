@@ -6,6 +6,8 @@
     port = bench.board("esp32-1")["port"]              # mpremote connect <port> ...
     bench.reset("esp32-1")                             # hard reset: main.py runs again
     bench.power_off("picow-1"); bench.power_on("picow-1")
+    bench.board("esp32-1")["flash_url"]                # esptool --port <url> write-flash ...
+    bench.bootsel("picow-1"); bench.mode("picow-1")    # "bootsel": copy a .uf2 into ["uf2_drive"]
     bench.down()                                       # nothing left running
 
 All of it talks to the bench's supervisor (see :mod:`.supervisor`) through
@@ -103,8 +105,11 @@ class Bench:
                 fs.mkdir(parents=True, exist_ok=True)
                 if not blank:
                     install_firmware(fs, board, new_device_id(name), reflash=reflash)
-                specs.append({"name": name, "board": board, "heap_bytes": int(files[board]["heap_bytes"]),
-                              "fs": str(fs), "console_log": str(home / "console.log"), "home": str(home)})
+                f = files[board]
+                specs.append({"name": name, "board": board, "heap_bytes": int(f["heap_bytes"]),
+                              "fs": str(fs), "console_log": str(home / "console.log"), "home": str(home),
+                              "chip": f.get("chip"), "family": f.get("micropython_port"),
+                              "flash_size": int((f.get("flash") or {}).get("size") or 0)})
             st.write_json_atomic(bench.rundir / st.BENCH, {"micropython": micropython, "boards": specs})
             with open(bench.rundir / st.LOG, "ab") as logf:
                 launcher = subprocess.Popen(
@@ -276,6 +281,30 @@ class Bench:
     def power_on(self, name: str) -> dict:
         """Power board ``name`` on: it boots (boot.py, main.py)."""
         return self._board_cmd("power_on", name)
+
+    def mode(self, name: str) -> str:
+        """What board ``name`` runs: "micropython" | "download" | "bootsel" | "off"."""
+        self.board(name)
+        for b in self.request("status")["boards"]:
+            if b["name"] == name:
+                return b["mode"]
+        raise NotFound(f"no board named {name!r} on the bench in {self.rundir}")
+
+    def bootsel(self, name: str) -> dict:
+        """rp2 board ``name`` resets into BOOTSEL: its ``uf2_drive`` folder appears (as holding BOOTSEL at reset)."""
+        return self._board_cmd("bootsel", name)
+
+    def download_mode(self, name: str) -> dict:
+        """ESP board ``name`` resets into its ROM download mode (as holding BOOT while pressing EN)."""
+        return self._board_cmd("download", name)
+
+    def flash_record(self, name: str) -> dict | None:
+        """What bootloaders wrote into board ``name``'s flash (``flash.json``), or None."""
+        path = self.board(name).get("flash_record")
+        try:
+            return json.loads(Path(path).read_text()) if path else None
+        except (OSError, ValueError):
+            return None
 
     def _board_cmd(self, cmd: str, name: str) -> dict:
         self.board(name)

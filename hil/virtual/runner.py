@@ -10,7 +10,8 @@
 #              across a soft reset and does not run main.py then);
 #      "repl": nothing (the interpreter died of a Ctrl-C between scripts).
 # The supervisor reads in-band markers `ESC _ edge:<what> ESC \` (an APC
-# string, which terminals ignore) and strips them from the console.
+# string, which terminals ignore) and strips them from the console;
+# `machine` is vmachine.py (adds machine.bootloader()).
 # Modules are imported inside the functions so that main.py's globals, which
 # the REPL keeps after main.py ends as on a board, hold only what it defined.
 
@@ -65,6 +66,13 @@ def _boot():
     import sys
     fs = sys.argv[1]
     mode = sys.argv[2]
+    # machine.bootloader() and friends (vmachine.py sits beside this file,
+    # reachable only until the board's filesystem replaces "/").
+    try:
+        import vmachine
+        sys.modules["machine"] = vmachine
+    except ImportError:
+        pass
     os.umount("/")
     os.mount(os.VfsPosix(fs), "/")
     os.chdir("/")

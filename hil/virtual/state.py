@@ -14,6 +14,10 @@
       supervisor.log    the supervisor's log
       <board>/fs/       the board's filesystem
       <board>/console.log  everything the board printed
+      <board>/flash.bin    the chip's flash (ESP and rp2 boards; erased = 0xFF),
+                        written by esptool (ROM download mode) or a .uf2
+      <board>/flash.json   what was written there: offset, size, sha256, via, when
+      <board>/RPI-RP2/     rp2 boards in BOOTSEL only: the UF2 drive
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ port and removes its state file and socket.
 
 Control protocol: one JSON object per line each way. Requests:
 ``{"cmd": "status"}``, ``{"cmd": "reset"|"power_off"|"power_on", "board": NAME}``,
-``{"cmd": "stop"}``. Replies: ``{"ok": true, ...}`` or
+``{"cmd": "download"|"bootsel", "board": NAME}`` (reset into the ESP ROM
+download mode / the RP2040 BOOTSEL drive), ``{"cmd": "stop"}``. Replies: ``{"ok": true, ...}`` or
 ``{"ok": false, "error": "..."}``.
 """
 
@@ -58,7 +59,9 @@ class Supervisor:
                                  self.bench.get("runner", RUNNER), on_change=self._schedule_state)
                 self.boards[b.spec.name] = b
                 b.open()
-                log.info("%s (%s): port %s, fs %s", b.spec.name, b.spec.board, b.port, b.spec.fs)
+                await b.start_link()
+                log.info("%s (%s): port %s, fs %s%s", b.spec.name, b.spec.board, b.port, b.spec.fs,
+                         f", flash_url {b.flash_url}" if b.flash_url else "")
             with st.control_socket_path(self.rundir) as sock:
                 try:
                     os.unlink(sock)
@@ -107,6 +110,9 @@ class Supervisor:
                 "name": b.spec.name, "board": b.spec.board, "port": b.port, "fs": b.spec.fs,
                 "console_log": b.spec.console_log, "pid": s["pid"], "ble_address": None,
                 "device_id": _device_id(b.spec.fs), "power": s["power"],
+                "mode": s["mode"], "flash_url": s["flash_url"], "flash_file": s["flash_file"],
+                "flash_record": b.spec.flash_record if b.spec.flash_size else None,
+                "uf2_drive": s["uf2_drive"],
             })
         st.write_json_atomic(self.rundir / st.STATE, {
             "version": 1, "ready": self._ready, "supervisor_pid": os.getpid(), "rundir": str(self.rundir),
@@ -156,6 +162,20 @@ class Supervisor:
                 await asyncio.wait_for(getattr(board, cmd)(), BOOT_TIMEOUT_S)
             except RuntimeError as e:
                 return {"ok": False, "error": str(e), "hint": f"power it on: edge sim power {name} on"}
+            return {"ok": True, "board": board.status()}
+        if cmd in ("download", "bootsel"):
+            name = str(req.get("board"))
+            board = self.boards.get(name)
+            if board is None:
+                return {"ok": False, "error": f"no board named {name!r} on this bench",
+                        "hint": f"boards: {', '.join(self.boards)}"}
+            try:
+                (board.enter_download if cmd == "download" else board.enter_bootsel)()
+                self._write_state()     # readers of state.json see the new mode at once
+            except RuntimeError as e:
+                return {"ok": False, "error": str(e),
+                        "hint": "ESP boards have a download mode, rp2 boards BOOTSEL; a board that is off "
+                                f"needs `edge sim power {name} on`"}
             return {"ok": True, "board": board.status()}
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
