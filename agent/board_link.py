@@ -24,7 +24,9 @@ class BoardLink:
 
         self.port = port
         try:
-            self._t = SerialTransport(port, baudrate=baud)
+            # A read timeout: mpremote reads a pty byte by byte and would wait
+            # forever on a silent board (one powered off, or in its bootloader).
+            self._t = SerialTransport(port, baudrate=baud, timeout=1)
         except (TransportError, OSError) as e:
             text = str(e).lower()
             if "busy" in text or "lock" in text or "exclusive" in text:
@@ -56,15 +58,25 @@ class BoardLink:
 
         if self._raw:
             return
-        try:
-            # Interrupts a running agent (Ctrl-C) and enters the raw REPL
-            # without a soft reset, so nothing runs while we work.
-            self._t.enter_raw_repl(soft_reset=False)
-        except (TransportError, OSError) as e:
-            raise DeviceError(f"the board on {self.port} does not answer as MicroPython ({e})",
-                              "check that it runs MicroPython (flash it with --firmware) "
-                              "and is not in its bootloader") from e
-        self._raw = True
+        import time
+
+        last: Exception | None = None
+        # Interrupts a running agent (Ctrl-C) and enters the raw REPL without
+        # a soft reset, so nothing runs while we work. A Ctrl-C that arrives
+        # while the board is still booting can be lost: try a few times.
+        for _ in range(3):
+            try:
+                self._t.serial.write(b"\r\x03\x03")
+                time.sleep(0.15)
+                self._t.serial.reset_input_buffer()
+                self._t.enter_raw_repl(soft_reset=False, timeout_overall=4)
+                self._raw = True
+                return
+            except (TransportError, OSError) as e:
+                last = e
+        raise DeviceError(f"the board on {self.port} does not answer as MicroPython ({last})",
+                          "check that it runs MicroPython (flash it with --firmware) "
+                          "and is not in its bootloader (reset it)") from last
 
     def exec(self, code: str, timeout: float = 10) -> str:
         """Run ``code`` on the board; returns what it printed. A Python

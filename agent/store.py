@@ -84,6 +84,22 @@ MIGRATIONS: list[tuple[str, ...]] = [
         )""",
         "CREATE INDEX telemetry_by_device_time ON telemetry (device_id, t)",
     ),
+    # 3: identities minted by `edge provision`. A row may come first from
+    # ingest (a device heard before it was provisioned) or from provisioning;
+    # both upsert by device_id and touch only their own columns.
+    (
+        "ALTER TABLE devices ADD COLUMN public_key BLOB",          # X25519, 32 bytes
+        "ALTER TABLE devices ADD COLUMN key_fingerprint TEXT",     # 16 hex: SHA-256(public_key)[:8]
+        "ALTER TABLE devices ADD COLUMN setup_verifier TEXT",      # scrypt$n$r$p$salt$hash
+        "ALTER TABLE devices ADD COLUMN setup_code_pending TEXT",  # plain code until the label is made
+        "ALTER TABLE devices ADD COLUMN label_printed_at REAL",
+        "ALTER TABLE devices ADD COLUMN provisioned INTEGER NOT NULL DEFAULT 0",  # 1 after the self-test
+        "ALTER TABLE devices ADD COLUMN provisioned_by TEXT",
+        "ALTER TABLE devices ADD COLUMN provisioned_at REAL",      # when the identity was minted
+        "ALTER TABLE devices ADD COLUMN firmware_version TEXT",
+        "ALTER TABLE devices ADD COLUMN agent_version TEXT",
+        "CREATE UNIQUE INDEX devices_by_key ON devices (public_key) WHERE public_key IS NOT NULL",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -282,6 +298,77 @@ class Store:
                 "ON CONFLICT (source, reason) DO UPDATE SET count = count + 1, "
                 "last_seen = max(last_seen, ?3), sample = ?4",
                 (source, reason, seen, bytes(sample[:SAMPLE_BYTES])))
+
+    # -- identities (edge provision, edge label, edge flash)
+
+    def record_identity(self, device_id: str, board: str, public_key: bytes, fingerprint: str,
+                        setup_verifier: str, setup_code: str | None, operator: str | None,
+                        at: float | None = None) -> None:
+        """Record a newly minted identity; ``provisioned`` restarts at 0.
+
+        ``setup_code`` is kept in plain only until :meth:`take_setup_code`
+        (the label) erases it; the verifier stays. Telemetry and ingest
+        columns of an existing row are left as they are.
+        """
+        at = time.time() if at is None else at
+        with self.transaction():
+            self._db.execute(
+                "INSERT INTO devices (device_id, board, first_seen, last_seen, public_key, "
+                "key_fingerprint, setup_verifier, setup_code_pending, label_printed_at, "
+                "provisioned, provisioned_by, provisioned_at) "
+                "VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6, ?7, NULL, 0, ?8, ?3) "
+                "ON CONFLICT (device_id) DO UPDATE SET board = ?2, public_key = ?4, "
+                "key_fingerprint = ?5, setup_verifier = ?6, setup_code_pending = ?7, "
+                "label_printed_at = NULL, provisioned = 0, provisioned_by = ?8, provisioned_at = ?3",
+                (device_id, board, at, bytes(public_key), fingerprint, setup_verifier,
+                 setup_code, operator))
+
+    def mark_provisioned(self, device_id: str, firmware_version: str | None,
+                         agent_version: str | None) -> None:
+        """Mark ``device_id`` good (after its self-test passed), with what it runs."""
+        with self.transaction():
+            cur = self._db.execute(
+                "UPDATE devices SET provisioned = 1, firmware_version = ?2, agent_version = ?3 "
+                "WHERE device_id = ?1 AND public_key IS NOT NULL",
+                (device_id, firmware_version, agent_version))
+            if cur.rowcount != 1:
+                raise NotFound(f"device {device_id} has no identity in the registry {self.path}",
+                               "run `edge provision` on the board first")
+
+    def take_setup_code(self, device_id: str) -> str | None:
+        """The plain setup code of ``device_id`` if still kept, erased from the registry.
+
+        Erased from the file too: ``secure_delete`` zeroes the freed bytes
+        and a checkpoint moves the page into the database and empties the WAL
+        (best effort: a reader holding an old snapshot delays the WAL's reset).
+        """
+        self._db.execute("PRAGMA secure_delete = ON")
+        with self.transaction():
+            row = self._db.execute(
+                "SELECT setup_code_pending FROM devices WHERE device_id = ?", (device_id,)).fetchone()
+            if row is None or row[0] is None:
+                return None
+            self._db.execute(
+                "UPDATE devices SET setup_code_pending = NULL, label_printed_at = ?2 "
+                "WHERE device_id = ?1", (device_id, time.time()))
+        if not self._depth:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return row[0]
+
+    def identity(self, device_id: str) -> dict | None:
+        """The identity columns of ``device_id``, or None if it was never provisioned."""
+        cur = self._db.execute(
+            "SELECT device_id, board, public_key, key_fingerprint, setup_verifier, "
+            "setup_code_pending, label_printed_at, provisioned, provisioned_by, provisioned_at, "
+            "firmware_version, agent_version FROM devices "
+            "WHERE device_id = ? AND public_key IS NOT NULL", (device_id,))
+        row = cur.fetchone()
+        if row is None:
+            return None
+        out = dict(zip([c[0] for c in cur.description], row))
+        out["public_key"] = bytes(out["public_key"])
+        out["provisioned"] = bool(out["provisioned"])
+        return out
 
     # -- reading
 

@@ -248,7 +248,7 @@ def test_an_old_registry_is_migrated_and_keeps_its_data(tmp_path):
     db.commit()
     db.close()
     with Store(path) as s:
-        assert s.schema_version == SCHEMA_VERSION == 2
+        assert s.schema_version == SCHEMA_VERSION == 3
         assert [(r.name, r.value) for r in s.query()] == [("temp", 21.5)]
         s.note_bad_frame("p", "bad_crc", b"x")          # the table step 2 adds
         assert s.bad_frames()[0]["count"] == 1

@@ -1,0 +1,179 @@
+"""Pairing labels: the QR payload (docs/protocol.md section 4) and its rendering.
+
+A label shows a QR code carrying the pairing payload, the setup code in
+digits (``1234-5678``) and the device id and board in text. It is written as
+PNG (for label printers; composed with Pillow, since segno draws only the
+code) and SVG (scalable; text as ``<text>`` elements), and can be shown in a
+terminal with segno's own renderer.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import IO, NamedTuple
+
+from edge_agent.errors import BadInput
+
+PREFIX = "EA1"
+MAX_PAYLOAD = 128
+_ID = re.compile(r"[A-Z0-9.-]{1,64}")
+_BOARD = re.compile(r"[A-Z0-9-]{1,32}")
+_CODE = re.compile(r"[0-9]{8}")
+_FP = re.compile(r"[0-9A-F]{16}")
+
+MODULE_PX = 8          # PNG pixels per QR module
+BORDER = 4             # quiet zone, in modules (ISO/IEC 18004 asks for 4)
+ERROR_LEVEL = "m"      # ~15 % of the code may be damaged
+
+
+class Pairing(NamedTuple):
+    """What a pairing label tells an owner's app."""
+
+    device_id: str      # lowercase, as in the registry
+    setup_code: str     # 8 digits
+    fingerprint: str    # 16 lowercase hex digits
+    board: str          # lowercase board type
+
+
+def pairing_payload(device_id: str, setup_code: str, fingerprint: str, board: str) -> str:
+    """The QR text: ``EA1:<DEVICE ID>:<CODE>:<FINGERPRINT>:<BOARD>`` in upper case.
+
+    Upper case keeps it in QR's alphanumeric mode (5.5 bits a character, not
+    8). Ids and board names are lowercase by construction; anything else
+    cannot be carried and raises :class:`BadInput`.
+    """
+    for what, value, pattern in (("device id", device_id, r"[a-z0-9.-]{1,64}"),
+                                 ("board", board, r"[a-z0-9-]{1,32}"),
+                                 ("setup code", setup_code, r"[0-9]{8}"),
+                                 ("key fingerprint", fingerprint, r"[0-9a-f]{16}")):
+        if not isinstance(value, str) or not re.fullmatch(pattern, value):
+            raise BadInput(f"the {what} {value!r} cannot go into a pairing payload",
+                           "mint the identity with `edge provision` (it makes ids that fit)")
+    return ":".join((PREFIX, device_id.upper(), setup_code, fingerprint.upper(), board.upper()))
+
+
+def parse_pairing_payload(text: str) -> Pairing:
+    """Parse a scanned payload; raises :class:`BadInput` naming the bad field."""
+    fix = "scan the label again, or type the setup code printed under the QR"
+    if not isinstance(text, str):
+        raise BadInput("a pairing payload is text", fix)
+    if len(text) > MAX_PAYLOAD:
+        raise BadInput(f"the pairing payload is {len(text)} characters, over {MAX_PAYLOAD}", fix)
+    fields = text.split(":")
+    if fields[0] != PREFIX:
+        raise BadInput(f"not an Edge pairing payload (it must start with {PREFIX}:)", fix)
+    if len(fields) != 5:
+        raise BadInput(f"a pairing payload has 5 fields separated by ':', this one has {len(fields)}",
+                       fix)
+    _, device_id, code, fp, board = fields
+    for what, value, pattern in (("device id", device_id, _ID), ("setup code", code, _CODE),
+                                 ("key fingerprint", fp, _FP), ("board", board, _BOARD)):
+        if not pattern.fullmatch(value):
+            raise BadInput(f"the pairing payload's {what} {value!r} is malformed "
+                           f"(expected {pattern.pattern})", fix)
+    return Pairing(device_id.lower(), code, fp.lower(), board.lower())
+
+
+def format_code(code: str) -> str:
+    """``12345678`` -> ``1234-5678`` (easier to read and type)."""
+    return f"{code[:4]}-{code[4:]}"
+
+
+def make_qr(payload: str):
+    """The segno QR code of ``payload`` (alphanumeric mode when it fits)."""
+    import segno
+
+    return segno.make_qr(payload, error=ERROR_LEVEL, boost_error=False)
+
+
+def _lines(device_id: str, board: str, code: str) -> list[tuple[str, int]]:
+    # (text, size in px): the code big, the id and board smaller.
+    return [(f"Setup code {format_code(code)}", 40), (device_id, 24), (f"board: {board}", 24)]
+
+
+def render_png(path: Path, payload: str, device_id: str, board: str, code: str) -> None:
+    """Write the PNG label: the QR (``MODULE_PX`` px a module) with the text below."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    qr = make_qr(payload)
+    matrix = [list(row) for row in qr.matrix]
+    n = len(matrix)
+    side = (n + 2 * BORDER) * MODULE_PX
+    lines = _lines(device_id, board, code)
+    fonts = [ImageFont.load_default(size=size) for _, size in lines]
+    widths = [int(f.getlength(t)) for (t, _), f in zip(lines, fonts)]
+    width = max(side, max(widths) + 2 * BORDER * MODULE_PX)
+    height = side + sum(int(size * 1.4) for _, size in lines) + BORDER * MODULE_PX
+    img = Image.new("L", (width, height), 255)
+    draw = ImageDraw.Draw(img)
+    x0 = (width - side) // 2 + BORDER * MODULE_PX
+    y0 = BORDER * MODULE_PX
+    for r, row in enumerate(matrix):
+        for c, dark in enumerate(row):
+            if dark:
+                x, y = x0 + c * MODULE_PX, y0 + r * MODULE_PX
+                draw.rectangle((x, y, x + MODULE_PX - 1, y + MODULE_PX - 1), fill=0)
+    y = side
+    for (text, size), font, w in zip(lines, fonts, widths):
+        draw.text(((width - w) // 2, y), text, fill=0, font=font)
+        y += int(size * 1.4)
+    img.save(path, format="PNG")
+
+
+def _xml(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+def render_svg(path: Path, payload: str, device_id: str, board: str, code: str) -> None:
+    """Write the SVG label: the QR as one path (1 unit a module), text elements below."""
+    qr = make_qr(payload)
+    matrix = [list(row) for row in qr.matrix]
+    n = len(matrix)
+    side = n + 2 * BORDER
+    cells = "".join(f"M{c + BORDER} {r + BORDER}h1v1h-1z"
+                    for r, row in enumerate(matrix) for c, dark in enumerate(row) if dark)
+    lines = _lines(device_id, board, code)
+    height = side + sum(size / MODULE_PX * 1.4 for _, size in lines) + BORDER
+    texts = []
+    y = float(side)
+    for text, size in lines:
+        em = size / MODULE_PX
+        y += em
+        texts.append(f'<text x="{side / 2:g}" y="{y:.2f}" font-size="{em:g}" '
+                     f'font-family="monospace" text-anchor="middle">{_xml(text)}</text>')
+        y += em * 0.4
+    svg = (f'<?xml version="1.0" encoding="UTF-8"?>\n'
+           f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {side} {height:.2f}" '
+           f'width="{side * MODULE_PX}" height="{height * MODULE_PX:.0f}">\n'
+           f'<title>{_xml(device_id)} pairing label</title>\n'
+           f'<desc>{_xml(payload)}</desc>\n'
+           f'<rect width="100%" height="100%" fill="#fff"/>\n'
+           f'<path fill="#000" d="{cells}"/>\n' + "\n".join(texts) + "\n</svg>\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(svg)
+    tmp.replace(path)
+
+
+def render(out_dir: Path, device_id: str, board: str, code: str, fingerprint: str,
+           *, terminal: IO[str] | None = None) -> tuple[Path, Path]:
+    """Write ``<device>.png`` and ``<device>.svg`` into ``out_dir``; show the QR on ``terminal``."""
+    payload = pairing_payload(device_id, code, fingerprint, board)
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BadInput(f"cannot create the label folder {out_dir} ({e.strerror})",
+                       "pass --out with a folder you can write") from None
+    png, svg = out_dir / f"{device_id}.png", out_dir / f"{device_id}.svg"
+    tmp = png.with_name(png.name + ".tmp")
+    try:
+        render_png(tmp, payload, device_id, board, code)
+        tmp.replace(png)
+        render_svg(svg, payload, device_id, board, code)
+    except OSError as e:
+        raise BadInput(f"cannot write the label into {out_dir} ({e.strerror})",
+                       "pass --out with a folder you can write") from None
+    if terminal is not None:
+        make_qr(payload).terminal(out=terminal, border=2, compact=True)
+    return png, svg

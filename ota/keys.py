@@ -1,0 +1,87 @@
+"""The OTA root key: the Ed25519 key pair whose public half every device trusts.
+
+The private key lives in ``$EDGE_HOME/keys/ota-root.pem`` (PKCS#8 PEM, mode
+0600, in a 0700 folder), its public half beside it in ``ota-root.pub``. It is
+created on first use, with a notice on stderr: whoever holds it can update the
+whole fleet, so it must be backed up and guarded. Devices receive the raw
+32-byte public key as their trust anchor at provisioning
+(``identity/anchors.json``). Signing and rotation come with later issues.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from edge_agent.errors import BadInput, NotFound
+from edge_agent.paths import state_dir
+
+ROOT_NAME = "ota-root"
+
+
+def key_dir() -> Path:
+    """The folder holding the bench's signing keys: ``<state dir>/keys``."""
+    return state_dir() / "keys"
+
+
+def _paths() -> tuple[Path, Path]:
+    d = key_dir()
+    return d / f"{ROOT_NAME}.pem", d / f"{ROOT_NAME}.pub"
+
+
+def _create(private: Path) -> None:
+    from Crypto.PublicKey import ECC
+
+    private.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = ECC.generate(curve="ed25519")
+    tmp = private.with_name(f".{private.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(key.export_key(format="PEM"))
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            # link() fails if the key exists: two first uses racing keep one key.
+            os.link(tmp, private)
+        except FileExistsError:
+            return
+    finally:
+        tmp.unlink(missing_ok=True)
+    print(f"created the OTA root key at {private}; back it up: whoever holds it can "
+          "update your fleet", file=sys.stderr)
+
+
+def root_public_key(create: bool = True) -> bytes:
+    """The raw 32-byte Ed25519 public key of the OTA root; creates the pair if absent.
+
+    With ``create=False`` a missing key raises :class:`NotFound`.
+    """
+    from Crypto.PublicKey import ECC
+
+    private, public = _paths()
+    if public.exists():
+        try:
+            return ECC.import_key(public.read_text()).export_key(format="raw")
+        except (ValueError, IndexError, TypeError):
+            raise BadInput(f"{public} is not an Ed25519 public key",
+                           f"delete it: it is made again from {private.name}") from None
+    if not private.exists():
+        if not create:
+            raise NotFound(f"no OTA root key at {private}",
+                           "restore it from your backup, or run `edge provision` to create one")
+        _create(private)
+    try:
+        key = ECC.import_key(private.read_text())
+    except (ValueError, IndexError, TypeError):
+        raise BadInput(f"{private} is not an Ed25519 private key",
+                       "restore it from your backup") from None
+    if key.curve != "Ed25519":
+        raise BadInput(f"{private} holds a {key.curve} key, not Ed25519",
+                       "restore the OTA root key from your backup")
+    pem = key.public_key().export_key(format="PEM")
+    tmp = public.with_name(f".{public.name}.{os.getpid()}.tmp")
+    tmp.write_text(pem)
+    tmp.replace(public)
+    return key.public_key().export_key(format="raw")
