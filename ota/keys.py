@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from pathlib import Path
 
 from edge_agent.errors import BadInput, NotFound
@@ -35,7 +36,8 @@ def _create(private: Path) -> None:
 
     private.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = ECC.generate(curve="ed25519")
-    tmp = private.with_name(f".{private.name}.{os.getpid()}.tmp")
+    # Unique per process and thread: `edge flash --all` provisions from threads.
+    tmp = private.with_name(f".{private.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w") as f:
@@ -81,7 +83,7 @@ def root_public_key(create: bool = True) -> bytes:
         raise BadInput(f"{private} holds a {key.curve} key, not Ed25519",
                        "restore the OTA root key from your backup")
     pem = key.public_key().export_key(format="PEM")
-    tmp = public.with_name(f".{public.name}.{os.getpid()}.tmp")
+    tmp = public.with_name(f".{public.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_text(pem)
     tmp.replace(public)
     return key.public_key().export_key(format="raw")

