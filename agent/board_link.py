@@ -28,8 +28,9 @@ class BoardLink:
             # forever on a silent board (one powered off, or in its bootloader).
             self._t = SerialTransport(port, baudrate=baud, timeout=1)
         except (TransportError, OSError) as e:
-            text = str(e).lower()
-            if "busy" in text or "lock" in text or "exclusive" in text:
+            # mpremote reports every failure as "failed to access": ask
+            # pyserial directly why, so a busy port is named as such.
+            if _held_by_another(port):
                 raise Busy(f"port {port} is in use by another program",
                            "close it (a serial monitor, another edge command) and retry") from e
             raise NotFound(f"cannot open port {port}: {e}",
@@ -153,6 +154,20 @@ class BoardLink:
             n = ser.in_waiting
             buf += ser.read(n or 1)
         return bytes(buf)
+
+
+def _held_by_another(port: str) -> bool:
+    """Whether ``port`` exists but another program holds its exclusive lock."""
+    import serial
+
+    try:
+        probe = serial.serial_for_url(port, exclusive=True)
+    except serial.SerialException as e:
+        return "lock" in str(e).lower() or "busy" in str(e).lower()
+    except (OSError, ValueError):
+        return False
+    probe.close()
+    return False
 
 
 def file_digest(data: bytes) -> bytes:

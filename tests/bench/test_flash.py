@@ -339,3 +339,16 @@ def test_an_esp_board_left_in_download_mode_is_named_as_such(env):
     proc = edge("flash", "--port", board["port"], env=env, check=False)
     assert proc.returncode == 6
     assert "download mode" in proc.stderr and f"edge sim reset {board['name']}" in proc.stderr
+
+
+def test_a_port_held_by_another_program_is_named_busy(env):
+    import serial
+
+    board = sim_up(env, "esp32")[0]
+    holder = serial.Serial(board["port"], exclusive=True)  # a serial monitor left open
+    try:
+        proc = edge("flash", "--board", "esp32", "--port", board["port"], env=env, check=False)
+    finally:
+        holder.close()
+    assert proc.returncode in (4, 7), proc.stderr + proc.stdout
+    assert "in use" in (proc.stderr + proc.stdout) and "fix" in (proc.stderr + proc.stdout)
