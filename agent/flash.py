@@ -658,6 +658,11 @@ def flash_board(target: Target, store_path: Path | str, *, firmware: Path | None
 
             step = "provision"
             progress(step, 0, 1)
+            if target.virtual and link.get("config.json") is None:
+                # A virtual board samples every second (a real board's file
+                # says 5 s) so a bench shows data at once; provisioning keeps
+                # this key, and config.json can change it like on any board.
+                link.put("config.json", b'{"sample_period_ms": 1000}\n')
             from edge_agent.identity import provision
             from edge_agent.store import Store
 

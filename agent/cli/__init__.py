@@ -57,3 +57,11 @@ def _register() -> None:
 
 
 _register()
+
+
+def table_console(**kwargs):
+    """A rich Console for tables: the terminal's width, or 120 columns when
+    output goes to a file or pipe (rich would otherwise squeeze it into 80)."""
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 120, **kwargs)

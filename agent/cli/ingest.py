@@ -90,4 +90,6 @@ def ingest(ports, use_sim, sim_dir, db, duration, idle, baud, console, as_json, 
         bad = ", ".join(f"{k}={v}" for k, v in r["bad_frames"].items()) or "0"
         t.add_row(r["port"], ", ".join(r["devices"]) or "-", str(r["batches"]), str(r["records"]),
                   str(r["duplicates"]), bad, str(r["connects"]))
-    Console().print(t)
+    from edge_agent.cli import table_console
+
+    table_console().print(t)

@@ -201,7 +201,9 @@ def _print_summary(summary: list[dict], bad: list[dict], path: Path, as_json: bo
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(highlight=False)
+    from edge_agent.cli import table_console
+
+    console = table_console(highlight=False)
     if not summary:
         console.print(f"no devices in the registry {path} yet; run `edge telemetry ingest`")
         return
@@ -235,7 +237,9 @@ def _print_records(rows: list, path: Path, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(highlight=False)
+    from edge_agent.cli import table_console
+
+    console = table_console(highlight=False)
     if not rows:
         console.print(f"no records in {path} match")
         return
