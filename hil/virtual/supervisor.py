@@ -152,23 +152,19 @@ class Supervisor:
                     "boards": [b.status() for b in self.boards.values()]}
         if cmd == "stop":
             return {"ok": True}
-        if cmd in ("reset", "power_off", "power_on"):
+        if cmd in ("reset", "power_off", "power_on", "download", "bootsel"):
             name = str(req.get("board"))
             board = self.boards.get(name)
             if board is None:
                 return {"ok": False, "error": f"no board named {name!r} on this bench",
                         "hint": f"boards: {', '.join(self.boards)}"}
+        if cmd in ("reset", "power_off", "power_on"):
             try:
                 await asyncio.wait_for(getattr(board, cmd)(), BOOT_TIMEOUT_S)
             except RuntimeError as e:
                 return {"ok": False, "error": str(e), "hint": f"power it on: edge sim power {name} on"}
             return {"ok": True, "board": board.status()}
         if cmd in ("download", "bootsel"):
-            name = str(req.get("board"))
-            board = self.boards.get(name)
-            if board is None:
-                return {"ok": False, "error": f"no board named {name!r} on this bench",
-                        "hint": f"boards: {', '.join(self.boards)}"}
             try:
                 (board.enter_download if cmd == "download" else board.enter_bootsel)()
                 self._write_state()     # readers of state.json see the new mode at once
