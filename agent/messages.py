@@ -183,7 +183,7 @@ def _pack(value: Any) -> str | None:
     return None
 
 
-_SELFTEST_KEYS = {"sensors": int, "sensor_errors": list, "heap_free": int, "fs_free": (int, type(None)),
+_SELFTEST_KEYS: dict[str, type | tuple[type, ...]] = {"sensors": int, "sensor_errors": list, "heap_free": int, "fs_free": (int, type(None)),
                   "version": str}
 
 

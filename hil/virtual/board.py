@@ -224,8 +224,9 @@ class VirtualBoard:
             return
         from edge_hil.virtual.serial_link import SerialLink
 
-        self.link = SerialLink(self.spec.name, lambda data: self._serial_input(data, "link"), self.set_lines)
-        await self.link.start()
+        link = SerialLink(self.spec.name, lambda data: self._serial_input(data, "link"), self.set_lines)
+        self.link = link
+        await link.start()
 
     @property
     def flash_url(self) -> str | None:
@@ -460,10 +461,12 @@ class VirtualBoard:
                 self._log_note(b"\r\n[edge sim] BOOTSEL: %s ignored (the RP2040 would not write it): %s\r\n"
                                % (name.encode(), str(e).encode()))
                 continue
+            flash = self.flash
+            assert flash is not None, "an rp2 board always has a flash image"
             for offset in sorted({o - o % 4096 for o, _ in blocks}):
-                self.flash.erase(offset, 4096)      # the boot ROM erases each sector it writes
+                flash.erase(offset, 4096)      # the boot ROM erases each sector it writes
             for offset, payload in blocks:
-                self.flash.write(offset, payload)
+                flash.write(offset, payload)
             lo = min(o for o, _ in blocks)
             hi = max(o + len(p) for o, p in blocks)
             entry = record_write(self.spec.flash_record, self.flash, lo, hi - lo, "uf2")

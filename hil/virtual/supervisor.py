@@ -152,18 +152,13 @@ class Supervisor:
                     "boards": [b.status() for b in self.boards.values()]}
         if cmd == "stop":
             return {"ok": True}
-        if cmd in ("reset", "power_off", "power_on", "download", "bootsel"):
-            name = str(req.get("board"))
-            board = self.boards.get(name)
-            if board is None:
-                return {"ok": False, "error": f"no board named {name!r} on this bench",
-                        "hint": f"boards: {', '.join(self.boards)}"}
-        if cmd in ("reset", "power_off", "power_on"):
-            try:
-                await asyncio.wait_for(getattr(board, cmd)(), BOOT_TIMEOUT_S)
-            except RuntimeError as e:
-                return {"ok": False, "error": str(e), "hint": f"power it on: edge sim power {name} on"}
-            return {"ok": True, "board": board.status()}
+        if cmd not in ("reset", "power_off", "power_on", "download", "bootsel"):
+            return {"ok": False, "error": f"unknown command {cmd!r}"}
+        name = str(req.get("board"))
+        board = self.boards.get(name)
+        if board is None:
+            return {"ok": False, "error": f"no board named {name!r} on this bench",
+                    "hint": f"boards: {', '.join(self.boards)}"}
         if cmd in ("download", "bootsel"):
             try:
                 (board.enter_download if cmd == "download" else board.enter_bootsel)()
@@ -173,7 +168,11 @@ class Supervisor:
                         "hint": "ESP boards have a download mode, rp2 boards BOOTSEL; a board that is off "
                                 f"needs `edge sim power {name} on`"}
             return {"ok": True, "board": board.status()}
-        return {"ok": False, "error": f"unknown command {cmd!r}"}
+        try:
+            await asyncio.wait_for(getattr(board, cmd)(), BOOT_TIMEOUT_S)
+        except RuntimeError as e:
+            return {"ok": False, "error": str(e), "hint": f"power it on: edge sim power {name} on"}
+        return {"ok": True, "board": board.status()}
 
 
 def _device_id(fs: str) -> str | None:

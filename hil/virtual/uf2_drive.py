@@ -113,7 +113,7 @@ class Uf2Drive:
 
     def poll(self) -> list[tuple[str, bytes]]:
         """The .uf2 files whose size did not change since the last poll (name, content); each is removed."""
-        ready = []
+        ready: list[tuple[str, bytes]] = []
         try:
             entries = list(os.scandir(self.path))
         except FileNotFoundError:
