@@ -723,6 +723,9 @@ def flash_many(targets: list[Target], store_path: Path | str, *, jobs: int | Non
     # here, once, before the boards' threads would race to create it.
     from edge_ota.keys import root_public_key
     root_public_key()
+    # Likewise the registry: created and migrated once, before the threads.
+    from edge_agent.store import Store
+    Store(store_path).close()
     with Builds() as builds:
         # Build before the threads start: every board then shares it.
         builds.agent_files(None)

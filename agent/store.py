@@ -164,9 +164,21 @@ class Store:
         try:
             self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
             self._db.execute("PRAGMA foreign_keys = ON")
-            self._db.execute("PRAGMA journal_mode = WAL").fetchone()
-            self._db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
-            self._migrate()
+            # Switching a new file to WAL, and migrating it, can meet
+            # "database is locked" without SQLite's busy handler waiting
+            # (several processes or threads opening a new registry at once):
+            # retry until the timeout.
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    self._db.execute("PRAGMA journal_mode = WAL").fetchone()
+                    self._db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+                    self._migrate()
+                    break
+                except sqlite3.OperationalError as e:
+                    if "locked" not in str(e) or time.monotonic() >= deadline:
+                        raise
+                    time.sleep(0.05)
         except BaseException as e:
             self._db.close()
             if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):

@@ -331,3 +331,31 @@ def test_a_writer_process_and_a_reader_run_side_by_side(tmp_path):
     with Store(path, create=False) as reader:
         assert reader.count() == 800
     assert all(n % 20 == 0 for n in seen) and seen == sorted(seen)
+
+
+def _open_when_released(path, barrier, results) -> None:
+    barrier.wait()
+    try:
+        Store(path).close()
+        results.put(None)
+    except BaseException as e:  # reported to the parent, which asserts on it
+        results.put(repr(e))
+
+
+def test_many_processes_opening_a_new_registry_at_once_all_succeed(tmp_path):
+    """`edge flash --all`, ingest and show may all create one registry at once:
+    switching a new file to WAL can fail as "locked" without SQLite waiting."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    failures = []
+    for trial in range(12):
+        path = tmp_path / f"new-{trial}.db"
+        barrier, results = ctx.Barrier(6), ctx.Queue()
+        procs = [ctx.Process(target=_open_when_released, args=(path, barrier, results)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=30)
+        failures += [r for r in (results.get(timeout=5) for _ in procs) if r]
+    assert not failures, failures[:3]
