@@ -195,11 +195,16 @@ class Store:
         return self._db.execute(f"PRAGMA {name}").fetchone()[0]
 
     def _migrate(self) -> None:
-        version = self._pragma("user_version")
-        app_id = self._pragma("application_id")
-        if app_id not in (0, APPLICATION_ID) or (
-                app_id == 0 and (version or self._db.execute(
-                    "SELECT count(*) FROM sqlite_master").fetchone()[0])):
+        # One read snapshot: another process may be creating this registry
+        # right now, and its tables and application_id must be seen together.
+        self._db.execute("BEGIN")
+        try:
+            version = self._pragma("user_version")
+            app_id = self._pragma("application_id")
+            tables = self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        finally:
+            self._db.execute("COMMIT")
+        if app_id not in (0, APPLICATION_ID) or (app_id == 0 and (version or tables)):
             raise BadInput(f"{self.path} is a SQLite database but not an Edge registry",
                            "pass --db with the registry's path, or a new file name")
         if version > SCHEMA_VERSION:
