@@ -18,7 +18,7 @@ Progress = Callable[[int, int], None]
 class BoardLink:
     """An open raw-REPL session with one board. Use as a context manager."""
 
-    def __init__(self, port: str, baud: int = 115200):
+    def __init__(self, port: str, baud: int = 115200, io_timeout: float = 1.0):
         from mpremote.transport import TransportError
         from mpremote.transport_serial import SerialTransport
 
@@ -26,7 +26,7 @@ class BoardLink:
         try:
             # A read timeout: mpremote reads a pty byte by byte and would wait
             # forever on a silent board (one powered off, or in its bootloader).
-            self._t = SerialTransport(port, baudrate=baud, timeout=1)
+            self._t = SerialTransport(port, baudrate=baud, timeout=io_timeout)
         except (TransportError, OSError) as e:
             # mpremote reports every failure as "failed to access": ask
             # pyserial directly why, so a busy port is named as such.
@@ -82,7 +82,7 @@ class BoardLink:
     def exec(self, code: str, timeout: float = 10) -> str:
         """Run ``code`` on the board; returns what it printed. A Python
         exception on the board raises :class:`DeviceError` with its traceback."""
-        from mpremote.transport import TransportError, TransportExecError
+        from mpremote.transport import TransportError
 
         self._enter()
         try:
@@ -143,17 +143,16 @@ class BoardLink:
         self._raw = False
         self._t.serial.write(b"\x04")  # Ctrl-D: soft reset, main.py runs
 
-    def read_console(self, until: bytes, timeout: float) -> bytes:
-        """Read the console until ``until`` appears (or timeout); returns what was read."""
-        import time
-
-        end = time.monotonic() + timeout
-        buf = bytearray()
+    def read_available(self) -> bytes:
+        """What the console holds now, without waiting: a board gone silent
+        (unplugged, powered off) ends in the caller's timeout, not a hang."""
         ser = self._t.serial
-        while time.monotonic() < end and until not in buf:
+        try:
             n = ser.in_waiting
-            buf += ser.read(n or 1)
-        return bytes(buf)
+            return ser.read(n) if n else b""
+        except OSError as e:
+            raise DeviceError(f"lost the board on {self.port} ({e})",
+                              "check the cable, then run the command again") from None
 
 
 def _held_by_another(port: str) -> bool:

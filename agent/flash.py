@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 import threading
@@ -36,14 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from edge_agent.errors import BadInput, DeviceError, EdgeError, NotFound
+from edge_agent.errors import BadInput, DeviceError, EdgeError
+from edge_agent.image import BOOTSEL_TIMEOUT_S, check_image, wait_micropython, write_esp_image, write_uf2
 
 STEPS = ("firmware", "check", "deploy", "provision", "selftest", "register")
 SELFTEST_TIMEOUT_S = 30.0
-BOOTSEL_TIMEOUT_S = 30.0
-ESP_IMAGE_MAGIC = 0xE9
-UF2_MAGIC = b"UF2\n"
-UF2_MAGIC2 = 0x9E5D5157
 
 Progress = Callable[[str, int, int], None]
 
@@ -67,6 +63,23 @@ class Target:
     virtual: bool = False
     flash_url: str | None = None
     sim_dir: Path | None = None
+
+    def bench(self):
+        """The virtual bench this board runs on, or None for a real board."""
+        if not self.virtual or self.sim_dir is None:
+            return None
+        from edge_hil.virtual.control import Bench
+        return Bench(self.sim_dir)
+
+    def mode(self) -> str | None:
+        """A virtual board's mode ("micropython", "download", "bootsel", "off"), or None."""
+        bench = self.bench()
+        if bench is None:
+            return None
+        try:
+            return bench.mode(self.name)
+        except EdgeError:
+            return None
 
 
 @dataclass
@@ -162,202 +175,6 @@ class Builds:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-# -- step 1: firmware image ------------------------------------------------------
-
-def check_image(board: dict, image: Path) -> bytes:
-    """Read ``image`` and check it suits ``board`` (kind and size); return its bytes."""
-    image = Path(image)
-    try:
-        data = image.read_bytes()
-    except FileNotFoundError:
-        raise NotFound(f"firmware image {image} does not exist", "check the --firmware path") from None
-    except OSError as e:
-        raise BadInput(f"cannot read firmware image {image}: {e}", "check the file") from None
-    method = board.get("flash_method")
-    if method == "esptool":
-        if not data or data[0] != ESP_IMAGE_MAGIC:
-            raise BadInput(f"{image} is not an ESP firmware image (it does not start with 0xE9)",
-                           f"use a MicroPython .bin built for {board['name']} "
-                           "(micropython.org/download)")
-    elif method == "uf2":
-        if len(data) < 512 or len(data) % 512 or data[:4] != UF2_MAGIC or \
-                int.from_bytes(data[4:8], "little") != UF2_MAGIC2:
-            raise BadInput(f"{image} is not a UF2 file (512-byte blocks starting 'UF2\\n')",
-                           f"use a MicroPython .uf2 built for {board['name']}")
-    from edge_agent.boards import check_image_fits
-
-    # What lands in flash: a UF2 block carries 256 bytes of its 512.
-    check_image_fits(board, len(data) // 512 * 256 if method == "uf2" else len(data))
-    return data
-
-
-class _EsptoolSink:
-    """Per-thread destination of esptool's output: its text and its progress."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.lines: list[str] = []
-
-
-_esptool_local = threading.local()
-_esptool_lock = threading.Lock()
-_esptool_logger_installed = False
-
-
-def _install_esptool_logger() -> None:
-    """Route esptool's logger to the calling thread's sink (set per flash), so
-    boards flashed at once each get their own progress and messages."""
-    global _esptool_logger_installed
-    with _esptool_lock:
-        if _esptool_logger_installed:
-            return
-        from esp_pylib.logger import EspLogBase
-        from esptool.logger import log
-
-        class ThreadLogger(EspLogBase):
-            def _sink(self):
-                return getattr(_esptool_local, "sink", None)
-
-            def print(self, *args, **kwargs):
-                s = self._sink()
-                if s is not None:
-                    s.lines.append(" ".join(str(a) for a in args))
-
-            def err(self, *args, suggestion=None):
-                self.print(*args)
-
-            warn = note = hint = err
-
-            def debug(self, *args):
-                pass
-
-            def set_verbosity(self, mode):
-                pass
-
-            def progress_bar(self, cur_iter, total_iters, prefix="", suffix="", bar_length=30):
-                s = self._sink()
-                if s is not None and total_iters:
-                    s.progress("firmware", int(cur_iter), int(total_iters))
-
-        log.set_logger(ThreadLogger())
-        _esptool_logger_installed = True
-
-
-def esptool_args(board: dict, port: str, image: Path, baud: int = 460800) -> list[str]:
-    """esptool's arguments to write ``image`` to ``board`` on ``port`` (a device or a URL)."""
-    fl = board.get("flash") or {}
-    size = fl.get("size")
-    args = ["--chip", board["chip"], "--port", port, "--baud", str(baud),
-            "--before", "default-reset", "--after", "hard-reset", "write-flash"]
-    if fl.get("mode"):
-        args += ["--flash-mode", fl["mode"]]
-    if fl.get("freq"):
-        args += ["--flash-freq", fl["freq"]]
-    if size:
-        args += ["--flash-size", f"{int(size) // (1024 * 1024)}MB"]
-    args += [hex(int(fl.get("firmware_offset", 0))), str(image)]
-    return args
-
-
-def write_esp_image(target: Target, board: dict, image: Path, progress: Progress,
-                    extra_args: list[str] | None = None) -> None:
-    """Write ``image`` with esptool (in this process) to the board's port or ``flash_url``."""
-    import esptool
-    import serial
-
-    _install_esptool_logger()
-    port = target.flash_url or target.port
-    if target.virtual and not target.flash_url:
-        raise DeviceError(f"virtual board {target.name} has no ROM loader (no flash_url)",
-                          "update the virtual bench (edge sim down; edge sim up) or deploy without --firmware")
-    sink = _EsptoolSink(progress)
-    _esptool_local.sink = sink
-    args = list(extra_args or []) + esptool_args(board, port, image)
-    try:
-        esptool.main(args)
-    except esptool.FatalError as e:
-        raise DeviceError(f"esptool could not flash {target.name} on {port}: {e}",
-                          "hold BOOT while plugging it in (or press BOOT+EN), check the cable, retry") from None
-    except serial.SerialException as e:
-        raise DeviceError(f"esptool could not open {port}: {e}",
-                          "check the port name and that no other program uses it") from None
-    except SystemExit as e:
-        raise DeviceError(f"esptool stopped on {target.name} (exit {e.code}): "
-                          + " | ".join(sink.lines[-3:]), "see esptool's message above") from None
-    finally:
-        _esptool_local.sink = None
-
-
-def _rp2_drives() -> set[Path]:
-    """Mounted RP2040 BOOTSEL drives: folders holding INFO_UF2.TXT."""
-    found = set()
-    for base in ("/media", "/run/media", "/Volumes"):
-        root = Path(base)
-        if not root.is_dir():
-            continue
-        for info in list(root.glob("*/INFO_UF2.TXT")) + list(root.glob("*/*/INFO_UF2.TXT")):
-            found.add(info.parent)
-    return found
-
-
-_bootsel_lock = threading.Lock()
-
-
-def write_uf2(target: Target, link_factory, image: Path, data: bytes, progress: Progress,
-              timeout: float = BOOTSEL_TIMEOUT_S) -> None:
-    """Reboot the board into BOOTSEL, copy the UF2 to its drive, wait for MicroPython again."""
-    bench = _bench(target)
-    before = set() if bench else _rp2_drives()
-    # Real drives are told apart only by appearing; one board at a time does that.
-    lock = _bootsel_lock if bench is None else threading.Lock()
-    with lock:
-        try:
-            with _open_link(link_factory, target.port) as link:
-                link.exec("import machine\nmachine.bootloader()", timeout=2)
-        except DeviceError:
-            pass   # the board left for its bootloader mid-answer, as expected
-        deadline = time.monotonic() + timeout
-        drive = None
-        while drive is None:
-            if bench is not None:
-                d = bench.board(target.name).get("uf2_drive")
-                if d and (Path(d) / "INFO_UF2.TXT").is_file():
-                    drive = Path(d)
-            else:
-                new = _rp2_drives() - before
-                if len(new) == 1:
-                    drive = new.pop()
-            if drive is None:
-                if time.monotonic() > deadline:
-                    raise DeviceError(f"{target.name}: no RPI-RP2 drive appeared within {timeout:.0f} s",
-                                      "hold BOOTSEL while plugging the board in, then run again")
-                time.sleep(0.1)
-        dest = drive / image.name
-        with open(dest, "wb") as f:
-            for i in range(0, len(data), 65536):
-                f.write(data[i:i + 65536])
-                progress("firmware", min(i + 65536, len(data)), len(data))
-            f.flush()
-            os.fsync(f.fileno())
-    _wait_micropython(target, deadline=time.monotonic() + timeout)
-
-
-def _wait_micropython(target: Target, deadline: float) -> None:
-    bench = _bench(target)
-    if bench is None:
-        time.sleep(1.0)   # a real board's port goes away before it comes back
-    while time.monotonic() < deadline:
-        if bench is not None:
-            mode = _mode(bench, target.name)
-            if mode in (None, "micropython"):
-                return
-        elif Path(target.port).exists():
-            return
-        time.sleep(0.1)
-    raise DeviceError(f"{target.name} did not come back as MicroPython after the UF2 copy",
-                      "unplug and replug it; check that the .uf2 is MicroPython for this board")
 
 
 # -- steps 2..6 ------------------------------------------------------------------
@@ -481,7 +298,7 @@ def read_selftest(link, device_id: str, timeout: float = SELFTEST_TIMEOUT_S) -> 
     text: list[bytes] = []
     deadline = time.monotonic() + timeout
     while status is None and time.monotonic() < deadline:
-        chunk = _read_available(link)
+        chunk = link.read_available()
         if not chunk:
             time.sleep(0.02)
             continue
@@ -518,57 +335,12 @@ def read_selftest(link, device_id: str, timeout: float = SELFTEST_TIMEOUT_S) -> 
     return hello, status
 
 
-IO_TIMEOUT_S = 10.0
-
-
-def _open_link(factory, port: str, io_timeout: float = IO_TIMEOUT_S):
-    """A BoardLink whose port reads give up after :data:`IO_TIMEOUT_S`.
-
-    mpremote reads some replies with a plain blocking ``read``; on a port
-    opened without a timeout, a board that loses power mid-copy would hang
-    the copy (and ``edge flash --all``) forever instead of failing it.
-    """
-    link = factory(port)
-    ser = getattr(getattr(link, "_t", None), "serial", None)
-    if ser is not None and ser.timeout is None:
-        ser.timeout = io_timeout
-    return link
-
-
-def _read_available(link) -> bytes:
-    """What the console holds now, without blocking: a board that went silent
-    (unplugged, powered off) must end in a timeout, not a hang.
-
-    (:meth:`BoardLink.read_console` blocks in ``read(1)`` on a port opened
-    without a timeout, so the port's own non-blocking count is used here.)
-    """
-    ser = link._t.serial
-    try:
-        n = ser.in_waiting
-        return ser.read(n) if n else b""
-    except OSError as e:
-        raise DeviceError(f"lost the board on {link.port} ({e})",
-                          "check the cable, then run `edge flash` again") from None
+# A port read gives up after this long, so a board that loses power mid-copy
+# fails its step instead of hanging `edge flash --all`.
+IO_TIMEOUT_S = 1.0
 
 
 # -- virtual benches ---------------------------------------------------------------
-
-def _bench(target: Target):
-    if not target.virtual or target.sim_dir is None:
-        return None
-    from edge_hil.virtual.control import Bench
-    return Bench(target.sim_dir)
-
-
-def _mode(bench, name: str) -> str | None:
-    mode = getattr(bench, "mode", None)
-    if mode is None:
-        return None
-    try:
-        return mode(name)
-    except EdgeError:
-        return None
-
 
 def _explain_mode(target: Target, err: EdgeError) -> EdgeError:
     """A virtual board that does not answer: say which mode it is in and how to leave it."""
@@ -577,10 +349,9 @@ def _explain_mode(target: Target, err: EdgeError) -> EdgeError:
 
 def _mode_error(target: Target) -> EdgeError | None:
     """Why a virtual board cannot answer as MicroPython now (its mode), or None."""
-    bench = _bench(target)
-    if bench is None:
+    mode = target.mode()
+    if mode is None:
         return None
-    mode = _mode(bench, target.name)
     d = f" --dir {target.sim_dir}"
     if mode == "download":
         return DeviceError(f"virtual board {target.name} is in its ROM download mode, not running "
@@ -624,9 +395,9 @@ def flash_board(target: Target, store_path: Path | str, *, firmware: Path | None
                 write_esp_image(target, board, Path(firmware), progress)
                 # esptool's hard reset boots the new MicroPython (a native-USB
                 # board re-enumerates its port meanwhile).
-                _wait_micropython(target, deadline=time.monotonic() + BOOTSEL_TIMEOUT_S)
+                wait_micropython(target, deadline=time.monotonic() + BOOTSEL_TIMEOUT_S)
             elif board.get("flash_method") == "uf2":
-                write_uf2(target, link_factory, Path(firmware), data, progress)
+                write_uf2(target, lambda port: link_factory(port, io_timeout=io_timeout), Path(firmware), data, progress)
             else:
                 raise BadInput(f"board {target.board} has no firmware image to write "
                                f"(flash method {board.get('flash_method')!r})", "run without --firmware")
@@ -640,7 +411,7 @@ def flash_board(target: Target, store_path: Path | str, *, firmware: Path | None
         if err is not None:
             raise err
         try:
-            link = _open_link(link_factory, target.port, io_timeout)
+            link = link_factory(target.port, io_timeout=io_timeout)
         except EdgeError as e:
             raise _explain_mode(target, e) from None
         with link:
