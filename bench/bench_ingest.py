@@ -150,7 +150,6 @@ def main() -> None:
             with Store(db) as check:
                 assert check.count() == total
 
-    rate = {"a": total / baseline}
     print(f"host ingest: {args.frames} BATCH frames x {args.records} records = {total} records, "
           f"{len(stream) / 1e6:.2f} MB of console stream")
     print()

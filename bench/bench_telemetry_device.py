@@ -12,7 +12,6 @@ not a board's (an ESP32 runs MicroPython very roughly 30-100x slower).
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 

@@ -67,14 +67,13 @@ def ingest(ports, use_sim, sim_dir, db, duration, idle, baud, console, as_json, 
         raise click.UsageError("give at least one PORT, or --sim")
     db = str(db or default_db())
     err = Console(stderr=True)
-    on_console = None
-    if console:
-        def on_console(port, text):
-            err.print(f"[dim]{port}[/] {text.decode(errors='replace')}", markup=True, highlight=False)
+    def show_console(port, text):
+        err.print(f"[dim]{port}[/] {text.decode(errors='replace')}", markup=True, highlight=False)
     started = time.time()
     if not as_json:
         err.print(f"ingesting from {len(ports)} port(s) into {db}; Ctrl-C to stop")
-    stats = run_ports(ports, db, duration=duration, idle=idle, baud=baud, on_console=on_console)
+    stats = run_ports(ports, db, duration=duration, idle=idle, baud=baud,
+                      on_console=show_console if console else None)
     elapsed = time.time() - started
     rows = [{"port": p, "devices": sorted(s.devices), "batches": s.batches, "records": s.records,
              "duplicates": s.duplicates, "bad_frames": dict(s.bad), "connects": s.connects}

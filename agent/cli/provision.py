@@ -124,8 +124,8 @@ def label(device, out_dir, no_terminal, db, as_json):
             stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when)) if when else "earlier"
             raise NotFound(f"the setup code of {device} was already printed ({stamp}); the "
                            "registry keeps only its salted hash",
-                           f"use the printed label, or mint a new identity and code with "
-                           f"`edge flash --port PORT --reprovision` (owners must pair again)")
+                           "use the printed label, or mint a new identity and code with "
+                           "`edge flash --port PORT --reprovision` (owners must pair again)")
         out = Path(out_dir) if out_dir else state_dir() / "labels"
         terminal = None if (no_terminal or as_json) else sys.stdout
         png, svg = render(out, device, ident["board"], code, ident["key_fingerprint"],

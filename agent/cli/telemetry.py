@@ -198,7 +198,6 @@ def _print_summary(summary: list[dict], bad: list[dict], path: Path, as_json: bo
                   for b in bad]
         click.echo(json.dumps({"db": str(path), "devices": devices, "bad_frames": errors}, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
 
     from edge_agent.cli import table_console
@@ -234,7 +233,6 @@ def _print_records(rows: list, path: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([_record_dict(r) for r in rows], indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
 
     from edge_agent.cli import table_console

@@ -30,7 +30,8 @@ from pathlib import Path
 from edge_agent.errors import BadInput, Busy, DeviceError, EdgeError, NotFound
 from edge_agent.paths import default_sim_dir
 from edge_hil.virtual import state as st
-from edge_hil.virtual.fs import install_firmware, known_boards, load_board, new_device_id
+from edge_agent.boards import known_boards, load_board
+from edge_hil.virtual.fs import install_firmware, new_device_id
 
 START_TIMEOUT_S = 30.0
 REQUEST_TIMEOUT_S = 30.0

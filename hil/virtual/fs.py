@@ -7,7 +7,7 @@ import secrets
 import shutil
 from pathlib import Path
 
-from edge_agent.boards import known_boards, load_board  # noqa: F401  (re-exported)
+from edge_agent.boards import load_board
 from edge_agent.errors import BadInput, NotFound
 from edge_agent.paths import BOARDS_DIR, FIRMWARE_DIR
 

@@ -18,7 +18,6 @@ import random
 import shutil
 import struct
 import subprocess
-import sys
 import textwrap
 import time
 import zlib

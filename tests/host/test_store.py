@@ -14,8 +14,8 @@ import pytest
 
 from edge_agent.errors import BadInput, NotFound
 from edge_agent.frames import BadFrame, Frame, FrameDecoder, encode_frame
-from edge_agent.messages import Batch, Hello, MessageError, decode_message, encode_message
-from edge_agent.senml import Record, build_pack, resolve
+from edge_agent.messages import Hello, MessageError, decode_message
+from edge_agent.senml import Record, resolve
 from edge_agent.store import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, Store
 
 VECTORS = json.loads((Path(__file__).parents[1] / "vectors" / "messages.json").read_text())
