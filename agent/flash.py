@@ -250,6 +250,19 @@ print(json.dumps(_gone))
 """
 
 
+# Safe mode after repeated crashes names `edge flash` as the repair: a
+# re-flash starts the crash count afresh (the boot counter and the journal,
+# which the device needs to keep its records, are left alone).
+_CLEAR_CRASHES = """
+import os
+for _p in ('state/crashes', 'state/crashes.new'):
+    try:
+        os.remove(_p)
+    except OSError:
+        pass
+"""
+
+
 def deploy(link, bundle: Bundle, progress: Progress, result: Result | None = None) -> tuple[int, int, int]:
     """Copy the bundle's files whose SHA-256 on the board differs; return
     (files copied, files skipped, bytes copied). Stale modules in ``edgefw/``
@@ -424,6 +437,7 @@ def flash_board(target: Target, store_path: Path | str, *, firmware: Path | None
 
             step = "deploy"
             deploy(link, bundle, progress, result)
+            link.exec(_CLEAR_CRASHES)
             result.files_skipped = len(bundle.files) - result.files_copied
             result.steps.append("deploy")
 

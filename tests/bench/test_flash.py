@@ -210,7 +210,7 @@ def test_a_board_that_loses_power_is_reported_failed_not_provisioned_and_a_rerun
     bench.power_on(board["name"])
     out = edge("flash", "--port", board["port"], "--json", env=env)
     (again,) = json.loads(out.stdout)
-    assert again["ok"], again
+    assert again["ok"], (again["failed_step"], again["error"])
     if step == "selftest":
         assert again["device_id"] == r.device_id and not again["identity_created"]
     store = registry(env)
@@ -352,3 +352,25 @@ def test_a_port_held_by_another_program_is_named_busy(env):
         holder.close()
     assert proc.returncode in (4, 7), proc.stderr + proc.stdout
     assert "in use" in (proc.stderr + proc.stdout) and "fix" in (proc.stderr + proc.stdout)
+
+
+def test_a_board_in_safe_mode_after_repeated_crashes_is_brought_back_by_edge_flash(env):
+    import struct
+    import zlib
+
+    import cbor2
+
+    board = sim_up(env, "esp32c3")[0]
+    (first,) = json.loads(edge("flash", "--port", board["port"], "--json", env=env).stdout)
+    assert first["ok"], first
+    # Three crashes in a row, as state/crashes records them (atomic file:
+    # data, then its CRC-32): the next boot stops in safe mode.
+    data = cbor2.dumps([3, "RuntimeError('boom')"])
+    crashes = Path(board["fs"], "state", "crashes")
+    crashes.write_bytes(data + struct.pack(">I", zlib.crc32(data)))
+    edge("sim", "reset", board["name"], env=env)
+    out = edge("flash", "--port", board["port"], "--json", env=env, check=False)
+    (again,) = json.loads(out.stdout)
+    assert again["ok"], (again["failed_step"], again["error"])
+    assert again["device_id"] == first["device_id"]
+    assert not crashes.exists()
