@@ -502,6 +502,9 @@ class Store:
         writer. Conflicts are kept as :meth:`insert_samples` says.
         """
         records = list(records)
+        for r in records:
+            if type(r.name) is not str or type(r.t_ms) is not int:
+                raise ValueError(f"record {r.seq}: a name (text) and a time (integer ms) are required")
         received_ms = round(received * 1000)
         with self.transaction():
             dev = self.device_number(device_id, received_ms)
