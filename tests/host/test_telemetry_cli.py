@@ -16,10 +16,14 @@ from edge_agent.cli import main
 from edge_agent.cli.telemetry import LiveView, parse_time
 from edge_agent.errors import EXIT_BAD_INPUT, EXIT_NOT_FOUND, EXIT_USAGE
 from edge_agent.messages import Hello
-from edge_agent.senml import Record
-from edge_agent.store import Store
+from edge_agent.store import Record, Store
 
 T0 = datetime(2026, 11, 23, 14, 0, tzinfo=timezone.utc).timestamp()
+
+
+def rec(seq, name, unit, value, t, estimated, boot) -> Record:
+    """A record with its time in Unix seconds (stored as integer ms)."""
+    return Record(seq, name, unit or "", value, None if t is None else round(t * 1000), estimated, boot)
 
 
 @pytest.fixture
@@ -29,11 +33,11 @@ def db(tmp_path):
     with Store(path) as s:
         s.note_device(Hello("esp32-a", "esp32", "0.1.0", 3, 1000, 0, 0, 4), T0)
         s.note_device(Hello("picow-b", "picow", "0.1.0", 1, 1000, 0, 0, 0), T0)
-        s.add_batch("esp32-a", [Record(i, "temp", "Cel", 20 + i / 2, T0 + 10 * i, False, 3)
+        s.add_batch("esp32-a", [rec(i, "temp", "Cel", 20 + i / 2, T0 + 10 * i, False, 3)
                                 for i in range(10)], T0 + 100)
-        s.add_batch("esp32-a", [Record(12, "door", None, True, T0 + 120, False, 3),
-                                Record(13, "state", None, "idle, ok", T0 + 121, True, 3)], T0 + 130)
-        s.add_batch("picow-b", [Record(i, "humidity", "%RH", 40.25 + i, T0 + 5 + 10 * i, False, 1)
+        s.add_batch("esp32-a", [rec(12, "door", None, True, T0 + 120, False, 3),
+                                rec(13, "state", None, "idle, ok", T0 + 121, True, 3)], T0 + 130)
+        s.add_batch("picow-b", [rec(i, "humidity", "%RH", 40.25 + i, T0 + 5 + 10 * i, False, 1)
                                 for i in range(5)], T0 + 60)
         s.note_bad_frame("/dev/pts/4", "bad_crc", b"#EA:QUJD:00000000", seen=T0)
     return path
@@ -119,8 +123,8 @@ def test_show_relative_times_count_back_from_now(tmp_path):
     path = tmp_path / "r.db"
     now = time.time()
     with Store(path) as s:
-        s.add_batch("d", [Record(0, "old", None, 1, now - 3600, False, 0),
-                          Record(1, "new", None, 2, now - 60, False, 0)], now)
+        s.add_batch("d", [rec(0, "old", None, 1, now - 3600, False, 0),
+                          rec(1, "new", None, 2, now - 60, False, 0)], now)
     rows = json.loads(edge("telemetry", "show", "--db", str(path), "--since", "-10m", "--json").output)
     assert [r["name"] for r in rows] == ["new"]
 
@@ -215,7 +219,7 @@ def test_live_runs_for_its_duration_and_picks_up_new_records(db):
         with Store(db) as s:
             for i in range(5):
                 time.sleep(0.1)
-                s.add_batch("picow-b", [Record(100 + i, "humidity", "%RH", 99.5, time.time(), False, 1)],
+                s.add_batch("picow-b", [rec(100 + i, "humidity", "%RH", 99.5, time.time(), False, 1)],
                             time.time())
 
     thread = threading.Thread(target=writer)
@@ -235,7 +239,7 @@ def test_live_view_rate_counts_new_records_per_second(db):
         view = LiveView(s, clock=lambda: clock[0])
         assert view.rate("esp32-a") is None
         clock[0] += 2
-        s.add_batch("esp32-a", [Record(20 + i, "temp", "Cel", 1.0, T0 + 201, False, 3) for i in range(10)], T0)
+        s.add_batch("esp32-a", [rec(20 + i, "temp", "Cel", 1.0, T0 + 201, False, 3) for i in range(10)], T0)
         view.poll()
         assert view.rate("esp32-a") == pytest.approx(5.0)
         assert view.rate("picow-b") == 0
