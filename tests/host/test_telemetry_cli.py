@@ -244,3 +244,74 @@ def test_live_view_rate_counts_new_records_per_second(db):
         assert view.rate("esp32-a") == pytest.approx(5.0)
         assert view.rate("picow-b") == 0
         assert view.latest[("esp32-a", "temp")].seq == 29
+
+
+# -- protocol version 2: exact integers and times, refused batches, SenML, hostile text
+
+@pytest.fixture
+def v2db(tmp_path):
+    path = tmp_path / "v2.db"
+    with Store(path) as s:
+        s.add_batch("esp32-a", [Record(0, "uptime", "ms", 2**53 + 1, 1_763_906_400_999, False, 1),
+                                Record(1, "heap_free", "B", 48112, 1_763_906_400_999, False, 1),
+                                Record(2, "mode", "", "[link=file:///etc/passwd]x[/link] [/]", 1_763_906_401_000,
+                                       False, 1)], T0)
+        with s.transaction():
+            s.note_refused("esp32-a", "/dev/ttyUSB0", 3, 5, "time_range", "a record time of 0 ms", b"\xa1\x00\x07",
+                           1_763_906_402_000)
+    return path
+
+
+def test_export_keeps_integers_exact_and_times_to_the_millisecond(v2db):
+    rows = json.loads(edge("telemetry", "export", "--format", "json", "--db", str(v2db)).output)
+    assert [r["value"] for r in rows[:2]] == [2**53 + 1, 48112]
+    assert rows[0]["time"] == "2025-11-23T14:00:00.999Z" and rows[0]["t_ms"] == 1_763_906_400_999
+    out = edge("telemetry", "export", "--db", str(v2db)).output
+    assert "9007199254740993" in out and "2025-11-23T14:00:00.999Z" in out
+
+
+def test_export_senml_json_names_records_device_slash_sensor(v2db):
+    pack = json.loads(edge("telemetry", "export", "--format", "senml-json", "--db", str(v2db)).output)
+    assert pack[0] == {"n": "esp32-a/uptime", "u": "ms", "v": 2**53 + 1, "t": 1763906400.999}
+    assert pack[2]["vs"].startswith("[link=") and "u" not in pack[2] and pack[2]["t"] == 1763906401
+
+
+def test_export_senml_cbor_is_a_pack_with_integer_labels(v2db, tmp_path):
+    import cbor2
+
+    target = tmp_path / "out.cbor"
+    result = edge("telemetry", "export", "--format", "senml-cbor", "-o", str(target), "--db", str(v2db))
+    assert result.exit_code == 0
+    pack = cbor2.loads(target.read_bytes())
+    assert pack[1] == {0: "esp32-a/heap_free", 1: "B", 2: 48112, 6: 1763906400.999}
+
+
+def test_export_refused_lists_the_kept_batches(v2db):
+    [b] = json.loads(edge("telemetry", "export", "--refused", "--json", "--db", str(v2db)).output)
+    assert (b["device_id"], b["first_seq"], b["end_seq"], b["reason"]) == ("esp32-a", 3, 5, "time_range")
+    assert b["payload_hex"] == "a10007" and b["received"] == "2025-11-23T14:00:02.000Z"
+    assert "time_range" in edge("telemetry", "export", "--refused", "--db", str(v2db)).output
+
+
+def test_show_lists_refused_batches_and_prints_device_text_as_text(v2db):
+    out = edge("telemetry", "show", "--db", str(v2db)).output
+    assert "refused batches: 1" in out and "records 3..4: time_range" in out
+    records = edge("telemetry", "show", "-r", "--db", str(v2db)).output
+    assert "[link=file:///etc/passwd]x[/link] [/]" in records
+
+
+@pytest.mark.parametrize("t_ms", [2**63 - 1, -(2**63), 0, 253402300800000])
+def test_read_commands_survive_any_stored_time(tmp_path, t_ms):
+    path = tmp_path / "odd.db"
+    with Store(path) as s:
+        s.add_batch("esp32-a", [Record(0, "temp", "Cel", 1.5, t_ms, False, 1)], T0)
+    for args in (["show"], ["show", "-r"], ["show", "--json"], ["export"], ["export", "--json"],
+                 ["export", "--format", "senml-json"], ["live", "--once"]):
+        result = edge("telemetry", *args, "--db", str(path))
+        assert result.exit_code == 0, (args, result.output)
+
+
+@pytest.mark.parametrize("option", [["--baud", "-1"], ["--baud", "0"], ["--for", "-5"], ["--idle", "-1"]])
+def test_ingest_refuses_bad_options_up_front(tmp_path, option):
+    result = edge("telemetry", "ingest", "/dev/null-port", "--db", str(tmp_path / "r.db"), *option)
+    assert result.exit_code == EXIT_USAGE and "Invalid value" in result.output
