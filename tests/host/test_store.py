@@ -351,3 +351,22 @@ def test_many_processes_opening_a_new_registry_at_once_all_succeed(tmp_path):
             p.join(timeout=30)
         failures += [r for r in (results.get(timeout=5) for _ in procs) if r]
     assert not failures, failures[:3]
+
+
+def test_migration_moves_absurd_old_times_and_values_without_failing(tmp_path):
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    for step in MIGRATIONS[:3]:
+        for statement in step:
+            db.execute(statement)
+    db.execute("INSERT INTO devices (device_id, first_seen, last_seen) VALUES ('dev-1', 1, 1)")
+    db.execute("INSERT INTO telemetry VALUES ('dev-1', 0, 'up', 's', 1e300, NULL, NULL, 1e300, 0, 1, 6)")
+    db.execute("INSERT INTO telemetry VALUES ('dev-1', 1, 'door', NULL, NULL, NULL, 1, -1e300, 1, 1, 6)")
+    db.execute("PRAGMA user_version = 3")
+    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    db.commit()
+    db.close()
+    with Store(path) as s:
+        got = list(s.query())
+    assert [(r.seq, r.value, r.t_ms, r.estimated) for r in got] == [(1, True, -(2**63), True),
+                                                                     (0, 1e300, 2**63 - 1, False)]
