@@ -72,7 +72,7 @@ def ingest(ports, use_sim, sim_dir, db, duration, idle, baud, console, as_json, 
     if not ports:
         raise click.UsageError("give at least one PORT, or --sim")
     db = str(db or default_db())
-    err = Console(stderr=True, highlight=False)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
 
     def show_console(port: str, text: bytes) -> None:
         # Console text is the board's: printed as text, never read as markup.

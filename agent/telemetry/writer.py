@@ -39,6 +39,7 @@ from edge_agent.store import Store
 log = logging.getLogger("edge.writer")
 
 GROUP_RECORDS = 1000      # records in one transaction, at most (a lone larger job still goes alone)
+RETRY_FOR = 30.0          # seconds a group meeting "locked" or "disk full" is retried before it fails
 GROUP_WAIT = 0.0          # seconds a group waits for more jobs after its first (see bench_ingest.py)
 
 
@@ -65,13 +66,13 @@ class RegistryWriter:
     """
 
     def __init__(self, path: str | Path | None = None, *, store: Store | None = None,
-                 inline: bool = False, timeout: float = 10.0, retry_for: float = 60.0,
+                 inline: bool = False, timeout: float = 10.0, retry_for: float | None = None,
                  synchronous: str = "FULL", group_wait: float = GROUP_WAIT):
         if (path is None) == (store is None):
             raise ValueError("give the registry path, or an open Store for an inline writer")
         self.path = Path(path) if path is not None else store.path  # type: ignore[union-attr]
         self.inline = inline
-        self.retry_for = retry_for
+        self.retry_for = RETRY_FOR if retry_for is None else retry_for
         self.group_wait = group_wait
         self.failures = 0          # jobs that failed for good
         self.retries = 0           # group attempts that met an operational error
