@@ -204,7 +204,7 @@ class LinkSession:
 
     def _handle(self, msg: Any, payload: bytes) -> None:
         if isinstance(msg, Hello):
-            self._hello(msg)
+            self._hello(msg, payload)
         elif isinstance(msg, Sensors):
             if self._for_this_link(msg.device_id, payload):
                 self._sensors(msg)
@@ -229,16 +229,16 @@ class LinkSession:
             return False
         return True
 
-    def _hello(self, hello: Hello) -> None:
+    def _hello(self, hello: Hello, payload: bytes) -> None:
         if self.bound is not None and hello.device_id != self.bound:
-            self.bad("foreign", encode_message(hello))
+            self.bad("foreign", payload)
             log.warning("%s: refused a HELLO from %s on the link of %s", self.source, hello.device_id,
                         self.bound)
             return
         registered = self.core.registered_board(hello.device_id)
         if registered is not None and registered != hello.board:
             self.hello_refused = True
-            self.bad("board_mismatch", encode_message(hello))
+            self.bad("board_mismatch", payload)
             log.error("%s: refused HELLO of %s: it says board %r but the registry holds %r; "
                       "fix: re-provision the board (edge flash) if it really changed",
                       self.source, hello.device_id, hello.board, registered)

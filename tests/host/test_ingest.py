@@ -451,3 +451,18 @@ def test_port_session_wires_link_core_and_writer_for_one_console(tmp_path):
         replies = session.receive(b"".join(encode_frame(p) for p in dev.take()))
         assert [type(decode_message(payload_of(r))).__name__ for r in replies] == ["Time", "Ack"]
         assert store.count() == 1
+
+
+def test_a_second_hello_with_another_id_does_not_rebind_the_link(host, tmp_path):
+    real, fake = FakeDevice("esp32-aaaaaaaaaaaa"), FakeDevice("esp32-bbbbbbbbbbbb")
+    session, sent = host.link()
+    real.start()
+    converse(real, session, sent, host)
+    fake.start()
+    for payload in fake.take():
+        session.receive_message(payload)
+    host.writer.flush(5)
+    assert session.bound == real.device_id and sent == []
+    assert session.stats.bad == {"foreign": 2}          # its HELLO and its SENSORS
+    with Store(tmp_path / "registry.db", create=False) as s:
+        assert s.device(fake.device_id) is None
