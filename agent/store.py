@@ -1,17 +1,23 @@
-"""The registry: one SQLite file holding devices, telemetry and ingest errors.
+"""The registry: one SQLite file holding devices, telemetry, sensor tables, refused batches and ingest errors.
 
 Rules it keeps:
 
-- **Each record once.** Telemetry is keyed by (device id, sequence number);
-  a retransmitted batch inserts nothing twice (``ON CONFLICT DO NOTHING`` on
-  that key only), and a batch is one transaction, so it is stored whole or
-  not at all.
+- **Each record once.** Telemetry (``samples``) is keyed by (device number,
+  sequence number); a retransmitted batch inserts nothing twice (``ON
+  CONFLICT DO NOTHING`` on that key only), and a retransmitted record whose
+  content differs is kept out and recorded as a conflict. A batch is stored
+  whole or not at all.
+- **Values keep their kind.** ``samples.value`` has no declared type, so
+  SQLite keeps integers as 64-bit integers, floats as floats and text as
+  text; a boolean is 0/1 with flag 2. Times are integer ms since 1970.
 - **Committed means durable.** The host acknowledges records only after they
   are committed, and the device then deletes them, so a commit must survive a
   power cut: the file runs in WAL mode with ``synchronous=FULL`` (each commit
   syncs the WAL). ``NORMAL`` would only promise durability against a crash
   of the process, and could lose acknowledged records, i.e. lose them for
-  good. The price is one sync per batch, measured in ``bench/bench_ingest.py``.
+  good. The price is one sync per commit; the registry writer
+  (:mod:`edge_agent.telemetry.writer`) groups the batches of every link into
+  one commit, measured in ``bench/bench_ingest.py``.
 - **One writer, many readers.** Ingest writes while ``show``/``live`` read
   from other processes: WAL lets readers see the last commit without
   blocking the writer; writers take the lock up front (``BEGIN IMMEDIATE``)
