@@ -39,8 +39,10 @@ import binascii
 import re
 from dataclasses import dataclass, field
 
+from edge_agent.messages import MAX_MESSAGE
+
 PREFIX = b"#EA:"
-MAX_PAYLOAD = 1024
+MAX_PAYLOAD = MAX_MESSAGE   # a frame carries one message: the message layer sets the limit
 # The longest frame line without its line ending: prefix, base64 of the largest
 # payload, ':' and 8 hex digits (4 + 1368 + 1 + 8 = 1381 bytes).
 MAX_LINE = len(PREFIX) + 4 * ((MAX_PAYLOAD + 2) // 3) + 1 + 8

@@ -1,55 +1,73 @@
-"""Agent messages: the CBOR maps carried by frames (docs/protocol.md section 2).
+"""Agent messages, protocol version 2 (docs/protocol.md section 2).
 
 Each message is a CBOR map with small unsigned-integer keys; key 0 is the
 type. One table (:data:`_SCHEMAS`) lists, for every type, its keys, the field
 each fills and the check its value must pass; :func:`decode_message` and
 :func:`encode_message` both read it, so the two directions cannot drift.
 
-Decoding treats the payload as hostile:
+Decoding treats the payload as hostile and keeps the rules of section 2.1, in
+their order:
 
-- it must be exactly one well-formed CBOR data item, at most
-  :data:`~edge_agent.frames.MAX_PAYLOAD` bytes, nested at most
-  :data:`MAX_DEPTH` deep, with no duplicate map keys and no tags at all
-  (none of the messages uses one; refusing them also keeps cbor2's semantic
-  decoders - dates, regular expressions, shared references - out of reach);
-- every known key is type-checked, and its error names the message, the key
-  and what was expected; unknown keys are ignored (forward compatibility);
-- unsigned integers must fit the registry (at most ``2**63 - 1``); ``true``
-  and ``false`` are not integers; strings are bounded and free of control
-  characters (they end up on terminals); a BATCH pack holds at most
-  :data:`MAX_RECORDS` maps. The records inside a pack are checked by
-  :func:`edge_agent.senml.resolve`.
+1. exactly one well-formed CBOR item of at most :data:`MAX_MESSAGE` bytes
+   (this layer's own limit; the serial frame limit derives from it), no tag
+   anywhere, containers nested at most :data:`MAX_DEPTH` deep;
+2. a map; only unsigned-integer keys are read, every other key (``true``,
+   ``2.0``, text, ...) is skipped with its value; two equal unsigned-integer
+   keys reject the message;
+3. key 0 names a known type (a version-1 BATCH, type 3, and a HELLO without
+   key 9 get :class:`OldProtocol`, whose hint is ``edge flash``);
+4. every known key has its declared type (ids, names and units follow
+   :mod:`edge_agent.names`); required keys are present;
+5. values are in range (TIME within 2020..2100, a SENSORS table id that is
+   the CRC-32 of its table as sent, BATCH ticks in order and within bounds).
 
-Encoding uses RFC 8949 section 4.2.1 deterministic encoding (map keys sorted
-by their encoded bytes, shortest integers, the shortest float that holds the
-value exactly), as the test vectors in ``tests/vectors/messages.json`` do.
+cbor2 decodes the common case. A map with keys that Python holds equal
+(``1``, ``1.0`` and ``true``) is legal CBOR that a Python dict cannot hold,
+so such a payload, and every SENSORS (whose table id is the CRC of key 3's
+bytes as sent), goes through :func:`_walk`, a small strict reader that keeps
+map entries as pairs and knows where each item starts and ends.
+
+Encoding uses RFC 8949 section 4.2.1 deterministic encoding, as the vectors in
+``tests/vectors/messages.json`` do.
 """
 
 from __future__ import annotations
 
 import io
-import re
+import math
+import struct
+import zlib
 from dataclasses import dataclass, fields
 from typing import Any, Callable
 
 import cbor2
 
 from edge_agent.errors import BadInput
-from edge_agent.frames import MAX_PAYLOAD
+from edge_agent.names import is_device_id, is_sensor_name, is_unit
 
-HELLO, TIME, BATCH, ACK, STATUS = 1, 2, 3, 4, 5
+HELLO, TIME, BATCH_V1, ACK, STATUS, SENSORS, BATCH, REFUSE = 1, 2, 3, 4, 5, 6, 7, 8
+PROTOCOL = 2               # HELLO key 9
 
-MAX_RECORDS = 256          # SenML records in one BATCH pack
-MAX_DEPTH = 8              # nesting of CBOR containers (a BATCH needs 3)
-MAX_UINT = 2**63 - 1       # largest integer the registry (SQLite) stores exactly
-MAX_ID = 64                # characters in a device id
-MAX_SHORT = 64             # characters in a board name, version or state
+MAX_MESSAGE = 1024         # bytes in one message, whatever link carries it
+MAX_DEPTH = 8              # nesting of CBOR containers; the message map is depth 1
+MAX_UINT = 2**63 - 1       # largest uint a message carries (and SQLite stores)
+MAX_SHORT = 64             # characters in a board name, version, state or reason word
 MAX_TEXT = 512             # characters in a STATUS reason
+MAX_TICKS = 128            # ticks in a BATCH
+MAX_PAIRS = 64             # (index, value) pairs in a tick
+MAX_RECORDS = 256          # records in a BATCH
+MAX_SENSORS = 64           # entries in a SENSORS table
+MAX_VALUE_TEXT = 64        # characters in a text value
+MIN_TIME_MS = 1577836800000    # 2020-01-01T00:00:00Z
+END_TIME_MS = 4102444800000    # 2100-01-01T00:00:00Z, excluded
 
-TIME_SENML = 0             # BATCH key 4: times as SenML defines them
-TIME_ESTIMATED = 1         # BATCH key 4: uptimes of an earlier boot that never learned the time
+TIME_HOST = 0              # BATCH key 4: the boot's epoch came from a host's TIME
+TIME_ESTIMATED = 1         # BATCH key 4: estimated epoch (section 2.5)
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+def _is_control(ch: str) -> bool:
+    o = ord(ch)
+    return o < 0x20 or 0x7F <= o <= 0x9F
 
 
 class MessageError(BadInput, ValueError):
@@ -59,9 +77,16 @@ class MessageError(BadInput, ValueError):
         super().__init__(message, hint or "check the sender against docs/protocol.md section 2")
 
 
+class OldProtocol(MessageError):
+    """A message of protocol version 1: the device needs a version-2 agent."""
+
+    def __init__(self, message: str):
+        super().__init__(message, "run `edge flash` on the board: it installs a protocol version 2 agent")
+
+
 @dataclass(frozen=True, slots=True)
 class Hello:
-    """HELLO (1), device to host: the device and its journal state."""
+    """HELLO (1), device to host: the device, its journal state and its protocol version."""
 
     device_id: str
     board: str
@@ -71,6 +96,8 @@ class Hello:
     next_seq: int
     acked: int
     dropped: int
+    protocol: int = PROTOCOL
+    refused: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +105,7 @@ class Time:
     """TIME (2), host to device: the host's clock in ms since the Unix epoch.
 
     ``hello`` (key 2) asks the device to announce itself: a host sets it when
-    it opens a link, never in reply to a HELLO (so the two cannot ping-pong).
+    it opens a link (or must see a table again), never in reply to a HELLO.
     """
 
     unix_ms: int
@@ -86,11 +113,24 @@ class Time:
 
 
 @dataclass(frozen=True, slots=True)
-class Batch:
-    """BATCH (3), device to host: a SenML pack whose records start at ``first_seq``.
+class Sensors:
+    """SENSORS (6), device to host: the table BATCH sensor indexes refer to.
 
-    ``pack`` is the list of SenML record maps as decoded (integer labels);
-    ``last_uptime_ms`` is key 7, present only when ``time_basis`` is 1.
+    ``sensors`` is the list of ``[name, unit]``; ``table_id`` is the CRC-32 of
+    its CBOR encoding as sent.
+    """
+
+    device_id: str
+    table_id: int
+    sensors: list
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """BATCH (7), device to host: ticks ``[dt_ms, k0, v0, k1, v1, ...]`` from ``first_seq`` on.
+
+    The time of a tick is ``epoch_ms + base_uptime_ms + dt_ms``; its records
+    are numbered pair by pair from ``first_seq``.
     """
 
     device_id: str
@@ -98,8 +138,15 @@ class Batch:
     boot: int
     time_basis: int
     dropped: int
-    pack: list
-    last_uptime_ms: int | None = None
+    table_id: int
+    epoch_ms: int
+    base_uptime_ms: int
+    ticks: list
+
+    @property
+    def count(self) -> int:
+        """The number of records (pairs) in the batch."""
+        return sum((len(t) - 1) // 2 for t in self.ticks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,21 +158,31 @@ class Ack:
 
 
 @dataclass(frozen=True, slots=True)
+class Refuse:
+    """REFUSE (8), host to device: records ``first_seq`` up to ``end_seq`` will never be stored."""
+
+    device_id: str
+    first_seq: int
+    end_seq: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
     """STATUS (5), device to host: a condition a person should see.
 
-    ``selftest`` (key 4) is the boot self-test: ``sensors`` (readable count),
-    ``sensor_errors`` (names), ``heap_free``, ``fs_free`` (bytes or None),
-    ``version``.
+    ``selftest`` (key 4) is the boot self-test; ``counters`` (key 5) maps
+    counter names to totals.
     """
 
     device_id: str
     state: str
     reason: str
     selftest: dict | None = None
+    counters: dict | None = None
 
 
-Message = Hello | Time | Batch | Ack | Status
+Message = Hello | Time | Sensors | Batch | Ack | Refuse | Status
 
 
 # -- value checks: each returns None if the value is fine, else what was expected
@@ -136,7 +193,7 @@ def _kind(value: Any) -> str:
     if isinstance(value, int):
         return "a negative integer" if value < 0 else "an integer too large"
     names = {str: "text", bytes: "a byte string", float: "a float", list: "an array",
-             dict: "a map", type(None): "null"}
+             dict: "a map", type(None): "null", _Pairs: "a map"}
     return names.get(type(value), type(value).__name__)
 
 
@@ -146,68 +203,148 @@ def _uint(value: Any) -> str | None:
     return f"an unsigned integer up to 2**63-1, got {_kind(value)}"
 
 
-def _text_check(limit: int, empty_ok: bool) -> Callable[[Any], str | None]:
+def _text_check(low: int, high: int) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
         if type(value) is not str:
             return f"text, got {_kind(value)}"
-        if not value and not empty_ok:
-            return "non-empty text"
-        if len(value) > limit:
-            return f"text of at most {limit} characters, got {len(value)}"
-        if _CONTROL.search(value):
+        if not low <= len(value) <= high:
+            return f"text of {low} to {high} characters, got {len(value)}"
+        if any(_is_control(c) for c in value):
             return "text without control characters"
         return None
     return check
 
 
-def _bool(value: Any) -> str | None:
-    if type(value) is bool:
+def _device_id(value: Any) -> str | None:
+    if is_device_id(value):
         return None
-    return f"true or false, got {_kind(value)}"
+    return ("a device id (1-64 of a-z 0-9 - ., first a letter or digit; section 2.2), "
+            f"got {value!r}"[:200])
+
+
+def _id_or_empty(value: Any) -> str | None:
+    return None if value == "" and type(value) is str else _device_id(value)
+
+
+def _bool(value: Any) -> str | None:
+    return None if type(value) is bool else f"true or false, got {_kind(value)}"
 
 
 def _time_basis(value: Any) -> str | None:
-    if type(value) is int and value in (TIME_SENML, TIME_ESTIMATED):
+    if type(value) is int and value in (TIME_HOST, TIME_ESTIMATED):
         return None
-    return f"0 (SenML times) or 1 (estimated), got {value!r}"
+    return f"0 (epoch from a host) or 1 (estimated), got {value!r}"
 
 
-def _pack(value: Any) -> str | None:
-    if type(value) is not list:
-        return f"an array (the SenML pack), got {_kind(value)}"
-    if len(value) > MAX_RECORDS:
-        return f"at most {MAX_RECORDS} records, got {len(value)}"
-    for i, record in enumerate(value):
-        if type(record) is not dict:
-            return f"an array of maps (SenML records), record {i} is {_kind(record)}"
+def _unix_ms(value: Any) -> str | None:
+    problem = _uint(value)
+    if problem:
+        return problem
+    if not MIN_TIME_MS <= value < END_TIME_MS:
+        return f"a time from 2020-01-01 to 2100-01-01 in ms, got {value}"
     return None
 
 
-_SELFTEST_KEYS: dict[str, type | tuple[type, ...]] = {"sensors": int, "sensor_errors": list, "heap_free": int, "fs_free": (int, type(None)),
-                  "version": str}
+def _sensor_table(value: Any) -> str | None:
+    if type(value) is not list or not 1 <= len(value) <= MAX_SENSORS:
+        return f"an array of 1 to {MAX_SENSORS} [name, unit] entries"
+    seen = set()
+    for k, entry in enumerate(value):
+        if type(entry) is not list or len(entry) != 2:
+            return f"[name, unit] entries; entry {k} is not"
+        name, unit = entry
+        if not is_sensor_name(name):
+            return f"sensor names of section 2.2; entry {k} is {name!r}"[:200]
+        if not is_unit(unit):
+            return f"units of section 2.2; entry {k} has {unit!r}"[:200]
+        if name in seen:
+            return f"unique sensor names; {name!r} repeats"
+        seen.add(name)
+    return None
+
+
+def _value_problem(v: Any) -> str | None:
+    t = type(v)
+    if t is int:
+        return None if -MAX_UINT <= v <= MAX_UINT else "an integer of magnitude below 2**63"
+    if t is float:
+        return None if math.isfinite(v) else "a finite float"
+    if t is bool:
+        return None
+    if t is str:
+        if len(v) > MAX_VALUE_TEXT or any(_is_control(c) for c in v):
+            return f"text of at most {MAX_VALUE_TEXT} characters without control characters"
+        return None
+    return f"an integer, float, bool or text, got {_kind(v)}"
+
+
+def _ticks(value: Any) -> str | None:
+    if type(value) is not list or not 1 <= len(value) <= MAX_TICKS:
+        return f"an array of 1 to {MAX_TICKS} ticks"
+    records = 0
+    last_dt = 0
+    for i, tick in enumerate(value):
+        if type(tick) is not list:
+            return f"ticks that are arrays; tick {i} is {_kind(tick)}"
+        pairs, odd = divmod(len(tick) - 1, 2)
+        if odd or not 1 <= pairs <= MAX_PAIRS:
+            return f"ticks [dt_ms, k0, v0, ...] of 1 to {MAX_PAIRS} pairs; tick {i} has {len(tick)} items"
+        dt = tick[0]
+        if _uint(dt):
+            return f"dt_ms that is an unsigned integer; tick {i} has {_kind(dt)}"
+        if dt < last_dt:
+            return f"dt_ms that never decreases; tick {i} goes back from {last_dt} to {dt}"
+        last_dt = dt
+        for j in range(1, len(tick), 2):
+            if _uint(tick[j]):
+                return f"sensor indexes that are unsigned integers; tick {i} has {_kind(tick[j])}"
+            problem = _value_problem(tick[j + 1])
+            if problem:
+                return f"{problem} as the value of tick {i}, pair {j // 2}"
+        records += pairs
+    if records > MAX_RECORDS:
+        return f"at most {MAX_RECORDS} records, got {records}"
+    return None
+
+
+_SELFTEST_KEYS: dict[str, Callable[[Any], bool]] = {
+    "sensors": lambda v: _uint(v) is None,
+    "sensor_errors": lambda v: type(v) is list and len(v) <= MAX_SENSORS
+    and all(_text_check(0, MAX_SHORT)(e) is None for e in v),
+    "heap_free": lambda v: _uint(v) is None,
+    "fs_free": lambda v: v is None or _uint(v) is None,
+    "version": lambda v: _text_check(0, MAX_SHORT)(v) is None,
+}
 
 
 def _selftest(value: Any) -> str | None:
-    if type(value) is not dict:
-        return f"a map (the self-test), got {_kind(value)}"
-    for key, kind in _SELFTEST_KEYS.items():
-        if key in value and (not isinstance(value[key], kind) or type(value[key]) is bool):
-            return f"self-test {key!r} of the right type, got {_kind(value[key])}"
-    errors = value.get("sensor_errors", [])
-    if len(errors) > 32 or any(type(e) is not str or len(e) > MAX_SHORT for e in errors):
-        return "self-test sensor_errors: at most 32 sensor names"
+    if type(value) is not dict or any(type(k) is not str for k in value):
+        return f"a map with text keys (the self-test), got {_kind(value)}"
+    for key, ok in _SELFTEST_KEYS.items():
+        if key in value and not ok(value[key]):
+            return f"self-test {key!r} of its declared type, got {_kind(value[key])}"
     return None
 
 
-_ID = _text_check(MAX_ID, empty_ok=False)
-_ID_OR_EMPTY = _text_check(MAX_ID, empty_ok=True)
-_SHORT = _text_check(MAX_SHORT, empty_ok=False)
-_TEXT = _text_check(MAX_TEXT, empty_ok=True)
+def _counters(value: Any) -> str | None:
+    if type(value) is not dict:
+        return f"a map of counters, got {_kind(value)}"
+    for k, v in value.items():
+        if _text_check(1, MAX_SHORT)(k) is not None:
+            return f"counter names that are text, got {_kind(k)}"
+        if _uint(v):
+            return f"counter {k!r}: an unsigned integer, got {_kind(v)}"
+    return None
 
+
+_SHORT = _text_check(1, MAX_SHORT)
+_TEXT = _text_check(0, MAX_TEXT)
+
+Check = Callable[[Any], "str | None"]
 # type -> (class, name, ((key, field, check, required), ...))
-_SCHEMAS: dict[int, tuple[type, str, tuple[tuple[int, str, Callable[[Any], str | None], bool], ...]]] = {
+_SCHEMAS: dict[int, tuple[type, str, tuple[tuple[int, str, Check, bool], ...]]] = {
     HELLO: (Hello, "HELLO", (
-        (1, "device_id", _ID, True),
+        (1, "device_id", _device_id, True),
         (2, "board", _SHORT, True),
         (3, "version", _SHORT, True),
         (4, "boot", _uint, True),
@@ -215,40 +352,58 @@ _SCHEMAS: dict[int, tuple[type, str, tuple[tuple[int, str, Callable[[Any], str |
         (6, "next_seq", _uint, True),
         (7, "acked", _uint, True),
         (8, "dropped", _uint, True),
+        (9, "protocol", _uint, True),
+        (10, "refused", _uint, True),
     )),
     TIME: (Time, "TIME", (
-        (1, "unix_ms", _uint, True),
+        (1, "unix_ms", _unix_ms, True),
         (2, "hello", _bool, False),
     )),
+    SENSORS: (Sensors, "SENSORS", (
+        (1, "device_id", _device_id, True),
+        (2, "table_id", _uint, True),
+        (3, "sensors", _sensor_table, True),
+    )),
     BATCH: (Batch, "BATCH", (
-        (1, "device_id", _ID, True),
+        (1, "device_id", _device_id, True),
         (2, "first_seq", _uint, True),
         (3, "boot", _uint, True),
         (4, "time_basis", _time_basis, True),
         (5, "dropped", _uint, True),
-        (6, "pack", _pack, True),
-        (7, "last_uptime_ms", _uint, False),
+        (6, "table_id", _uint, True),
+        (7, "epoch_ms", _uint, True),
+        (8, "base_uptime_ms", _uint, True),
+        (9, "ticks", _ticks, True),
     )),
     ACK: (Ack, "ACK", (
-        (1, "device_id", _ID, True),
+        (1, "device_id", _device_id, True),
         (2, "next_seq", _uint, True),
     )),
+    REFUSE: (Refuse, "REFUSE", (
+        (1, "device_id", _device_id, True),
+        (2, "first_seq", _uint, True),
+        (3, "end_seq", _uint, True),
+        (4, "reason", _SHORT, True),
+    )),
     STATUS: (Status, "STATUS", (
-        (1, "device_id", _ID_OR_EMPTY, True),
+        (1, "device_id", _id_or_empty, True),
         (2, "state", _SHORT, True),
         (3, "reason", _TEXT, True),
         (4, "selftest", _selftest, False),
+        (5, "counters", _counters, False),
     )),
 }
 _TYPE_OF = {cls: msg_type for msg_type, (cls, _, _) in _SCHEMAS.items()}
 
+
+# -- CBOR: the fast path (cbor2) and the strict walker
 
 class _TagRefused(Exception):
     pass
 
 
 def _refuse_tag(*args: Any) -> Any:
-    raise _TagRefused("CBOR tags are not used by any message")
+    raise _TagRefused("a CBOR tag (no message uses one)")
 
 
 # cbor2 decodes these tags itself unless overridden; every one is refused, as
@@ -256,42 +411,176 @@ def _refuse_tag(*args: Any) -> Any:
 _NO_SEMANTICS = {tag: _refuse_tag for tag in (*range(0, 300), 1004, 1040, 55799)}
 
 
-def _loads_one(payload: bytes) -> Any:
-    """Decode exactly one CBOR data item, refusing tags and deep nesting."""
-    stream = io.BytesIO(payload)
-    decoder = cbor2.CBORDecoder(stream, semantic_decoders=_NO_SEMANTICS, tag_hook=_refuse_tag,
-                                max_depth=MAX_DEPTH, allow_duplicate_keys=False)
-    try:
-        item = decoder.decode()
-    except Exception as e:  # cbor2 raises several types (and wraps ours): all mean "not CBOR"
-        cause = e.__cause__ or e.__context__
-        detail = str(cause) if isinstance(cause, _TagRefused) else str(e)
-        raise MessageError(f"payload is not valid CBOR: {detail}") from None
-    if stream.tell() != len(payload):
-        raise MessageError(
-            f"payload is not one CBOR data item: {len(payload) - stream.tell()} bytes follow it")
-    return item
+class _Pairs(list):
+    """A CBOR map read by :func:`_walk`: its (key, value) entries in order, keys of any type."""
+
+
+def _walk(data: bytes, pos: int, depth: int, spans: dict | None = None) -> tuple[Any, int]:
+    """Decode the item at ``pos`` strictly; return (value, end). Maps become :class:`_Pairs`.
+
+    ``spans``, for the top-level map, receives ``key -> (start, end)`` of
+    each unsigned-integer key's value.
+    """
+    if pos >= len(data):
+        raise MessageError("payload is not valid CBOR: it ends in the middle of an item")
+    head = data[pos]
+    major, info = head >> 5, head & 31
+    pos += 1
+    if info < 24:
+        arg = info
+    elif info <= 27:
+        size = 1 << (info - 24)
+        if pos + size > len(data):
+            raise MessageError("payload is not valid CBOR: it ends in the middle of an item")
+        arg = int.from_bytes(data[pos:pos + size], "big")
+        if major == 7:
+            pos += size
+            if size == 1:
+                if arg < 32:
+                    raise MessageError("payload is not valid CBOR: a simple value below 32 in two bytes")
+                return ("simple", arg), pos
+            fmt = {2: ">e", 4: ">f", 8: ">d"}[size]
+            return struct.unpack(fmt, data[pos - size:pos])[0], pos
+        pos += size
+    elif info == 31 and major in (2, 3, 4, 5):
+        arg = -1  # indefinite length
+    else:
+        raise MessageError(f"payload is not valid CBOR: reserved or misplaced additional info {info}")
+    if major == 0:
+        return arg, pos
+    if major == 1:
+        return -1 - arg, pos
+    if major in (2, 3):
+        if arg >= 0:
+            if pos + arg > len(data):
+                raise MessageError("payload is not valid CBOR: a string runs past the end")
+            raw = data[pos:pos + arg]
+            pos += arg
+        else:
+            chunks = []
+            while True:
+                if pos >= len(data):
+                    raise MessageError("payload is not valid CBOR: an indefinite string has no end")
+                if data[pos] == 0xFF:
+                    pos += 1
+                    break
+                if data[pos] >> 5 != major or data[pos] & 31 == 31:
+                    raise MessageError("payload is not valid CBOR: a bad chunk in an indefinite string")
+                chunk, pos = _walk(data, pos, depth, None)
+                chunks.append(chunk.encode() if major == 3 else chunk)
+            raw = b"".join(chunks)
+        if major == 2:
+            return bytes(raw), pos
+        try:
+            return bytes(raw).decode("utf-8"), pos
+        except UnicodeDecodeError:
+            raise MessageError("payload is not valid CBOR: text that is not UTF-8") from None
+    if major == 6:
+        raise MessageError("payload is not valid CBOR: a CBOR tag (no message uses one)")
+    if major == 7:
+        if info == 31:
+            raise MessageError("payload is not valid CBOR: a break where an item was expected")
+        return {20: False, 21: True, 22: None}.get(arg, ("simple", arg)), pos
+    if depth >= MAX_DEPTH:
+        raise MessageError(f"payload is not valid CBOR: containers nested deeper than {MAX_DEPTH}")
+    items: list = [] if major == 4 else _Pairs()
+    count = 0
+    while arg < 0 or count < arg:
+        if arg < 0:
+            if pos >= len(data):
+                raise MessageError("payload is not valid CBOR: an indefinite container has no end")
+            if data[pos] == 0xFF:
+                pos += 1
+                break
+        if major == 4:
+            value, pos = _walk(data, pos, depth + 1)
+            items.append(value)
+        else:
+            key, pos = _walk(data, pos, depth + 1)
+            start = pos
+            value, pos = _walk(data, pos, depth + 1)
+            items.append((key, value))
+            if spans is not None and type(key) is int and key >= 0:
+                spans.setdefault(key, (start, pos))
+        count += 1
+    return items, pos
+
+
+def _plain(value: Any) -> Any:
+    """A walked value as cbor2 would give it: maps become dicts when Python can hold them."""
+    if type(value) is list:
+        return [_plain(v) for v in value]
+    if type(value) is _Pairs:
+        out: dict = {}
+        for k, v in value:
+            if type(k) is not str or k in out:
+                return _Pairs((k, _plain(v)) for k, v in value)   # fails every map check
+            out[k] = _plain(v)
+        return out
+    return value
+
+
+def _loads(payload: bytes, want_spans: bool) -> tuple[dict[int, Any], dict]:
+    """The message map's unsigned-integer keys and their values (rules 1 and 2)."""
+    spans: dict = {}
+    if not want_spans:
+        stream = io.BytesIO(payload)
+        decoder = cbor2.CBORDecoder(stream, semantic_decoders=_NO_SEMANTICS, tag_hook=_refuse_tag,
+                                    max_depth=MAX_DEPTH, allow_duplicate_keys=False)
+        try:
+            item = decoder.decode()
+        except Exception as e:  # cbor2 raises several types (and wraps ours)
+            cause = e.__cause__ or e.__context__
+            if "Duplicate map key" not in str(e) or isinstance(cause, _TagRefused):
+                detail = str(cause) if isinstance(cause, _TagRefused) else str(e)
+                raise MessageError(f"payload is not valid CBOR: {detail}") from None
+            # Keys Python holds equal (1, 1.0, true), or a real duplicate: walk it.
+            return _loads(payload, True)
+        if stream.tell() != len(payload):
+            raise MessageError(
+                f"payload is not one CBOR data item: {len(payload) - stream.tell()} bytes follow it")
+        if type(item) is not dict:
+            raise MessageError(f"message is not a CBOR map but {_kind(item)}")
+        return {k: v for k, v in item.items() if type(k) is int and k >= 0}, spans
+    walked, end = _walk(payload, 0, 0, spans)
+    if end != len(payload):
+        raise MessageError(f"payload is not one CBOR data item: {len(payload) - end} bytes follow it")
+    if type(walked) is not _Pairs:
+        raise MessageError(f"message is not a CBOR map but {_kind(walked)}")
+    out: dict[int, Any] = {}
+    for key, value in walked:
+        if type(key) is int and key >= 0:
+            if key in out:
+                raise MessageError(f"message has key {key} twice")
+            out[key] = _plain(value)
+    return out, spans
 
 
 def decode_message(payload: bytes) -> Message:
     """Decode and check one message payload; raise :class:`MessageError` if it is not one."""
-    if len(payload) > MAX_PAYLOAD:
-        raise MessageError(f"payload of {len(payload)} bytes is over the {MAX_PAYLOAD}-byte limit")
+    payload = bytes(payload)
+    if len(payload) > MAX_MESSAGE:
+        raise MessageError(f"message of {len(payload)} bytes is over the {MAX_MESSAGE}-byte limit")
     if not payload:
         raise MessageError("payload is empty: a message is one CBOR map")
-    item = _loads_one(bytes(payload))
-    if type(item) is not dict:
-        raise MessageError(f"message is not a CBOR map but {_kind(item)}")
-    # Only integer keys are ours; a key 1.0 or true compares equal to 1 in
-    # Python, so keys of other types are dropped here, unread.
-    item = {k: v for k, v in item.items() if type(k) is int}
+    item, spans = _loads(payload, want_spans=False)
     if 0 not in item:
         raise MessageError("message has no key 0 (message type)")
     msg_type = item[0]
-    if type(msg_type) is not int or msg_type not in _SCHEMAS:
+    if type(msg_type) is not int:   # true == 1 and 2.0 == 2 in Python: neither is a type
+        raise MessageError(f"message type (key 0) is {_kind(msg_type)}, not an unsigned integer")
+    if msg_type == SENSORS and not spans:
+        # Its table id is the CRC of key 3's bytes as sent: the walker knows where they are.
+        item, spans = _loads(payload, want_spans=True)
+    if msg_type == BATCH_V1:
+        raise OldProtocol("a version 1 BATCH (type 3): this device runs a protocol version 1 agent")
+    if msg_type not in _SCHEMAS:
         known = ", ".join(f"{t} {name}" for t, (_, name, _) in _SCHEMAS.items())
         raise MessageError(f"unknown message type {msg_type!r} (known: {known})")
     cls, name, keys = _SCHEMAS[msg_type]
+    if msg_type == HELLO and (9 not in item or (type(item[9]) is int and item[9] < PROTOCOL)):
+        raise OldProtocol(f"HELLO from {item.get(1)!r} without protocol version 2 (key 9): "
+                          "the device runs a protocol version 1 agent"[:300])
     values: dict[str, Any] = {}
     for key, field_name, check, required in keys:
         if key not in item:
@@ -304,14 +593,22 @@ def decode_message(payload: bytes) -> Message:
         values[field_name] = item[key]
     if msg_type == BATCH:
         _check_batch(values)
+    elif msg_type == SENSORS:
+        start, end = spans[3]
+        crc = zlib.crc32(payload[start:end])
+        if crc != values["table_id"]:
+            raise MessageError(f"SENSORS key 2 (table id) {values['table_id']} is not the CRC-32 "
+                               f"of its table ({crc})")
+    elif msg_type == REFUSE and values["end_seq"] <= values["first_seq"]:
+        raise MessageError("REFUSE key 3 (end) must be above key 2 (first refused sequence number)")
     return cls(**values)
 
 
 def _check_batch(values: dict[str, Any]) -> None:
-    if values["time_basis"] == TIME_ESTIMATED and "last_uptime_ms" not in values:
-        raise MessageError("BATCH has no key 7 (last_uptime_ms), which is required when key 4 is 1")
-    if values["first_seq"] + len(values["pack"]) - 1 > MAX_UINT:
-        raise MessageError("BATCH key 2 (first_seq): the pack's sequence numbers pass 2**63-1")
+    count = sum((len(t) - 1) // 2 for t in values["ticks"])
+    if values["first_seq"] + count > MAX_UINT:
+        raise MessageError("BATCH key 2 (first_seq): the batch's end, key 2 + its records, "
+                           "passes 2**63-1 (its ACK could not carry it)")
 
 
 def encode_message(msg: Message) -> bytes:
@@ -330,8 +627,20 @@ def encode_message(msg: Message) -> bytes:
             raise ValueError(f"{name} {field_name} (key {key}): expected {problem}")
         item[key] = value
     if msg_type == BATCH:
-        _check_batch({f.name: v for f in fields(msg) if (v := getattr(msg, f.name)) is not None})
-    return cbor2.dumps(item, canonical=True)
+        _check_batch({f.name: getattr(msg, f.name) for f in fields(msg)})
+    if msg_type == SENSORS and item[2] != table_id(item[3]):
+        raise ValueError(f"SENSORS table_id {item[2]} is not the CRC-32 of its table ({table_id(item[3])})")
+    if msg_type == REFUSE and item[3] <= item[2]:
+        raise ValueError("REFUSE end_seq must be above first_seq")
+    payload = cbor2.dumps(item, canonical=True)
+    if len(payload) > MAX_MESSAGE:
+        raise ValueError(f"{name} of {len(payload)} bytes is over the {MAX_MESSAGE}-byte limit")
+    return payload
+
+
+def table_id(sensors: list) -> int:
+    """The table id of a sensor table as an encoder sends it (section 2.6)."""
+    return zlib.crc32(cbor2.dumps(sensors, canonical=True))
 
 
 def message_fields(msg: Message) -> dict[str, Any]:

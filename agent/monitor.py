@@ -1,9 +1,18 @@
-"""Console view: a board's console as a person sees it, telemetry frames decoded inline."""
+"""Console view: a board's console as a person sees it, telemetry frames decoded inline.
+
+Describing a frame never raises: whatever a payload holds, a person sees a
+line (``[bad message: ...]`` at worst), and the monitor reads on.
+"""
 
 from __future__ import annotations
 
 from edge_agent.frames import BadFrame, ConsoleLine, Frame
-from edge_agent.messages import Ack, Batch, Hello, MessageError, Status, Time, decode_message
+from edge_agent.messages import (Ack, Batch, Hello, MessageError, Refuse, Sensors, Status, Time,
+                                 decode_message)
+
+
+def _value(v: object) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def describe(payload: bytes) -> str:
@@ -11,34 +20,40 @@ def describe(payload: bytes) -> str:
     try:
         msg = decode_message(payload)
     except MessageError as e:
-        return f"[bad message: {e}]"
+        return f"[bad message: {e.message}]"
+    try:
+        return _describe(msg)
+    except Exception as e:   # a summary must never stop the monitor
+        return f"[{type(msg).__name__}: could not describe it: {e}]"
+
+
+def _describe(msg: object) -> str:
     if isinstance(msg, Batch):
-        n = len(msg.pack)
-        values = []
-        seen = set()
-        for rec in msg.pack:
-            name, value = rec.get(0), rec.get(2, rec.get(3, rec.get(4)))
-            if name in seen or name is None:
-                continue
-            seen.add(name)
-            unit = rec.get(1, "")
-            values.append(f"{name}={value:.4g}{unit}" if isinstance(value, float) else f"{name}={value}{unit}")
-        last = msg.first_seq + n - 1
-        return (f"BATCH {msg.device_id} boot {msg.boot} seq {msg.first_seq}..{last} "
-                f"({n} records{', dropped %d' % msg.dropped if msg.dropped else ''}) " + " ".join(values))
+        n = msg.count
+        samples = " ".join(f"#{tick[j]}={_value(tick[j + 1])}" for tick in msg.ticks[:1]
+                           for j in range(1, len(tick), 2))
+        return (f"BATCH {msg.device_id} boot {msg.boot} seq {msg.first_seq}..{msg.first_seq + n - 1} "
+                f"({n} records in {len(msg.ticks)} ticks, table {msg.table_id}"
+                f"{', dropped %d' % msg.dropped if msg.dropped else ''}) {samples}")
     if isinstance(msg, Hello):
         return (f"HELLO {msg.device_id} board {msg.board} v{msg.version} boot {msg.boot} "
-                f"up {msg.uptime_ms / 1000:.1f}s next seq {msg.next_seq} acked {msg.acked}")
+                f"up {msg.uptime_ms / 1000:.1f}s next seq {msg.next_seq} acked {msg.acked}"
+                f"{' refused %d' % msg.refused if msg.refused else ''}")
+    if isinstance(msg, Sensors):
+        return f"SENSORS {msg.device_id} table {msg.table_id}: " + " ".join(
+            f"{i}={name}" + (f"[{unit}]" if unit else "") for i, (name, unit) in enumerate(msg.sensors))
     if isinstance(msg, Ack):
         return f"ACK {msg.device_id} < {msg.next_seq}"
+    if isinstance(msg, Refuse):
+        return f"REFUSE {msg.device_id} {msg.first_seq}..{msg.end_seq - 1}: {msg.reason}"
     if isinstance(msg, Time):
-        return f"TIME {msg.unix_ms}"
+        return f"TIME {msg.unix_ms}" + (" (announce yourself)" if msg.hello else "")
     if isinstance(msg, Status):
         return f"STATUS {msg.device_id or '?'} {msg.state}: {msg.reason}"
     return repr(msg)
 
 
-def render(event) -> tuple[str, str]:
+def render(event: object) -> tuple[str, str]:
     """(style, text) for one decoder event: console text plain, frames dim, bad frames red."""
     if isinstance(event, ConsoleLine):
         return "", event.text.decode("utf-8", errors="replace")

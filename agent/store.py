@@ -1,17 +1,23 @@
-"""The registry: one SQLite file holding devices, telemetry and ingest errors.
+"""The registry: one SQLite file holding devices, telemetry, sensor tables, refused batches and ingest errors.
 
 Rules it keeps:
 
-- **Each record once.** Telemetry is keyed by (device id, sequence number);
-  a retransmitted batch inserts nothing twice (``ON CONFLICT DO NOTHING`` on
-  that key only), and a batch is one transaction, so it is stored whole or
-  not at all.
+- **Each record once.** Telemetry (``samples``) is keyed by (device number,
+  sequence number); a retransmitted batch inserts nothing twice (``ON
+  CONFLICT DO NOTHING`` on that key only), and a retransmitted record whose
+  content differs is kept out and recorded as a conflict. A batch is stored
+  whole or not at all.
+- **Values keep their kind.** ``samples.value`` has no declared type, so
+  SQLite keeps integers as 64-bit integers, floats as floats and text as
+  text; a boolean is 0/1 with flag 2. Times are integer ms since 1970.
 - **Committed means durable.** The host acknowledges records only after they
   are committed, and the device then deletes them, so a commit must survive a
   power cut: the file runs in WAL mode with ``synchronous=FULL`` (each commit
   syncs the WAL). ``NORMAL`` would only promise durability against a crash
   of the process, and could lose acknowledged records, i.e. lose them for
-  good. The price is one sync per batch, measured in ``bench/bench_ingest.py``.
+  good. The price is one sync per commit; the registry writer
+  (:mod:`edge_agent.telemetry.writer`) groups the batches of every link into
+  one commit, measured in ``bench/bench_ingest.py``.
 - **One writer, many readers.** Ingest writes while ``show``/``live`` read
   from other processes: WAL lets readers see the last commit without
   blocking the writer; writers take the lock up front (``BEGIN IMMEDIATE``)
@@ -25,6 +31,8 @@ Rules it keeps:
 
 from __future__ import annotations
 
+import json
+import math
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -33,7 +41,6 @@ from typing import Any, Iterable, Iterator, NamedTuple
 
 from edge_agent.errors import BadInput, Busy, NotFound
 from edge_agent.messages import Hello
-from edge_agent.senml import Record
 
 APPLICATION_ID = 0x45444745   # "EDGE", in the SQLite header: marks the file as ours
 SAMPLE_BYTES = 256            # bytes of a rejected line kept as a sample
@@ -100,39 +107,142 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "ALTER TABLE devices ADD COLUMN agent_version TEXT",
         "CREATE UNIQUE INDEX devices_by_key ON devices (public_key) WHERE public_key IS NOT NULL",
     ),
+    # 4: protocol version 2. A leaner telemetry table: integer device and
+    # series ids, one time index, times in integer ms, a value column without
+    # a declared type (no affinity: integers stay integers, floats floats,
+    # text text; flag 2 marks a boolean stored as 0/1). Sensor tables by
+    # (device, table id), refused batches and conflicts are kept. Existing
+    # rows move over; their numbers were stored as REAL and stay REAL.
+    (
+        "ALTER TABLE devices ADD COLUMN dev INTEGER",
+        "UPDATE devices SET dev = rowid",
+        "CREATE UNIQUE INDEX devices_by_dev ON devices (dev)",
+        """CREATE TRIGGER devices_number AFTER INSERT ON devices WHEN NEW.dev IS NULL BEGIN
+            UPDATE devices SET dev = (SELECT coalesce(max(dev), 0) + 1 FROM devices)
+            WHERE device_id = NEW.device_id;
+        END""",
+        "ALTER TABLE devices ADD COLUMN protocol INTEGER",
+        "ALTER TABLE devices ADD COLUMN refused INTEGER NOT NULL DEFAULT 0",   # HELLO key 10
+        """CREATE TABLE series (
+            id    INTEGER PRIMARY KEY,
+            dev   INTEGER NOT NULL,
+            name  TEXT NOT NULL,
+            unit  TEXT NOT NULL DEFAULT '',
+            UNIQUE (dev, name, unit)
+        )""",
+        """CREATE TABLE samples (
+            dev      INTEGER NOT NULL,
+            seq      INTEGER NOT NULL,
+            series   INTEGER NOT NULL,
+            t        INTEGER NOT NULL,          -- ms since 1970
+            value,                              -- no affinity on purpose
+            boot     INTEGER NOT NULL,
+            flags    INTEGER NOT NULL,          -- 1: estimated time, 2: boolean value
+            received INTEGER NOT NULL,          -- host clock, ms
+            PRIMARY KEY (dev, seq)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX samples_by_time ON samples (t)",
+        """INSERT INTO series (dev, name, unit)
+            SELECT DISTINCT d.dev, t.name, coalesce(t.unit, '')
+            FROM telemetry t JOIN devices d ON d.device_id = t.device_id""",
+        """INSERT INTO samples (dev, seq, series, t, value, boot, flags, received)
+            SELECT d.dev, t.seq, s.id, CAST(round(t.t * 1000) AS INTEGER),
+                   coalesce(t.value_bool, t.value_text, t.value), t.boot,
+                   t.estimated + 2 * (t.value_bool IS NOT NULL), CAST(round(t.received * 1000) AS INTEGER)
+            FROM telemetry t JOIN devices d ON d.device_id = t.device_id
+            JOIN series s ON s.dev = d.dev AND s.name = t.name AND s.unit = coalesce(t.unit, '')""",
+        "DROP TABLE telemetry",
+        """CREATE TABLE sensor_tables (
+            dev        INTEGER NOT NULL,
+            table_id   INTEGER NOT NULL,
+            sensors    BLOB NOT NULL,           -- CBOR [[name, unit], ...] as the device sent it
+            first_seen INTEGER NOT NULL,
+            PRIMARY KEY (dev, table_id)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE refused (
+            id        INTEGER PRIMARY KEY,
+            device_id TEXT NOT NULL,
+            source    TEXT NOT NULL,            -- the link (port) it came on
+            first_seq INTEGER NOT NULL,
+            end_seq   INTEGER NOT NULL,
+            reason    TEXT NOT NULL,            -- the REFUSE reason word
+            detail    TEXT NOT NULL,            -- for a person
+            payload   BLOB NOT NULL,            -- the BATCH message as received
+            received  INTEGER NOT NULL          -- host clock, ms
+        )""",
+        """CREATE TABLE conflicts (
+            id        INTEGER PRIMARY KEY,
+            device_id TEXT NOT NULL,
+            seq       INTEGER NOT NULL,
+            source    TEXT NOT NULL,
+            stored    TEXT NOT NULL,            -- JSON [name, unit, t_ms, value] kept
+            offered   TEXT NOT NULL,            -- JSON [name, unit, t_ms, value] refused as a duplicate
+            received  INTEGER NOT NULL
+        )""",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_COLUMNS = "device_id, seq, name, unit, value, value_text, value_bool, t, estimated, boot, received"
-_T_COLUMNS = ", ".join("t." + c for c in _COLUMNS.split(", "))
+BOOLEAN, ESTIMATED = 2, 1      # samples.flags bits
+
+_SELECT = ("SELECT d.device_id, s.seq, r.name, r.unit, s.value, s.t, s.flags, s.boot, s.received "
+           "FROM samples s JOIN series r ON r.id = s.series JOIN devices d ON d.dev = s.dev")
+
+
+class Record(NamedTuple):
+    """One resolved measurement, ready to store: ``t_ms`` is ms since 1970."""
+
+    seq: int
+    name: str
+    unit: str
+    value: float | int | str | bool
+    t_ms: int
+    estimated: bool
+    boot: int
+
+
+def _sql_type(value: Any) -> str:
+    """SQLite's typeof() of a value bound as a parameter (a bool is bound as an integer)."""
+    if isinstance(value, str):
+        return "text"
+    return "real" if isinstance(value, float) else "integer"
+
+
+def _ms_bound(seconds: float) -> int:
+    """A query bound in Unix seconds as integer ms, clamped to what SQLite holds."""
+    return max(-2**63, min(2**63 - 1, math.ceil(seconds * 1000))) if math.isfinite(seconds) else (
+        2**63 - 1 if seconds > 0 else -2**63)
 
 
 class StoredRecord(NamedTuple):
-    """A telemetry record as the registry holds it (numbers come back as floats)."""
+    """A telemetry record as the registry holds it (integers come back as integers)."""
 
     device_id: str
     seq: int
     name: str
-    unit: str | None
-    value: float | str | bool
-    t: float
+    unit: str
+    value: float | int | str | bool
+    t_ms: int
     estimated: bool
     boot: int
-    received: float
+    received_ms: int
+
+    @property
+    def t(self) -> float:
+        """The record's time in Unix seconds."""
+        return self.t_ms / 1000
+
+    @property
+    def received(self) -> float:
+        """When the host stored it, Unix seconds."""
+        return self.received_ms / 1000
 
     @classmethod
     def from_row(cls, row: tuple) -> "StoredRecord":
-        device_id, seq, name, unit, number, text, flag, t, estimated, boot, received = row
-        value = bool(flag) if flag is not None else text if text is not None else number
-        return cls(device_id, seq, name, unit, value, t, bool(estimated), boot, received)
-
-
-def _value_columns(value: Any) -> tuple[float | None, str | None, int | None]:
-    if isinstance(value, bool):
-        return None, None, int(value)
-    if isinstance(value, str):
-        return None, value, None
-    return float(value), None, None
+        device_id, seq, name, unit, value, t, flags, boot, received = row
+        if flags & BOOLEAN:
+            value = bool(value)
+        return cls(device_id, seq, name, unit, value, t, bool(flags & ESTIMATED), boot, received)
 
 
 class Store:
@@ -140,10 +250,11 @@ class Store:
 
     ``synchronous`` is the SQLite setting for this connection: keep ``FULL``
     (see the module docstring); benchmarks pass ``NORMAL`` to show its cost.
+    ``shared`` lets several threads use the connection, one at a time.
     """
 
     def __init__(self, path: str | Path, *, create: bool = True, timeout: float = 10.0,
-                 synchronous: str = "FULL"):
+                 synchronous: str = "FULL", shared: bool = False):
         self.path = Path(path)
         if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA", "OFF"):
             raise ValueError(f"synchronous must be FULL, NORMAL, EXTRA or OFF, not {synchronous!r}")
@@ -156,7 +267,9 @@ class Store:
                                "run `edge telemetry ingest` first, or pass --db PATH (or set $EDGE_DB)")
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
+            # shared: used from several threads, one at a time (the caller holds a lock).
+            self._db = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None,
+                                       check_same_thread=not shared)
         except sqlite3.Error as e:
             raise BadInput(f"cannot open the registry {self.path}: {e}",
                            "check the path and its permissions") from None
@@ -263,46 +376,112 @@ class Store:
         finally:
             self._depth = 0
 
-    # -- writing
+    # -- writing (ingest: edge_agent.telemetry.writer calls these inside one transaction)
 
-    def add_batch(self, device_id: str, records: Iterable[Record], received: float,
-                  *, dropped: int | None = None) -> int:
-        """Store ``records`` of ``device_id`` in one transaction; return how many were new.
-
-        Records already stored (same device and sequence number) are left
-        as they are, so a retransmitted batch returns 0. ``dropped`` is the
-        device's count of journal records dropped (BATCH key 5), if known.
-        """
-        rows = [(device_id, r.seq, r.name, r.unit, *_value_columns(r.value), r.t,
-                 int(r.estimated), r.boot, received) for r in records]
+    def device_number(self, device_id: str, seen_ms: int | None = None) -> int:
+        """The integer id of ``device_id`` in the telemetry tables, adding the device if new."""
+        seen = (time.time() * 1000 if seen_ms is None else seen_ms) / 1000
+        row = self._db.execute("SELECT dev FROM devices WHERE device_id = ?", (device_id,)).fetchone()
+        if row is not None:
+            return row[0]
         with self.transaction():
-            self._db.execute(
-                "INSERT INTO devices (device_id, first_seen, last_seen, dropped) "
-                "VALUES (?1, ?2, ?2, coalesce(?3, 0)) "
-                "ON CONFLICT (device_id) DO UPDATE SET last_seen = max(last_seen, ?2), "
-                "dropped = max(dropped, coalesce(?3, 0))",
-                (device_id, received, dropped))
-            before = self._db.total_changes
-            # Only a duplicate (device, seq) is skipped; any other constraint
-            # failure aborts the whole batch (INSERT OR IGNORE would skip those
-            # rows silently, and the device would then be told they are stored).
-            self._db.executemany(
-                f"INSERT INTO telemetry ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
-                "ON CONFLICT (device_id, seq) DO NOTHING", rows)
-            return self._db.total_changes - before
+            self._db.execute("INSERT INTO devices (device_id, first_seen, last_seen) VALUES (?, ?, ?)",
+                             (device_id, seen, seen))
+            return self._db.execute("SELECT dev FROM devices WHERE device_id = ?", (device_id,)).fetchone()[0]
+
+    def series_numbers(self, dev: int, sensors: Iterable[tuple[str, str]]) -> list[int]:
+        """The series id of each (name, unit) of device number ``dev``, in order, adding new ones."""
+        out = []
+        with self.transaction():
+            for name, unit in sensors:
+                self._db.execute("INSERT INTO series (dev, name, unit) VALUES (?, ?, ?) "
+                                 "ON CONFLICT (dev, name, unit) DO NOTHING", (dev, name, unit))
+                out.append(self._db.execute("SELECT id FROM series WHERE dev = ? AND name = ? AND unit = ?",
+                                            (dev, name, unit)).fetchone()[0])
+        return out
+
+    def put_table(self, device_id: str, table_id: int, sensors_cbor: bytes, seen_ms: int) -> None:
+        """Keep a device's sensor table for good (section 2.6: a table never changes meaning)."""
+        dev = self.device_number(device_id, seen_ms)
+        self._db.execute("INSERT INTO sensor_tables (dev, table_id, sensors, first_seen) VALUES (?, ?, ?, ?) "
+                         "ON CONFLICT (dev, table_id) DO NOTHING", (dev, table_id, sensors_cbor, seen_ms))
+
+    def table(self, device_id: str, table_id: int) -> bytes | None:
+        """The CBOR of a sensor table the registry holds, or None."""
+        row = self._db.execute(
+            "SELECT t.sensors FROM sensor_tables t JOIN devices d ON d.dev = t.dev "
+            "WHERE d.device_id = ? AND t.table_id = ?", (device_id, table_id)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def insert_samples(self, dev: int, rows: list[tuple], device_id: str = "", source: str = "") -> tuple[int, list[int]]:
+        """Insert rows ``(dev, seq, series, t, value, boot, flags, received)``; (new rows, conflicting seqs).
+
+        A row whose (device, seq) is stored already is a duplicate when it
+        says the same thing (series, time, value and its kind), else a
+        conflict: the first is kept, and both versions go to ``conflicts``.
+        """
+        before = self._db.total_changes
+        self._db.executemany(
+            "INSERT INTO samples (dev, seq, series, t, value, boot, flags, received) "
+            "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (dev, seq) DO NOTHING", rows)
+        inserted = self._db.total_changes - before
+        conflicts: list[int] = []
+        if inserted < len(rows):
+            low, high = rows[0][1], rows[-1][1]
+            stored = {r[0]: r[1:] for r in self._db.execute(
+                "SELECT seq, series, t, value, typeof(value), flags & 2 FROM samples "
+                "WHERE dev = ? AND seq BETWEEN ? AND ?", (dev, low, high))}
+            for row in rows:
+                old = stored.get(row[1])
+                if old is None or old == (row[2], row[3], row[4], _sql_type(row[4]), row[6] & BOOLEAN):
+                    continue
+                conflicts.append(row[1])
+                self.note_conflict(device_id, row[1], source, self._describe(old[0], old[1], old[2], old[4]),
+                                   self._describe(row[2], row[3], row[4], row[6] & BOOLEAN), row[7])
+        return inserted, conflicts
+
+    def _describe(self, series: int, t: int, value: Any, boolean: int) -> str:
+        name, unit = self._db.execute("SELECT name, unit FROM series WHERE id = ?", (series,)).fetchone()
+        return json.dumps([name, unit, t, bool(value) if boolean else value])
+
+    def note_conflict(self, device_id: str, seq: int, source: str, stored: str, offered: str,
+                      seen_ms: int) -> None:
+        """Keep one conflict: a retransmitted (device, seq) whose content differs from the stored one."""
+        self._db.execute("INSERT INTO conflicts (device_id, seq, source, stored, offered, received) "
+                         "VALUES (?, ?, ?, ?, ?, ?)", (device_id, seq, source, stored, offered, seen_ms))
+
+    def note_refused(self, device_id: str, source: str, first_seq: int, end_seq: int, reason: str,
+                     detail: str, payload: bytes, seen_ms: int) -> None:
+        """Keep a refused batch: its bytes, range, reason and time."""
+        self._db.execute(
+            "INSERT INTO refused (device_id, source, first_seq, end_seq, reason, detail, payload, received) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (device_id, source, first_seq, end_seq, reason, detail, bytes(payload), seen_ms))
 
     def note_device(self, hello: Hello, seen: float) -> None:
-        """Record what a HELLO said; ``seen`` is the host clock when it arrived."""
+        """Record what a HELLO said; ``seen`` is the host clock when it arrived.
+
+        What provisioning recorded (board, keys, versions) is never
+        overwritten: the board is set only on a device the registry did not
+        know; the ingest checks a known board before it gets here.
+        """
         with self.transaction():
             self._db.execute(
                 "INSERT INTO devices (device_id, board, version, first_seen, last_seen, boot, "
-                "uptime_ms, boot_start, next_seq, acked, dropped) "
-                "VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8, ?9, ?10) "
-                "ON CONFLICT (device_id) DO UPDATE SET board = ?2, version = ?3, "
+                "uptime_ms, boot_start, next_seq, acked, dropped, protocol, refused) "
+                "VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) "
+                "ON CONFLICT (device_id) DO UPDATE SET board = coalesce(board, ?2), version = ?3, "
                 "last_seen = max(last_seen, ?4), boot = ?5, uptime_ms = ?6, boot_start = ?7, "
-                "next_seq = ?8, acked = ?9, dropped = max(dropped, ?10)",
+                "next_seq = ?8, acked = ?9, dropped = max(dropped, ?10), protocol = ?11, "
+                "refused = max(refused, ?12)",
                 (hello.device_id, hello.board, hello.version, seen, hello.boot, hello.uptime_ms,
-                 seen - hello.uptime_ms / 1000, hello.next_seq, hello.acked, hello.dropped))
+                 seen - hello.uptime_ms / 1000, hello.next_seq, hello.acked, hello.dropped,
+                 hello.protocol, hello.refused))
+
+    def note_seen(self, device_id: str, seen: float, dropped: int) -> None:
+        """A batch of ``device_id`` arrived at ``seen`` (Unix seconds); ``dropped`` is its BATCH key 5."""
+        self._db.execute("UPDATE devices SET last_seen = max(last_seen, ?2), dropped = max(dropped, ?3) "
+                         "WHERE device_id = ?1", (device_id, seen, dropped))
 
     def note_bad_frame(self, source: str, reason: str, sample: bytes,
                        seen: float | None = None) -> None:
@@ -315,6 +494,34 @@ class Store:
                 "ON CONFLICT (source, reason) DO UPDATE SET count = count + 1, "
                 "last_seen = max(last_seen, ?3), sample = ?4",
                 (source, reason, seen, bytes(sample[:SAMPLE_BYTES])))
+
+    def registered_board(self, device_id: str) -> str | None:
+        """The board the registry holds for ``device_id`` (from provisioning or a first HELLO)."""
+        row = self._db.execute("SELECT board FROM devices WHERE device_id = ?", (device_id,)).fetchone()
+        return None if row is None else row[0]
+
+    def add_batch(self, device_id: str, records: Iterable[Record], received: float,
+                  *, dropped: int | None = None, source: str = "") -> int:
+        """Store resolved ``records`` of ``device_id`` in one transaction; return how many were new.
+
+        A convenience for tests and tools; ingest goes through the registry
+        writer. Conflicts are kept as :meth:`insert_samples` says.
+        """
+        records = list(records)
+        for r in records:
+            if type(r.name) is not str or type(r.t_ms) is not int:
+                raise ValueError(f"record {r.seq}: a name (text) and a time (integer ms) are required")
+        received_ms = round(received * 1000)
+        with self.transaction():
+            dev = self.device_number(device_id, received_ms)
+            series = dict(zip(sorted({(r.name, r.unit or "") for r in records}),
+                              self.series_numbers(dev, sorted({(r.name, r.unit or "") for r in records}))))
+            rows = [(dev, r.seq, series[(r.name, r.unit or "")], r.t_ms, r.value, r.boot,
+                     int(r.estimated) | (BOOLEAN if type(r.value) is bool else 0), received_ms)
+                    for r in sorted(records, key=lambda r: r.seq)]
+            inserted, _ = self.insert_samples(dev, rows, device_id, source) if rows else (0, [])
+            self.note_seen(device_id, received, dropped or 0)
+        return inserted
 
     # -- identities (edge provision, edge label, edge flash)
 
@@ -418,16 +625,18 @@ class Store:
         """
         where: list[str] = []
         args: list[Any] = []
-        for column, op, value in (("device_id", "=", device), ("t", ">=", since),
-                                  ("t", "<", until), ("name", "GLOB", name)):
+        for column, op, value in (("d.device_id", "=", device),
+                                  ("s.t", ">=", None if since is None else _ms_bound(since)),
+                                  ("s.t", "<", None if until is None else _ms_bound(until)),
+                                  ("r.name", "GLOB", name)):
             if value is not None:
                 where.append(f"{column} {op} ?")
                 args.append(value)
-        sql = f"SELECT {_COLUMNS} FROM telemetry"
+        sql = _SELECT
         if where:
             sql += " WHERE " + " AND ".join(where)
         order = "DESC" if newest_first else "ASC"
-        sql += f" ORDER BY t {order}, device_id {order}, seq {order}"
+        sql += f" ORDER BY s.t {order}, s.dev {order}, s.seq {order}"
         if limit is not None:
             sql += " LIMIT ?"
             args.append(int(limit))
@@ -436,7 +645,7 @@ class Store:
 
     def records_after(self, device_id: str, seq: int, limit: int | None = None) -> list[StoredRecord]:
         """Records of ``device_id`` with a sequence number above ``seq``, in sequence order."""
-        sql = f"SELECT {_COLUMNS} FROM telemetry WHERE device_id = ? AND seq > ? ORDER BY seq"
+        sql = _SELECT + " WHERE d.device_id = ? AND s.seq > ? ORDER BY s.seq"
         args: list = [device_id, seq]
         if limit is not None:
             sql += " LIMIT ?"
@@ -453,35 +662,30 @@ class Store:
         where: list[str] = []
         args: list[Any] = []
         if device is not None:
-            where.append("device_id = ?")
+            where.append("dev = (SELECT dev FROM devices WHERE device_id = ?)")
             args.append(device)
             if after_seq is not None:
                 where.append("seq > ?")
                 args.append(after_seq)
-        sql = (f"SELECT {_T_COLUMNS} FROM telemetry t JOIN "
-               "(SELECT device_id, name, max(seq) AS seq FROM telemetry "
+        sql = (_SELECT + " JOIN (SELECT dev, series, max(seq) AS seq FROM samples "
                + ("WHERE " + " AND ".join(where) + " " if where else "")
-               + "GROUP BY device_id, name) m ON t.device_id = m.device_id AND t.seq = m.seq "
-               "ORDER BY t.device_id, t.name")
+               + "GROUP BY dev, series) m ON s.dev = m.dev AND s.seq = m.seq "
+               "ORDER BY d.device_id, r.name")
         return [StoredRecord.from_row(row) for row in self._db.execute(sql, args)]
 
     def seq_range(self, device_id: str, after_seq: int = -1) -> tuple[int, int | None]:
         """(count, highest sequence number) of the records of ``device_id`` above ``after_seq``."""
         count, top = self._db.execute(
-            "SELECT count(*), max(seq) FROM telemetry WHERE device_id = ? AND seq > ?",
-            (device_id, after_seq)).fetchone()
+            "SELECT count(*), max(seq) FROM samples WHERE dev = "
+            "(SELECT dev FROM devices WHERE device_id = ?) AND seq > ?", (device_id, after_seq)).fetchone()
         return count, top
 
     def next_missing(self, device_id: str, start: int = 0) -> int:
-        """The lowest sequence number at or above ``start`` not stored for ``device_id``.
-
-        An ACK may carry this: every record below it is stored. ``start`` is
-        typically what the device last reported as acknowledged (HELLO key 7).
-        """
+        """The lowest sequence number at or above ``start`` not stored for ``device_id``."""
         expected = start
         for (seq,) in self._db.execute(
-                "SELECT seq FROM telemetry WHERE device_id = ? AND seq >= ? ORDER BY seq",
-                (device_id, start)):
+                "SELECT seq FROM samples WHERE dev = (SELECT dev FROM devices WHERE device_id = ?) "
+                "AND seq >= ? ORDER BY seq", (device_id, start)):
             if seq != expected:
                 break
             expected += 1
@@ -490,31 +694,51 @@ class Store:
     def count(self, device: str | None = None) -> int:
         """How many records are stored (for one device, or all)."""
         if device is None:
-            return self._db.execute("SELECT count(*) FROM telemetry").fetchone()[0]
-        return self._db.execute("SELECT count(*) FROM telemetry WHERE device_id = ?",
-                                (device,)).fetchone()[0]
+            return self._db.execute("SELECT count(*) FROM samples").fetchone()[0]
+        return self._db.execute("SELECT count(*) FROM samples WHERE dev = "
+                                "(SELECT dev FROM devices WHERE device_id = ?)", (device,)).fetchone()[0]
+
+    def refused_batches(self, device: str | None = None) -> list[dict]:
+        """Refused batches, oldest first: device, link, range, reason, detail, bytes and time (ms)."""
+        sql = "SELECT * FROM refused" + (" WHERE device_id = ?" if device else "") + " ORDER BY id"
+        cur = self._db.execute(sql, (device,) if device else ())
+        names = [c[0] for c in cur.description]
+        return [{**dict(zip(names, row)), "payload": bytes(row[names.index("payload")])} for row in cur]
+
+    def conflicts(self, device: str | None = None) -> list[dict]:
+        """Conflicting retransmissions, oldest first."""
+        sql = "SELECT * FROM conflicts" + (" WHERE device_id = ?" if device else "") + " ORDER BY id"
+        cur = self._db.execute(sql, (device,) if device else ())
+        names = [c[0] for c in cur.description]
+        return [dict(zip(names, row)) for row in cur]
 
     def summary(self) -> list[dict]:
-        """One dict per device: its row plus records, names, time range and gaps.
+        """One dict per device: its row plus records, names, time range (ms), gaps, refused, conflicts.
 
         ``gaps`` counts the sequence numbers missing between the lowest and
-        the highest stored one; ``first_t``/``last_t`` are Unix seconds or None.
+        the highest stored one; ``first_t``/``last_t`` are ms since 1970 or None.
         """
         cur = self._db.execute(
-            "SELECT d.*, count(t.seq) AS records, min(t.seq) AS min_seq, max(t.seq) AS max_seq, "
-            "min(t.t) AS first_t, max(t.t) AS last_t, coalesce(sum(t.estimated), 0) AS estimated "
-            "FROM devices d LEFT JOIN telemetry t ON t.device_id = d.device_id "
-            "GROUP BY d.device_id ORDER BY d.device_id")
+            "SELECT d.*, coalesce(a.records, 0) AS records, a.min_seq, a.max_seq, a.first_t, a.last_t, "
+            "coalesce(a.estimated, 0) AS estimated, "
+            "(SELECT count(*) FROM refused f WHERE f.device_id = d.device_id) AS refused_batches, "
+            "(SELECT count(*) FROM conflicts c WHERE c.device_id = d.device_id) AS conflicts "
+            "FROM devices d LEFT JOIN (SELECT dev, count(*) AS records, min(seq) AS min_seq, "
+            "max(seq) AS max_seq, min(t) AS first_t, max(t) AS last_t, sum(flags & 1) AS estimated "
+            "FROM samples GROUP BY dev) a ON a.dev = d.dev ORDER BY d.device_id")
         columns = [c[0] for c in cur.description]
         out = [dict(zip(columns, row)) for row in cur]
-        names: dict[str, list[str]] = {}
-        for device_id, name in self._db.execute(
-                "SELECT DISTINCT device_id, name FROM telemetry ORDER BY device_id, name"):
-            names.setdefault(device_id, []).append(name)
+        names: dict[int, list[str]] = {}
+        for dev, name in self._db.execute(
+                "SELECT DISTINCT r.dev, r.name FROM series r WHERE EXISTS "
+                "(SELECT 1 FROM samples s WHERE s.dev = r.dev AND s.series = r.id) ORDER BY r.dev, r.name"):
+            names.setdefault(dev, []).append(name)
         for entry in out:
-            entry["names"] = names.get(entry["device_id"], [])
+            entry["names"] = names.get(entry["dev"], [])
             entry["gaps"] = (entry["max_seq"] - entry["min_seq"] + 1 - entry["records"]
                              if entry["records"] else 0)
+            for key in ("public_key", "setup_verifier", "setup_code_pending"):
+                entry.pop(key, None)
         return out
 
     # -- lifetime

@@ -41,7 +41,8 @@ except ImportError:  # PlatformIO's own interpreter: fall back to the line forma
     MAX_LINE = 4 + 4 * ((MAX_PAYLOAD + 2) // 3) + 1 + 8
 
 # Message types (key 0 of the CBOR map), docs/protocol.md section 2.
-_TYPES = {1: "HELLO", 2: "TIME", 3: "BATCH", 4: "ACK", 5: "STATUS"}
+_TYPES = {1: "HELLO", 2: "TIME", 3: "BATCH (protocol 1)", 4: "ACK", 5: "STATUS", 6: "SENSORS",
+          7: "BATCH", 8: "REFUSE"}
 _HEX = set("0123456789abcdef")
 
 

@@ -8,7 +8,8 @@ import time
 
 import click
 
-from edge_agent.errors import NotFound
+from edge_agent.errors import EXIT_PARTIAL, NotFound
+from edge_agent.links.serial import MAX_BAUD, MIN_BAUD
 from edge_agent.paths import default_db, default_sim_dir
 
 
@@ -28,11 +29,12 @@ def sim_ports(run_dir) -> list[str]:
               help="Run folder of the virtual bench [default: $EDGE_SIM_DIR or ~/.local/share/edge/sim].")
 @click.option("--db", type=click.Path(dir_okay=False), default=None,
               help="Registry file [default: $EDGE_DB or ~/.local/share/edge/registry.db].")
-@click.option("--for", "duration", type=float, default=None, metavar="SECONDS",
+@click.option("--for", "duration", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
               help="Stop after this many seconds (default: run until Ctrl-C).")
-@click.option("--idle", type=float, default=None, metavar="SECONDS",
+@click.option("--idle", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
               help="Stop once no new record has arrived for this long (after the first).")
-@click.option("--baud", type=int, default=115200, show_default=True)
+@click.option("--baud", type=click.IntRange(MIN_BAUD, MAX_BAUD), default=115200, show_default=True,
+              help="Serial speed of real ports (ignored by ptys and socket:// URLs).")
 @click.option("--console", is_flag=True, help="Also print each board's console text.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("-v", "--verbose", count=True, help="Log each connection and bad frame.")
@@ -40,8 +42,11 @@ def ingest(ports, use_sim, sim_dir, db, duration, idle, baud, console, as_json, 
     """Read telemetry frames from serial PORTS and store them in the registry.
 
     Each record is stored once under (device, sequence) and acknowledged only
-    after it is committed, so the device frees it from its journal; a port that
-    goes away is reopened when it comes back. PORTS are device paths
+    after it is committed (one writer groups the commits of every port), so
+    the device frees it from its journal; a batch the host cannot store is
+    refused and kept (`edge telemetry show`); a port that goes away is reopened
+    when it comes back. Exits 7 if some batch could not be written to the
+    registry (the devices keep those records and send them again). PORTS are device paths
     (/dev/ttyUSB0, /dev/pts/5) or pyserial URLs (socket://host:port, rfc2217://...).
 
     \b
@@ -52,8 +57,9 @@ def ingest(ports, use_sim, sim_dir, db, duration, idle, baud, console, as_json, 
     """
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    from edge_agent.ingest import run_ports
+    from edge_agent.links.serial import IngestResult, run_ports
 
     logging.basicConfig(level=logging.WARNING - 10 * min(verbose, 1),
                         format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -66,29 +72,49 @@ def ingest(ports, use_sim, sim_dir, db, duration, idle, baud, console, as_json, 
     if not ports:
         raise click.UsageError("give at least one PORT, or --sim")
     db = str(db or default_db())
-    err = Console(stderr=True)
-    def show_console(port, text):
-        err.print(f"[dim]{port}[/] {text.decode(errors='replace')}", markup=True, highlight=False)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+    def show_console(port: str, text: bytes) -> None:
+        # Console text is the board's: printed as text, never read as markup.
+        err.print(Text.assemble((port, "dim"), " ", text.decode(errors="replace")))
     started = time.time()
     if not as_json:
-        err.print(f"ingesting from {len(ports)} port(s) into {db}; Ctrl-C to stop")
+        err.print(Text(f"ingesting from {len(ports)} port(s) into {db}; Ctrl-C to stop"))
+    outcome: list[IngestResult] = []
     stats = run_ports(ports, db, duration=duration, idle=idle, baud=baud,
-                      on_console=show_console if console else None)
+                      on_console=show_console if console else None, result=outcome)
     elapsed = time.time() - started
+    failures = outcome[0].failures if outcome else 0
     rows = [{"port": p, "devices": sorted(s.devices), "batches": s.batches, "records": s.records,
-             "duplicates": s.duplicates, "bad_frames": dict(s.bad), "connects": s.connects}
+             "duplicates": s.duplicates, "conflicts": s.conflicts, "refused": s.refused,
+             "failed": s.failed, "bad_frames": dict(s.bad), "connects": s.connects}
             for p, s in stats.items()]
     if as_json:
-        click.echo(json.dumps({"db": db, "seconds": round(elapsed, 2), "ports": rows}, indent=2))
-        return
+        click.echo(json.dumps({"db": db, "seconds": round(elapsed, 2), "ports": rows,
+                               "registry_failures": failures,
+                               "last_error": outcome[0].last_error if failures else None}, indent=2))
+    else:
+        _print_table(rows, elapsed, Table)
+    if failures:
+        err.print(Text(f"error: {failures} registry write(s) failed ({outcome[0].last_error}); those "
+                       "batches were not acknowledged and the devices will send them again", style="red"))
+        err.print(Text("  fix: check the registry's disk space and that no other process holds it locked"))
+        raise click.exceptions.Exit(EXIT_PARTIAL)
+
+
+def _print_table(rows: list[dict], elapsed: float, Table) -> None:
+    from rich.text import Text
+
     t = Table(title=f"ingested in {elapsed:.1f} s")
-    for col in ("port", "devices", "batches", "records", "dupes", "bad frames", "connects"):
+    for col in ("port", "devices", "batches", "records", "dupes", "conflicts", "refused", "failed",
+                "bad frames", "connects"):
         t.add_column(col, justify="right" if col not in ("port", "devices") else "left",
                      no_wrap=col in ("port", "devices"))
     for r in rows:
         bad = ", ".join(f"{k}={v}" for k, v in r["bad_frames"].items()) or "0"
-        t.add_row(r["port"], ", ".join(r["devices"]) or "-", str(r["batches"]), str(r["records"]),
-                  str(r["duplicates"]), bad, str(r["connects"]))
+        t.add_row(*[Text(str(v)) for v in (
+            r["port"], ", ".join(r["devices"]) or "-", r["batches"], r["records"], r["duplicates"],
+            r["conflicts"], r["refused"], r["failed"], bad, r["connects"])])
     from edge_agent.cli import table_console
 
     table_console().print(t)

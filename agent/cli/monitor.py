@@ -15,9 +15,9 @@ _EXIT_KEY = b"\x1d"  # Ctrl-], as in miniterm and telnet
 
 @click.command()
 @click.argument("port")
-@click.option("--baud", type=int, default=115200, show_default=True)
+@click.option("--baud", type=click.IntRange(50, 12_000_000), default=115200, show_default=True)
 @click.option("--raw", is_flag=True, help="Show frames as they are, not decoded.")
-@click.option("--for", "duration", type=float, default=None, metavar="SECONDS",
+@click.option("--for", "duration", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
               help="Stop after this many seconds (for scripts; default: until Ctrl-]).")
 def monitor(port, baud, raw, duration):
     """Show a board's console, with telemetry frames decoded inline.
@@ -61,7 +61,10 @@ def monitor(port, baud, raw, duration):
                 stop.set()
                 return
             for ev in decoder.feed(data) if data else ():
-                style, text = render(ev) if not raw else ("", repr(ev))
+                try:
+                    style, text = render(ev) if not raw else ("", repr(ev))
+                except Exception as e:   # one line lost at worst, never the reader
+                    style, text = "bad", f"⟨could not show this line: {e}⟩"
                 if shown:
                     if style == "" and text.startswith(shown):
                         text = text[len(shown):]

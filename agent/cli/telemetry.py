@@ -18,7 +18,7 @@ import re
 import sys
 import time
 from collections import deque
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Iterable
 
@@ -75,11 +75,37 @@ class TimeType(click.ParamType):
 TIME = TimeType()
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
 def iso(t: float | None, timespec: str = "milliseconds") -> str:
-    """``t`` (Unix seconds) as ISO-8601 UTC with a ``Z``; "" for None."""
+    """``t`` (Unix seconds) as ISO-8601 UTC with a ``Z``; "" for None; never raises."""
     if t is None:
         return ""
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec=timespec).replace("+00:00", "Z")
+    try:
+        return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec=timespec).replace("+00:00", "Z")
+    except (OverflowError, ValueError, OSError):
+        return f"{t} s (not a date)"
+
+
+def iso_ms(t_ms: int | None) -> str:
+    """``t_ms`` (ms since 1970, an integer: exact, no float rounding) as ISO-8601 UTC; never raises.
+
+    A time no calendar holds (a registry may hold anything) is shown as its number.
+    """
+    if t_ms is None:
+        return ""
+    try:
+        return (_EPOCH + timedelta(milliseconds=t_ms)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    except (OverflowError, ValueError, TypeError):
+        return f"{t_ms} ms (not a date)"
+
+
+def cells(*values: Any) -> list:
+    """Table cells as plain text: what a device sent is never read as rich markup."""
+    from rich.text import Text
+
+    return [Text(str(v)) for v in values]
 
 
 def show_value(value: Any) -> str:
@@ -98,11 +124,14 @@ def _export_value(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def _short_time(t: float | None) -> str:
-    """``t`` as ``HH:MM:SS`` UTC when it is today, else ``YYYY-MM-DD HH:MM``, for tables; "-" for None."""
-    if t is None:
+def _short_time(t_ms: int | None) -> str:
+    """``t_ms`` as ``HH:MM:SS`` UTC when it is today, else ``YYYY-MM-DD HH:MM``, for tables; "-" for None."""
+    if t_ms is None:
         return "-"
-    when = datetime.fromtimestamp(t, timezone.utc)
+    try:
+        when = _EPOCH + timedelta(milliseconds=t_ms)
+    except (OverflowError, ValueError, TypeError):
+        return f"{t_ms} ms?"
     if when.date() == datetime.now(timezone.utc).date():
         return when.strftime("%H:%M:%S")
     return when.strftime("%Y-%m-%d %H:%M")
@@ -123,9 +152,15 @@ def _open_store(db: str | None):
 
 
 def _record_dict(r) -> dict:
-    return {"device_id": r.device_id, "seq": r.seq, "time": iso(r.t), "t": r.t, "name": r.name,
+    return {"device_id": r.device_id, "seq": r.seq, "time": iso_ms(r.t_ms), "t_ms": r.t_ms, "name": r.name,
             "value": r.value, "unit": r.unit, "estimated": r.estimated, "boot": r.boot,
-            "received": iso(r.received)}
+            "received": iso_ms(r.received_ms)}
+
+
+def _refused_dict(b: dict) -> dict:
+    return {"device_id": b["device_id"], "source": b["source"], "first_seq": b["first_seq"],
+            "end_seq": b["end_seq"], "records": b["end_seq"] - b["first_seq"], "reason": b["reason"],
+            "detail": b["detail"], "received": iso_ms(b["received"]), "payload_hex": b["payload"].hex()}
 
 
 def db_option(f):
@@ -184,19 +219,24 @@ def show(device, since, until, name, limit, records_mode, db, as_json):
             rows.reverse()
             _print_records(rows, store.path, as_json)
         else:
-            _print_summary(store.summary(), store.bad_frames(), store.path, as_json)
+            _print_summary(store.summary(), store.bad_frames(), store.refused_batches(device),
+                           store.conflicts(device), store.path, as_json)
     finally:
         store.close()
 
 
-def _print_summary(summary: list[dict], bad: list[dict], path: Path, as_json: bool) -> None:
+def _print_summary(summary: list[dict], bad: list[dict], refused: list[dict], conflicts: list[dict],
+                   path: Path, as_json: bool) -> None:
     if as_json:
-        # Unix-seconds fields stay numbers; "first"/"last" repeat the range in ISO-8601.
-        devices = [{**d, "first": iso(d["first_t"]) or None, "last": iso(d["last_t"]) or None}
+        # ms fields stay numbers; "first"/"last" repeat the range in ISO-8601.
+        devices = [{**d, "first": iso_ms(d["first_t"]) or None, "last": iso_ms(d["last_t"]) or None}
                    for d in summary]
         errors = [{**b, "sample": b["sample"].decode("utf-8", "replace") if b["sample"] else None}
                   for b in bad]
-        click.echo(json.dumps({"db": str(path), "devices": devices, "bad_frames": errors}, indent=2))
+        click.echo(json.dumps({"db": str(path), "devices": devices, "bad_frames": errors,
+                               "refused": [_refused_dict(b) for b in refused],
+                               "conflicts": [{**c, "received": iso_ms(c["received"])} for c in conflicts]},
+                              indent=2))
         return
     from rich.table import Table
 
@@ -219,14 +259,28 @@ def _print_summary(summary: list[dict], bad: list[dict], path: Path, as_json: bo
                          min_width=10 if "UTC" in column else None if wrap else len(column))
     for d in summary:
         estimated = f" ({d['estimated']} est.)" if d["estimated"] else ""
-        table.add_row(d["device_id"], d["board"] or "?", f"{d['records']}{estimated}",
+        table.add_row(*cells(d["device_id"], d["board"] or "?", f"{d['records']}{estimated}",
                       str(len(d["names"])), _short_time(d["first_t"]),
-                      _short_time(d["last_t"]), str(d["gaps"]), str(d["dropped"]))
+                      _short_time(d["last_t"]), str(d["gaps"]), str(d["dropped"])))
     console.print(table)
+    from rich.text import Text
+
     if bad:
         total = sum(b["count"] for b in bad)
         parts = ", ".join(f"{b['source']} {b['reason']} x{b['count']}" for b in bad)
-        console.print(f"bad frames: {total} ({parts})", style="yellow")
+        console.print(Text(f"bad frames: {total} ({parts})", style="yellow"))
+    if refused:
+        console.print(Text(f"refused batches: {len(refused)} (export them: edge telemetry export --refused)",
+                           style="yellow"))
+        for b in refused[-10:]:
+            console.print(Text(f"  {b['device_id']} records {b['first_seq']}..{b['end_seq'] - 1}: "
+                               f"{b['reason']} ({b['detail']}) at {iso_ms(b['received'])} on {b['source']}"))
+    if conflicts:
+        console.print(Text(f"conflicts: {len(conflicts)} record(s) sent again with other content; "
+                           "the first kept", style="yellow"))
+        for c in conflicts[-10:]:
+            console.print(Text(f"  {c['device_id']} seq {c['seq']}: kept {c['stored']}, "
+                               f"refused {c['offered']} from {c['source']}"))
 
 
 def _print_records(rows: list, path: Path, as_json: bool) -> None:
@@ -249,39 +303,58 @@ def _print_records(rows: list, path: Path, as_json: bool) -> None:
     for column, justify in columns:
         table.add_column(column, justify=justify, overflow="fold")
     for r in rows:
-        table.add_row(iso(r.t), r.device_id, str(r.seq), r.name, show_value(r.value), r.unit or "",
-                      "estimated" if r.estimated else "")
+        table.add_row(*cells(iso_ms(r.t_ms), r.device_id, str(r.seq), r.name, show_value(r.value), r.unit or "",
+                      "estimated" if r.estimated else ""))
     console.print(table)
 
 
 EXPORT_COLUMNS = ("device_id", "seq", "time", "name", "value", "unit", "estimated", "boot", "received")
+REFUSED_COLUMNS = ("device_id", "source", "first_seq", "end_seq", "records", "reason", "detail", "received",
+                   "payload_hex")
+FORMATS = ["csv", "json", "jsonl", "senml-json", "senml-cbor"]
 
 
 @telemetry.command()
-@click.option("--format", "fmt", type=click.Choice(["csv", "json", "jsonl"]), default="csv",
-              show_default=True, help="csv, a JSON array, or JSON Lines.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="csv", show_default=True,
+              help="csv, a JSON array, JSON Lines, or a SenML pack (RFC 8428) in JSON or CBOR.")
 @filter_options
+@click.option("--refused", is_flag=True,
+              help="Export the batches the host refused (bytes, range, reason) instead of records.")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Write to this file (replaced only once the export is complete) [default: stdout].")
 @db_option
-def export(fmt, device, since, until, name, output, db):
-    """Export records as CSV or JSON, oldest first.
+def export(fmt, device, since, until, name, refused, as_json, output, db):
+    """Export records as CSV, JSON or SenML, oldest first (or the refused batches).
 
     Rows are streamed, so the registry may be larger than memory. Times are
-    ISO-8601 UTC with milliseconds; values keep their full precision;
-    "estimated" marks times placed from a device's uptime.
+    ISO-8601 UTC with milliseconds (SenML: seconds since 1970); values keep
+    their full precision and integers stay integers; "estimated" marks times
+    placed from a device's uptime. SenML names are <device id>/<sensor>.
 
     \b
     Examples:
       edge telemetry export > all.csv
       edge telemetry export --format json --since -1h -d esp32-1a2b -o hour.json
+      edge telemetry export --format senml-cbor -o all.cbor
+      edge telemetry export --refused --json
     """
+    if as_json:
+        fmt = "json"
+    if refused and fmt.startswith("senml"):
+        raise click.UsageError("--refused exports batches, not records: use --format csv, json or jsonl")
     store = _open_store(db)
     try:
-        rows = store.query(device=device, since=since, until=until, name=name)
+        rows: Iterable = (store.refused_batches(device) if refused
+                          else store.query(device=device, since=since, until=until, name=name))
+        binary = fmt == "senml-cbor"
         if output is None:
             try:
-                _write_export(fmt, rows, sys.stdout)
+                if binary:
+                    from edge_agent.senml import write_cbor
+                    write_cbor(rows, sys.stdout.buffer)
+                else:
+                    _write_export(fmt, rows, sys.stdout, refused)
                 sys.stdout.flush()
             except BrokenPipeError:       # `edge telemetry export | head`: the reader has enough
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -289,36 +362,48 @@ def export(fmt, device, since, until, name, output, db):
         target = Path(output)
         partial = target.with_name(target.name + ".partial")
         try:
-            with open(partial, "w", newline="", encoding="utf-8") as out:
-                count = _write_export(fmt, rows, out)
+            if binary:
+                from edge_agent.senml import write_cbor
+                with open(partial, "wb") as bout:
+                    count = write_cbor(rows, bout)
+            else:
+                with open(partial, "w", newline="", encoding="utf-8") as out:
+                    count = _write_export(fmt, rows, out, refused)
             os.replace(partial, target)   # a reader never sees half an export
         except OSError as e:
             raise BadInput(f"cannot write the export to {target}: {e.strerror or e}",
                            "check that the folder exists and is writable, or leave out -o") from None
         finally:
             partial.unlink(missing_ok=True)
-        click.echo(f"exported {count} records to {target}", err=True)
+        click.echo(f"exported {count} {'refused batches' if refused else 'records'} to {target}", err=True)
     finally:
         store.close()
 
 
-def _write_export(fmt: str, rows: Iterable, out: IO[str]) -> int:
+def _write_export(fmt: str, rows: Iterable, out: IO[str], refused: bool = False) -> int:
+    from edge_agent.senml import senml_json
+
     count = 0
+    as_dict = _refused_dict if refused else senml_json if fmt == "senml-json" else _record_dict
     if fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(EXPORT_COLUMNS)
+        writer.writerow(REFUSED_COLUMNS if refused else EXPORT_COLUMNS)
         for r in rows:
-            writer.writerow((r.device_id, r.seq, iso(r.t), r.name, _export_value(r.value),
-                             r.unit or "", int(r.estimated), r.boot, iso(r.received)))
+            if refused:
+                d = _refused_dict(r)
+                writer.writerow([d[c] for c in REFUSED_COLUMNS])
+            else:
+                writer.writerow((r.device_id, r.seq, iso_ms(r.t_ms), r.name, _export_value(r.value),
+                                 r.unit or "", int(r.estimated), r.boot, iso_ms(r.received_ms)))
             count += 1
     elif fmt == "jsonl":
         for r in rows:
-            out.write(json.dumps(_record_dict(r)) + "\n")
+            out.write(json.dumps(as_dict(r)) + "\n")
             count += 1
     else:
         out.write("[")
         for r in rows:
-            out.write(("\n" if count == 0 else ",\n") + json.dumps(_record_dict(r)))
+            out.write(("\n" if count == 0 else ",\n") + json.dumps(as_dict(r)))
             count += 1
         out.write("\n]\n" if count else "]\n")
     return count
@@ -391,12 +476,12 @@ class LiveView:
             sensors = sorted((r for (d, _), r in self.latest.items() if d == device_id),
                              key=lambda r: r.name)
             if not sensors:
-                table.add_row(device_id, self.boards[device_id], "-", "-", "", "", "")
+                table.add_row(*cells(device_id, self.boards[device_id], "-", "-", "", "", ""))
             for i, r in enumerate(sensors):
                 age = _age(now - r.t) + (" est." if r.estimated else "")
-                table.add_row(device_id if i == 0 else "", self.boards[device_id] if i == 0 else "",
+                table.add_row(*cells(device_id if i == 0 else "", self.boards[device_id] if i == 0 else "",
                               ("-" if rate is None else f"{rate:.1f}") if i == 0 else "",
-                              r.name, show_value(r.value), r.unit or "", age)
+                              r.name, show_value(r.value), r.unit or "", age))
         if not self.boards:
             table.add_row("(no devices yet)", "", "", "", "", "", "")
         return table

@@ -16,10 +16,14 @@ from edge_agent.cli import main
 from edge_agent.cli.telemetry import LiveView, parse_time
 from edge_agent.errors import EXIT_BAD_INPUT, EXIT_NOT_FOUND, EXIT_USAGE
 from edge_agent.messages import Hello
-from edge_agent.senml import Record
-from edge_agent.store import Store
+from edge_agent.store import Record, Store
 
 T0 = datetime(2026, 11, 23, 14, 0, tzinfo=timezone.utc).timestamp()
+
+
+def rec(seq, name, unit, value, t, estimated, boot) -> Record:
+    """A record with its time in Unix seconds (stored as integer ms)."""
+    return Record(seq, name, unit or "", value, None if t is None else round(t * 1000), estimated, boot)
 
 
 @pytest.fixture
@@ -29,11 +33,11 @@ def db(tmp_path):
     with Store(path) as s:
         s.note_device(Hello("esp32-a", "esp32", "0.1.0", 3, 1000, 0, 0, 4), T0)
         s.note_device(Hello("picow-b", "picow", "0.1.0", 1, 1000, 0, 0, 0), T0)
-        s.add_batch("esp32-a", [Record(i, "temp", "Cel", 20 + i / 2, T0 + 10 * i, False, 3)
+        s.add_batch("esp32-a", [rec(i, "temp", "Cel", 20 + i / 2, T0 + 10 * i, False, 3)
                                 for i in range(10)], T0 + 100)
-        s.add_batch("esp32-a", [Record(12, "door", None, True, T0 + 120, False, 3),
-                                Record(13, "state", None, "idle, ok", T0 + 121, True, 3)], T0 + 130)
-        s.add_batch("picow-b", [Record(i, "humidity", "%RH", 40.25 + i, T0 + 5 + 10 * i, False, 1)
+        s.add_batch("esp32-a", [rec(12, "door", None, True, T0 + 120, False, 3),
+                                rec(13, "state", None, "idle, ok", T0 + 121, True, 3)], T0 + 130)
+        s.add_batch("picow-b", [rec(i, "humidity", "%RH", 40.25 + i, T0 + 5 + 10 * i, False, 1)
                                 for i in range(5)], T0 + 60)
         s.note_bad_frame("/dev/pts/4", "bad_crc", b"#EA:QUJD:00000000", seen=T0)
     return path
@@ -119,8 +123,8 @@ def test_show_relative_times_count_back_from_now(tmp_path):
     path = tmp_path / "r.db"
     now = time.time()
     with Store(path) as s:
-        s.add_batch("d", [Record(0, "old", None, 1, now - 3600, False, 0),
-                          Record(1, "new", None, 2, now - 60, False, 0)], now)
+        s.add_batch("d", [rec(0, "old", None, 1, now - 3600, False, 0),
+                          rec(1, "new", None, 2, now - 60, False, 0)], now)
     rows = json.loads(edge("telemetry", "show", "--db", str(path), "--since", "-10m", "--json").output)
     assert [r["name"] for r in rows] == ["new"]
 
@@ -215,7 +219,7 @@ def test_live_runs_for_its_duration_and_picks_up_new_records(db):
         with Store(db) as s:
             for i in range(5):
                 time.sleep(0.1)
-                s.add_batch("picow-b", [Record(100 + i, "humidity", "%RH", 99.5, time.time(), False, 1)],
+                s.add_batch("picow-b", [rec(100 + i, "humidity", "%RH", 99.5, time.time(), False, 1)],
                             time.time())
 
     thread = threading.Thread(target=writer)
@@ -235,8 +239,79 @@ def test_live_view_rate_counts_new_records_per_second(db):
         view = LiveView(s, clock=lambda: clock[0])
         assert view.rate("esp32-a") is None
         clock[0] += 2
-        s.add_batch("esp32-a", [Record(20 + i, "temp", "Cel", 1.0, T0 + 201, False, 3) for i in range(10)], T0)
+        s.add_batch("esp32-a", [rec(20 + i, "temp", "Cel", 1.0, T0 + 201, False, 3) for i in range(10)], T0)
         view.poll()
         assert view.rate("esp32-a") == pytest.approx(5.0)
         assert view.rate("picow-b") == 0
         assert view.latest[("esp32-a", "temp")].seq == 29
+
+
+# -- protocol version 2: exact integers and times, refused batches, SenML, hostile text
+
+@pytest.fixture
+def v2db(tmp_path):
+    path = tmp_path / "v2.db"
+    with Store(path) as s:
+        s.add_batch("esp32-a", [Record(0, "uptime", "ms", 2**53 + 1, 1_763_906_400_999, False, 1),
+                                Record(1, "heap_free", "B", 48112, 1_763_906_400_999, False, 1),
+                                Record(2, "mode", "", "[link=file:///etc/passwd]x[/link] [/]", 1_763_906_401_000,
+                                       False, 1)], T0)
+        with s.transaction():
+            s.note_refused("esp32-a", "/dev/ttyUSB0", 3, 5, "time_range", "a record time of 0 ms", b"\xa1\x00\x07",
+                           1_763_906_402_000)
+    return path
+
+
+def test_export_keeps_integers_exact_and_times_to_the_millisecond(v2db):
+    rows = json.loads(edge("telemetry", "export", "--format", "json", "--db", str(v2db)).output)
+    assert [r["value"] for r in rows[:2]] == [2**53 + 1, 48112]
+    assert rows[0]["time"] == "2025-11-23T14:00:00.999Z" and rows[0]["t_ms"] == 1_763_906_400_999
+    out = edge("telemetry", "export", "--db", str(v2db)).output
+    assert "9007199254740993" in out and "2025-11-23T14:00:00.999Z" in out
+
+
+def test_export_senml_json_names_records_device_slash_sensor(v2db):
+    pack = json.loads(edge("telemetry", "export", "--format", "senml-json", "--db", str(v2db)).output)
+    assert pack[0] == {"n": "esp32-a/uptime", "u": "ms", "v": 2**53 + 1, "t": 1763906400.999}
+    assert pack[2]["vs"].startswith("[link=") and "u" not in pack[2] and pack[2]["t"] == 1763906401
+
+
+def test_export_senml_cbor_is_a_pack_with_integer_labels(v2db, tmp_path):
+    import cbor2
+
+    target = tmp_path / "out.cbor"
+    result = edge("telemetry", "export", "--format", "senml-cbor", "-o", str(target), "--db", str(v2db))
+    assert result.exit_code == 0
+    pack = cbor2.loads(target.read_bytes())
+    assert pack[1] == {0: "esp32-a/heap_free", 1: "B", 2: 48112, 6: 1763906400.999}
+
+
+def test_export_refused_lists_the_kept_batches(v2db):
+    [b] = json.loads(edge("telemetry", "export", "--refused", "--json", "--db", str(v2db)).output)
+    assert (b["device_id"], b["first_seq"], b["end_seq"], b["reason"]) == ("esp32-a", 3, 5, "time_range")
+    assert b["payload_hex"] == "a10007" and b["received"] == "2025-11-23T14:00:02.000Z"
+    assert "time_range" in edge("telemetry", "export", "--refused", "--db", str(v2db)).output
+
+
+def test_show_lists_refused_batches_and_prints_device_text_as_text(v2db):
+    out = edge("telemetry", "show", "--db", str(v2db)).output
+    assert "refused batches: 1" in out and "records 3..4: time_range" in out
+    records = edge("telemetry", "show", "-r", "--db", str(v2db)).output
+    assert "[link=file:///etc/passwd]x[/link] [/]" in records
+
+
+@pytest.mark.parametrize("t_ms", [2**63 - 1, -(2**63), 0, 253402300800000])
+def test_read_commands_survive_any_stored_time(tmp_path, t_ms):
+    path = tmp_path / "odd.db"
+    with Store(path) as s:
+        s.add_batch("esp32-a", [Record(0, "temp", "Cel", 1.5, t_ms, False, 1)], T0)
+    for args in (["show"], ["show", "-r"], ["show", "--json"], ["export"], ["export", "--json"],
+                 ["export", "--format", "senml-json"], ["live", "--once"]):
+        result = edge("telemetry", *args, "--db", str(path))
+        assert result.exit_code == 0, (args, result.output)
+
+
+@pytest.mark.parametrize("option", [["--baud", "-1"], ["--baud", "0"], ["--for", "-5"], ["--idle", "-1"]])
+def test_ingest_refuses_bad_options_up_front(tmp_path, option):
+    result = edge("telemetry", "ingest", "/dev/null-port", "--db", str(tmp_path / "r.db"), *option)
+    assert result.exit_code == EXIT_USAGE and "Invalid value" in result.output

@@ -1,0 +1,1 @@
+"""Links that carry agent messages: the serial console (BLE comes next)."""

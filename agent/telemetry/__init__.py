@@ -1,0 +1,1 @@
+"""Telemetry on the host: the ingest core, the registry writer and SenML."""
