@@ -37,6 +37,7 @@ class Clock:
         self._up = 0
         self.boot = 0
         self._epochs = {}  # boot -> (epoch_ms, estimated)
+        self.changes = 0  # counts writes of the state: a cache key for users
 
     def start(self):
         # Counts this boot and persists the counter before any sample is
@@ -92,6 +93,10 @@ class Clock:
     def epoch(self, boot):
         return self._epochs.get(boot)
 
+    def known(self):
+        # The boots whose epoch is known, ascending.
+        return sorted(self._epochs)
+
     def estimate(self, estimates):
         # estimates: [(boot, epoch_ms)] for earlier boots without an epoch;
         # persisted in one write, flagged, never recomputed.
@@ -114,6 +119,7 @@ class Clock:
             del self._epochs[min(self._epochs)]
 
     def _save(self):
+        self.changes += 1
         eps = self._epochs
         atomic.write(self._path, cbor.dumps([self.boot, [[b, eps[b][0], eps[b][1]] for b in sorted(eps)]]))
         atomic.write(self._path + ".boot", struct.pack(">I", self.boot))

@@ -112,6 +112,11 @@ class Journal:
         return self._dropped
 
     @property
+    def low(self):
+        # Every record below this is acknowledged, refused or dropped.
+        return self._low()
+
+    @property
     def refused(self):
         return self._refused
 
