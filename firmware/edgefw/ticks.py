@@ -47,36 +47,45 @@ class TickWriter:
     def append(self, boot, uptime_ms):
         # Reads every sensor once; appends one entry of n records; returns n.
         buf = self._buf
+        room = len(buf) - _PAIR  # a number always fits below this offset
         o = _ROOM
         n = 0
-        k = 0
+        k = -1
         for s in self.sensors:
+            k += 1
             try:
                 v = s.read()
             except Exception:
                 self.sensor_errors += 1
-                v = None
-            if v is not None:
-                if v is True or v is False:
-                    pass
-                elif isinstance(v, int):
-                    if not -_INT_MAX - 1 <= v <= _INT_MAX:
-                        v = None
-                elif isinstance(v, float):
-                    if v != v or v > _FMAX or v < _FMIN:  # NaN, infinities
-                        v = None
-                elif not isinstance(v, str) or not _plain(v):
-                    v = None
-                if v is None:
-                    self.sensor_errors += 1  # a reading of the wrong kind
-                else:
-                    try:
-                        o2 = cbor.put_head(buf, o, 0, k)
-                        o = cbor.put(buf, o2, v)
-                        n += 1
-                    except (ValueError, IndexError):
-                        self.sensor_errors += 1  # no room left: this tick is full
-            k += 1
+                continue
+            if v is None:
+                continue
+            t = type(v)
+            # The index (k < 64: one or two bytes), then the value.
+            if t is float:
+                if v != v or v > _FMAX or v < _FMIN or o > room:  # NaN, infinities
+                    self.sensor_errors += 1
+                    continue
+                o = cbor.put_float(buf, cbor.put_head(buf, o, 0, k), v)
+            elif t is int:
+                if v > _INT_MAX or v < -_INT_MAX - 1 or o > room:
+                    self.sensor_errors += 1
+                    continue
+                o = cbor.put_head(buf, o, 0, k)
+                o = cbor.put_head(buf, o, 0, v) if v >= 0 else cbor.put_head(buf, o, 0x20, -1 - v)
+            elif t is bool:
+                if o > room:
+                    self.sensor_errors += 1
+                    continue
+                o = cbor.put_head(buf, o, 0, k)
+                buf[o] = 0xF5 if v else 0xF4
+                o += 1
+            elif t is str and _plain(v) and len(buf) - o > 6 + 4 * len(v):
+                o = cbor.put(buf, cbor.put_head(buf, o, 0, k), v)
+            else:
+                self.sensor_errors += 1  # a reading of the wrong kind, or no room
+                continue
+            n += 1
         if not n:
             return 0
         # The head goes right before the pairs: its length is known now.

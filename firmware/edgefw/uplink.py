@@ -57,7 +57,9 @@ def _entry_head(r):
     r.i = at + 1
     if r.arg(ib & 31, at) < 4:
         r.fail("journal entry holds no pair", at)
-    return _uint(r), _uint(r)
+    # Kept on the reader, not returned: a tuple per tick would be garbage.
+    r.boot = _uint(r)
+    r.up = _uint(r)
 
 
 def _hlen(n):
@@ -278,10 +280,10 @@ class Uplink:
                 r.i = off
                 r.n = off + n
                 try:
-                    b, up = _entry_head(r)
+                    _entry_head(r)
                 except (ValueError, IndexError):
                     continue
-                last[b] = up
+                last[r.boot] = r.up
         clock = self.clock
         boots = list(last)
         for b in clock.known():
@@ -332,7 +334,9 @@ class Uplink:
                 seq = first if first > low else low
             skip = seq - first if ticks == 0 else 0
             try:
-                b, up = _entry_head(r)
+                _entry_head(r)
+                b = r.boot
+                up = r.up
                 if ticks == 0:
                     ep = self.clock.epoch(b)
                     if ep is None:
@@ -349,10 +353,11 @@ class Uplink:
                     budget = messages.MAX_MESSAGE - self._header(seq, b, ep, tab[2], up) - 2
                 elif b != boot:
                     break
-                for _ in range(2 * skip):
-                    r.skip(1)
+                if skip:
+                    for _ in range(2 * skip):
+                        r.skip(1)
                 dt = up - base if up > base else 0
-                c, size, p0, v1 = self._fit(r, count - skip, records, o - _HEAD, dt, budget)
+                c = self._fit(r, count - skip, records, o - _HEAD, dt, budget)
             except (ValueError, IndexError):
                 if ticks:
                     break  # ends the batch; handled when it reaches the head
@@ -366,7 +371,7 @@ class Uplink:
                 return None
             if not c:
                 break
-            o = self._put_tick(r, o, dt, c, size, p0, v1)
+            o = self._put_tick(r, o, dt, c)
             ticks += 1
             records += c
             if c < count - skip or ticks >= _MAX_TICKS or records >= _MAX_RECORDS:
@@ -381,13 +386,22 @@ class Uplink:
         return self._omv[start:o], seq + records
 
     def _fit(self, r, limit, records, used, dt, budget):
-        # How many pairs of this tick (from r.i) fit: (count, bytes as
-        # sent, offset of the first, version-1 entry?); count -1: the first
-        # record has a name not in the table.
+        # How many pairs of this tick (from r.i) fit; -1: the first record
+        # has a name not in the table. Leaves on self the bytes as sent
+        # (_size), where the pairs start (_p0) and whether the entry has
+        # names (_v1): no tuple per tick.
+        whole = limit
         if limit > _MAX_RECORDS - records:
             limit = _MAX_RECORDS - records
         p0 = r.i
         v1 = r.b[p0] >> 5 == 3  # names as text: written by the version-1 firmware
+        self._p0 = p0
+        self._v1 = v1
+        size = r.n - p0
+        if (not v1 and limit == whole
+                and used + _hlen(1 + 2 * limit) + _hlen(dt) + size <= budget):
+            self._size = size  # the usual case: the whole rest of the tick
+            return limit
         c = 0
         size = 0
         while c < limit:
@@ -395,7 +409,8 @@ class Uplink:
             if v1:
                 k = self._index.get(r.item(1))
                 if k is None:
-                    return (-1 if records == 0 and c == 0 else c), size, p0, v1
+                    self._size = size
+                    return -1 if records == 0 and c == 0 else c
                 kl = _hlen(k)
             else:
                 r.skip(1)
@@ -407,16 +422,19 @@ class Uplink:
                 break
             size += pl
             c += 1
-        return c, size, p0, v1
+        self._size = size
+        return c
 
-    def _put_tick(self, r, o, dt, c, size, p0, v1):
+    def _put_tick(self, r, o, dt, c):
         # Writes [dt, pairs...] at out[o:]; returns the offset after it.
         out = self._out
+        p0 = self._p0
+        size = self._size
         i = cbor.put_head(out, o, 0x80, 1 + 2 * c)
         i = cbor.put_head(out, i, 0, dt)
-        if not v1:
+        if not self._v1:
             # The pairs' bytes as the journal holds them: one copy.
-            self._omv[i:i + size] = r.b[p0:p0 + size]
+            out[i:i + size] = r.b[p0:p0 + size]
             return i + size
         # Names become indexes; values are copied.
         r.i = p0
@@ -424,7 +442,7 @@ class Uplink:
             i = cbor.put_head(out, i, 0, self._index[r.item(1)])
             vs = r.i
             r.skip(1)
-            self._omv[i:i + r.i - vs] = r.b[vs:r.i]
+            out[i:i + r.i - vs] = r.b[vs:r.i]
             i += r.i - vs
         return i
 
