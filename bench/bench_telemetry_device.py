@@ -106,7 +106,7 @@ class RamJournal:
         self.next_seq += count
         return self.next_seq - count
 
-    def read_into(self, buf, at=None, max_entries=32):
+    def read_into(self, buf, index, at=None):
         # Entries were copied once, before timing: read_into costs nothing here.
         return self.got, None
 
@@ -132,13 +132,18 @@ nrec = j.next_seq
 # The real constructor; its table file goes to the bench's folder.
 up = Uplink("esp32-3f9a0c12b7d4", "esp32", "0.2.0", Clock(), j, [(n, u) for n, u in TABLE])
 raw = up._raw
-got = []
+idx = up._got
+got = 0
 off = 0
 for first, count, o, n in j.entries:
-    if off + n > len(raw):
+    if off + n > len(raw) or 4 * got >= len(idx):
         break
     raw[off:off + n] = j.raw[o:o + n]
-    got.append((first, count, off, n))
+    idx[4 * got] = first
+    idx[4 * got + 1] = count
+    idx[4 * got + 2] = off
+    idx[4 * got + 3] = n
+    got += 1
     off += n
 j.got = got
 payload, end = up._build(got, 0)

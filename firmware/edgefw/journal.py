@@ -452,14 +452,16 @@ class Journal:
         self._need()
         return self._read(None, max_bytes, max_entries)[0]
 
-    def read_into(self, buf, at=None, max_entries=32):
-        # The oldest pending entries read into buf (bytearray), no payload
-        # copy allocated: ([(first_seq, count, offset, length)], at), at to
-        # pass back to go on from there (None: from the head). Stops before
-        # an entry that would not fit; an entry larger than buf is skipped
-        # (entries are at most seg_bytes, so size buf above that).
+    def read_into(self, buf, index, at=None):
+        # The oldest pending entries read into buf (bytearray) with no
+        # payload copy and no tuple per entry: index (a list of ints, 4 per
+        # entry) gets first_seq, count, offset in buf, length of each.
+        # Returns (entries read, at): pass at back to go on from there (None:
+        # from the head). Stops before an entry that would not fit in buf or
+        # in index; an entry larger than buf is skipped (size buf above the
+        # largest entry written).
         self._need()
-        return self._read(at, len(buf), max_entries, memoryview(buf))
+        return self._read(at, len(buf), len(index) >> 2, memoryview(buf), index)
 
     def iter_pending(self):
         # Every pending entry in order, read a few at a time; no file stays
@@ -488,7 +490,7 @@ class Journal:
             i += 1
         return i, 0
 
-    def _read(self, at, max_bytes, max_entries, into=None):
+    def _read(self, at, max_bytes, max_entries, into=None, index=None):
         # at: None (from the first pending entry) or (segment, offset, end
         # of the last entry returned) as returned by the previous call.
         segs = self._segs
@@ -505,7 +507,8 @@ class Journal:
             if i == len(segs):
                 # That segment was dropped meanwhile: start over, past `after`.
                 i, pos = self._start()
-        out = []
+        out = [] if index is None else None
+        got = 0
         total = 0
         while i < len(segs):
             seg = segs[i]
@@ -522,10 +525,10 @@ class Journal:
                     pos = p + _OVERHEAD + n
                     if first + count <= after:
                         continue
-                    if at is None and not out and self._cur is None:
+                    if at is None and not got and self._cur is None:
                         self._cur = (seg, p)
-                    if out and (len(out) >= max_entries or total + n > max_bytes):
-                        return out, (seg, p, after)
+                    if got and (got >= max_entries or total + n > max_bytes):
+                        return (out if index is None else got), (seg, p, after)
                     if into is None:
                         payload = f.read(n)
                     elif n > max_bytes:
@@ -536,14 +539,22 @@ class Journal:
                             continue
                     if len(payload) != n or not self._tail_ok(f, crc32(payload, crc32(self._hdr))):
                         continue  # damaged since open(): never sent
-                    out.append((first, count, payload) if into is None else (first, count, total, n))
+                    if index is None:
+                        out.append((first, count, payload))
+                    else:
+                        k = got << 2
+                        index[k] = first
+                        index[k + 1] = count
+                        index[k + 2] = total
+                        index[k + 3] = n
+                    got += 1
                     total += n
                     after = first + count
             finally:
                 f.close()
             i += 1
             pos = 0
-        return out, (segs[-1] if segs else None, pos, after)
+        return (out if index is None else got), (segs[-1] if segs else None, pos, after)
 
     def ack(self, next_seq, refused=0, dropped=0):
         # Every record below next_seq is handled by the host, exactly: an
