@@ -282,12 +282,16 @@ class Reader:
             self.fail("nesting deeper than %d levels" % self.max_depth, at)
         depth += 1
         if mt == 6:
+            if (n == 2 or n == 3) and (self.i >= self.n or self.b[self.i] >> 5 != 2):
+                self.fail("bignum tag %d must hold a byte string" % n, at)
             self.skip(depth)
             return
         k = 1 if mt == 4 else 2
         if n < 0:
             while not self.brk():
                 self.skip(depth)
+                if k == 2:
+                    self.skip(depth)  # a map's value: a break here is malformed
             return
         if n * k > self.n - self.i:
             self.fail("container of %d items is longer than the %d bytes left" % (n, self.n - self.i), at)
