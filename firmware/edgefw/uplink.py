@@ -395,6 +395,8 @@ class Uplink:
                         if b < self.clock.boot and self._epoch(b) is not None:
                             return None
                         return None, None
+                    if self.clock.known()[0] < b:
+                        self.clock.forget_before(b)  # no record of those boots is left
                     tab = self._table_for(b)
                     if tab is None:
                         j.ack(first + count, dropped=first + count - seq)

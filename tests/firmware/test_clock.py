@@ -125,3 +125,18 @@ def test_epochs_kept_are_bounded(tmp_path):
         c = start(tmp_path / "clock")
         c.set_time(T0)
     assert len(c.known()) <= 16 and c.epoch(c.boot) is not None
+
+
+def test_an_epoch_that_could_not_be_persisted_is_not_used(tmp_path, monkeypatch):
+    c = start(tmp_path / "clock")
+    from edgefw import clock as clock_module
+
+    def full(path, data):
+        raise OSError(28)
+
+    monkeypatch.setattr(clock_module.atomic, "write", full)
+    with pytest.raises(OSError):
+        c.set_time(T0)
+    assert c.epoch(0) is None
+    monkeypatch.undo()
+    assert c.set_time(T0) is True and start(tmp_path / "clock").epoch(0) is not None
