@@ -183,7 +183,10 @@ class Reader:
         if len(d) == n:
             self.fail("duplicate map key", at)
 
-    def item(self, depth):
+    def head(self):
+        # Reads the initial byte at self.i and its argument; sets self.mt and
+        # returns the argument (-1: indefinite length; for major type 7 the
+        # additional information, its argument left unread).
         at = self.i
         if at >= self.n:
             self.fail("truncated: data item expected", at)
@@ -191,16 +194,21 @@ class Reader:
         self.i = at + 1
         mt = ib >> 5
         ai = ib & 31
-        if mt == 7:
-            return self.simple(ai, at)
-        if ai < 24:  # inline: most heads carry their argument
-            n = ai
-        elif ai == 31:
+        self.mt = mt
+        if mt == 7 or ai < 24:  # inline: most heads carry their argument
+            return ai
+        if ai == 31:
             if mt < 2 or mt == 6:
                 self.fail("indefinite length is not allowed for major type %d" % mt, at)
-            n = -1
-        else:
-            n = self.arg(ai, at)
+            return -1
+        return self.arg(ai, at)
+
+    def item(self, depth):
+        at = self.i
+        n = self.head()
+        mt = self.mt
+        if mt == 7:
+            return self.simple(n, at)
         if mt < 2:
             return n if mt == 0 else -1 - n
         if mt < 4:
@@ -240,13 +248,10 @@ class Reader:
 
     def skip(self, depth):
         at = self.i
-        if at >= self.n:
-            self.fail("truncated: data item expected", at)
-        ib = self.b[at]
-        self.i = at + 1
-        mt = ib >> 5
-        ai = ib & 31
+        n = self.head()
+        mt = self.mt
         if mt == 7:
+            ai = n
             if ai == 24:
                 if self.b[self.take(1, at)] < 32:
                     self.fail("simple value must use the one-byte form", at)
@@ -255,12 +260,6 @@ class Reader:
             elif ai > 27:
                 self.fail("break or reserved additional information %d" % ai, at)
             return
-        if ai == 31:
-            if mt < 2 or mt == 6:
-                self.fail("indefinite length is not allowed for major type %d" % mt, at)
-            n = -1
-        else:
-            n = self.arg(ai, at)
         if mt < 2:
             return
         if mt < 4:

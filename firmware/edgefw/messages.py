@@ -256,35 +256,28 @@ def _table_ok(table, crc, table_id):
 # streaming into a Writer, keys in ascending order (insertion order is not
 # kept by a MicroPython dict, so no dict is encoded whole).
 
-def _sorted_map(w, d):
-    # Text keys of a small map in deterministic order (shorter first, then
-    # bytewise).
-    keys = sorted(d, key=lambda k: (len(k.encode()), k.encode()))
+def _map(w, d):
+    # A map in deterministic order (RFC 8949 4.2.1: keys by their encoded
+    # bytes, so small integers ascending, shorter text first); nested dicts
+    # alike.
+    keys = sorted(d, key=cbor.dumps)
     w.map(len(keys))
     for k in keys:
         w.item(k)
         v = d[k]
         if isinstance(v, dict):
-            _sorted_map(w, v)
+            _map(w, v)
         else:
             w.item(v)
 
 
 def encode(kind, fields):
-    # {key: value} -> message bytes, keys ascending; a dict value is written
-    # as a sorted map. Raises ValueError if the result is over MAX_MESSAGE.
+    # {key: value} -> message bytes of that type, deterministic. Raises
+    # ValueError if the result is over MAX_MESSAGE.
     w = cbor.Writer()
-    keys = sorted(fields)
-    w.map(len(keys) + 1)
-    w.item(0)
-    w.item(kind)
-    for k in keys:
-        w.item(k)
-        v = fields[k]
-        if isinstance(v, dict):
-            _sorted_map(w, v)
-        else:
-            w.item(v)
+    msg = dict(fields)
+    msg[0] = kind
+    _map(w, msg)
     out = w.bytes()
     if len(out) > MAX_MESSAGE:
         raise ValueError("message type %d of %d bytes is over %d" % (kind, len(out), MAX_MESSAGE))

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.firmware.compiled import prelude
+from tests.firmware.fakes import Port
 from tests.mpy import firmware_on_path, run
 
 firmware_on_path()
@@ -20,17 +21,6 @@ from edgefw import cbor  # noqa: E402
 from edgefw.clock import Clock  # noqa: E402
 
 T0 = 1_763_906_430_123
-
-
-class Port:
-    def __init__(self) -> None:
-        self.t = 0
-
-    def ticks_ms(self) -> int:
-        return self.t
-
-    def ticks_diff(self, a: int, b: int) -> int:
-        return a - b
 
 
 def atomic_file(path: Path, data: bytes) -> None:

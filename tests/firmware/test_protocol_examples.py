@@ -11,6 +11,7 @@ import re
 import cbor2
 
 from tests.firmware.compiled import prelude
+from tests.firmware.fakes import DEVICE_FAKES
 from tests.mpy import REPO, run
 
 DOC = (REPO / "docs" / "protocol.md").read_text()
@@ -31,24 +32,6 @@ os.mkdir(ROOT + "/state")
 atomic.write(ROOT + "/state/clock", cbor.dumps([6, []]))
 DEV = "esp32-3f9a0c12b7d4"
 
-class Port:
-    t = 0
-    def ticks_ms(self):
-        return self.t
-    def ticks_diff(self, a, b):
-        return a - b
-
-class S:
-    def __init__(self, name, unit, vals):
-        self.name = name
-        self.unit = unit
-        self.vals = vals
-        self.i = 0
-    def read(self):
-        v = self.vals[self.i % len(self.vals)]
-        self.i += 1
-        return v
-
 def out(p):
     print(repr(frame.encode(bytes(p)).decode().strip()))
 
@@ -57,9 +40,9 @@ clock = Clock(port, ROOT + "/state/clock")
 clock.start()
 j = Journal(ROOT + "/journal", 65536, 4096)
 j.open()
-tw = TickWriter(j, [S("temp", "Cel", [21.5625] * 40 + [21.5625, 21.625, 21.6875]),
-                    S("humidity", "%RH", [45.125] * 40 + [45.125, 45.0, 44.875]),
-                    S("battery", "V", [3.98828125])])
+tw = TickWriter(j, [Sensor("temp", "Cel", *([21.5625] * 41 + [21.625, 21.6875, 21.5625])),
+                    Sensor("humidity", "%RH", *([45.125] * 41 + [45.0, 44.875, 45.125])),
+                    Sensor("battery", "V", 3.98828125)])
 for i in range(40):
     port.t += 1000
     tw.append(clock.boot, clock.uptime_ms())
@@ -100,7 +83,7 @@ for line in sys.stdin.read().split("\n"):
 
 
 def test_the_firmware_produces_exactly_the_frames_of_section_3(tmp_path):
-    out = run(prelude() + SCENARIO, heap="esp32", args=[str(tmp_path)]).stdout.decode()
+    out = run(prelude() + DEVICE_FAKES + SCENARIO, heap="esp32", args=[str(tmp_path)]).stdout.decode()
     produced = [ast.literal_eval(line) for line in out.splitlines()]
     # The document shows the TIME first, then what the device answers.
     order = [FRAMES.index(f) if f in FRAMES else -1 for f in produced]

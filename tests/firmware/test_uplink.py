@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.firmware.fakes import Port, Sensor
 from tests.mpy import firmware_on_path
 
 firmware_on_path()
@@ -22,30 +23,7 @@ DEV = "esp32-3f9a0c12b7d4"
 T0 = 1_763_906_430_123  # 2025-11-23
 
 
-class Port:
-    """Ticks that tests move by hand."""
-
-    def __init__(self) -> None:
-        self.t = 0
-
-    def ticks_ms(self) -> int:
-        return self.t
-
-    def ticks_diff(self, a: int, b: int) -> int:
-        return a - b
-
-
-class Sensor:
-    def __init__(self, name: str, unit: str, value) -> None:
-        self.name, self.unit, self.value = name, unit, value
-
-    def read(self):
-        if isinstance(self.value, Exception):
-            raise self.value
-        return self.value
-
-
-def sensors() -> list[Sensor]:
+def sensors() -> list:
     return [Sensor("temp", "Cel", 21.5), Sensor("humidity", "%RH", 40.125), Sensor("rssi", "dBm", -61),
             Sensor("door", "", True), Sensor("uptime", "s", 1234)]
 
@@ -53,7 +31,7 @@ def sensors() -> list[Sensor]:
 class Device:
     """One board: clock, journal, tick writer and one uplink per link."""
 
-    def __init__(self, root: Path, links: int = 1, table: list[Sensor] | None = None,
+    def __init__(self, root: Path, links: int = 1, table: list | None = None,
                  journal_bytes: int = 65536) -> None:
         self.root = root
         self.journal_bytes = journal_bytes
@@ -92,6 +70,14 @@ class Device:
             if out[-1][0] == messages.T_BATCH:
                 return out
         raise AssertionError("the link never stops sending")
+
+    def batch_payload(self, link: int = 0) -> bytes:
+        """The next BATCH payload as sent, after whatever comes before it."""
+        for _ in range(50):
+            payload, _wait = self.links[link].poll(self.port.t)
+            if payload is not None and messages.decode(bytes(payload))[0] == messages.T_BATCH:
+                return bytes(payload)
+        raise AssertionError("no BATCH")
 
     def batch(self, link: int = 0) -> dict | None:
         got = [f for t, f in self.drain(link) if t == messages.T_BATCH]
@@ -252,20 +238,11 @@ def test_an_ack_for_another_device_is_rejected(dev):
 def test_a_host_killed_between_commit_and_ack_gets_the_same_batch_again_same_bytes(dev):
     dev.sample(4)
     dev.feed(time_msg(T0, hello=True))
-    while True:
-        payload, _ = dev.link.poll(dev.port.t)
-        if messages.decode(bytes(payload))[0] == messages.T_BATCH:
-            first = bytes(payload)
-            break
+    first = dev.batch_payload()
     # The host stored it and died before its ACK; a new host opens the link.
     dev.port.t += 100
     dev.feed(time_msg(T0 + 50, hello=True))
-    again = None
-    while again is None:
-        payload, _ = dev.link.poll(dev.port.t)
-        if payload is not None and messages.decode(bytes(payload))[0] == messages.T_BATCH:
-            again = bytes(payload)
-    assert again == first
+    assert dev.batch_payload() == first
 
 
 def test_a_batch_is_sent_again_after_the_retry_time_without_an_ack(dev):
@@ -354,18 +331,14 @@ def test_batches_stay_within_1024_bytes_256_records_and_128_ticks(tmp_path):
     d = Device(tmp_path / "many", table=many)
     d.sample(40)
     d.feed(time_msg(T0))
-    payload, _ = d.link.poll(d.port.t)
-    while messages.decode(bytes(payload))[0] != messages.T_BATCH:
-        payload, _ = d.link.poll(d.port.t)
+    payload = d.batch_payload()
     b = messages.decode(bytes(payload))[1]
     assert len(payload) <= 1024 and sum(len(t) // 2 for t in b[9]) == 256
     big = [Sensor(f"s{i}", "V", 3.3 + i / 3) for i in range(20)]  # 10 bytes a record
     d = Device(tmp_path / "big", table=big)
     d.sample(40)
     d.feed(time_msg(T0))
-    payload, _ = d.link.poll(d.port.t)
-    while messages.decode(bytes(payload))[0] != messages.T_BATCH:
-        payload, _ = d.link.poll(d.port.t)
+    payload = d.batch_payload()
     assert 1000 < len(payload) <= 1024
 
 
@@ -411,15 +384,15 @@ def test_a_changed_table_after_reflashing_keeps_the_old_table_for_the_old_boot(t
 
 
 def test_a_sensor_that_raises_or_gives_a_wrong_kind_is_counted_not_written(dev):
-    dev.sensors[0].value = OSError("i2c")
-    dev.sensors[1].value = float("nan")
+    dev.sensors[0].values = [OSError("i2c")]
+    dev.sensors[1].values = [float("nan")]
     dev.sample(1)
     assert dev.ticks.sensor_errors == 2 and dev.journal.next_seq == 3
 
 
 def test_a_tick_with_no_reading_appends_nothing(dev):
     for s in dev.sensors:
-        s.value = None
+        s.values = [None]
     dev.port.t += 1000
     assert dev.ticks.append(dev.clock.boot, dev.clock.uptime_ms()) == 0
     assert dev.journal.next_seq == 0

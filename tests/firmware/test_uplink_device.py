@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 
 from tests.firmware.compiled import prelude
+from tests.firmware.fakes import DEVICE_FAKES
 from tests.mpy import firmware_on_path, run
 
 firmware_on_path()
@@ -29,23 +30,6 @@ try:
 except OSError:
     pass
 
-class Port:
-    t = 0
-    def ticks_ms(self):
-        return self.t
-    def ticks_diff(self, a, b):
-        return a - b
-
-class Sensor:
-    def __init__(self, name, unit, k):
-        self.name = name
-        self.unit = unit
-        self.k = k
-        self.i = 0
-    def read(self):
-        self.i += 1
-        return (self.i * 7 + self.k) % 1000 if self.k % 2 else 20.0 + (self.i % 64) / 16
-
 TABLE = [("uptime", "s"), ("heap_free", "B"), ("mcu_temp", "Cel"), ("rssi", "dBm"),
          ("temp", "Cel"), ("humidity", "%RH"), ("battery", "V")]
 
@@ -55,7 +39,8 @@ def boot():
     clock.start()
     j = Journal(ROOT + "/journal", max_bytes=65536, seg_bytes=4096)
     j.open()
-    tw = TickWriter(j, [Sensor(n, u, k) for k, (n, u) in enumerate(TABLE)])
+    tw = TickWriter(j, [Sensor(n, u, *(k * 100 + i if k % 2 else 20.0 + i / 16 for i in range(16)))
+                        for k, (n, u) in enumerate(TABLE)])
     return port, clock, j, tw, Uplink("esp32-3f9a0c12b7d4", "esp32", "0.2.0", clock, j, tw.table)
 
 # Boot 0 never hears a host: its journal fills up (and drops its oldest).
@@ -107,7 +92,7 @@ print(repr(["done", sent, batches, j.acked, j.dropped, j.next_seq, alloc, big]))
 
 
 def test_catching_up_a_full_journal_of_an_earlier_boot_fits_the_esp32_heap_and_sends_every_record_once(tmp_path):
-    out = run(prelude() + SCENARIO, heap="esp32", args=[str(tmp_path)], timeout=300).stdout.decode()
+    out = run(prelude() + DEVICE_FAKES + SCENARIO, heap="esp32", args=[str(tmp_path)], timeout=300).stdout.decode()
     rows = [ast.literal_eval(line) for line in out.splitlines()]
     filled = rows[0]
     done = rows[-1]
