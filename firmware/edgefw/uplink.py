@@ -101,7 +101,7 @@ class Uplink:
         self._hello_retry = _RETRY_MIN
         self._hello_now = True
         self._sensors_left = 0  # SENSORS messages still to send after a HELLO
-        self._status = None  # the boot STATUS, sent once after the next HELLO
+        self._status = None  # a STATUS to send once (the boot self-test follows the first HELLO)
         self._error = None  # the latest error STATUS not yet sent
         self._dropped_seen = journal.dropped
         self._stuck = None  # (boot, clock changes) for which no epoch could be estimated
@@ -210,8 +210,9 @@ class Uplink:
                               j.next_seq, j.acked, j.dropped, j.refused)
 
     def report(self, payload):
-        # A STATUS to send once, right after the next HELLO (the boot
-        # self-test): a bench reading the console sees them together.
+        # A STATUS to send once, after any HELLO and SENSORS due: the boot
+        # self-test given before the first poll follows the first HELLO, so a
+        # bench reading the console sees them together.
         self._status = payload
 
     def counters(self):
@@ -397,7 +398,12 @@ class Uplink:
                         return None, None
                     if self.clock.known()[0] < b:
                         self.clock.forget_before(b)  # no record of those boots is left
-                    tab = self._table_for(b)
+                    if skip:
+                        for _ in range(2 * skip):
+                            r.skip(1)
+                    # Names (version 1, before the upgrade): the current
+                    # table; indexes: the table of that boot.
+                    tab = self._tables[-1] if r.b[r.i] >> 5 == 3 else self._table_for(b)
                     if tab is None:
                         j.ack(first + count, dropped=first + count - seq)
                         return None
@@ -407,9 +413,6 @@ class Uplink:
                     budget = messages.MAX_MESSAGE - self._header(seq, b, ep, tab[2], up) - 2
                 elif b != boot:
                     break
-                if skip:
-                    for _ in range(2 * skip):
-                        r.skip(1)
                 dt = up - base if up > base else 0
                 c = self._fit(r, count - skip, records, o - _HEAD, dt, budget)
             except (ValueError, IndexError):

@@ -396,3 +396,16 @@ def test_a_tick_with_no_reading_appends_nothing(dev):
     dev.port.t += 1000
     assert dev.ticks.append(dev.clock.boot, dev.clock.uptime_ms()) == 0
     assert dev.journal.next_seq == 0
+
+
+def test_entries_of_the_version_1_firmware_from_before_the_upgrade_are_named_by_the_current_table(tmp_path):
+    d = Device(tmp_path / "board")
+    d.journal.append(cbor.dumps([0, 500, "temp", 20.5, "rssi", -70]), 2)  # written by version 1, boot 0
+    (tmp_path / "board" / "journal" / "tables").unlink()  # version 1 kept no tables
+    d.boot()  # the upgrade: boot 1 runs version 2
+    d.port.t += 1000
+    d.feed(time_msg(T0))
+    b = d.batch()
+    assert b[3] == 0 and b[4] == 1 and b[6] == messages.table_id(d.ticks.table)
+    assert [(s, k, v) for s, k, v, _ in records(b)] == [(0, 0, 20.5), (1, 2, -70)]
+    assert d.journal.dropped == 0
