@@ -1,7 +1,8 @@
 # Store-and-forward telemetry journal (docs/protocol.md, BATCH and ACK).
 #
-# Records are numbered by sequence (one number per SenML record); an entry
-# holds `count` consecutive numbers and an opaque payload. Entries are
+# Records are numbered by sequence (one number per sample, a pair of a
+# tick); an entry holds `count` consecutive numbers and an opaque payload
+# (a tick, ticks.py). Entries are
 # appended to segment files "sXXXXXXXX.log" in `root` (XXXXXXXX: the first
 # sequence number of the segment, 8 hex digits, so names sort in order).
 # An entry on flash:
@@ -17,8 +18,9 @@
 # exact: it may fall inside an entry), floor, dropped, gapmark, refused (the
 # records a host refused, docs/protocol.md 2.9); the 20-byte "EJS1" state of
 # version 1 (no refused total) is still read. Rules:
-# - every record below max(acked, floor) ("low") is acknowledged or counted
-#   in dropped, and is never returned by pending() again;
+# - every record below max(acked, floor) ("low") is acknowledged, refused
+#   or counted in dropped, and never returned by pending() again (an entry
+#   holding low is returned whole: its reader skips the records below);
 # - an append that returned is durable (its file is closed); nothing else is
 #   written per append;
 # - a segment is deleted only after the state that makes all its records
