@@ -127,6 +127,13 @@ def _value(r, key, kind, lo, hi):
 def decode(payload):
     # -> (type, {key: value}) of the known keys; ValueError naming the first
     # rule broken (section 2.1, in its order). Nothing else is raised.
+    try:
+        return _decode(payload)
+    except MemoryError:
+        raise ValueError("message does not fit in free memory")
+
+
+def _decode(payload):
     n = len(payload)
     if n > MAX_MESSAGE:
         raise ValueError("message of %d bytes is over %d" % (n, MAX_MESSAGE))
@@ -141,7 +148,7 @@ def decode(payload):
         raise ValueError("message is not a map")
     r.i = 1
     count = -1 if ib & 31 == 31 else r.arg(ib & 31, 0)
-    keys = []  # (key, offset of its value) of the unsigned-integer keys
+    keys = {}  # unsigned-integer key -> offset of its value (a dict: no quadratic check)
     done = 0
     while True:
         if count < 0:
@@ -153,31 +160,25 @@ def decode(payload):
         kb = r.b[r.i]
         if kb >> 5 == 0:
             k = r.item(1)
-            for kk, _ in keys:
-                if kk == k:
-                    raise ValueError("key %d appears twice" % k)
-            keys.append((k, r.i))
+            if k in keys:
+                raise ValueError("key %d appears twice" % k)
+            keys[k] = r.i
         else:
             r.skip(1)  # a key that is not an unsigned integer: skipped, value too
         r.skip(1)
-    kind = None
-    for k, at in keys:
-        if k == 0:
-            if r.b[at] >> 5 != 0:
-                raise ValueError("key 0 (message type) must be an unsigned integer")
-            r.i = at
-            kind = r.item(1)
-    if kind is None:
+    at = keys.get(0)
+    if at is None:
         raise ValueError("key 0 (message type) is missing")
+    if r.b[at] >> 5 != 0:
+        raise ValueError("key 0 (message type) must be an unsigned integer")
+    r.i = at
+    kind = r.item(1)
     spec = _KEYS.get(kind)
     if spec is None:
         raise ValueError("key 0: unknown message type %d" % kind)
     fields = {}
     for key, vk, required, lo, hi in spec:
-        at = -1
-        for k, a in keys:
-            if k == key:
-                at = a
+        at = keys.get(key, -1)
         if at < 0:
             if required:
                 raise ValueError("key %d is missing" % key)
