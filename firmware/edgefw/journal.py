@@ -348,7 +348,7 @@ class Journal:
             try:
                 return self._append(payload, count)
             except OSError as e:
-                if e.args[0] != _ENOSPC:
+                if not e.args or e.args[0] != _ENOSPC:
                     raise
                 self.fs_full += 1
                 # Room is made by the counted rule only, and never from the
