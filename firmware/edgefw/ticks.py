@@ -40,7 +40,8 @@ class TickWriter:
         self.table = [(s.name, s.unit) for s in sensors]
         self.sensor_errors = 0
         # Room for every sensor's number plus one text value at its longest
-        # (4 bytes a character in UTF-8); a second long text ends the tick.
+        # (4 bytes a character in UTF-8); a text that finds no room left is
+        # counted in sensor_errors, never cut.
         self._buf = bytearray(_ROOM + _PAIR * len(sensors) + 4 * _MAX_TEXT + 2)
         self._mv = memoryview(self._buf)
 
