@@ -69,7 +69,7 @@ class TickWriter:
                     continue
                 o = cbor.put_float(buf, cbor.put_head(buf, o, 0, k), v)
             elif t is int:
-                if v > _INT_MAX or v < -_INT_MAX - 1 or o > room:
+                if v > _INT_MAX or v < -_INT_MAX or o > room:  # magnitude below 2**63
                     self.sensor_errors += 1
                     continue
                 o = cbor.put_head(buf, o, 0, k)

@@ -409,3 +409,17 @@ def test_entries_of_the_version_1_firmware_from_before_the_upgrade_are_named_by_
     assert b[3] == 0 and b[4] == 1 and b[6] == messages.table_id(d.ticks.table)
     assert [(s, k, v) for s, k, v, _ in records(b)] == [(0, 0, 20.5), (1, 2, -70)]
     assert d.journal.dropped == 0
+
+
+def test_readings_outside_the_value_kinds_of_a_batch_are_counted_never_sent(dev):
+    # Section 2.7: integers of magnitude below 2**63, finite floats, bools,
+    # text of at most 64 characters without control characters.
+    kinds = [2**63 - 1, -(2**63) + 1, "heating", True, 2**63, -(2**63), float("inf"), "x" * 65, "a\nb",
+             b"raw", [1]]
+    d = Device(dev.root.parent / "kinds", table=[Sensor(f"s{i}", "", v) for i, v in enumerate(kinds)])
+    d.sample(1)
+    d.feed(time_msg(T0))
+    b = d.batch()
+    assert [(k, v) for _, k, v, _ in records(b)] == [(0, 2**63 - 1), (1, -(2**63) + 1), (2, "heating"),
+                                                     (3, True)]
+    assert d.ticks.sensor_errors == len(kinds) - 4
