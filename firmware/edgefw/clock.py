@@ -68,6 +68,14 @@ class Clock:
         self._bound()
         self._save()
 
+    def at_least(self, boot):
+        # Raises the boot counter to boot (persisted) if it is below: the
+        # records on the device prove boots up to boot - 1 happened, even
+        # when both counter files were lost.
+        if boot > self.boot and _boot_ok(boot):
+            self.boot = boot
+            self._save()
+
     def uptime_ms(self):
         # Accumulates tick differences so the count survives the wrap of
         # ticks_ms (2**30 ms on boards); called at least every few minutes.

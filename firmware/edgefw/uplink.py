@@ -113,12 +113,28 @@ class Uplink:
         self._r = cbor.Reader(self._raw, 1, False)  # one reader, moved over the entries
         # journal.read_into's index, 4 u32 an entry (half a list's size).
         self._got = array("I", range(4 * _MAX_TICKS))
+        self._boot_above_journal()
         self._tables = self._load_tables()
         self._index = {}
         i = 0
         for name, _ in self.table:
             self._index[name] = i
             i += 1
+
+    def _boot_above_journal(self):
+        # Lost counter files must not reuse a boot number the journal holds
+        # (its records would get this boot's epoch): the boot is raised above
+        # the newest entry's before any sample is taken.
+        n = self.journal.read_last_into(self._raw)
+        if n > 0:
+            r = self._r
+            r.i = 0
+            r.n = n
+            try:
+                _entry_head(r)
+            except (ValueError, IndexError):
+                return
+            self.clock.at_least(r.boot + 1)
 
     # -- the sensor tables ---------------------------------------------
     def _load_tables(self):

@@ -423,3 +423,25 @@ def test_readings_outside_the_value_kinds_of_a_batch_are_counted_never_sent(dev)
     assert [(k, v) for _, k, v, _ in records(b)] == [(0, 2**63 - 1), (1, -(2**63) + 1), (2, "heating"),
                                                      (3, True)]
     assert d.ticks.sensor_errors == len(kinds) - 4
+
+
+def test_a_boot_counter_lost_with_both_clock_files_restarts_above_the_newest_boot_in_the_journal(dev):
+    for _ in range(3):
+        dev.boot()
+        dev.sample(2)  # boots 1..3 write records, no host
+    state = dev.root / "state"
+    (state / "clock").write_bytes(b"garbage")
+    (state / "clock.boot").write_bytes(b"garbage")
+    dev.boot()
+    assert dev.clock.boot == 4
+    dev.sample(1)
+    dev.port.t += 10
+    dev.feed(time_msg(T0))
+    sent = []
+    for _ in range(10):
+        b = dev.batch()
+        if b is None:
+            break
+        sent.append(b[3])
+        dev.feed(ack(end(b)))
+    assert sent == [1, 2, 3, 4]  # every boot's records go, in order
