@@ -84,6 +84,8 @@ def _hlen(n):
 
 
 class Uplink:
+    # Built at boot after clock.start() and journal.open(), before the
+    # first sample of this boot is appended.
     def __init__(self, device_id, board, version, clock, journal, table):
         self.device_id = device_id
         self.board = board

@@ -43,11 +43,11 @@ j.open()
 tw = TickWriter(j, [Sensor("temp", "Cel", *([21.5625] * 41 + [21.625, 21.6875, 21.5625])),
                     Sensor("humidity", "%RH", *([45.125] * 41 + [45.0, 44.875, 45.125])),
                     Sensor("battery", "V", 3.98828125)])
+up = Uplink(DEV, "esp32", "0.2.0", clock, j, tw.table)  # before any sample, as at boot
 for i in range(40):
     port.t += 1000
     tw.append(clock.boot, clock.uptime_ms())
 j.ack(120)
-up = Uplink(DEV, "esp32", "0.2.0", clock, j, tw.table)
 port.t = 56000
 for i in range(3):
     tw.append(clock.boot, clock.uptime_ms())
