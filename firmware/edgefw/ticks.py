@@ -13,8 +13,6 @@ _MAX_TEXT = const(64)  # characters of a text value
 _ROOM = const(24)  # the array head, boot and uptime: at most 5 + 9 + 9 bytes
 _PAIR = const(11)  # an index (at most 2 bytes) and a number (at most 9)
 _INT_MAX = const(0x7FFFFFFFFFFFFFFF)
-_FMAX = 1.7976931348623157e308
-_FMIN = -_FMAX
 
 
 def _head_len(n):
@@ -64,10 +62,19 @@ class TickWriter:
             t = type(v)
             # The index (k < 64: one or two bytes), then the value.
             if t is float:
-                if v != v or v > _FMAX or v < _FMIN or o > room:  # NaN, infinities
+                if o > room:
                     self.sensor_errors += 1
                     continue
-                o = cbor.put_float(buf, cbor.put_head(buf, o, 0, k), v)
+                if k < 24:  # the index, inline for the usual table
+                    buf[o] = k
+                    i = o + 1
+                else:
+                    i = cbor.put_head(buf, o, 0, k)
+                j = cbor.put_float(buf, i, v)
+                if j - i == 3 and buf[i + 1] & 0x7C == 0x7C:
+                    self.sensor_errors += 1  # NaN or an infinity (the only halves with that exponent)
+                    continue
+                o = j
             elif t is int:
                 if v > _INT_MAX or v < -_INT_MAX or o > room:  # magnitude below 2**63
                     self.sensor_errors += 1
