@@ -506,9 +506,9 @@ def _enc(out, x, depth):
 
 
 def dumps(obj):
-    out = bytearray(8)  # out[0:8]: scratch for _float; the encoding follows
+    out = bytearray()
     _enc(out, obj, 0)
-    return bytes(memoryview(out)[8:])
+    return bytes(out)
 
 
 class Writer:
@@ -516,7 +516,7 @@ class Writer:
     # count) followed by their items, so a large message is built without
     # first building its dicts and lists.
     def __init__(self):
-        self.out = bytearray(8)  # scratch for _float, as in dumps
+        self.out = bytearray()
 
     def map(self, n):
         _head(self.out, 0xA0, n)
@@ -528,4 +528,4 @@ class Writer:
         _enc(self.out, x, 0)
 
     def bytes(self):
-        return bytes(memoryview(self.out)[8:])
+        return bytes(self.out)
