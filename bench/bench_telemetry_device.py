@@ -141,13 +141,14 @@ idx = up._got
 got = 0
 off = 0
 for first, count, o, n in j.entries:
-    if off + n > len(raw) or 4 * got >= len(idx):
+    if off + n > len(raw) or 5 * got >= len(idx):
         break
     raw[off:off + n] = j.raw[o:o + n]
-    idx[4 * got] = first
-    idx[4 * got + 1] = count
-    idx[4 * got + 2] = off
-    idx[4 * got + 3] = n
+    idx[5 * got] = first >> 16
+    idx[5 * got + 1] = first & 0xFFFF
+    idx[5 * got + 2] = count
+    idx[5 * got + 3] = off
+    idx[5 * got + 4] = n
     got += 1
     off += n
 j.got = got

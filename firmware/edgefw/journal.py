@@ -456,14 +456,15 @@ class Journal:
 
     def read_into(self, buf, index, at=None):
         # The oldest pending entries read into buf (bytearray) with no
-        # payload copy and no tuple per entry: index (a list of ints, 4 per
-        # entry) gets first_seq, count, offset in buf, length of each.
+        # payload copy and no tuple per entry: index (an array("H"), 5 per
+        # entry) gets the high and low 16 bits of first_seq, the count, the
+        # offset in buf and the length of each (buf is at most 64 KB).
         # Returns (entries read, at): pass at back to go on from there (None:
         # from the head). Stops before an entry that would not fit in buf or
         # in index; an entry larger than buf is skipped (size buf above the
         # largest entry written).
         self._need()
-        return self._read(at, len(buf), len(index) >> 2, memoryview(buf), index)
+        return self._read(at, len(buf), len(index) // 5, memoryview(buf), index)
 
     def read_last_into(self, buf):
         # The newest complete entry on flash (pending or not) read into
@@ -574,11 +575,12 @@ class Journal:
                     if index is None:
                         out.append((first, count, payload))
                     else:
-                        k = got << 2
-                        index[k] = first
-                        index[k + 1] = count
-                        index[k + 2] = total
-                        index[k + 3] = n
+                        k = got * 5
+                        index[k] = first >> 16
+                        index[k + 1] = first & 0xFFFF
+                        index[k + 2] = count
+                        index[k + 3] = total
+                        index[k + 4] = n
                     got += 1
                     total += n
                     after = first + count

@@ -39,29 +39,24 @@ _KEEP_TABLES = const(4)
 # counted as dropped, never sent under a wrong name.
 
 
-def _uint(r):
-    # The unsigned integer at r.i (a journal entry's boot, uptime or index).
+def _head(r, mt, what):
+    # The argument of the item of major type mt at r.i (moved past its head).
     at = r.i
     ib = r.b[at]
-    if ib >> 5 != 0:
-        r.fail("unsigned integer expected", at)
+    if ib >> 5 != mt:
+        r.fail(what, at)
     r.i = at + 1
     return r.arg(ib & 31, at)
 
 
 def _entry_head(r):
-    # (boot, uptime_ms) of a journal entry [boot, uptime_ms, k0, v0, ...];
-    # r is left at its first pair.
-    at = r.i
-    ib = r.b[at]
-    if ib >> 5 != 4:
-        r.fail("journal entry is not an array", at)
-    r.i = at + 1
-    if r.arg(ib & 31, at) < 4:
-        r.fail("journal entry holds no pair", at)
-    # Kept on the reader, not returned: a tuple per tick would be garbage.
-    r.boot = _uint(r)
-    r.up = _uint(r)
+    # Reads the boot and uptime of a journal entry [boot, uptime_ms, k0, v0,
+    # ...] into r.boot and r.up (kept on the reader, not returned: a tuple
+    # per tick would be garbage); r is left at its first pair.
+    if _head(r, 4, "journal entry is not an array") < 4:
+        r.fail("journal entry holds no pair", r.i)
+    r.boot = _head(r, 0, "boot is not an unsigned integer")
+    r.up = _head(r, 0, "uptime is not an unsigned integer")
 
 
 def _u(rb, i):
@@ -113,8 +108,8 @@ class Uplink:
         self._hmv = memoryview(self._hb)
         self._raw = bytearray(_RAW)
         self._r = cbor.Reader(self._raw, 1, False)  # one reader, moved over the entries
-        # journal.read_into's index, 4 u32 an entry (half a list's size).
-        self._got = array("I", range(4 * _MAX_TICKS))
+        # journal.read_into's index: 5 u16 an entry, 1280 bytes in one block.
+        self._got = array("H", bytes(10 * _MAX_TICKS))
         self._boot_above_journal()
         self._tables = self._load_tables()
         self._index = {}
@@ -315,9 +310,9 @@ class Uplink:
             got, at = self.journal.read_into(self._raw, idx, at)
             if not got:
                 break
-            for e in range(0, 4 * got, 4):
-                r.i = idx[e + 2]
-                r.n = r.i + idx[e + 3]
+            for e in range(0, 5 * got, 5):
+                r.i = idx[e + 3]
+                r.n = r.i + idx[e + 4]
                 try:
                     _entry_head(r)
                 except (ValueError, IndexError):
@@ -369,11 +364,11 @@ class Uplink:
         idx = self._got
         rb = r.b
         out = self._out
-        for e in range(0, 4 * got, 4):
-            first = idx[e]
-            count = idx[e + 1]
-            i = idx[e + 2]
-            end = i + idx[e + 3]
+        for e in range(0, 5 * got, 5):
+            first = idx[e] << 16 | idx[e + 1]
+            count = idx[e + 2]
+            i = idx[e + 3]
+            end = i + idx[e + 4]
             if ticks and count < 12 and records + count <= _MAX_RECORDS:
                 # The usual tick, written inline (this loop is the hot path):
                 # same boot, a whole tick of indexes that fits.
@@ -397,7 +392,7 @@ class Uplink:
                             if ticks >= _MAX_TICKS or records >= _MAX_RECORDS:
                                 break
                             continue
-                i = idx[e + 2]
+                i = idx[e + 3]
             r.i = i
             r.n = end
             if seq is None:

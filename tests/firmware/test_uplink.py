@@ -79,6 +79,17 @@ class Device:
                 return bytes(payload)
         raise AssertionError("no BATCH")
 
+    def deliver_all(self, link: int = 0) -> list[dict]:
+        """Every batch the link sends, each acknowledged by its host."""
+        out = []
+        for _ in range(100):
+            b = self.batch(link)
+            if b is None:
+                return out
+            out.append(b)
+            self.feed(ack(end(b)), link)
+        raise AssertionError("batches never end")
+
     def batch(self, link: int = 0) -> dict | None:
         got = [f for t, f in self.drain(link) if t == messages.T_BATCH]
         return got[-1] if got else None
@@ -356,13 +367,7 @@ def test_entries_of_the_version_1_firmware_are_sent_with_names_mapped_to_indexes
     dev.journal.append(cbor.dumps([0, 1000, "door", False]), 1)
     dev.port.t += 1000
     dev.feed(time_msg(T0))
-    got = []
-    for _ in range(6):
-        b = dev.batch()
-        if b is None:
-            break
-        got += records(b)
-        dev.feed(ack(end(b)))
+    got = [r for b in dev.deliver_all() for r in records(b)]
     assert [(s, k, v) for s, k, v, _ in got] == [(0, 0, 20.5), (2, 2, -70), (4, 3, False)]
     assert dev.journal.dropped == 2  # the two records named "gone", counted
 
@@ -437,11 +442,4 @@ def test_a_boot_counter_lost_with_both_clock_files_restarts_above_the_newest_boo
     dev.sample(1)
     dev.port.t += 10
     dev.feed(time_msg(T0))
-    sent = []
-    for _ in range(10):
-        b = dev.batch()
-        if b is None:
-            break
-        sent.append(b[3])
-        dev.feed(ack(end(b)))
-    assert sent == [1, 2, 3, 4]  # every boot's records go, in order
+    assert [b[3] for b in dev.deliver_all()] == [1, 2, 3, 4]  # every boot's records go, in order
