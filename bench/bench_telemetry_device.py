@@ -22,6 +22,7 @@ Run: ``python bench/bench_telemetry_device.py``
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -266,6 +267,7 @@ def main() -> int:
         print(f"  batch of {nrec} records          {len(payload):6d} B  {len(payload) / nrec:6.2f} B/record")
         print(f"  same records as SenML-JSON     {len(js):6d} B  {len(js) / nrec:6.2f} B/record")
         print(f"  BATCH / SenML-JSON             {len(payload) / len(js):8.3f}  (goal <= 0.30)")
+    shutil.rmtree("/tmp/edge-bench-telemetry", ignore_errors=True)  # the uplink's table file
     return 0
 
 
