@@ -97,7 +97,8 @@ class TickWriter:
         if not n:
             return 0
         # The head goes right before the pairs: its length is known now.
-        start = _ROOM - _head_len(2 + 2 * n) - _head_len(boot) - _head_len(uptime_ms)
+        start = (_ROOM - (1 if n < 11 else 2) - (1 if boot < 24 else _head_len(boot))
+                 - (5 if 0x10000 <= uptime_ms < 0x100000000 else _head_len(uptime_ms)))
         i = cbor.put_head(buf, start, 0x80, 2 + 2 * n)
         i = cbor.put_head(buf, i, 0, boot)
         cbor.put_head(buf, i, 0, uptime_ms)

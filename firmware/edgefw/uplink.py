@@ -374,11 +374,14 @@ class Uplink:
                 # same boot, a whole tick of indexes that fits.
                 ib = rb[i]
                 i += 1 if ib < 0x98 else 2
-                if _u(rb, i) == boot:
+                if (rb[i] == boot if boot < 24 else _u(rb, i) == boot):
                     i += bl
-                    up = _u(rb, i)
-                    if up >= base and rb[i] >> 5 == 0:
-                        i += 1 if up < 24 else 2 if up < 0x100 else 3 if up < 0x10000 else 5
+                    if rb[i] == 26:  # the uptime after the first 65 s: 4 bytes
+                        up = rb[i + 1] << 24 | rb[i + 2] << 16 | rb[i + 3] << 8 | rb[i + 4]
+                    else:
+                        up = _u(rb, i)
+                    if up >= base:
+                        i += 5 if up >= 0x10000 else 1 if up < 24 else 2 if up < 0x100 else 3
                         dt = up - base
                         size = end - i
                         if (o - _HEAD + 1 + size + (1 if dt < 24 else 2 if dt < 0x100 else 3 if dt < 0x10000
