@@ -363,6 +363,11 @@ def _int(out, x):
     out.extend(b)
 
 
+def head_len(n):
+    # Bytes of the shortest head whose argument is n.
+    return 1 if n < 24 else 2 if n < 0x100 else 3 if n < 0x10000 else 5 if n < 0x100000000 else 9
+
+
 def put_head(buf, i, mt, n):
     # Writes the shortest head of major type mt (0x00, 0x20, ... 0xE0) with
     # argument n at buf[i:]; returns the offset after it. No allocation.

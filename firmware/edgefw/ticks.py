@@ -5,6 +5,8 @@
 # buffer allocated once: appending a tick allocates nothing but the sensor
 # readings themselves.
 from edgefw import cbor
+from edgefw.cbor import head_len
+from edgefw.messages import plain_text
 
 from micropython import const
 
@@ -12,21 +14,9 @@ _MAX_SENSORS = const(64)  # a tick holds 1 to 64 pairs
 _MAX_TEXT = const(64)  # characters of a text value
 _ROOM = const(24)  # the array head, boot and uptime: at most 5 + 9 + 9 bytes
 _PAIR = const(11)  # an index (at most 2 bytes) and a number (at most 9)
+# A const, not messages.UINT_MAX: a global big int compared with a small
+# one allocates on MicroPython, a constant folded into the code does not.
 _INT_MAX = const(0x7FFFFFFFFFFFFFFF)
-
-
-def _head_len(n):
-    return 1 if n < 24 else 2 if n < 0x100 else 3 if n < 0x10000 else 5 if n < 0x100000000 else 9
-
-
-def _plain(s):
-    if len(s) > _MAX_TEXT:
-        return False
-    for c in s:
-        o = ord(c)
-        if o < 0x20 or 0x7F <= o <= 0x9F:
-            return False
-    return True
 
 
 class TickWriter:
@@ -88,7 +78,7 @@ class TickWriter:
                 o = cbor.put_head(buf, o, 0, k)
                 buf[o] = 0xF5 if v else 0xF4
                 o += 1
-            elif t is str and _plain(v) and len(buf) - o > 6 + 4 * len(v):
+            elif t is str and len(v) <= _MAX_TEXT and plain_text(v) and len(buf) - o > 6 + 4 * len(v):
                 o = cbor.put(buf, cbor.put_head(buf, o, 0, k), v)
             else:
                 self.sensor_errors += 1  # a reading of the wrong kind, or no room
@@ -97,8 +87,8 @@ class TickWriter:
         if not n:
             return 0
         # The head goes right before the pairs: its length is known now.
-        start = (_ROOM - (1 if n < 11 else 2) - (1 if boot < 24 else _head_len(boot))
-                 - (5 if 0x10000 <= uptime_ms < 0x100000000 else _head_len(uptime_ms)))
+        start = (_ROOM - (1 if n < 11 else 2) - (1 if boot < 24 else head_len(boot))
+                 - (5 if 0x10000 <= uptime_ms < 0x100000000 else head_len(uptime_ms)))
         i = cbor.put_head(buf, start, 0x80, 2 + 2 * n)
         i = cbor.put_head(buf, i, 0, boot)
         cbor.put_head(buf, i, 0, uptime_ms)

@@ -18,6 +18,7 @@
 from array import array
 
 from edgefw import atomic, cbor, messages
+from edgefw.cbor import head_len
 from edgefw.messages import T_ACK, T_REFUSE, T_TIME
 
 from micropython import const
@@ -72,10 +73,6 @@ def _u(rb, i):
     if ib == 26:
         return rb[i + 1] << 24 | rb[i + 2] << 16 | rb[i + 3] << 8 | rb[i + 4]
     return -1
-
-
-def _hlen(n):
-    return 1 if n < 24 else 2 if n < 0x100 else 3 if n < 0x10000 else 5 if n < 0x100000000 else 9
 
 
 class Uplink:
@@ -424,7 +421,7 @@ class Uplink:
                         j.ack(first + count, dropped=first + count - seq)
                         return None
                     boot = b
-                    bl = _hlen(b)
+                    bl = head_len(b)
                     base = up
                     budget = messages.MAX_MESSAGE - self._header(seq, b, ep, tab[2], up) - 2
                 elif b != boot:
@@ -452,7 +449,7 @@ class Uplink:
         if not records:
             return None, None
         # The header and the ticks array head go right before the ticks.
-        th = _hlen(ticks)
+        th = head_len(ticks)
         start = _HEAD - th - self._hlen
         cbor.put_head(self._out, _HEAD - th, 0x80, ticks)
         self._omv[start:_HEAD - th] = self._hmv[:self._hlen]
@@ -472,7 +469,7 @@ class Uplink:
         self._v1 = v1
         size = r.n - p0
         if (not v1 and limit == whole
-                and used + _hlen(1 + 2 * limit) + _hlen(dt) + size <= budget):
+                and used + head_len(1 + 2 * limit) + head_len(dt) + size <= budget):
             self._size = size  # the usual case: the whole rest of the tick
             return limit
         c = 0
@@ -484,14 +481,14 @@ class Uplink:
                 if k is None:
                     self._size = size
                     return -1 if records == 0 and c == 0 else c
-                kl = _hlen(k)
+                kl = head_len(k)
             else:
                 r.skip(1)
                 kl = r.i - ks
             vs = r.i
             r.skip(1)
             pl = kl + r.i - vs
-            if used + _hlen(1 + 2 * (c + 1)) + _hlen(dt) + size + pl > budget:
+            if used + head_len(1 + 2 * (c + 1)) + head_len(dt) + size + pl > budget:
                 break
             size += pl
             c += 1
