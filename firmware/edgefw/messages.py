@@ -1,0 +1,258 @@
+# Protocol messages (docs/protocol.md section 2): the one place that spells
+# message types and keys. decode() keeps the receiver's rules of section 2.1
+# in their order; builders write the deterministic encoding (definite
+# lengths, shortest heads, keys ascending) so both sides produce equal bytes.
+from binascii import crc32
+
+from edgefw import cbor
+
+from micropython import const
+
+T_HELLO = const(1)
+T_TIME = const(2)
+T_ACK = const(4)
+T_STATUS = const(5)
+T_SENSORS = const(6)
+T_BATCH = const(7)
+T_REFUSE = const(8)
+MAX_MESSAGE = const(1024)
+VERSION = const(2)
+TIME_MIN = const(1577836800000)  # 2020-01-01 (section 2.5)
+TIME_MAX = const(4102444800000)  # 2100-01-01, excluded
+_DEPTH = const(8)
+UINT_MAX = const(0x7FFFFFFFFFFFFFFF)
+
+# Declared value kinds of section 2 tables.
+K_UINT = const(0)
+K_BOOL = const(1)
+K_TSTR = const(2)
+K_ID = const(3)
+K_ID_OR_EMPTY = const(4)
+K_MAP = const(5)
+K_ARRAY = const(6)
+
+# type -> ((key, kind, required, lo, hi), ...); lo..hi is a uint's range or
+# a text's length in characters. Only what a device receives: the types it
+# sends are checked by edgefw.outgoing, imported when one is decoded (tests,
+# a host running this code), so a board never loads it.
+_KEYS = {
+    T_TIME: ((1, K_UINT, 1, TIME_MIN, TIME_MAX - 1), (2, K_BOOL, 0, 0, 0)),
+    T_ACK: ((1, K_ID, 1, 0, 0), (2, K_UINT, 1, 0, UINT_MAX)),
+    T_REFUSE: ((1, K_ID, 1, 0, 0), (2, K_UINT, 1, 0, UINT_MAX), (3, K_UINT, 1, 0, UINT_MAX),
+               (4, K_TSTR, 1, 1, 64)),
+}
+
+_ID_FIRST = "abcdefghijklmnopqrstuvwxyz0123456789"
+_ID_CHARS = _ID_FIRST + "-."
+_NAME_FIRST = _ID_FIRST + "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_NAME_CHARS = _NAME_FIRST + "_-."
+
+
+def _made_of(s, first, rest, lo, hi):
+    if not isinstance(s, str) or not lo <= len(s) <= hi:
+        return False
+    if s and s[0] not in first:
+        return False
+    for c in s:
+        if c not in rest:
+            return False
+    return True
+
+
+def valid_id(s):
+    # Section 2.2: 1-64 of a-z 0-9 - . , the first a letter or a digit.
+    return _made_of(s, _ID_FIRST, _ID_CHARS, 1, 64)
+
+
+def valid_name(s):
+    # Section 2.2: 1-32 of A-Z a-z 0-9 _ - . , the first a letter or a digit.
+    return _made_of(s, _NAME_FIRST, _NAME_CHARS, 1, 32)
+
+
+def valid_unit(s):
+    # Section 2.2: 0-16 printable ASCII characters other than space.
+    if not isinstance(s, str) or len(s) > 16:
+        return False
+    for c in s:
+        if not "!" <= c <= "~":
+            return False
+    return True
+
+
+def plain_text(s):
+    # No control characters (U+0000-U+001F, U+007F-U+009F).
+    for c in s:
+        o = ord(c)
+        if o < 0x20 or 0x7F <= o <= 0x9F:
+            return False
+    return True
+
+
+def _value(r, key, kind, lo, hi):
+    # The value of a known key at r.i, checked against its declared kind.
+    at = r.i
+    mt = r.b[at] >> 5
+    if kind == K_BOOL:
+        if r.b[at] not in (0xF4, 0xF5):
+            raise ValueError("key %d must be true or false" % key)
+        return r.item(1)
+    want = 0 if kind == K_UINT else 5 if kind == K_MAP else 4 if kind == K_ARRAY else 3
+    if mt != want:
+        raise ValueError("key %d has the wrong type" % key)
+    v = r.item(1)
+    if kind == K_UINT:
+        if not lo <= v <= hi:
+            raise ValueError("key %d is out of range (%d..%d)" % (key, lo, hi))
+    elif kind == K_TSTR:
+        if not lo <= len(v) <= hi or not plain_text(v):
+            raise ValueError("key %d must be text of %d to %d characters without control characters"
+                             % (key, lo, hi))
+    elif kind == K_ID or kind == K_ID_OR_EMPTY:
+        if not (valid_id(v) or (kind == K_ID_OR_EMPTY and v == "")):
+            raise ValueError("key %d is not a valid device id" % key)
+    elif kind == K_ARRAY:
+        if not lo <= len(v) <= hi:
+            raise ValueError("key %d must hold %d to %d items" % (key, lo, hi))
+    return v
+
+
+def decode(payload):
+    # -> (type, {key: value}) of the known keys; ValueError naming the first
+    # rule broken (section 2.1, in its order). Nothing else is raised.
+    try:
+        return _decode(payload)
+    except MemoryError:
+        raise ValueError("message does not fit in free memory")
+
+
+def _decode(payload):
+    n = len(payload)
+    if n > MAX_MESSAGE:
+        raise ValueError("message of %d bytes is over %d" % (n, MAX_MESSAGE))
+    r = cbor.Reader(payload, _DEPTH, False)
+    # Rule 1 first, whole: well-formed, no tag, depth at most 8, one item.
+    r.skip(0)
+    if r.i != n:
+        raise ValueError("message has %d bytes after its data item" % (n - r.i))
+    r.i = 0
+    ib = r.b[0]
+    if ib >> 5 != 5:
+        raise ValueError("message is not a map")
+    r.i = 1
+    count = -1 if ib & 31 == 31 else r.arg(ib & 31, 0)
+    keys = {}  # unsigned-integer key -> offset of its value (a dict: no quadratic check)
+    done = 0
+    while True:
+        if count < 0:
+            if r.brk():
+                break
+        elif done == count:
+            break
+        done += 1
+        kb = r.b[r.i]
+        if kb >> 5 == 0:
+            k = r.item(1)
+            if k in keys:
+                raise ValueError("key %d appears twice" % k)
+            keys[k] = r.i
+        else:
+            r.skip(1)  # a key that is not an unsigned integer: skipped, value too
+        r.skip(1)
+    at = keys.get(0)
+    if at is None:
+        raise ValueError("key 0 (message type) is missing")
+    if r.b[at] >> 5 != 0:
+        raise ValueError("key 0 (message type) must be an unsigned integer")
+    r.i = at
+    kind = r.item(1)
+    spec = _KEYS.get(kind)
+    out = None
+    if spec is None and (kind == T_HELLO or T_STATUS <= kind <= T_BATCH):
+        from edgefw import outgoing as out
+        spec = out.KEYS[kind]
+    if spec is None:
+        raise ValueError("key 0: unknown message type %d" % kind)
+    fields = {}
+    for key, vk, required, lo, hi in spec:
+        at = keys.get(key, -1)
+        if at < 0:
+            if required:
+                raise ValueError("key %d is missing" % key)
+            continue
+        r.i = at
+        fields[key] = _value(r, key, vk, lo, hi)
+        if kind == T_SENSORS and key == 3:
+            fields[-1] = crc32(r.b[at:r.i])  # the table as sent, for its id
+    if kind == T_REFUSE and fields[2] >= fields[3]:
+        raise ValueError("key 3 (end) must be above key 2 (first)")
+    if out is not None:
+        out.check(kind, fields)
+    return kind, fields
+
+
+# -- building --------------------------------------------------------------
+# Messages are small (a HELLO, a STATUS): built with cbor.dumps-style
+# streaming into a Writer, keys in ascending order (insertion order is not
+# kept by a MicroPython dict, so no dict is encoded whole).
+
+def _map(w, d):
+    # A map in deterministic order (RFC 8949 4.2.1: keys by their encoded
+    # bytes, so small integers ascending, shorter text first); nested dicts
+    # alike.
+    keys = sorted(d, key=cbor.dumps)
+    w.map(len(keys))
+    for k in keys:
+        w.item(k)
+        v = d[k]
+        if isinstance(v, dict):
+            _map(w, v)
+        else:
+            w.item(v)
+
+
+def encode(kind, fields):
+    # {key: value} -> message bytes of that type, deterministic. Raises
+    # ValueError if the result is over MAX_MESSAGE.
+    w = cbor.Writer()
+    msg = dict(fields)
+    msg[0] = kind
+    _map(w, msg)
+    out = w.bytes()
+    if len(out) > MAX_MESSAGE:
+        raise ValueError("message type %d of %d bytes is over %d" % (kind, len(out), MAX_MESSAGE))
+    return out
+
+
+def hello(device_id, board, version, boot, uptime_ms, next_seq, acked, dropped, refused):
+    return encode(T_HELLO, {1: device_id, 2: board, 3: version, 4: boot, 5: uptime_ms,
+                            6: next_seq, 7: acked, 8: dropped, 9: VERSION, 10: refused})
+
+
+def status(device_id, state, reason, selftest=None, counters=None):
+    # reason is cut to the 512 characters section 2.10 allows.
+    f = {1: device_id or "", 2: state, 3: reason[:512]}
+    if selftest is not None:
+        f[4] = selftest
+    if counters is not None:
+        f[5] = counters
+    return encode(T_STATUS, f)
+
+
+def table_bytes(table):
+    # CBOR of the SENSORS key 3 array for [(name, unit), ...].
+    w = cbor.Writer()
+    w.array(len(table))
+    for name, unit in table:
+        w.array(2)
+        w.item(name)
+        w.item(unit)
+    return w.bytes()
+
+
+def table_id(table):
+    return crc32(table_bytes(table))
+
+
+def sensors(device_id, table):
+    return encode(T_SENSORS, {1: device_id, 2: table_id(table),
+                              3: [[name, unit] for name, unit in table]})
