@@ -64,7 +64,7 @@ SELFTEST = {"sensors": 6, "sensor_errors": ["humidity"], "heap_free": 48112, "fs
 STATUS_SELFTEST = {0: 5, 1: DEVICE, 2: "error", 3: "sensor humidity did not answer", 4: SELFTEST}
 COUNTERS = {"refused": 7, "dropped": 12, "bad_messages": 1, "bad_frames": 2, "fs_full": 0,
             "interrupts_ignored": 3}
-STATUS_COUNTERS = {0: 5, 1: DEVICE, 2: "error", 3: "host refused records 1213..1220: time_range",
+STATUS_COUNTERS = {0: 5, 1: DEVICE, 2: "error", 3: "host refused records 1213..1219: time_range",
                    5: COUNTERS}
 STATUS_SAFE = {0: 5, 1: "", 2: "safe", 3: "config.json: id 'Esp32' breaks the id rule"}
 
