@@ -92,7 +92,9 @@ def test_garbage_on_the_console_never_disturbs_the_agent(tmp_path):
         dev.write(session.start())
         pump(dev, session, 1.0)
         hostile = [
-            os.urandom(3000),                       # line noise
+            # line noise; a 0x03 in it never starts a line (that would be an
+            # interrupt request, section 2.11)
+            os.urandom(3000).replace(b"\x03", b"x\x03"),
             b"\n" + b"#EA:" + b"A" * 6000 + b"\n",  # an oversized frame
             b"#EA:AAAA:00000000\n",                 # bad CRC
             encode_frame(b"\xff\xff"),              # not CBOR
@@ -101,11 +103,15 @@ def test_garbage_on_the_console_never_disturbs_the_agent(tmp_path):
             encode_frame(b"\xa3\x00\x04\x01\x65dev-1\x02\x1a\x7f\xff\xff\xff"),  # ACK beyond the end
             encode_frame(b"\xa2\x00\x02\x01\x63abc"),  # TIME with a string
             encode_frame(b"\x9f" * 200),             # deep indefinite nesting
-            b"\x03",                                 # not a Ctrl-C on a pipe, just a byte
+            b"ab\x03cd\n",                            # 0x03 inside a line: a stray byte
         ]
         for h in hostile:
             dev.write(h)
             pump(dev, session, 0.2)
+        # A lone 0x03 at a line start followed by silence (> 500 ms) is not an
+        # interrupt request either (docs/protocol.md section 2.11).
+        dev.write(b"\x03")
+        pump(dev, session, 0.8)
         dev.write(b"\n")
         pump(dev, session, 2.0)
         assert dev.proc.poll() is None, bytes(dev.console).decode(errors="replace")
@@ -157,3 +163,50 @@ def test_each_boot_reports_a_self_test_after_its_hello(tmp_path):
     assert st.selftest["sensors"] >= 6 and st.selftest["sensor_errors"] == []
     assert st.selftest["heap_free"] > 16 * 1024 and st.selftest["fs_free"] > 0
     assert st.selftest["version"] == "0.1.0"
+
+
+def test_an_out_of_memory_import_of_the_agent_gives_safe_mode_and_counts_a_crash(tmp_path):
+    fs = install(tmp_path / "fs")
+    # The agent's module as a board too small for it sees it.
+    (fs / "edgefw" / "agent.mpy").unlink()
+    (fs / "edgefw" / "agent.py").write_text("x = bytearray(1000)\nraise MemoryError('simulated')\n")
+    rc, console = boot_once(fs)
+    assert rc == 0, console  # main.py returned: no traceback at a bare REPL
+    assert "Traceback" not in console
+    assert "SAFE MODE: out of memory loading the agent" in console, console
+    st = statuses(console)
+    assert st and st[0].state == "safe" and "firmware-build.md" in st[0].reason
+    assert (fs / "state" / "crashes").exists()
+    # Counted: three such boots and the board stays in safe mode for that reason.
+    boot_once(fs)
+    boot_once(fs)
+    rc, console = boot_once(fs)
+    assert "crashed 3 times in a row" in console and "out of memory" in console, console
+
+
+def test_a_heap_far_too_small_still_ends_at_the_repl_saying_why(tmp_path):
+    fs = install(tmp_path / "fs")
+    dev = PipeDevice(fs)
+    dev.heap = 24 * 1024
+    dev.start()
+    try:
+        dev.proc.wait(timeout=10)
+    finally:
+        dev.stop()
+    console = bytes(dev.console).decode(errors="replace")
+    assert dev.proc.returncode == 0 and "Traceback" not in console, console
+    assert "SAFE MODE: out of memory loading the agent" in console
+
+
+def test_a_crash_whose_count_cannot_be_written_still_reports_and_returns_to_the_repl(tmp_path):
+    fs = install(tmp_path / "fs")
+    (fs / "journal").write_bytes(b"a file where the journal folder should be")   # the crash
+    (fs / "state").mkdir()
+    (fs / "state" / "crashes.new").mkdir()      # every write of state/crashes fails
+    rc, console = boot_once(fs)
+    assert rc == 0, console
+    assert "agent stopped" in console and "crash count not saved" in console, console
+    st = statuses(console)
+    assert st and st[-1].state == "error" and "agent crashed" in st[-1].reason
+    # One traceback for the person, printed by the handler; none escapes main.py.
+    assert console.count("Traceback") == 1 and "main.py" not in console.split("Traceback")[1]
