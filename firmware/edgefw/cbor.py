@@ -98,13 +98,20 @@ def _utf8_ok(b):
     return True
 
 
-class _Decoder:
+class Reader:
     # Invariant: self.i is the offset of the next unread byte; every read is
     # bounds-checked against self.n before any allocation sized by the input.
-    def __init__(self, data):
+    # max_depth bounds nesting (containers and tags); tags=False refuses every
+    # tag, bignums included (protocol messages, docs/protocol.md 2.1).
+    # item(depth) decodes one item, skip(depth) checks one and moves past it
+    # without building it (a map with array keys, a value copied as bytes);
+    # depth is the number of containers already open around it.
+    def __init__(self, data, max_depth=MAX_DEPTH, tags=True):
         self.b = memoryview(data)
         self.n = len(self.b)
         self.i = 0
+        self.max_depth = max_depth
+        self.tags = tags
 
     def fail(self, what, at):
         raise ValueError("CBOR: %s at offset %d" % (what, at))
@@ -198,8 +205,10 @@ class _Decoder:
             return n if mt == 0 else -1 - n
         if mt < 4:
             return self.chunks(mt, at) if n < 0 else self.string(mt, n, at)
-        if depth >= MAX_DEPTH:
-            self.fail("nesting deeper than %d levels" % MAX_DEPTH, at)
+        if mt == 6 and not self.tags:
+            self.fail("tag %d not allowed here" % n, at)
+        if depth >= self.max_depth:
+            self.fail("nesting deeper than %d levels" % self.max_depth, at)
         depth += 1
         if mt == 4:
             if n < 0:
@@ -229,6 +238,62 @@ class _Decoder:
             return v if n == 2 else -1 - v
         return Tag(n, v)
 
+    def skip(self, depth):
+        at = self.i
+        if at >= self.n:
+            self.fail("truncated: data item expected", at)
+        ib = self.b[at]
+        self.i = at + 1
+        mt = ib >> 5
+        ai = ib & 31
+        if mt == 7:
+            if ai == 24:
+                if self.b[self.take(1, at)] < 32:
+                    self.fail("simple value must use the one-byte form", at)
+            elif 24 < ai < 28:
+                self.take(1 << (ai - 24), at)
+            elif ai > 27:
+                self.fail("break or reserved additional information %d" % ai, at)
+            return
+        if ai == 31:
+            if mt < 2 or mt == 6:
+                self.fail("indefinite length is not allowed for major type %d" % mt, at)
+            n = -1
+        else:
+            n = self.arg(ai, at)
+        if mt < 2:
+            return
+        if mt < 4:
+            if n >= 0:
+                i = self.take(n, at)
+                if mt == 3 and not _utf8_ok(self.b[i:i + n]):
+                    self.fail("text string is not valid UTF-8", at)
+                return
+            while not self.brk():
+                c = self.i
+                ib = self.b[c]
+                if ib >> 5 != mt or ib & 31 == 31:
+                    self.fail("chunk of an indefinite-length string must be a definite string of major type %d" % mt, c)
+                self.skip(depth)
+            return
+        if mt == 6 and not self.tags:
+            self.fail("tag %d not allowed here" % n, at)
+        if depth >= self.max_depth:
+            self.fail("nesting deeper than %d levels" % self.max_depth, at)
+        depth += 1
+        if mt == 6:
+            self.skip(depth)
+            return
+        k = 1 if mt == 4 else 2
+        if n < 0:
+            while not self.brk():
+                self.skip(depth)
+            return
+        if n * k > self.n - self.i:
+            self.fail("container of %d items is longer than the %d bytes left" % (n, self.n - self.i), at)
+        for _ in range(n * k):
+            self.skip(depth)
+
     def simple(self, ai, at):
         if ai < 20:
             return Simple(ai)
@@ -252,7 +317,7 @@ class _Decoder:
 
 def loads(data):
     # data: bytes, bytearray or memoryview holding exactly one data item.
-    d = _Decoder(data)
+    d = Reader(data)
     try:
         v = d.item(0)
     except MemoryError:
@@ -295,34 +360,103 @@ def _int(out, x):
     out.extend(b)
 
 
-def _float(out, x):
-    # The float's binary64 image goes to out[0:8] (dumps reserves it as
-    # scratch) and is judged from its bytes as small ints: float arithmetic
-    # would allocate a boxed float per step.
-    struct.pack_into(">d", out, 0, x)
-    b0 = out[0]
-    e = ((b0 & 0x7F) << 4 | out[1] >> 4) - 1023  # unbiased exponent
+def put_head(buf, i, mt, n):
+    # Writes the shortest head of major type mt (0x00, 0x20, ... 0xE0) with
+    # argument n at buf[i:]; returns the offset after it. No allocation.
+    if n < 24:
+        buf[i] = mt | n
+        return i + 1
+    if n < 0x100:
+        buf[i] = mt | 24
+        buf[i + 1] = n
+        return i + 2
+    if n < 0x10000:
+        buf[i] = mt | 25
+        buf[i + 1] = n >> 8
+        buf[i + 2] = n & 0xFF
+        return i + 3
+    if n < 0x100000000:
+        struct.pack_into(">BI", buf, i, mt | 26, n)
+        return i + 5
+    struct.pack_into(">BQ", buf, i, mt | 27, n)
+    return i + 9
+
+
+def put_float(buf, i, x):
+    # The shortest of half / single / double that holds x exactly, at buf[i:]
+    # (9 bytes of room needed); returns the offset after it. The binary64
+    # image is judged from its bytes as small ints: float arithmetic would
+    # allocate a boxed float per step.
+    struct.pack_into(">d", buf, i + 1, x)
+    b0 = buf[i + 1]
+    e = ((b0 & 0x7F) << 4 | buf[i + 2] >> 4) - 1023  # unbiased exponent
     if e == 1024:  # NaN or an infinity: always half precision
-        out.extend(b"\xf9\x7e\x00" if x != x else b"\xf9\xfc\x00" if b0 & 0x80 else b"\xf9\x7c\x00")
-        return
-    if out[7] | out[6] | out[5] | out[4] & 0x1F:  # over 23 significand bits: the usual sensor reading
-        out.extend(b"\xfb\0\0\0\0\0\0\0\0")
-        struct.pack_into(">d", out, len(out) - 8, x)
-        return
-    m = (out[1] & 0xF) << 19 | out[2] << 11 | out[3] << 3 | out[4] >> 5  # all the significand left
+        buf[i] = 0xF9
+        buf[i + 1] = 0x7E if x != x else 0xFC if b0 & 0x80 else 0x7C
+        buf[i + 2] = 0
+        return i + 3
+    buf[i] = 0xFB
+    if buf[i + 8] | buf[i + 7] | buf[i + 6] | buf[i + 5] & 0x1F:  # over 23 significand bits
+        return i + 9
+    m = (buf[i + 2] & 0xF) << 19 | buf[i + 3] << 11 | buf[i + 4] << 3 | buf[i + 5] >> 5
     if e == -1023 and not m:  # +-0.0
-        out.extend(b"\xf9\x80\x00" if b0 & 0x80 else b"\xf9\x00\x00")
-    elif -25 < e < 16 and not m & ((1 << (13 + max(0, -14 - e))) - 1):  # exact in half (subnormal below -14)
+        buf[i] = 0xF9
+        buf[i + 1] = b0 & 0x80
+        buf[i + 2] = 0
+        return i + 3
+    if -25 < e < 16 and not m & ((1 << (13 + max(0, -14 - e))) - 1):  # exact in half (subnormal below -14)
         h = (e + 15) << 10 | m >> 13 if e >= -14 else (m | 1 << 23) >> (-1 - e)
-        out.append(0xF9)
-        out.append((b0 & 0x80) | h >> 8)
-        out.append(h & 0xFF)
-    elif -150 < e < 128 and not m & ((1 << max(0, -126 - e)) - 1):  # exact in single
-        out.extend(b"\xfa\0\0\0\0")
-        struct.pack_into(">f", out, len(out) - 4, x)
-    else:
-        out.extend(b"\xfb\0\0\0\0\0\0\0\0")
-        struct.pack_into(">d", out, len(out) - 8, x)
+        buf[i] = 0xF9
+        buf[i + 1] = (b0 & 0x80) | h >> 8
+        buf[i + 2] = h & 0xFF
+        return i + 3
+    if -150 < e < 128 and not m & ((1 << max(0, -126 - e)) - 1):  # exact in single
+        buf[i] = 0xFA
+        struct.pack_into(">f", buf, i + 1, x)
+        return i + 5
+    return i + 9
+
+
+def put(buf, i, x):
+    # One scalar (int below 2**64 in magnitude, float, bool, None, str,
+    # bytes) at buf[i:]; returns the offset after it. ValueError when buf has
+    # no room left (nothing meaningful is written then).
+    if x is None or x is False or x is True:
+        if i >= len(buf):
+            raise ValueError("CBOR: buffer full")
+        buf[i] = 0xF6 if x is None else 0xF5 if x else 0xF4
+        return i + 1
+    if len(buf) - i < 9:
+        raise ValueError("CBOR: buffer full")
+    if isinstance(x, int):
+        if x < 0:
+            if x < -_U64:
+                raise ValueError("CBOR: integer %d needs a bignum" % x)
+            return put_head(buf, i, 0x20, -1 - x)
+        if x >= _U64:
+            raise ValueError("CBOR: integer %d needs a bignum" % x)
+        return put_head(buf, i, 0, x)
+    if isinstance(x, float):
+        return put_float(buf, i, x)
+    mt = 0x40
+    if isinstance(x, str):
+        x = x.encode()
+        mt = 0x60
+    n = len(x)
+    if len(buf) - i < 9 + n:
+        raise ValueError("CBOR: buffer full")
+    i = put_head(buf, i, mt, n)
+    buf[i:i + n] = x
+    return i + n
+
+
+_SCRATCH = bytearray(9)
+# Views made once: extending from a fresh slice would allocate per float.
+_SIZED = {3: memoryview(_SCRATCH)[:3], 5: memoryview(_SCRATCH)[:5], 9: memoryview(_SCRATCH)}
+
+
+def _float(out, x):
+    out.extend(_SIZED[put_float(_SCRATCH, 0, x)])
 
 
 def _enc(out, x, depth):

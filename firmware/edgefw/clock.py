@@ -1,13 +1,32 @@
-# Device time. A board has no trustworthy clock at boot, so every sample is
-# stamped with (boot counter, uptime in ms); the host's TIME message gives the
-# epoch of the current boot (docs/protocol.md, "Times"). Records are ordered by
-# sequence number, never by time, so a jump in the host's clock cannot reorder
-# or drop anything.
+# Device time (docs/protocol.md section 2.5). A board has no trustworthy
+# clock at boot, so every sample is stamped with (boot counter, uptime in ms).
+# The first valid TIME of a boot fixes that boot's epoch for good; later
+# TIMEs change nothing, so a record's time never moves. Earlier boots that
+# never learned the time get an estimated epoch, persisted with its flag.
+#
+# Files (atomic.py): `path` holds CBOR [boot, [[b, epoch, estimated], ...]];
+# `path`.boot holds the boot counter alone (u32), a second copy: whatever
+# one file holds (garbage, a bignum written by the version-1 firmware), the
+# counter starts above the larger valid copy, so it never goes backwards
+# unless both are lost. Everything read back is range-checked and dropped if
+# out of range, never trusted.
+import struct
+
 from edgefw import atomic, cbor
+from edgefw.messages import TIME_MAX, TIME_MIN
 
 from micropython import const
 
-_KEEP_EPOCHS = const(8)
+_KEEP_EPOCHS = const(16)  # bounded: boots whose records a journal may hold
+_BOOT_MAX = const(0xFFFFFFFE)
+
+
+def _epoch_ok(e):
+    return isinstance(e, int) and not isinstance(e, bool) and 0 <= e < TIME_MAX
+
+
+def _boot_ok(b):
+    return isinstance(b, int) and not isinstance(b, bool) and 0 <= b <= _BOOT_MAX
 
 
 class Clock:
@@ -17,24 +36,36 @@ class Clock:
         self._last = port.ticks_ms()
         self._up = 0
         self.boot = 0
-        self._epochs = {}
+        self._epochs = {}  # boot -> (epoch_ms, estimated)
+        self.changes = 0  # counts writes of the state: a cache key for users
 
     def start(self):
         # Counts this boot and persists the counter before any sample is
         # taken, so two boots never share a number.
-        state = None
-        raw = atomic.read(self._path)
-        if raw is not None:
-            try:
-                state = cbor.loads(raw)
-            except ValueError:
-                state = None
-        if isinstance(state, list) and len(state) == 2 and isinstance(state[0], int):
-            self.boot = state[0] + 1
-            if isinstance(state[1], dict):
-                for b, e in state[1].items():
-                    if isinstance(b, int) and isinstance(e, int):
-                        self._epochs[b] = e
+        last = -1
+        try:
+            state = cbor.loads(atomic.read(self._path) or b"\xf6")
+        except Exception:  # garbage of any kind: ignored, never a crash
+            state = None
+        if isinstance(state, list) and len(state) == 2 and _boot_ok(state[0]):
+            last = state[0]
+            eps = state[1]
+            if isinstance(eps, dict):  # version 1: {boot: epoch}
+                eps = [[b, eps[b], False] for b in eps]
+            if isinstance(eps, list):
+                for e in eps:
+                    if (isinstance(e, list) and len(e) == 3 and _boot_ok(e[0])
+                            and e[0] <= last and _epoch_ok(e[1])):
+                        self._epochs[e[0]] = (e[1], e[2] is True)
+        raw = atomic.read(self._path + ".boot")
+        if raw is not None and len(raw) == 4:
+            b = struct.unpack(">I", raw)[0]
+            if _boot_ok(b) and b > last:
+                last = b
+        if last >= _BOOT_MAX:
+            raise OSError("boot counter exhausted in %s" % self._path)
+        self.boot = last + 1
+        self._bound()
         self._save()
 
     def uptime_ms(self):
@@ -46,13 +77,49 @@ class Clock:
         return self._up
 
     def set_time(self, unix_ms):
-        self._epochs[self.boot] = unix_ms - self.uptime_ms()
-        while len(self._epochs) > _KEEP_EPOCHS:
-            del self._epochs[min(self._epochs)]
+        # True if this TIME fixed this boot's epoch (persisted on return);
+        # False if it was already fixed. ValueError outside 2020..2100:
+        # nothing used, nothing persisted.
+        if (not isinstance(unix_ms, int) or isinstance(unix_ms, bool)
+                or not TIME_MIN <= unix_ms < TIME_MAX):
+            raise ValueError("TIME %r is outside 2020-01-01..2100-01-01" % (unix_ms,))
+        if self.boot in self._epochs:
+            return False
+        self._epochs[self.boot] = (unix_ms - self.uptime_ms(), False)
+        self._bound()
         self._save()
+        return True
 
     def epoch(self, boot):
         return self._epochs.get(boot)
 
+    def known(self):
+        # The boots whose epoch is known, ascending.
+        return sorted(self._epochs)
+
+    def estimate(self, estimates):
+        # estimates: [(boot, epoch_ms)] for earlier boots without an epoch;
+        # persisted in one write, flagged, never recomputed.
+        for b, e in estimates:
+            if b not in self._epochs and b < self.boot and _epoch_ok(e):
+                self._epochs[b] = (e, True)
+        self._bound()
+        self._save()
+
+    def forget_before(self, boot):
+        # Epochs of boots with no record left on the device are not needed.
+        old = [b for b in self._epochs if b < boot]
+        if old:
+            for b in old:
+                del self._epochs[b]
+            self._save()
+
+    def _bound(self):
+        while len(self._epochs) > _KEEP_EPOCHS:
+            del self._epochs[min(self._epochs)]
+
     def _save(self):
-        atomic.write(self._path, cbor.dumps([self.boot, self._epochs]))
+        self.changes += 1
+        eps = self._epochs
+        atomic.write(self._path, cbor.dumps([self.boot, [[b, eps[b][0], eps[b][1]] for b in sorted(eps)]]))
+        atomic.write(self._path + ".boot", struct.pack(">I", self.boot))

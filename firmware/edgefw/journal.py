@@ -13,8 +13,10 @@
 # and numbers even when its payload is damaged, and find the next entry
 # after damage (resync) without trusting a byte of garbage.
 #
-# The file "state" (atomic.py) holds: acked (host's pointer), floor, dropped,
-# gapmark. Rules:
+# The file "state" (atomic.py) holds "EJS2" and u32s: acked (host's pointer,
+# exact: it may fall inside an entry), floor, dropped, gapmark, refused (the
+# records a host refused, docs/protocol.md 2.9); the 20-byte "EJS1" state of
+# version 1 (no refused total) is still read. Rules:
 # - every record below max(acked, floor) ("low") is acknowledged or counted
 #   in dropped, and is never returned by pending() again;
 # - an append that returned is durable (its file is closed); nothing else is
@@ -27,7 +29,10 @@
 #   floor and gapmark; the newest segment is never deleted by an ACK, so
 #   next_seq survives even a lost state file;
 # - lost records (damaged entries, missing ranges) are counted in dropped
-#   exactly once: gapmark says up to where losses have been counted.
+#   exactly once: gapmark says up to where losses have been counted;
+# - a full filesystem (ENOSPC) on append drops the oldest segment by the
+#   rule above and retries; if nothing can go, append raises OSError with
+#   the state as it was (a torn entry seals its segment, never counted).
 import os
 import struct
 from binascii import crc32
@@ -42,7 +47,9 @@ _HDR = const(12)
 _OVERHEAD = const(16)
 _U32 = const(0xFFFFFFFF)
 _CHUNK = const(64)
-_STATE = b"EJS1"
+_STATE = b"EJS2"
+_STATE1 = b"EJS1"
+_ENOSPC = const(28)
 
 
 def _seg_seq(name):
@@ -72,12 +79,14 @@ class Journal:
         self._tail = bytearray(4)
         self._buf = bytearray(_CHUNK)
         self._bufmv = memoryview(self._buf)
-        self._sbuf = bytearray(20)
+        self._sbuf = bytearray(24)
         self._segs = None  # [first_seq (name), file size, limit, end_seq or -1]
         self._lost = []  # [a, b) ranges of lost records at or above low
         self._acked = 0
         self._floor = 0
         self._dropped = 0
+        self._refused = 0
+        self.fs_full = 0  # appends that met a full filesystem
         self._gapmark = 0
         self._next = 0
         self._used = 0
@@ -103,6 +112,15 @@ class Journal:
         return self._dropped
 
     @property
+    def low(self):
+        # Every record below this is acknowledged, refused or dropped.
+        return self._low()
+
+    @property
+    def refused(self):
+        return self._refused
+
+    @property
     def used_bytes(self):
         return self._used
 
@@ -125,9 +143,11 @@ class Journal:
         if self._segs is None:
             raise RuntimeError("journal %s is not open: call open() first" % self.root)
 
-    def _save(self, acked, floor, dropped, gapmark):
-        struct.pack_into(">4sIIII", self._sbuf, 0, _STATE, acked, floor,
-                         min(dropped, _U32), gapmark)
+    def _save(self, acked, floor, dropped, gapmark, refused=None):
+        if refused is None:
+            refused = self._refused
+        struct.pack_into(">4sIIIII", self._sbuf, 0, _STATE, acked, floor,
+                         min(dropped, _U32), gapmark, min(refused, _U32))
         atomic.write(self._pre + "state", self._sbuf)
 
     # -- recovery -------------------------------------------------------
@@ -142,9 +162,13 @@ class Journal:
                     pass  # exists; a real problem shows in listdir below
                 cur += "/"
         raw = atomic.read(self._pre + "state")
-        good = raw is not None and len(raw) == 20 and raw[:4] == _STATE
+        good = raw is not None and ((len(raw) == 24 and raw[:4] == _STATE)
+                                    or (len(raw) == 20 and raw[:4] == _STATE1))
+        refused = 0
         if good:
-            _, acked, floor, dropped, gapmark = struct.unpack(">4sIIII", raw)
+            _, acked, floor, dropped, gapmark = struct.unpack_from(">4sIIII", raw)
+            if len(raw) == 24:
+                refused = struct.unpack_from(">I", raw, 20)[0]
         else:
             # No trustworthy state: records before the oldest on flash are
             # taken as handled (unknowable), the rest is pending.
@@ -210,6 +234,7 @@ class Journal:
         nxt = max(acked, floor, gapmark)
         if prev is not None and prev > nxt:
             nxt = prev
+        self._refused = refused
         if add or not good:
             dropped += add
             self._save(acked, floor, dropped, gapmark)
@@ -317,6 +342,20 @@ class Journal:
     # -- appending ------------------------------------------------------
     def append(self, payload, count=1):
         # Returns the first sequence number of the entry; durable on return.
+        while True:
+            try:
+                return self._append(payload, count)
+            except OSError as e:
+                if e.args[0] != _ENOSPC:
+                    raise
+                self.fs_full += 1
+                # Room is made by the counted rule only, and never from the
+                # newest segment (it holds the latest records).
+                if len(self._segs) < 2:
+                    raise
+                self._drop()
+
+    def _append(self, payload, count):
         self._need()
         n = len(payload)
         need = _OVERHEAD + n
@@ -413,6 +452,15 @@ class Journal:
         self._need()
         return self._read(None, max_bytes, max_entries)[0]
 
+    def read_into(self, buf, at=None, max_entries=32):
+        # The oldest pending entries read into buf (bytearray), no payload
+        # copy allocated: ([(first_seq, count, offset, length)], at), at to
+        # pass back to go on from there (None: from the head). Stops before
+        # an entry that would not fit; an entry larger than buf is skipped
+        # (entries are at most seg_bytes, so size buf above that).
+        self._need()
+        return self._read(at, len(buf), max_entries, memoryview(buf))
+
     def iter_pending(self):
         # Every pending entry in order, read a few at a time; no file stays
         # open between two yields.
@@ -440,7 +488,7 @@ class Journal:
             i += 1
         return i, 0
 
-    def _read(self, at, max_bytes, max_entries):
+    def _read(self, at, max_bytes, max_entries, into=None):
         # at: None (from the first pending entry) or (segment, offset, end
         # of the last entry returned) as returned by the previous call.
         segs = self._segs
@@ -478,10 +526,17 @@ class Journal:
                         self._cur = (seg, p)
                     if out and (len(out) >= max_entries or total + n > max_bytes):
                         return out, (seg, p, after)
-                    payload = f.read(n)
+                    if into is None:
+                        payload = f.read(n)
+                    elif n > max_bytes:
+                        continue
+                    else:
+                        payload = into[total:total + n]
+                        if f.readinto(payload) != n:
+                            continue
                     if len(payload) != n or not self._tail_ok(f, crc32(payload, crc32(self._hdr))):
                         continue  # damaged since open(): never sent
-                    out.append((first, count, payload))
+                    out.append((first, count, payload) if into is None else (first, count, total, n))
                     total += n
                     after = first + count
             finally:
@@ -490,11 +545,12 @@ class Journal:
             pos = 0
         return out, (segs[-1] if segs else None, pos, after)
 
-    def ack(self, next_seq):
-        # Every record below next_seq is stored by the host. Entries are
-        # acknowledged whole: an ack inside an entry covers the entries
-        # fully below it. Lower than the pointer: ignored; beyond next_seq:
-        # ValueError, nothing changed.
+    def ack(self, next_seq, refused=0, dropped=0):
+        # Every record below next_seq is handled by the host, exactly: an
+        # ack inside an entry leaves the rest of it pending. `refused` and
+        # `dropped` are added to their totals in the same state write (a
+        # REFUSE, records the device cannot send). Lower than the pointer:
+        # ignored; beyond next_seq: ValueError, nothing changed.
         self._need()
         if next_seq > self._next:
             raise ValueError("ack %d is beyond the journal's next_seq %d: the host acknowledges "
@@ -518,8 +574,6 @@ class Journal:
                             break
                         end = self._e_first + self._e_count
                         if end > next_seq:
-                            if self._e_first < new:
-                                new = self._e_first
                             cur = (seg, p)
                             break
                         pos = p + _OVERHEAD + self._e_len
@@ -527,10 +581,11 @@ class Journal:
                     f.close()
                 i += 1
                 pos = 0
-        if new <= self._acked:
-            return
-        self._save(new, self._floor, self._dropped, self._gapmark)
+        self._save(new, self._floor, self._dropped + dropped, self._gapmark,
+                   self._refused + refused)
         self._acked = new
+        self._dropped += dropped
+        self._refused += refused
         if new >= low:
             self._cur = cur
         self._prune_lost()

@@ -137,14 +137,14 @@ def test_pending_stops_before_max_bytes_or_max_entries_but_returns_at_least_one_
     assert out == [[], [2, 3, 1, 1, 3, 5]]
 
 
-def test_ack_inside_an_entry_acknowledges_only_the_entries_fully_below_it(root):
+def test_ack_inside_an_entry_is_kept_exactly_and_that_entry_stays_pending(root):
     out = mp(root, FILL % ([1, 3, 2, 1],), '''
         j.ack(2)
         print(repr([j.acked, j.pending(10000, 100)[0][0]]))
         j.ack(5)
         print(repr([j.acked, j.pending_count, [e[0] for e in j.pending(10000, 100)]]))
     ''')
-    assert out == [[1, 1], [4, 3, [4, 6]]]
+    assert out == [[2, 1], [5, 2, [4, 6]]]
 
 
 def test_ack_lower_than_the_pointer_is_ignored(root):
@@ -591,7 +591,7 @@ class History:
         nxt, acked, dropped, used, count = state
         # (1) every acknowledged record stays acknowledged
         assert acked >= self.acked
-        assert all(first >= acked for first, _, _ in pend)
+        assert all(first + n > acked for first, n, _ in pend)
         # (3) numbers never go back
         assert nxt >= self.end
         # pending is exact: in order, no overlap, no hole, every payload intact
@@ -599,7 +599,7 @@ class History:
             assert p == payload(first, n), f"entry {first} has a wrong payload"
         for (a, n, _), (b, _, _) in zip(pend, pend[1:]):
             assert a + n == b, f"hole or overlap between {a}+{n} and {b}"
-        records = sum(n for _, n, _ in pend)
+        records = sum(first + n - max(first, acked) for first, n, _ in pend)
         assert count == records and used <= self.mb
         if pend:
             assert pend[-1][0] + pend[-1][1] == nxt
@@ -608,7 +608,7 @@ class History:
             # Without acks, every record below next_seq is pending or counted.
             assert dropped == nxt - acked - records and dropped >= self.dropped
         else:
-            assert dropped == 0 and head == acked
+            assert dropped == 0 and (head == acked if not pend else head <= acked < head + pend[0][1])
         # (2) every entry proven durable and not acknowledged is there, once
         where = {first: n for first, n, _ in pend}
         for first, n in self.known.items():
@@ -623,7 +623,7 @@ def flash_after_kill(root: Path) -> tuple[bool, bool]:
     pointers that open() must delete without counting, a torn newest segment)."""
     raw = (root / "state").read_bytes() if (root / "state").exists() else b""
     low = None
-    if len(raw) == 24 and raw[:4] == b"EJS1" and struct.unpack(">I", raw[20:])[0] == zlib.crc32(raw[:20]):
+    if len(raw) == 28 and raw[:4] == b"EJS2" and struct.unpack(">I", raw[24:])[0] == zlib.crc32(raw[:24]):
         _, acked, floor, _, _ = struct.unpack(">4sIIII", raw[:20])
         low = max(acked, floor)
     found = entries_on_flash(root)
@@ -767,15 +767,8 @@ class Model:
             return -1
         if n <= self.acked:
             return n
-        new = n
-        if n > self.low():
-            for first, count, _ in self.entries():
-                if first + count > n:
-                    new = min(n, first)
-                    break
-        if new > self.acked:
-            self.acked = new
-            self.prune()
+        self.acked = n  # exact, even inside an entry
+        self.prune()
         return n
 
     def prune(self):
@@ -805,7 +798,7 @@ class Model:
             else:
                 r = None
                 self.prune()  # a restart deletes what an ack would have
-            count = sum(c for _, c, _ in self.entries())
+            count = sum(f + c - max(f, self.low()) for f, c, _ in self.entries())
             results.append((kind, r, self.next, self.acked, self.dropped, self.used(), count))
         return results
 
@@ -874,3 +867,129 @@ while True:
     assert len(results) == len(cases)
     for (root, mb, sb, ops), got in zip(cases, results):
         assert got == Model(mb, sb).run(ops)
+
+
+# -- version 2: refused total, exact pointer, full filesystem ---------------
+
+def test_refused_records_are_counted_in_the_same_state_write_as_the_pointer_and_survive_restart(root):
+    out = mp(root, FILL % ([2, 3, 1],), '''
+        j.ack(4, refused=3)
+        print(repr([j.acked, j.refused]))
+        j2 = J()
+        print(repr([j2.acked, j2.refused, j2.pending_count]))
+    ''')
+    assert out == [[4, 3], [4, 3, 2]]
+    raw = (root / "state").read_bytes()
+    assert raw[:4] == b"EJS2" and struct.unpack(">I", raw[20:24])[0] == 3
+
+
+def test_state_of_the_version_1_firmware_is_still_read(root):
+    mp(root, FILL % ([2, 2],))
+    body = struct.pack(">4sIIII", b"EJS1", 2, 0, 0, 0)
+    (root / "state").write_bytes(body + struct.pack(">I", zlib.crc32(body)))
+    (info,) = mp(root, 'j = J()\nprint(repr(info(j) + [j.refused]))\n')
+    assert info[1] == 2 and info[4] == 2 and info[5] == 0
+
+
+ENOSPC = '''
+from edgefw import journal
+FULL = [0]  # writes left before the filesystem is full; -1: never full
+_real_open = open
+class _F:
+    def __init__(self, f):
+        self.f = f
+    def write(self, b):
+        if FULL[0] == 0:
+            raise OSError(28)  # ENOSPC
+        FULL[0] -= 1
+        return self.f.write(b)
+    def close(self):
+        self.f.close()
+    def flush(self):
+        self.f.flush()
+    def readinto(self, b):
+        return self.f.readinto(b)
+    def read(self, *a):
+        return self.f.read(*a)
+    def seek(self, p):
+        return self.f.seek(p)
+def fake_open(path, mode="r"):
+    f = _real_open(path, mode)
+    return f if "r" in mode else _F(f)
+journal.open = fake_open
+FULL[0] = -1
+'''
+
+
+def test_full_filesystem_drops_the_oldest_segment_by_its_counted_rule_and_the_append_succeeds(root):
+    out = mp(root, ENOSPC, '''
+        j = J(mb=65536, sb=256)
+        for c in [1] * 12:
+            j.append(payload(j.next_seq, c), c)
+        segs = len([n for n in os.listdir(ROOT) if n.endswith(".log")])
+        FULL[0] = 0  # the next write meets a full filesystem
+        import os as _os
+        _rm = _os.remove
+        class O:
+            listdir = staticmethod(_os.listdir)
+            stat = staticmethod(_os.stat)
+            mkdir = staticmethod(_os.mkdir)
+            rename = staticmethod(_os.rename)
+            @staticmethod
+            def remove(p):
+                _rm(p)
+                if p.endswith(".log"):
+                    FULL[0] = -1  # a segment deleted: room again
+        journal.os = O
+        first = j.append(payload(12, 2), 2)
+        print(repr([first, j.next_seq, j.dropped, j.fs_full, j.pending_count, segs]))
+        j2 = J(mb=65536, sb=256)
+        print(repr(info(j2) + [everything(j2)[0][0], everything(j2)[-1][0]]))
+    ''')
+    (first, nxt, dropped, fs_full, pending, segs), again = out
+    assert first == 12 and nxt == 14 and fs_full == 1
+    assert dropped > 0 and pending == 14 - dropped  # counted, never silent
+    assert again[0] == 14 and again[2] == dropped and again[4] == pending
+    assert again[-2] == dropped and again[-1] == 12  # the oldest went, the new entry is there
+
+
+def test_full_filesystem_with_nothing_to_drop_raises_oserror_and_changes_nothing(root):
+    out = mp(root, ENOSPC, '''
+        j = J(mb=65536, sb=4096)
+        j.append(payload(0, 2), 2)
+        before = info(j)
+        FULL[0] = 0
+        try:
+            j.append(payload(2, 1), 1)
+            print(repr("appended"))
+        except OSError as e:
+            print(repr(["OSError", e.args[0]]))
+        print(repr([before, info(j), j.fs_full]))
+        FULL[0] = -1
+        j2 = J()
+        print(repr([info(j2), everything(j2)]))
+    ''')
+    assert out[0] == ["OSError", 28]
+    before, after, fs_full = out[1]
+    assert fs_full == 1 and after[:3] == before[:3] and after[4] == before[4]
+    assert out[2] == [[2, 0, 0, out[2][0][3], 2], [(0, 2, payload(0, 2))]]
+
+
+def test_full_filesystem_when_the_state_write_itself_fails_raises_and_counts_nothing_twice(root):
+    out = mp(root, ENOSPC, '''
+        from edgefw import atomic
+        atomic.open = fake_open
+        j = J(mb=65536, sb=256)
+        for c in [1] * 12:
+            j.append(payload(j.next_seq, c), c)
+        FULL[0] = 0  # never room again: not even for the state that drops a segment
+        try:
+            j.append(payload(12, 1), 1)
+        except OSError as e:
+            print(repr(["OSError", e.args[0], info(j)]))
+        FULL[0] = -1
+        j2 = J(mb=65536, sb=256)
+        print(repr(info(j2)))
+    ''')
+    assert out[0][:2] == ["OSError", 28]
+    assert out[0][2][2] == 0 and out[1][2] == 0 and out[1][4] == 12  # nothing dropped, nothing lost

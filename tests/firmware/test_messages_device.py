@@ -1,0 +1,110 @@
+"""The device's message layer (edgefw.messages) keeps docs/protocol.md
+section 2.1 and 2.2, checked under micropython with a board's heap against
+the shared vectors (tests/vectors/) that the host is tested against too."""
+
+from __future__ import annotations
+
+import ast
+import json
+
+import pytest
+
+from tests.firmware.compiled import prelude
+from tests.mpy import REPO, run
+
+VECTORS = REPO / "tests" / "vectors"
+MESSAGES = json.loads((VECTORS / "messages.json").read_text())
+BAD = json.loads((VECTORS / "bad_messages.json").read_text())
+NAMES = json.loads((VECTORS / "names.json").read_text())
+TYPES = {"HELLO": 1, "TIME": 2, "ACK": 4, "STATUS": 5, "SENSORS": 6, "BATCH": 7, "REFUSE": 8}
+
+_DECODE_EACH = r"""
+import binascii
+from edgefw import messages
+for line in sys.stdin.buffer.read().split(b"\n"):
+    if not line:
+        continue
+    payload = binascii.unhexlify(line.strip()) if line.strip() != b"-" else b""
+    try:
+        kind, fields = messages.decode(payload)
+        again = binascii.hexlify(messages.encode(kind, fields)).decode()
+        print(repr(["ok", kind, again]))
+    except ValueError as e:
+        print(repr(["err", str(e)]))
+"""
+
+
+def decode_all(hexes: list[str]) -> list:
+    stdin = "\n".join(h or "-" for h in hexes).encode() + b"\n"
+    out = run(prelude() + _DECODE_EACH, heap="esp32", stdin=stdin).stdout.decode()
+    return [ast.literal_eval(line) for line in out.splitlines()]
+
+
+def test_every_valid_shared_message_decodes_to_its_type_and_re_encodes_to_the_same_bytes():
+    got = decode_all([v["hex"] for v in MESSAGES])
+    for v, g in zip(MESSAGES, got, strict=True):
+        assert g[:2] == ["ok", TYPES[v["type"]]], (v["name"], g)
+        assert g[2] == v["hex"], f"{v['name']}: the device's deterministic encoding differs"
+
+
+def test_every_shared_bad_message_is_rejected_and_every_odd_but_valid_one_accepted():
+    got = decode_all([v["hex"] for v in BAD])
+    for v, g in zip(BAD, got, strict=True):
+        if v.get("accept"):
+            assert g[:2] == ["ok", TYPES[v["type"]]], (v["name"], g)
+        else:
+            assert g[0] == "err", (v["name"], v["why"], g)
+
+
+def _map(*pairs: bytes) -> str:
+    return (bytes([0xA0 | len(pairs)]) + b"".join(pairs)).hex()
+
+
+TIME_1 = bytes.fromhex("011b0000019ab10424ab")  # key 1: 2025-11-23T13:20:30.123Z
+ACK_ID = bytes.fromhex("01") + b"\x69esp32-abc"
+
+
+@pytest.mark.parametrize("case, payload", [
+    ("type true", _map(b"\x00\xf5", TIME_1)),
+    ("type 2.0 as a half float", _map(b"\x00\xf9\x40\x00", TIME_1)),
+    ("ACK next as true", _map(b"\x00\x04", ACK_ID, b"\x02\xf5")),
+    ("ACK next as 2.0", _map(b"\x00\x04", ACK_ID, b"\x02\xf9\x40\x00")),
+    ("TIME as a 1000-byte bignum", _map(b"\x00\x02", b"\x01\xc2\x59\x03\xe8" + b"\x01" * 1000)),
+    ("nested 21 deep under an unknown key", _map(b"\x00\x02", TIME_1, b"\x14" + b"\x81" * 20 + b"\x00")),
+    ("nested 9 deep under an unknown key", _map(b"\x00\x02", TIME_1, b"\x14" + b"\x81" * 8 + b"\x00")),
+])
+def test_strict_receiver_rejects(case, payload):
+    (g,) = decode_all([payload])
+    assert g[0] == "err", (case, g)
+
+
+@pytest.mark.parametrize("case, payload", [
+    ("nested 8 deep under an unknown key (the limit)", _map(b"\x00\x02", TIME_1, b"\x14" + b"\x81" * 7 + b"\x00")),
+    ("unknown key true", _map(b"\x00\x02", TIME_1, b"\xf5\x01")),
+    ("unknown array key", _map(b"\x00\x02", TIME_1, b"\x81\x01\x01")),
+    ("unknown map key holding repeated keys", _map(b"\x00\x02", TIME_1, b"\xa2\x01\x01\x01\x01\x02")),
+])
+def test_strict_receiver_skips_keys_that_are_not_unsigned_integers_whatever_they_hold(case, payload):
+    (g,) = decode_all([payload])
+    assert g[:2] == ["ok", 2], (case, g)
+
+
+_NAMES = r"""
+import json
+from edgefw import messages
+cases = json.loads(sys.stdin.read())
+check = {"device_id": messages.valid_id, "sensor_name": messages.valid_name, "unit": messages.valid_unit}
+for kind in check:
+    for s in cases[kind]["valid"]:
+        print(repr([kind, s, True, check[kind](s)]))
+    for s in cases[kind]["invalid"]:
+        print(repr([kind, s, False, check[kind](s)]))
+"""
+
+
+def test_ids_names_and_units_follow_the_one_shared_rule():
+    out = run(prelude() + _NAMES, heap="esp32", stdin=json.dumps(NAMES).encode()).stdout.decode()
+    rows = [ast.literal_eval(line) for line in out.splitlines()]
+    assert len(rows) == sum(len(NAMES[k]["valid"]) + len(NAMES[k]["invalid"]) for k in NAMES if k != "_doc")
+    wrong = [r for r in rows if r[2] != r[3]]
+    assert not wrong
