@@ -41,7 +41,8 @@ class Agent:
         self.wake = asyncio.Event()
         self.wdt = None
         self._health = health
-        self.fs_full = 0
+        self.fs_errors = 0  # flash writes that raised OSError to the agent
+        self._fs_seen = ticks.journal.fs_full
         self._fs_episode = False
         self._ignored = 0
         self._ignored_at = None
@@ -50,7 +51,9 @@ class Agent:
     def counters(self, link):
         c = link.uplink.counters()
         c["bad_frames"] = link.bad_frames
-        c["fs_full"] = self.fs_full
+        # The journal counts the full flash it handled itself (dropping by
+        # its rule); the agent adds the writes that still failed.
+        c["fs_full"] = c.get("fs_full", 0) + self.fs_errors
         c["interrupts_ignored"] = link.interrupts_ignored
         return c
 
@@ -64,7 +67,10 @@ class Agent:
     def fs_error(self, e):
         # A write to flash failed (ENOSPC: full): counted every time,
         # reported once until a journal append succeeds again.
-        self.fs_full += 1
+        self.fs_errors += 1
+        self._fs_report(e)
+
+    def _fs_report(self, e):
         if not self._fs_episode:
             self._fs_episode = True
             self.port.write(("edge: flash full or failing (%r): records are dropped and "
@@ -121,7 +127,13 @@ class Agent:
         except OSError as e:
             self.fs_error(e)
             return up
-        self._fs_episode = False
+        full = self.ticks.journal.fs_full
+        if full != self._fs_seen:
+            # The journal met a full flash and made room by its rule.
+            self._fs_seen = full
+            self._fs_report(OSError(28))
+        else:
+            self._fs_episode = False
         if n:
             self.wake.set()
         return up
