@@ -19,12 +19,21 @@ from pathlib import Path
 from tests.mpy import BOARDS, FIRMWARE, board_heap, micropython_exe
 
 # Mount the board's folder as '/' the way a virtual board does, then boot.
+# The agent runs frozen, as on a board flashed with firmware/manifest.py: a
+# ROMFS image of edgefw/*.mpy (edge_hil.virtual.rom) in place of flash, the
+# heap's first allocation, on top of the board's budget.
 _BOOT = """
-import os, sys
+import os, sys, vfs
+rom = {rom!r}
+if rom:
+    buf = bytearray(os.stat(rom)[6])
+    with open(rom, 'rb') as f:
+        f.readinto(buf)
+    vfs.mount(vfs.VfsRom(buf), '/rom')
 os.umount('/')
 os.mount(os.VfsPosix({fs!r}), '/')
 os.chdir('/')
-sys.path[:] = ['', '/lib', '.frozen']
+sys.path[:] = (['/rom'] if rom else []) + ['', '/lib', '.frozen']
 import main
 """
 
@@ -58,7 +67,13 @@ class PipeDevice:
             cmd = [sys.executable, str(FIRMWARE / "main.py")]
             env = {**os.environ, "EDGE_DEVICE_ROOT": str(self.fs)}
         else:
-            cmd = [micropython_exe(), "-X", f"heapsize={self.heap}", "-c", _BOOT.format(fs=str(self.fs))]
+            from edge_hil.virtual.rom import ROM_HEAP_SLACK, build_rom
+
+            rom = self.fs.parent / "agent.romfs"
+            size = build_rom(self.fs, rom)
+            heap = self.heap + (size + ROM_HEAP_SLACK if size else 0)
+            cmd = [micropython_exe(), "-X", f"heapsize={heap}", "-c",
+                   _BOOT.format(fs=str(self.fs), rom=str(rom) if size else "")]
             env = {**os.environ, "MICROPYPATH": ".frozen"}
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, bufsize=0, env=env)

@@ -10,11 +10,10 @@ import time
 
 import pytest
 
-from edge_agent.frames import Frame, FrameDecoder, encode_frame
-from edge_agent.ingest import PortSession
-from edge_agent.messages import Status, decode_message
-from edge_agent.store import Store
+import subprocess
+
 from tests.device import PipeDevice, install, pump
+from tests.firmware.spec_host import SpecHost, encode, messages
 
 
 def boot_once(fs, timeout=10.0) -> tuple[int | None, str]:
@@ -30,14 +29,24 @@ def boot_once(fs, timeout=10.0) -> tuple[int | None, str]:
     return dev.proc.returncode, bytes(dev.console).decode(errors="replace")
 
 
+class Status:
+    """A STATUS message (docs/protocol.md 2.10) by its field names."""
+
+    def __init__(self, msg: dict):
+        self.state = msg[2]
+        self.reason = msg[3]
+        self.selftest = msg.get(4)
+        self.counters = msg.get(5)
+
+
 def statuses(console: str) -> list[Status]:
-    out = []
-    for ev in FrameDecoder().feed(console.encode()):
-        if isinstance(ev, Frame):
-            msg = decode_message(ev.payload)
-            if isinstance(msg, Status):
-                out.append(msg)
-    return out
+    return [Status(m) for m in messages(console.encode()) if m.get(0) == 5]
+
+
+def encode_frame(payload: bytes) -> bytes:
+    import base64
+    import zlib
+    return b"#EA:" + base64.b64encode(payload) + b":%08x\r\n" % zlib.crc32(payload)
 
 
 BAD_FILES = {
@@ -84,8 +93,7 @@ def test_three_crashes_in_a_row_give_safe_mode_and_a_healthy_run_clears_them(tmp
 
 def test_garbage_on_the_console_never_disturbs_the_agent(tmp_path):
     fs = install(tmp_path / "fs", sample_period_ms=100)
-    store = Store(tmp_path / "r.db")
-    session = PortSession("pipe", store)
+    session = SpecHost()
     dev = PipeDevice(fs)
     dev.start()
     try:
@@ -115,32 +123,32 @@ def test_garbage_on_the_console_never_disturbs_the_agent(tmp_path):
         dev.write(b"\n")
         pump(dev, session, 2.0)
         assert dev.proc.poll() is None, bytes(dev.console).decode(errors="replace")
-        seqs = sorted(r.seq for r in store.query(device="dev-1"))
+        seqs = sorted(session.records)
         assert len(seqs) > 60 and seqs == list(range(len(seqs)))
         assert "Traceback" not in bytes(dev.console).decode(errors="replace")
+        # What was ignored is said: the stray Ctrl-C bytes of the noise.
+        last = session.statuses()[-1][5]
+        assert last["interrupts_ignored"] >= 1, last
     finally:
         dev.stop()
-        store.close()
 
 
 @pytest.mark.parametrize("board", ["esp32", "esp32c3", "picow"])
 def test_the_agent_runs_within_each_boards_heap_budget(tmp_path, board):
     fs = install(tmp_path / "fs", board=board, sample_period_ms=100)
-    store = Store(tmp_path / "r.db")
-    session = PortSession("pipe", store)
+    session = SpecHost()
     dev = PipeDevice(fs, board=board)
     dev.start()
     try:
         dev.write(session.start())
-        pump(dev, session, 6, until=lambda: session.stats.records > 200)
-        heap = [r.value for r in store.query(device="dev-1") if r.name == "heap_free"]
+        pump(dev, session, 6, until=lambda: len(session.records) > 200)
+        heap = session.values("heap_free")
         assert len(heap) > 20, bytes(dev.console).decode(errors="replace")
         # The figure is printed for the record; the floor is what must hold.
         print(f"{board}: free heap min {min(heap):.0f} B, last {heap[-1]:.0f} B")
         assert min(heap) > 16 * 1024
     finally:
         dev.stop()
-        store.close()
 
 
 def test_each_boot_reports_a_self_test_after_its_hello(tmp_path):
@@ -154,11 +162,10 @@ def test_each_boot_reports_a_self_test_after_its_hello(tmp_path):
         time.sleep(0.3)
     finally:
         dev.stop()
-    frames = [decode_message(ev.payload) for ev in FrameDecoder().feed(bytes(dev.console))
-              if isinstance(ev, Frame)]
-    kinds = [type(m).__name__ for m in frames]
-    assert kinds[:2] == ["Hello", "Status"], kinds
-    st = frames[1]
+    frames = messages(bytes(dev.console))
+    kinds = [m[0] for m in frames]
+    assert kinds[:3] == [1, 6, 5], kinds      # HELLO, SENSORS, STATUS
+    st = Status(frames[2])
     assert st.state == "ok" and "self-test passed" in st.reason
     assert st.selftest["sensors"] >= 6 and st.selftest["sensor_errors"] == []
     assert st.selftest["heap_free"] > 16 * 1024 and st.selftest["fs_free"] > 0
@@ -168,8 +175,11 @@ def test_each_boot_reports_a_self_test_after_its_hello(tmp_path):
 def test_an_out_of_memory_import_of_the_agent_gives_safe_mode_and_counts_a_crash(tmp_path):
     fs = install(tmp_path / "fs")
     # The agent's module as a board too small for it sees it.
-    (fs / "edgefw" / "agent.mpy").unlink()
-    (fs / "edgefw" / "agent.py").write_text("x = bytearray(1000)\nraise MemoryError('simulated')\n")
+    fake = tmp_path / "agent.py"
+    fake.write_text("x = bytearray(1000)\nraise MemoryError('simulated')\n")
+    from edge_agent.firmware import mpy_cross_exe
+    subprocess.run([mpy_cross_exe(), "-o", str(fs / "edgefw" / "agent.mpy"), "-s", "edgefw/agent.py",
+                    str(fake)], check=True)
     rc, console = boot_once(fs)
     assert rc == 0, console  # main.py returned: no traceback at a bare REPL
     assert "Traceback" not in console
