@@ -20,8 +20,9 @@ from tests.mpy import BOARDS, FIRMWARE, board_heap, micropython_exe
 
 # Mount the board's folder as '/' the way a virtual board does, then boot.
 # The agent runs frozen, as on a board flashed with firmware/manifest.py: a
-# ROMFS image of edgefw/*.mpy (edge_hil.virtual.rom) in place of flash, the
-# heap's first allocation, on top of the board's budget.
+# ROMFS image of edgefw/*.mpy (edge_hil.virtual.rom) in place of flash; the
+# image and the modules' names, in flash on a frozen build, are added to the
+# board's budget.
 _BOOT = """
 import os, sys, vfs
 rom = {rom!r}
@@ -67,11 +68,13 @@ class PipeDevice:
             cmd = [sys.executable, str(FIRMWARE / "main.py")]
             env = {**os.environ, "EDGE_DEVICE_ROOT": str(self.fs)}
         else:
-            from edge_hil.virtual.rom import ROM_HEAP_SLACK, build_rom
+            from edge_hil.virtual.rom import ROM_HEAP_SLACK, build_rom, qstr_bytes
 
             rom = self.fs.parent / "agent.romfs"
             size = build_rom(self.fs, rom)
-            heap = self.heap + (size + ROM_HEAP_SLACK if size else 0)
+            heap = self.heap
+            if size:
+                heap += size + ROM_HEAP_SLACK + qstr_bytes(micropython_exe(), rom)
             cmd = [micropython_exe(), "-X", f"heapsize={heap}", "-c",
                    _BOOT.format(fs=str(self.fs), rom=str(rom) if size else "")]
             env = {**os.environ, "MICROPYPATH": ".frozen"}

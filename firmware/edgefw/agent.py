@@ -28,10 +28,10 @@ else:
 
 
 class Agent:
-    def __init__(self, port, board, device_id, period_ms, clock, ticks, links, sensors,
+    def __init__(self, port, watchdog_ms, device_id, period_ms, clock, ticks, links, sensors,
                  health=None):
         self.port = port
-        self.board = board
+        self.watchdog_ms = watchdog_ms
         self.device_id = device_id
         self.period = period_ms
         self.clock = clock
@@ -176,7 +176,7 @@ class Agent:
     async def run(self):
         state, reason, result = self.selftest()
         self.report(state, reason, result)
-        wd = self.board.get("watchdog_ms", 0)
+        wd = self.watchdog_ms
         self.wdt = self.port.watchdog(wd) if wd else None
         tasks = [self.sampler(), self.sender()]
         for link in self.links:

@@ -67,20 +67,25 @@ def _set_crashes(port, n, last):
         return False
 
 
+def _drop(name):
+    # Forgets module edgefw.<name> so the heap it holds can be reclaimed.
+    import sys
+    sys.modules.pop("edgefw." + name, None)
+    try:
+        # The package holds each submodule as an attribute too.
+        delattr(sys.modules["edgefw"], name)
+    except (AttributeError, KeyError, TypeError):
+        pass
+
+
 def _unload():
     # Drops what a failed load left half-imported, so the heap it took comes
     # back for the safe-mode STATUS.
     import gc
     import sys
-    pkg = sys.modules.get("edgefw")
     for name in list(sys.modules):
         if name.startswith("edgefw.") and name not in ("edgefw.boot", "edgefw.port"):
-            del sys.modules[name]
-            # The package holds each submodule as an attribute too.
-            try:
-                delattr(pkg, name[7:])
-            except (AttributeError, TypeError):
-                pass
+            _drop(name[7:])
     gc.collect()
 
 
@@ -138,6 +143,7 @@ def _start(b):
         board, cfg = config.load(port.root)
     except config.ConfigError as e:
         return safe_mode(port, None, str(e))
+    _drop("config")  # read once: its code need not stay in the heap
     dev = b.dev = cfg["device_id"]
     n, last = _crashes(port)
     if port.watchdog_reset():
@@ -153,8 +159,20 @@ def _start(b):
         os.mkdir(_path(port, "state"))
     except OSError:
         pass
+    agent = _build(port, board, cfg, n)
+    # The board file's dict (kilobytes of heap) is garbage from here on:
+    # what the agent needs was copied out of it.
+    board = cfg = None
+    b.running = True
+    port.kbd_intr(-1)
+    try:
+        import asyncio
+        asyncio.run(agent.run())
+    finally:
+        port.kbd_intr(3)
 
-    import asyncio
+
+def _build(port, board, cfg, n):
     from edgefw import VERSION, sensors
     from edgefw.agent import Agent
     from edgefw.clock import Clock
@@ -163,6 +181,7 @@ def _start(b):
     from edgefw.ticks import TickWriter
     from edgefw.uplink import Uplink
 
+    dev = cfg["device_id"]
     # The line buffer first, while the heap is still in one piece.
     link = SerialLink(port, None)
     clock = Clock(port, _path(port, "state/clock"))
@@ -178,13 +197,7 @@ def _start(b):
         if n:
             _set_crashes(port, 0, "")
 
-    agent = Agent(port, board, dev, cfg["sample_period_ms"], clock, ticks, [link], found,
-                  healthy)
-    _line(port, "agent %s on %s (%s), device %s, boot %d" % (
-        VERSION, board["name"], port.name, dev, clock.boot))
-    b.running = True
-    port.kbd_intr(-1)
-    try:
-        asyncio.run(agent.run())
-    finally:
-        port.kbd_intr(3)
+    port.write(("edge: agent %s on %s (%s), device %s, boot %d\r\n" % (
+        VERSION, board["name"], port.name, dev, clock.boot)).encode())
+    return Agent(port, board.get("watchdog_ms", 0), dev, cfg["sample_period_ms"], clock, ticks,
+                 [link], found, healthy)

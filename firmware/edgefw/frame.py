@@ -6,17 +6,35 @@ import binascii
 
 from edgefw.messages import MAX_MESSAGE
 
+from micropython import const
+
 PREFIX = b"#EA:"
 # prefix + base64 of the largest payload + ':' + 8 hex digits (1381 bytes)
 MAX_LINE = 4 + 4 * ((MAX_MESSAGE + 2) // 3) + 9
 
 
+_CHUNK = const(96)  # payload bytes base64-encoded at a time (3 | 96)
+
+
 def encode(payload):
-    if len(payload) > MAX_MESSAGE:
+    parts = []
+    send(parts.append, payload)
+    return b"".join(parts)
+
+
+def send(write, payload):
+    # Writes the frame line of payload through write(bytes). Base64 is made
+    # a chunk at a time: no allocation is larger than a chunk, so a board's
+    # heap, fragmented after days, always has room, and no line-sized output
+    # buffer is kept.
+    n = len(payload)
+    if n > MAX_MESSAGE:
         raise ValueError("frame payload over %d bytes" % MAX_MESSAGE)
-    crc = binascii.crc32(payload) & 0xFFFFFFFF
-    return b"".join((PREFIX, binascii.b2a_base64(payload, newline=False),
-                     b":%08x\r\n" % crc))
+    mv = memoryview(payload)
+    write(PREFIX)
+    for i in range(0, n, _CHUNK):
+        write(binascii.b2a_base64(mv[i:i + _CHUNK], newline=False))
+    write(b":%08x\r\n" % (binascii.crc32(payload) & 0xFFFFFFFF))
 
 
 def is_frame(line):

@@ -104,7 +104,7 @@ class SerialLink:
         # Writes at most one message; returns ms until poll wants to run.
         payload, wait = self.uplink.poll(now_ms)
         if payload is not None:
-            self.port.write(frame.encode(payload))
+            frame.send(self.port.write, payload)
             return 0
         return wait
 

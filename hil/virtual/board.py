@@ -56,7 +56,7 @@ from typing import BinaryIO
 from edge_hil.virtual.console import ConsoleFilter
 from edge_hil.virtual.esp_rom import CHIPS, EspRomLoader
 from edge_hil.virtual.flash import FlashImage, record_write
-from edge_hil.virtual.rom import ROM_HEAP_SLACK, build_rom
+from edge_hil.virtual.rom import ROM_HEAP_SLACK, build_rom, qstr_bytes
 from edge_hil.virtual.uf2_drive import Uf2Drive, Uf2Error, parse_uf2
 
 log = logging.getLogger("edge_hil.virtual.board")
@@ -572,7 +572,9 @@ class VirtualBoard:
         # the board's budget plus the image, which stands for the flash.
         rom = Path(self.spec.fs).parent / "agent.romfs"
         rom_size = build_rom(Path(self.spec.fs), rom)
-        heap = self.spec.heap_bytes + (rom_size + ROM_HEAP_SLACK if rom_size else 0)
+        heap = self.spec.heap_bytes
+        if rom_size:
+            heap += rom_size + ROM_HEAP_SLACK + qstr_bytes(self.micropython, rom)
         argv = [self.micropython, "-X", f"heapsize={heap}", "-i", self.runner, self.spec.fs, mode]
         if rom_size:
             argv.append(str(rom))

@@ -6,19 +6,55 @@ stays in flash and costs no heap. A virtual board stands for that board: at
 every start its supervisor packs the folder's ``edgefw/*.mpy`` into a ROMFS
 image (MicroPython's read-only filesystem whose ``.mpy`` files run in place),
 the runner mounts it at ``/rom`` ahead of the folder on ``sys.path``, and the
-interpreter's heap is the board file's budget *plus* the image, which is its
-first allocation and stands for the flash. So ``gc.mem_free()`` on a virtual
-board means what it means on the real one.
+interpreter's heap is the board file's budget *plus* what a frozen build keeps
+in flash and the Unix port keeps in its heap: the image (the heap's first
+allocation) and the interned names (qstrs) of the frozen modules, measured
+once per image by importing them all. So ``gc.mem_free()`` on a virtual board
+means what it means on the real one.
 """
 
 from __future__ import annotations
 
+import hashlib
+import subprocess
 from pathlib import Path
 
 from mpremote.romfs import VfsRomWriter
 
 # Block header and alignment slack for the one allocation holding the image.
 ROM_HEAP_SLACK = 64
+
+# Imports every module of the image and prints how many bytes the qstr pool
+# grew by (micropython.qstr_info's n_total_bytes).
+_QSTRS = """
+import micropython, os, sys, vfs
+buf = bytearray(os.stat(sys.argv[1])[6])
+with open(sys.argv[1], "rb") as f:
+    f.readinto(buf)
+vfs.mount(vfs.VfsRom(buf), "/rom")
+sys.path.insert(0, "/rom")
+micropython.qstr_info()
+for name in os.listdir("/rom/edgefw"):
+    if name.endswith(".mpy"):
+        try:
+            __import__("edgefw." + name[:-4])
+        except Exception:
+            pass
+micropython.qstr_info()
+"""
+_qstr_cache: dict[str, int] = {}
+
+
+def qstr_bytes(micropython: str, image: Path) -> int:
+    """Bytes the frozen modules' names add to the qstr pool (flash on a frozen build); cached by image."""
+    key = hashlib.sha256(Path(image).read_bytes()).hexdigest()
+    if key not in _qstr_cache:
+        proc = subprocess.run([micropython, "-X", "heapsize=4M", "-c", _QSTRS, str(image)],
+                              capture_output=True, text=True, timeout=60)
+        totals = [int(line.rsplit("=", 1)[1]) for line in proc.stdout.splitlines()
+                  if line.startswith("qstr pool:") and "n_total_bytes=" in line]
+        _qstr_cache[key] = totals[-1] - totals[0] if len(totals) == 2 else 0
+    return _qstr_cache[key]
 
 
 def build_rom(fs: Path, out: Path) -> int:

@@ -76,7 +76,7 @@ class Port:
         return None
 
 def agent(links, ticks):
-    return Agent(Port(), {"name": "esp32"}, "dev-1", 100, Clock(), ticks, links, [])
+    return Agent(Port(), 0, "dev-1", 100, Clock(), ticks, links, [])
 
 async def for_ms(a, ms):
     t = asyncio.create_task(a.run())
