@@ -568,10 +568,12 @@ class VirtualBoard:
         env = dict(os.environ)
         env["HOME"] = self.spec.home        # the REPL keeps its history there
         env.pop("MICROPYINSPECT", None)
-        # The agent frozen into the board's "flash" (rom.py): the heap holds
-        # the board's budget plus the image, which stands for the flash.
+        # The agent frozen into the board's "flash" (rom.py) when it boots to
+        # run main.py: the heap holds the board's budget plus the image and
+        # its names, which stand for the flash. A raw-REPL session (mpremote,
+        # edge flash) sees the folder's files, which it may be replacing.
         rom = Path(self.spec.fs).parent / "agent.romfs"
-        rom_size = build_rom(Path(self.spec.fs), rom)
+        rom_size = build_rom(Path(self.spec.fs), rom) if mode == "boot" else 0
         heap = self.spec.heap_bytes
         if rom_size:
             heap += rom_size + ROM_HEAP_SLACK + qstr_bytes(self.micropython, rom)

@@ -3,7 +3,7 @@
 A real board runs the agent from a custom MicroPython image with the agent
 frozen in (``firmware/manifest.py``, docs/firmware-build.md): its bytecode
 stays in flash and costs no heap. A virtual board stands for that board: at
-every start its supervisor packs the folder's ``edgefw/*.mpy`` into a ROMFS
+every start that runs main.py its supervisor packs the folder's ``edgefw/*.mpy`` into a ROMFS
 image (MicroPython's read-only filesystem whose ``.mpy`` files run in place),
 the runner mounts it at ``/rom`` ahead of the folder on ``sys.path``, and the
 interpreter's heap is the board file's budget *plus* what a frozen build keeps

@@ -69,7 +69,7 @@ def _boot():
     import sys
     fs = sys.argv[1]
     mode = sys.argv[2]
-    rom = sys.argv[3] if len(sys.argv) > 3 else None
+    rom = sys.argv[3] if len(sys.argv) > 3 and mode == "boot" else None
     if rom:
         import vfs
         rom_buf = bytearray(os.stat(rom)[6])
@@ -99,6 +99,13 @@ def _boot():
         ok = _run("boot.py", g)
     if ok and mode == "boot":
         ok = _run("main.py", g)
+        if rom:
+            # main.py ended (Ctrl-C, a crash): the REPL, like mpremote's
+            # sessions, sees the folder's files, which may be newer.
+            sys.path.remove("/rom")
+            for name in list(sys.modules):
+                if name == "edgefw" or name.startswith("edgefw."):
+                    del sys.modules[name]
     if not ok:
         _marker("reset")
         # The supervisor kills this interpreter and starts the next one; never
