@@ -100,8 +100,14 @@ class _Boot:
 
 def main(port=None):
     if port is None:
-        from edgefw.port import detect
-        port = detect()
+        try:
+            from edgefw.port import detect
+            port = detect()
+        except Exception as e:
+            # No port adapter: only print can say it (no frame without one).
+            print("edge: SAFE MODE: cannot load the port adapter (%r); re-flash with "
+                  "`edge flash`" % (e,))
+            return "safe"
     b = _Boot(port)
     try:
         return _start(b)

@@ -220,3 +220,15 @@ def test_a_crash_whose_count_cannot_be_written_still_reports_and_returns_to_the_
     assert st and st[-1].state == "error" and "agent crashed" in st[-1].reason
     # One traceback for the person, printed by the handler; none escapes main.py.
     assert console.count("Traceback") == 1 and "main.py" not in console.split("Traceback")[1]
+
+
+def test_a_port_adapter_that_cannot_load_still_ends_at_the_repl_saying_why(tmp_path):
+    fs = install(tmp_path / "fs")
+    fake = tmp_path / "port.py"
+    fake.write_text("raise MemoryError('simulated')\n")
+    from edge_agent.firmware import mpy_cross_exe
+    subprocess.run([mpy_cross_exe(), "-o", str(fs / "edgefw" / "port.mpy"), "-s", "edgefw/port.py",
+                    str(fake)], check=True)
+    rc, console = boot_once(fs)
+    assert rc == 0 and "Traceback" not in console, console
+    assert "SAFE MODE: cannot load the port adapter" in console
