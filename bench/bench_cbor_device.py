@@ -1,12 +1,15 @@
 """Speed and memory of the device CBOR codec on a telemetry message.
 
 Runs ``edgefw.cbor`` under the real MicroPython Unix port with the ESP32's heap
-budget and measures, for one realistic BATCH message (a map with small integer
-keys holding a SenML pack of 20 records):
+budget and measures, for one realistic BATCH message of protocol version 2
+(a map with small integer keys holding 4 ticks of 5 records: 20 records):
 
 - dumps and loads per second;
 - bytes allocated per dumps and per loads (``gc.mem_alloc()`` deltas with the
-  collector off, so every allocation counts).
+  collector off, so every allocation counts);
+- on MicroPython, the strict message decoder (``edgefw.messages.decode``, the
+  rules of docs/protocol.md 2.1: a well-formedness walk, then the known keys)
+  against plain ``loads`` of the same bytes: the price of strictness.
 
 For context it measures in the same run cbor2 (a C extension) on CPython, and
 ``edgefw.cbor`` itself on CPython (the Raspberry Pi case). The ratio against
@@ -41,23 +44,19 @@ BOARD = "esp32"
 # The message, built the same way by both interpreters (common subset).
 MESSAGE = r'''
 def message():
-    names = ("temp", "humidity", "battery", "rssi", "heap_free")
-    units = ("Cel", "%RH", "V", "dBm", "B")
-    pack = []
-    for i in range(20):
-        k = i % 5
-        rec = {0: names[k], 1: units[k], 2: (21.5, 45.25, 3.987, -61, 48123)[k] + i * 0.125,
-               6: i * 5.0}
-        if i == 0:
-            rec[-2] = "dev-7f3a01/"
-            rec[-3] = 1763900000
-        pack.append(rec)
-    return {0: 3, 1: "dev-7f3a01", 2: 1200, 3: 7, 4: 0, 5: 0, 6: pack}
+    # Sensors 0..4: temp (Cel), humidity (%RH), battery (V), rssi (dBm), heap_free (B).
+    ticks = []
+    for t in range(4):
+        ticks.append([t * 5000, 0, 21.5 + t * 0.0625, 1, 45.25 + t * 0.125, 2, 3.98828125,
+                      3, -61 - t, 4, 48123 - 16 * t])
+    return {0: 7, 1: "dev-7f3a01", 2: 1200, 3: 7, 4: 0, 5: 0, 6: 645081766,
+            7: 1763906000000, 8: 5230, 9: ticks}
 '''
 
 DEVICE = MESSAGE + r'''
 import gc, json, time
 from edgefw.cbor import dumps, loads
+from edgefw.messages import decode
 
 def rate(fn, arg, seconds):
     n = 0
@@ -86,6 +85,7 @@ gc.collect()
 free = gc.mem_free()
 print(json.dumps({"size": len(data), "dumps_per_s": rate(dumps, msg, SECONDS),
                   "loads_per_s": rate(loads, data, SECONDS),
+                  "decode_per_s": rate(decode, data, SECONDS), "decode_alloc": allocated(decode, data),
                   "dumps_alloc": allocated(dumps, msg), "loads_alloc": allocated(loads, data),
                   "heap_free": free}))
 '''
@@ -135,7 +135,7 @@ def main() -> int:
          cpython_rate(cbor2.dumps, msg, seconds), cpython_rate(cbor2.loads, c2_bytes, seconds),
          cpython_alloc(cbor2.dumps, msg), cpython_alloc(cbor2.loads, c2_bytes)),
     ]
-    print("CBOR codec, one BATCH message: 20 SenML records, %d bytes from the device codec "
+    print("CBOR codec, one BATCH message of protocol 2: 20 records in 4 ticks, %d bytes from the device codec "
           "(%d from cbor2, which writes floats as doubles)" % (mpy["size"], len(c2_bytes)))
     print()
     print("%-48s %11s %11s %13s %13s" % ("implementation", "dumps/s", "loads/s", "B alloc/dumps", "B alloc/loads"))
@@ -143,6 +143,8 @@ def main() -> int:
         print("%-48s %11.0f %11.0f %13d %13d" % (name, d, lo, da, la))
     c2 = rows[2]
     print()
+    print("strict message decoder on MicroPython: %.0f decodes/s (%.2fx plain loads), %d B allocated per decode"
+          % (mpy["decode_per_s"], mpy["decode_per_s"] / mpy["loads_per_s"], mpy["decode_alloc"]))
     print("cbor2-on-CPython / edgefw-on-MicroPython speed: dumps %.0fx, loads %.0fx "
           "(C extension on a desktop interpreter vs pure Python on a board interpreter: context only)"
           % (c2[1] / mpy["dumps_per_s"], c2[2] / mpy["loads_per_s"]))

@@ -183,7 +183,10 @@ class Reader:
         if len(d) == n:
             self.fail("duplicate map key", at)
 
-    def item(self, depth):
+    def head(self):
+        # Reads the initial byte at self.i and its argument; sets self.mt and
+        # returns the argument (-1: indefinite length; for major type 7 the
+        # additional information, its argument left unread).
         at = self.i
         if at >= self.n:
             self.fail("truncated: data item expected", at)
@@ -191,16 +194,21 @@ class Reader:
         self.i = at + 1
         mt = ib >> 5
         ai = ib & 31
-        if mt == 7:
-            return self.simple(ai, at)
-        if ai < 24:  # inline: most heads carry their argument
-            n = ai
-        elif ai == 31:
+        self.mt = mt
+        if mt == 7 or ai < 24:  # inline: most heads carry their argument
+            return ai
+        if ai == 31:
             if mt < 2 or mt == 6:
                 self.fail("indefinite length is not allowed for major type %d" % mt, at)
-            n = -1
-        else:
-            n = self.arg(ai, at)
+            return -1
+        return self.arg(ai, at)
+
+    def item(self, depth):
+        at = self.i
+        n = self.head()
+        mt = self.mt
+        if mt == 7:
+            return self.simple(n, at)
         if mt < 2:
             return n if mt == 0 else -1 - n
         if mt < 4:
@@ -240,13 +248,10 @@ class Reader:
 
     def skip(self, depth):
         at = self.i
-        if at >= self.n:
-            self.fail("truncated: data item expected", at)
-        ib = self.b[at]
-        self.i = at + 1
-        mt = ib >> 5
-        ai = ib & 31
+        n = self.head()
+        mt = self.mt
         if mt == 7:
+            ai = n
             if ai == 24:
                 if self.b[self.take(1, at)] < 32:
                     self.fail("simple value must use the one-byte form", at)
@@ -255,12 +260,6 @@ class Reader:
             elif ai > 27:
                 self.fail("break or reserved additional information %d" % ai, at)
             return
-        if ai == 31:
-            if mt < 2 or mt == 6:
-                self.fail("indefinite length is not allowed for major type %d" % mt, at)
-            n = -1
-        else:
-            n = self.arg(ai, at)
         if mt < 2:
             return
         if mt < 4:
@@ -282,12 +281,16 @@ class Reader:
             self.fail("nesting deeper than %d levels" % self.max_depth, at)
         depth += 1
         if mt == 6:
+            if (n == 2 or n == 3) and (self.i >= self.n or self.b[self.i] >> 5 != 2):
+                self.fail("bignum tag %d must hold a byte string" % n, at)
             self.skip(depth)
             return
         k = 1 if mt == 4 else 2
         if n < 0:
             while not self.brk():
                 self.skip(depth)
+                if k == 2:
+                    self.skip(depth)  # a map's value: a break here is malformed
             return
         if n * k > self.n - self.i:
             self.fail("container of %d items is longer than the %d bytes left" % (n, self.n - self.i), at)
@@ -358,6 +361,11 @@ def _int(out, x):
     out.append(0xC2 | (mt >> 5))
     _head(out, 0x40, len(b))
     out.extend(b)
+
+
+def head_len(n):
+    # Bytes of the shortest head whose argument is n.
+    return 1 if n < 24 else 2 if n < 0x100 else 3 if n < 0x10000 else 5 if n < 0x100000000 else 9
 
 
 def put_head(buf, i, mt, n):
@@ -503,9 +511,9 @@ def _enc(out, x, depth):
 
 
 def dumps(obj):
-    out = bytearray(8)  # out[0:8]: scratch for _float; the encoding follows
+    out = bytearray()
     _enc(out, obj, 0)
-    return bytes(memoryview(out)[8:])
+    return bytes(out)
 
 
 class Writer:
@@ -513,7 +521,7 @@ class Writer:
     # count) followed by their items, so a large message is built without
     # first building its dicts and lists.
     def __init__(self):
-        self.out = bytearray(8)  # scratch for _float, as in dumps
+        self.out = bytearray()
 
     def map(self, n):
         _head(self.out, 0xA0, n)
@@ -525,4 +533,4 @@ class Writer:
         _enc(self.out, x, 0)
 
     def bytes(self):
-        return bytes(memoryview(self.out)[8:])
+        return bytes(self.out)

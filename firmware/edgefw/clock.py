@@ -68,6 +68,14 @@ class Clock:
         self._bound()
         self._save()
 
+    def at_least(self, boot):
+        # Raises the boot counter to boot (persisted) if it is below: the
+        # records on the device prove boots up to boot - 1 happened, even
+        # when both counter files were lost.
+        if boot > self.boot and _boot_ok(boot):
+            self.boot = boot
+            self._save()
+
     def uptime_ms(self):
         # Accumulates tick differences so the count survives the wrap of
         # ticks_ms (2**30 ms on boards); called at least every few minutes.
@@ -87,7 +95,12 @@ class Clock:
             return False
         self._epochs[self.boot] = (unix_ms - self.uptime_ms(), False)
         self._bound()
-        self._save()
+        try:
+            self._save()
+        except OSError:
+            # Not persisted, so not used: the next TIME tries again.
+            del self._epochs[self.boot]
+            raise
         return True
 
     def epoch(self, boot):
@@ -100,11 +113,18 @@ class Clock:
     def estimate(self, estimates):
         # estimates: [(boot, epoch_ms)] for earlier boots without an epoch;
         # persisted in one write, flagged, never recomputed.
+        new = []
         for b, e in estimates:
             if b not in self._epochs and b < self.boot and _epoch_ok(e):
                 self._epochs[b] = (e, True)
+                new.append(b)
         self._bound()
-        self._save()
+        try:
+            self._save()
+        except OSError:
+            for b in new:
+                self._epochs.pop(b, None)
+            raise
 
     def forget_before(self, boot):
         # Epochs of boots with no record left on the device are not needed.
@@ -112,7 +132,10 @@ class Clock:
         if old:
             for b in old:
                 del self._epochs[b]
-            self._save()
+            try:
+                self._save()
+            except OSError:
+                pass  # a stale epoch on flash is harmless: dropped at the next write
 
     def _bound(self):
         while len(self._epochs) > _KEEP_EPOCHS:

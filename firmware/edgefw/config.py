@@ -3,6 +3,8 @@
 # the file, the problem and the fix, and boot falls back to safe mode.
 import json
 
+from edgefw import messages, sensors as _sensors
+
 
 class ConfigError(Exception):
     pass
@@ -28,9 +30,6 @@ def _int(d, key, lo, hi, default, where):
     return v
 
 
-_ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
-
-
 def load(root):
     prefix = root + "/" if root else ""
     fix_board = "copy the board file with `edge flash`"
@@ -46,9 +45,14 @@ def load(root):
     for s in sensors + vsensors:
         if not isinstance(s, dict) or not isinstance(s.get("name"), str) or not isinstance(s.get("kind"), str):
             raise ConfigError("board.json: each sensor needs a name and a kind; " + fix_board)
+    try:
+        _sensors.check(sensors + vsensors)
+    except ValueError as e:
+        raise ConfigError("board.json: %s; %s" % (e, fix_board))
     dev = cfg.get("device_id")
-    if not isinstance(dev, str) or not 0 < len(dev) <= 64 or any(c not in _ID_CHARS for c in dev):
-        raise ConfigError("config.json: device_id must be 1-64 letters, digits, '-', '_' or '.'; " + fix_cfg)
+    if not messages.valid_id(dev):
+        raise ConfigError("config.json: device_id must be 1-64 of a-z 0-9 - . starting with a letter "
+                          "or a digit (docs/protocol.md 2.2); " + fix_cfg)
     period = board.get("sample_period_ms", 5000)
     cfg["sample_period_ms"] = _int(cfg, "sample_period_ms", 100, 86400000, period, "config.json")
     cfg["journal_bytes"] = _int(cfg, "journal_bytes", 8192, 16777216,

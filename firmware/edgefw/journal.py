@@ -1,7 +1,8 @@
 # Store-and-forward telemetry journal (docs/protocol.md, BATCH and ACK).
 #
-# Records are numbered by sequence (one number per SenML record); an entry
-# holds `count` consecutive numbers and an opaque payload. Entries are
+# Records are numbered by sequence (one number per sample, a pair of a
+# tick); an entry holds `count` consecutive numbers and an opaque payload
+# (a tick, ticks.py). Entries are
 # appended to segment files "sXXXXXXXX.log" in `root` (XXXXXXXX: the first
 # sequence number of the segment, 8 hex digits, so names sort in order).
 # An entry on flash:
@@ -17,8 +18,9 @@
 # exact: it may fall inside an entry), floor, dropped, gapmark, refused (the
 # records a host refused, docs/protocol.md 2.9); the 20-byte "EJS1" state of
 # version 1 (no refused total) is still read. Rules:
-# - every record below max(acked, floor) ("low") is acknowledged or counted
-#   in dropped, and is never returned by pending() again;
+# - every record below max(acked, floor) ("low") is acknowledged, refused
+#   or counted in dropped, and never returned by pending() again (an entry
+#   holding low is returned whole: its reader skips the records below);
 # - an append that returned is durable (its file is closed); nothing else is
 #   written per append;
 # - a segment is deleted only after the state that makes all its records
@@ -346,7 +348,7 @@ class Journal:
             try:
                 return self._append(payload, count)
             except OSError as e:
-                if e.args[0] != _ENOSPC:
+                if not e.args or e.args[0] != _ENOSPC:
                     raise
                 self.fs_full += 1
                 # Room is made by the counted rule only, and never from the
@@ -452,14 +454,47 @@ class Journal:
         self._need()
         return self._read(None, max_bytes, max_entries)[0]
 
-    def read_into(self, buf, at=None, max_entries=32):
-        # The oldest pending entries read into buf (bytearray), no payload
-        # copy allocated: ([(first_seq, count, offset, length)], at), at to
-        # pass back to go on from there (None: from the head). Stops before
-        # an entry that would not fit; an entry larger than buf is skipped
-        # (entries are at most seg_bytes, so size buf above that).
+    def read_into(self, buf, index, at=None):
+        # The oldest pending entries read into buf (bytearray) with no
+        # payload copy and no tuple per entry: index (an array("H"), 5 per
+        # entry) gets the high and low 16 bits of first_seq, the count, the
+        # offset in buf and the length of each (buf is at most 64 KB).
+        # Returns (entries read, at): pass at back to go on from there (None:
+        # from the head). Stops before an entry that would not fit in buf or
+        # in index; an entry larger than buf is skipped (size buf above the
+        # largest entry written).
         self._need()
-        return self._read(at, len(buf), max_entries, memoryview(buf))
+        return self._read(at, len(buf), len(index) // 5, memoryview(buf), index)
+
+    def read_last_into(self, buf):
+        # The newest complete entry on flash (pending or not) read into
+        # buf[0:n]; returns n, or -1 if there is none that fits. Only the
+        # newest segment holding one is walked.
+        self._need()
+        i = len(self._segs) - 1
+        while i >= 0:
+            seg = self._segs[i]
+            f = open(self._path(seg[0]), "rb")
+            try:
+                self._prev = None
+                pos = 0
+                last = -1
+                while True:
+                    p = self._find(f, pos, seg[2])
+                    if p < 0:
+                        break
+                    last = p
+                    n = self._e_len
+                    pos = p + _OVERHEAD + n
+                if last >= 0 and n <= len(buf):
+                    f.seek(last + _HDR)
+                    mv = memoryview(buf)[:n]
+                    if f.readinto(mv) == n:
+                        return n
+            finally:
+                f.close()
+            i -= 1
+        return -1
 
     def iter_pending(self):
         # Every pending entry in order, read a few at a time; no file stays
@@ -488,7 +523,7 @@ class Journal:
             i += 1
         return i, 0
 
-    def _read(self, at, max_bytes, max_entries, into=None):
+    def _read(self, at, max_bytes, max_entries, into=None, index=None):
         # at: None (from the first pending entry) or (segment, offset, end
         # of the last entry returned) as returned by the previous call.
         segs = self._segs
@@ -505,7 +540,8 @@ class Journal:
             if i == len(segs):
                 # That segment was dropped meanwhile: start over, past `after`.
                 i, pos = self._start()
-        out = []
+        out = [] if index is None else None
+        got = 0
         total = 0
         while i < len(segs):
             seg = segs[i]
@@ -522,10 +558,10 @@ class Journal:
                     pos = p + _OVERHEAD + n
                     if first + count <= after:
                         continue
-                    if at is None and not out and self._cur is None:
+                    if at is None and not got and self._cur is None:
                         self._cur = (seg, p)
-                    if out and (len(out) >= max_entries or total + n > max_bytes):
-                        return out, (seg, p, after)
+                    if got and (got >= max_entries or total + n > max_bytes):
+                        return (out if index is None else got), (seg, p, after)
                     if into is None:
                         payload = f.read(n)
                     elif n > max_bytes:
@@ -536,14 +572,23 @@ class Journal:
                             continue
                     if len(payload) != n or not self._tail_ok(f, crc32(payload, crc32(self._hdr))):
                         continue  # damaged since open(): never sent
-                    out.append((first, count, payload) if into is None else (first, count, total, n))
+                    if index is None:
+                        out.append((first, count, payload))
+                    else:
+                        k = got * 5
+                        index[k] = first >> 16
+                        index[k + 1] = first & 0xFFFF
+                        index[k + 2] = count
+                        index[k + 3] = total
+                        index[k + 4] = n
+                    got += 1
                     total += n
                     after = first + count
             finally:
                 f.close()
             i += 1
             pos = 0
-        return out, (segs[-1] if segs else None, pos, after)
+        return (out if index is None else got), (segs[-1] if segs else None, pos, after)
 
     def ack(self, next_seq, refused=0, dropped=0):
         # Every record below next_seq is handled by the host, exactly: an

@@ -20,34 +20,26 @@ VERSION = const(2)
 TIME_MIN = const(1577836800000)  # 2020-01-01 (section 2.5)
 TIME_MAX = const(4102444800000)  # 2100-01-01, excluded
 _DEPTH = const(8)
-_UINT_MAX = const(0x7FFFFFFFFFFFFFFF)
+UINT_MAX = const(0x7FFFFFFFFFFFFFFF)
 
 # Declared value kinds of section 2 tables.
-_UINT = const(0)
-_BOOL = const(1)
-_TSTR = const(2)
-_ID = const(3)
-_ID_OR_EMPTY = const(4)
-_MAP = const(5)
-_ARRAY = const(6)
+K_UINT = const(0)
+K_BOOL = const(1)
+K_TSTR = const(2)
+K_ID = const(3)
+K_ID_OR_EMPTY = const(4)
+K_MAP = const(5)
+K_ARRAY = const(6)
 
 # type -> ((key, kind, required, lo, hi), ...); lo..hi is a uint's range or
-# a text's length in characters.
+# a text's length in characters. Only what a device receives: the types it
+# sends are checked by edgefw.outgoing, imported when one is decoded (tests,
+# a host running this code), so a board never loads it.
 _KEYS = {
-    T_HELLO: ((1, _ID, 1, 0, 0), (2, _TSTR, 1, 1, 64), (3, _TSTR, 1, 1, 64),
-              (4, _UINT, 1, 0, _UINT_MAX), (5, _UINT, 1, 0, _UINT_MAX), (6, _UINT, 1, 0, _UINT_MAX),
-              (7, _UINT, 1, 0, _UINT_MAX), (8, _UINT, 1, 0, _UINT_MAX), (9, _UINT, 1, VERSION, _UINT_MAX),
-              (10, _UINT, 0, 0, _UINT_MAX)),
-    T_TIME: ((1, _UINT, 1, TIME_MIN, TIME_MAX - 1), (2, _BOOL, 0, 0, 0)),
-    T_ACK: ((1, _ID, 1, 0, 0), (2, _UINT, 1, 0, _UINT_MAX)),
-    T_STATUS: ((1, _ID_OR_EMPTY, 1, 0, 0), (2, _TSTR, 1, 1, 64), (3, _TSTR, 1, 0, 512),
-               (4, _MAP, 0, 0, 0), (5, _MAP, 0, 0, 0)),
-    T_SENSORS: ((1, _ID, 1, 0, 0), (2, _UINT, 1, 0, 0xFFFFFFFF), (3, _ARRAY, 1, 1, 64)),
-    T_BATCH: ((1, _ID, 1, 0, 0), (2, _UINT, 1, 0, _UINT_MAX), (3, _UINT, 1, 0, _UINT_MAX),
-              (4, _UINT, 1, 0, 1), (5, _UINT, 1, 0, _UINT_MAX), (6, _UINT, 1, 0, 0xFFFFFFFF),
-              (7, _UINT, 1, 0, _UINT_MAX), (8, _UINT, 1, 0, _UINT_MAX), (9, _ARRAY, 1, 1, 128)),
-    T_REFUSE: ((1, _ID, 1, 0, 0), (2, _UINT, 1, 0, _UINT_MAX), (3, _UINT, 1, 0, _UINT_MAX),
-               (4, _TSTR, 1, 1, 64)),
+    T_TIME: ((1, K_UINT, 1, TIME_MIN, TIME_MAX - 1), (2, K_BOOL, 0, 0, 0)),
+    T_ACK: ((1, K_ID, 1, 0, 0), (2, K_UINT, 1, 0, UINT_MAX)),
+    T_REFUSE: ((1, K_ID, 1, 0, 0), (2, K_UINT, 1, 0, UINT_MAX), (3, K_UINT, 1, 0, UINT_MAX),
+               (4, K_TSTR, 1, 1, 64)),
 }
 
 _ID_FIRST = "abcdefghijklmnopqrstuvwxyz0123456789"
@@ -87,7 +79,7 @@ def valid_unit(s):
     return True
 
 
-def _plain_text(s):
+def plain_text(s):
     # No control characters (U+0000-U+001F, U+007F-U+009F).
     for c in s:
         o = ord(c)
@@ -100,25 +92,25 @@ def _value(r, key, kind, lo, hi):
     # The value of a known key at r.i, checked against its declared kind.
     at = r.i
     mt = r.b[at] >> 5
-    if kind == _BOOL:
+    if kind == K_BOOL:
         if r.b[at] not in (0xF4, 0xF5):
             raise ValueError("key %d must be true or false" % key)
         return r.item(1)
-    want = 0 if kind == _UINT else 5 if kind == _MAP else 4 if kind == _ARRAY else 3
+    want = 0 if kind == K_UINT else 5 if kind == K_MAP else 4 if kind == K_ARRAY else 3
     if mt != want:
         raise ValueError("key %d has the wrong type" % key)
     v = r.item(1)
-    if kind == _UINT:
+    if kind == K_UINT:
         if not lo <= v <= hi:
             raise ValueError("key %d is out of range (%d..%d)" % (key, lo, hi))
-    elif kind == _TSTR:
-        if not lo <= len(v) <= hi or not _plain_text(v):
+    elif kind == K_TSTR:
+        if not lo <= len(v) <= hi or not plain_text(v):
             raise ValueError("key %d must be text of %d to %d characters without control characters"
                              % (key, lo, hi))
-    elif kind == _ID or kind == _ID_OR_EMPTY:
-        if not (valid_id(v) or (kind == _ID_OR_EMPTY and v == "")):
+    elif kind == K_ID or kind == K_ID_OR_EMPTY:
+        if not (valid_id(v) or (kind == K_ID_OR_EMPTY and v == "")):
             raise ValueError("key %d is not a valid device id" % key)
-    elif kind == _ARRAY:
+    elif kind == K_ARRAY:
         if not lo <= len(v) <= hi:
             raise ValueError("key %d must hold %d to %d items" % (key, lo, hi))
     return v
@@ -127,6 +119,13 @@ def _value(r, key, kind, lo, hi):
 def decode(payload):
     # -> (type, {key: value}) of the known keys; ValueError naming the first
     # rule broken (section 2.1, in its order). Nothing else is raised.
+    try:
+        return _decode(payload)
+    except MemoryError:
+        raise ValueError("message does not fit in free memory")
+
+
+def _decode(payload):
     n = len(payload)
     if n > MAX_MESSAGE:
         raise ValueError("message of %d bytes is over %d" % (n, MAX_MESSAGE))
@@ -141,7 +140,7 @@ def decode(payload):
         raise ValueError("message is not a map")
     r.i = 1
     count = -1 if ib & 31 == 31 else r.arg(ib & 31, 0)
-    keys = []  # (key, offset of its value) of the unsigned-integer keys
+    keys = {}  # unsigned-integer key -> offset of its value (a dict: no quadratic check)
     done = 0
     while True:
         if count < 0:
@@ -153,31 +152,29 @@ def decode(payload):
         kb = r.b[r.i]
         if kb >> 5 == 0:
             k = r.item(1)
-            for kk, _ in keys:
-                if kk == k:
-                    raise ValueError("key %d appears twice" % k)
-            keys.append((k, r.i))
+            if k in keys:
+                raise ValueError("key %d appears twice" % k)
+            keys[k] = r.i
         else:
             r.skip(1)  # a key that is not an unsigned integer: skipped, value too
         r.skip(1)
-    kind = None
-    for k, at in keys:
-        if k == 0:
-            if r.b[at] >> 5 != 0:
-                raise ValueError("key 0 (message type) must be an unsigned integer")
-            r.i = at
-            kind = r.item(1)
-    if kind is None:
+    at = keys.get(0)
+    if at is None:
         raise ValueError("key 0 (message type) is missing")
+    if r.b[at] >> 5 != 0:
+        raise ValueError("key 0 (message type) must be an unsigned integer")
+    r.i = at
+    kind = r.item(1)
     spec = _KEYS.get(kind)
+    out = None
+    if spec is None and (kind == T_HELLO or T_STATUS <= kind <= T_BATCH):
+        from edgefw import outgoing as out
+        spec = out.KEYS[kind]
     if spec is None:
         raise ValueError("key 0: unknown message type %d" % kind)
     fields = {}
     for key, vk, required, lo, hi in spec:
-        at = -1
-        for k, a in keys:
-            if k == key:
-                at = a
+        at = keys.get(key, -1)
         if at < 0:
             if required:
                 raise ValueError("key %d is missing" % key)
@@ -185,70 +182,12 @@ def decode(payload):
         r.i = at
         fields[key] = _value(r, key, vk, lo, hi)
         if kind == T_SENSORS and key == 3:
-            _table_ok(fields[3], crc32(r.b[at:r.i]), fields[2])
+            fields[-1] = crc32(r.b[at:r.i])  # the table as sent, for its id
     if kind == T_REFUSE and fields[2] >= fields[3]:
         raise ValueError("key 3 (end) must be above key 2 (first)")
-    if kind == T_STATUS:
-        _status_ok(fields)
-    if kind == T_BATCH:
-        _ticks_ok(fields[2], fields[9])
+    if out is not None:
+        out.check(kind, fields)
     return kind, fields
-
-
-def _uint_ok(v):
-    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= _UINT_MAX
-
-
-def _value_ok(v):
-    # A record's value (section 2.7): integer of magnitude below 2**63,
-    # finite float, bool, or text of at most 64 characters.
-    if isinstance(v, bool):
-        return True
-    if isinstance(v, int):
-        return -_UINT_MAX <= v <= _UINT_MAX
-    if isinstance(v, float):
-        return v == v and -1.8e308 < v < 1.8e308
-    return isinstance(v, str) and len(v) <= 64 and _plain_text(v)
-
-
-def _ticks_ok(first, ticks):
-    records = 0
-    last = 0
-    for t in ticks:
-        if not isinstance(t, list) or len(t) < 3 or len(t) > 129 or not len(t) & 1:
-            raise ValueError("key 9: a tick is [dt_ms, k, v, ...] with 1 to 64 pairs")
-        if not _uint_ok(t[0]) or t[0] < last:
-            raise ValueError("key 9: dt_ms must be a uint that never decreases")
-        last = t[0]
-        for i in range(1, len(t), 2):
-            if not _uint_ok(t[i]) or not _value_ok(t[i + 1]):
-                raise ValueError("key 9: a pair is a sensor index (uint) and a value of section 2.7")
-        records += len(t) >> 1
-    if records > 256:
-        raise ValueError("key 9: %d records, at most 256" % records)
-    if first + records > _UINT_MAX:
-        raise ValueError("key 2: the batch's end is above 2**63-1")
-
-
-def _status_ok(f):
-    for k in (4, 5):
-        d = f.get(k)
-        if d is None:
-            continue
-        for name in d:
-            if not isinstance(name, str) or (k == 5 and not _uint_ok(d[name])):
-                raise ValueError("key %d: keys are text%s" % (k, " and values uints" if k == 5 else ""))
-
-
-def _table_ok(table, crc, table_id):
-    seen = []
-    for e in table:
-        if (not isinstance(e, list) or len(e) != 2 or not valid_name(e[0])
-                or not valid_unit(e[1]) or e[0] in seen):
-            raise ValueError("key 3: each entry must be [name, unit] (section 2.2), names unique")
-        seen.append(e[0])
-    if crc != table_id:
-        raise ValueError("key 2 is not the CRC-32 of key 3")
 
 
 # -- building --------------------------------------------------------------
@@ -256,35 +195,28 @@ def _table_ok(table, crc, table_id):
 # streaming into a Writer, keys in ascending order (insertion order is not
 # kept by a MicroPython dict, so no dict is encoded whole).
 
-def _sorted_map(w, d):
-    # Text keys of a small map in deterministic order (shorter first, then
-    # bytewise).
-    keys = sorted(d, key=lambda k: (len(k.encode()), k.encode()))
+def _map(w, d):
+    # A map in deterministic order (RFC 8949 4.2.1: keys by their encoded
+    # bytes, so small integers ascending, shorter text first); nested dicts
+    # alike.
+    keys = sorted(d, key=cbor.dumps)
     w.map(len(keys))
     for k in keys:
         w.item(k)
         v = d[k]
         if isinstance(v, dict):
-            _sorted_map(w, v)
+            _map(w, v)
         else:
             w.item(v)
 
 
 def encode(kind, fields):
-    # {key: value} -> message bytes, keys ascending; a dict value is written
-    # as a sorted map. Raises ValueError if the result is over MAX_MESSAGE.
+    # {key: value} -> message bytes of that type, deterministic. Raises
+    # ValueError if the result is over MAX_MESSAGE.
     w = cbor.Writer()
-    keys = sorted(fields)
-    w.map(len(keys) + 1)
-    w.item(0)
-    w.item(kind)
-    for k in keys:
-        w.item(k)
-        v = fields[k]
-        if isinstance(v, dict):
-            _sorted_map(w, v)
-        else:
-            w.item(v)
+    msg = dict(fields)
+    msg[0] = kind
+    _map(w, msg)
     out = w.bytes()
     if len(out) > MAX_MESSAGE:
         raise ValueError("message type %d of %d bytes is over %d" % (kind, len(out), MAX_MESSAGE))

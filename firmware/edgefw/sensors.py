@@ -4,6 +4,8 @@
 # add the board file's "virtual_sensors", simulated with realistic noise.
 import math
 
+from edgefw.messages import valid_name, valid_unit
+
 # Values are rounded to a power-of-two step so that they are exact binary
 # fractions: most then encode as 3-byte half-precision CBOR floats.
 _STEPS = {"Cel": 1 / 16, "%RH": 1 / 8, "V": 1 / 256}
@@ -78,6 +80,27 @@ def _battery(spec, clock, rnd):
             v = empty
         return v + noise * rnd.normal()
     return read
+
+
+def check(specs):
+    # The board file's sensors against docs/protocol.md 2.2: names and units
+    # valid, names unique, 1 to 64 sensors (a tick holds at most 64 pairs).
+    # ValueError naming the first bad entry.
+    seen = []
+    for spec in specs:
+        name = spec.get("name")
+        unit = spec.get("unit", "")
+        if not valid_name(name):
+            raise ValueError("sensor name %r must be 1-32 of A-Z a-z 0-9 _ - . starting with a "
+                             "letter or a digit" % (name,))
+        if not valid_unit(unit):
+            raise ValueError("sensor %s: unit %r must be 0-16 printable ASCII characters, no space"
+                             % (name, unit))
+        if name in seen:
+            raise ValueError("sensor name %s appears twice" % name)
+        seen.append(name)
+    if len(seen) > 64:
+        raise ValueError("%d sensors, at most 64" % len(seen))
 
 
 def build(board, port, clock, device_id):

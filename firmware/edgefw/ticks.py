@@ -5,6 +5,8 @@
 # buffer allocated once: appending a tick allocates nothing but the sensor
 # readings themselves.
 from edgefw import cbor
+from edgefw.cbor import head_len
+from edgefw.messages import plain_text
 
 from micropython import const
 
@@ -12,23 +14,9 @@ _MAX_SENSORS = const(64)  # a tick holds 1 to 64 pairs
 _MAX_TEXT = const(64)  # characters of a text value
 _ROOM = const(24)  # the array head, boot and uptime: at most 5 + 9 + 9 bytes
 _PAIR = const(11)  # an index (at most 2 bytes) and a number (at most 9)
+# A const, not messages.UINT_MAX: a global big int compared with a small
+# one allocates on MicroPython, a constant folded into the code does not.
 _INT_MAX = const(0x7FFFFFFFFFFFFFFF)
-_FMAX = 1.7976931348623157e308
-_FMIN = -_FMAX
-
-
-def _head_len(n):
-    return 1 if n < 24 else 2 if n < 0x100 else 3 if n < 0x10000 else 5 if n < 0x100000000 else 9
-
-
-def _plain(s):
-    if len(s) > _MAX_TEXT:
-        return False
-    for c in s:
-        o = ord(c)
-        if o < 0x20 or 0x7F <= o <= 0x9F:
-            return False
-    return True
 
 
 class TickWriter:
@@ -40,47 +28,67 @@ class TickWriter:
         self.table = [(s.name, s.unit) for s in sensors]
         self.sensor_errors = 0
         # Room for every sensor's number plus one text value at its longest
-        # (4 bytes a character in UTF-8); a second long text ends the tick.
+        # (4 bytes a character in UTF-8); a text that finds no room left is
+        # counted in sensor_errors, never cut.
         self._buf = bytearray(_ROOM + _PAIR * len(sensors) + 4 * _MAX_TEXT + 2)
         self._mv = memoryview(self._buf)
 
     def append(self, boot, uptime_ms):
         # Reads every sensor once; appends one entry of n records; returns n.
         buf = self._buf
+        room = len(buf) - _PAIR  # a number always fits below this offset
         o = _ROOM
         n = 0
-        k = 0
+        k = -1
         for s in self.sensors:
+            k += 1
             try:
                 v = s.read()
             except Exception:
                 self.sensor_errors += 1
-                v = None
-            if v is not None:
-                if v is True or v is False:
-                    pass
-                elif isinstance(v, int):
-                    if not -_INT_MAX - 1 <= v <= _INT_MAX:
-                        v = None
-                elif isinstance(v, float):
-                    if v != v or v > _FMAX or v < _FMIN:  # NaN, infinities
-                        v = None
-                elif not isinstance(v, str) or not _plain(v):
-                    v = None
-                if v is None:
-                    self.sensor_errors += 1  # a reading of the wrong kind
+                continue
+            if v is None:
+                continue
+            t = type(v)
+            # The index (k < 64: one or two bytes), then the value.
+            if t is float:
+                if o > room:
+                    self.sensor_errors += 1
+                    continue
+                if k < 24:  # the index, inline for the usual table
+                    buf[o] = k
+                    i = o + 1
                 else:
-                    try:
-                        o2 = cbor.put_head(buf, o, 0, k)
-                        o = cbor.put(buf, o2, v)
-                        n += 1
-                    except (ValueError, IndexError):
-                        self.sensor_errors += 1  # no room left: this tick is full
-            k += 1
+                    i = cbor.put_head(buf, o, 0, k)
+                j = cbor.put_float(buf, i, v)
+                if j - i == 3 and buf[i + 1] & 0x7C == 0x7C:
+                    self.sensor_errors += 1  # NaN or an infinity (the only halves with that exponent)
+                    continue
+                o = j
+            elif t is int:
+                if v > _INT_MAX or v < -_INT_MAX or o > room:  # magnitude below 2**63
+                    self.sensor_errors += 1
+                    continue
+                o = cbor.put_head(buf, o, 0, k)
+                o = cbor.put_head(buf, o, 0, v) if v >= 0 else cbor.put_head(buf, o, 0x20, -1 - v)
+            elif t is bool:
+                if o > room:
+                    self.sensor_errors += 1
+                    continue
+                o = cbor.put_head(buf, o, 0, k)
+                buf[o] = 0xF5 if v else 0xF4
+                o += 1
+            elif t is str and len(v) <= _MAX_TEXT and plain_text(v) and len(buf) - o > 6 + 4 * len(v):
+                o = cbor.put(buf, cbor.put_head(buf, o, 0, k), v)
+            else:
+                self.sensor_errors += 1  # a reading of the wrong kind, or no room
+                continue
+            n += 1
         if not n:
             return 0
         # The head goes right before the pairs: its length is known now.
-        start = _ROOM - _head_len(2 + 2 * n) - _head_len(boot) - _head_len(uptime_ms)
+        start = (_ROOM - (1 if n < 11 else 2) - (1 if boot < 24 else head_len(boot))
+                 - (5 if 0x10000 <= uptime_ms < 0x100000000 else head_len(uptime_ms)))
         i = cbor.put_head(buf, start, 0x80, 2 + 2 * n)
         i = cbor.put_head(buf, i, 0, boot)
         cbor.put_head(buf, i, 0, uptime_ms)

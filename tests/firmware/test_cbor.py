@@ -578,3 +578,76 @@ def test_random_and_mutated_bytes_raise_nothing_but_value_error(interp, blobs):
         assert result.startswith(("OK ", "E CBOR: ")), (blob.hex(), result)
         if result.startswith("OK "):  # whatever it accepts, it re-encodes to something it accepts again
             assert roundtrip("cpython", [bytes.fromhex(result[3:])])[0].startswith("OK "), (blob.hex(), result)
+
+
+# ---------------------------------------------------------------- Reader: skip, depth, tags
+
+SKIPPER = r'''
+import sys, binascii
+from edgefw.cbor import Reader
+def skip_all(h, depth=32, tags=True):
+    r = Reader(binascii.unhexlify(h), depth, tags)
+    try:
+        r.skip(0)
+    except ValueError as e:
+        return "E " + str(e)
+    return "ok %d" % r.i
+for line in sys.stdin.read().split("\n"):
+    if line:
+        h, depth, tags = line.split(" ")
+        print(skip_all(h, int(depth), tags == "1"))
+'''
+
+
+def skip_results(interp: str, cases: list[tuple[str, int, bool]]) -> list[str]:
+    lines = "".join(f"{h} {d} {int(t)}\n" for h, d, t in cases)
+    if interp == "cpython":
+        firmware_on_path()
+        from edgefw.cbor import Reader
+
+        out = []
+        for h, d, t in cases:
+            r = Reader(bytes.fromhex(h), d, t)
+            try:
+                r.skip(0)
+                out.append("ok %d" % r.i)
+            except ValueError as e:
+                out.append("E " + str(e))
+        return out
+    return run(SKIPPER, stdin=lines.encode()).stdout.decode().splitlines()
+
+
+@pytest.mark.parametrize("interp", INTERPRETERS)
+def test_skip_moves_past_exactly_one_item_of_every_appendix_a_vector(interp):
+    got = skip_results(interp, [(v["hex"], 32, True) for v in VECTORS])
+    assert got == ["ok %d" % (len(v["hex"]) // 2) for v in VECTORS]
+
+
+@pytest.mark.parametrize("interp", INTERPRETERS)
+def test_skip_refuses_every_malformed_item_that_loads_refuses_except_dict_policies(interp):
+    # Keys a Python dict cannot hold are well-formed CBOR: skip passes them
+    # (a message receiver skips such a key with its value).
+    dict_policies = {"array as map key", "map as map key", "duplicate map key",
+                     "duplicate key in indefinite map", "true and 1 collide as keys", "trailing byte",
+                     "trailing break"}
+    cases = [(h, 32, True) for name, h, _ in MALFORMED if name not in dict_policies]
+    got = skip_results(interp, cases)
+    assert all(g.startswith("E CBOR: ") for g in got), list(zip(cases, got))
+    ok = skip_results(interp, [(h, 32, True) for name, h, _ in MALFORMED
+                               if name in dict_policies - {"trailing byte", "trailing break"}])
+    assert all(g.startswith("ok ") for g in ok)
+
+
+@pytest.mark.parametrize("interp", INTERPRETERS)
+def test_reader_without_tags_refuses_any_tag_bignums_included_and_keeps_its_depth_limit(interp):
+    got = skip_results(interp, [
+        ("c249010000000000000000", 32, False),  # bignum 2**64
+        ("c249010000000000000000", 32, True),
+        ("a1018181818101", 8, False),  # map, then 4 arrays: 5 deep
+        ("a101818181818101", 5, False),  # 6 deep
+        ("9f9f9f01ffffff", 3, False),  # indefinite arrays, 3 deep
+        ("9f9f9f9f01ffffffff", 3, False),
+    ])
+    assert got[0].startswith("E CBOR: tag 2") and got[1] == "ok 11"
+    assert got[2] == "ok 7" and "nesting deeper than 5" in got[3]
+    assert got[4] == "ok 7" and "nesting deeper than 3" in got[5]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.firmware.compiled import prelude
+from tests.firmware.fakes import Port
 from tests.mpy import firmware_on_path, run
 
 firmware_on_path()
@@ -20,17 +21,6 @@ from edgefw import cbor  # noqa: E402
 from edgefw.clock import Clock  # noqa: E402
 
 T0 = 1_763_906_430_123
-
-
-class Port:
-    def __init__(self) -> None:
-        self.t = 0
-
-    def ticks_ms(self) -> int:
-        return self.t
-
-    def ticks_diff(self, a: int, b: int) -> int:
-        return a - b
 
 
 def atomic_file(path: Path, data: bytes) -> None:
@@ -125,3 +115,18 @@ def test_epochs_kept_are_bounded(tmp_path):
         c = start(tmp_path / "clock")
         c.set_time(T0)
     assert len(c.known()) <= 16 and c.epoch(c.boot) is not None
+
+
+def test_an_epoch_that_could_not_be_persisted_is_not_used(tmp_path, monkeypatch):
+    c = start(tmp_path / "clock")
+    from edgefw import clock as clock_module
+
+    def full(path, data):
+        raise OSError(28)
+
+    monkeypatch.setattr(clock_module.atomic, "write", full)
+    with pytest.raises(OSError):
+        c.set_time(T0)
+    assert c.epoch(0) is None
+    monkeypatch.undo()
+    assert c.set_time(T0) is True and start(tmp_path / "clock").epoch(0) is not None

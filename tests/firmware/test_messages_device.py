@@ -108,3 +108,15 @@ def test_ids_names_and_units_follow_the_one_shared_rule():
     assert len(rows) == sum(len(NAMES[k]["valid"]) + len(NAMES[k]["invalid"]) for k in NAMES if k != "_doc")
     wrong = [r for r in rows if r[2] != r[3]]
     assert not wrong
+
+
+def test_a_device_decoding_what_it_receives_never_loads_the_checks_of_what_it_sends():
+    code = prelude() + f"""
+from edgefw import messages
+for h in {[v["hex"] for v in MESSAGES if v["type"] in ("TIME", "ACK", "REFUSE")]!r}:
+    messages.decode(bytes.fromhex(h))
+print("edgefw.outgoing" in sys.modules)
+messages.decode(bytes.fromhex({next(v["hex"] for v in MESSAGES if v["type"] == "BATCH")!r}))
+print("edgefw.outgoing" in sys.modules)
+"""
+    assert run(code, heap="esp32").stdout.decode().split() == ["False", "True"]

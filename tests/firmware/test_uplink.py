@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.firmware.fakes import Port, Sensor
 from tests.mpy import firmware_on_path
 
 firmware_on_path()
@@ -22,30 +23,7 @@ DEV = "esp32-3f9a0c12b7d4"
 T0 = 1_763_906_430_123  # 2025-11-23
 
 
-class Port:
-    """Ticks that tests move by hand."""
-
-    def __init__(self) -> None:
-        self.t = 0
-
-    def ticks_ms(self) -> int:
-        return self.t
-
-    def ticks_diff(self, a: int, b: int) -> int:
-        return a - b
-
-
-class Sensor:
-    def __init__(self, name: str, unit: str, value) -> None:
-        self.name, self.unit, self.value = name, unit, value
-
-    def read(self):
-        if isinstance(self.value, Exception):
-            raise self.value
-        return self.value
-
-
-def sensors() -> list[Sensor]:
+def sensors() -> list:
     return [Sensor("temp", "Cel", 21.5), Sensor("humidity", "%RH", 40.125), Sensor("rssi", "dBm", -61),
             Sensor("door", "", True), Sensor("uptime", "s", 1234)]
 
@@ -53,7 +31,7 @@ def sensors() -> list[Sensor]:
 class Device:
     """One board: clock, journal, tick writer and one uplink per link."""
 
-    def __init__(self, root: Path, links: int = 1, table: list[Sensor] | None = None,
+    def __init__(self, root: Path, links: int = 1, table: list | None = None,
                  journal_bytes: int = 65536) -> None:
         self.root = root
         self.journal_bytes = journal_bytes
@@ -92,6 +70,25 @@ class Device:
             if out[-1][0] == messages.T_BATCH:
                 return out
         raise AssertionError("the link never stops sending")
+
+    def batch_payload(self, link: int = 0) -> bytes:
+        """The next BATCH payload as sent, after whatever comes before it."""
+        for _ in range(50):
+            payload, _wait = self.links[link].poll(self.port.t)
+            if payload is not None and messages.decode(bytes(payload))[0] == messages.T_BATCH:
+                return bytes(payload)
+        raise AssertionError("no BATCH")
+
+    def deliver_all(self, link: int = 0) -> list[dict]:
+        """Every batch the link sends, each acknowledged by its host."""
+        out = []
+        for _ in range(100):
+            b = self.batch(link)
+            if b is None:
+                return out
+            out.append(b)
+            self.feed(ack(end(b)), link)
+        raise AssertionError("batches never end")
 
     def batch(self, link: int = 0) -> dict | None:
         got = [f for t, f in self.drain(link) if t == messages.T_BATCH]
@@ -252,20 +249,11 @@ def test_an_ack_for_another_device_is_rejected(dev):
 def test_a_host_killed_between_commit_and_ack_gets_the_same_batch_again_same_bytes(dev):
     dev.sample(4)
     dev.feed(time_msg(T0, hello=True))
-    while True:
-        payload, _ = dev.link.poll(dev.port.t)
-        if messages.decode(bytes(payload))[0] == messages.T_BATCH:
-            first = bytes(payload)
-            break
+    first = dev.batch_payload()
     # The host stored it and died before its ACK; a new host opens the link.
     dev.port.t += 100
     dev.feed(time_msg(T0 + 50, hello=True))
-    again = None
-    while again is None:
-        payload, _ = dev.link.poll(dev.port.t)
-        if payload is not None and messages.decode(bytes(payload))[0] == messages.T_BATCH:
-            again = bytes(payload)
-    assert again == first
+    assert dev.batch_payload() == first
 
 
 def test_a_batch_is_sent_again_after_the_retry_time_without_an_ack(dev):
@@ -354,18 +342,14 @@ def test_batches_stay_within_1024_bytes_256_records_and_128_ticks(tmp_path):
     d = Device(tmp_path / "many", table=many)
     d.sample(40)
     d.feed(time_msg(T0))
-    payload, _ = d.link.poll(d.port.t)
-    while messages.decode(bytes(payload))[0] != messages.T_BATCH:
-        payload, _ = d.link.poll(d.port.t)
+    payload = d.batch_payload()
     b = messages.decode(bytes(payload))[1]
     assert len(payload) <= 1024 and sum(len(t) // 2 for t in b[9]) == 256
     big = [Sensor(f"s{i}", "V", 3.3 + i / 3) for i in range(20)]  # 10 bytes a record
     d = Device(tmp_path / "big", table=big)
     d.sample(40)
     d.feed(time_msg(T0))
-    payload, _ = d.link.poll(d.port.t)
-    while messages.decode(bytes(payload))[0] != messages.T_BATCH:
-        payload, _ = d.link.poll(d.port.t)
+    payload = d.batch_payload()
     assert 1000 < len(payload) <= 1024
 
 
@@ -383,13 +367,7 @@ def test_entries_of_the_version_1_firmware_are_sent_with_names_mapped_to_indexes
     dev.journal.append(cbor.dumps([0, 1000, "door", False]), 1)
     dev.port.t += 1000
     dev.feed(time_msg(T0))
-    got = []
-    for _ in range(6):
-        b = dev.batch()
-        if b is None:
-            break
-        got += records(b)
-        dev.feed(ack(end(b)))
+    got = [r for b in dev.deliver_all() for r in records(b)]
     assert [(s, k, v) for s, k, v, _ in got] == [(0, 0, 20.5), (2, 2, -70), (4, 3, False)]
     assert dev.journal.dropped == 2  # the two records named "gone", counted
 
@@ -411,15 +389,57 @@ def test_a_changed_table_after_reflashing_keeps_the_old_table_for_the_old_boot(t
 
 
 def test_a_sensor_that_raises_or_gives_a_wrong_kind_is_counted_not_written(dev):
-    dev.sensors[0].value = OSError("i2c")
-    dev.sensors[1].value = float("nan")
+    dev.sensors[0].values = [OSError("i2c")]
+    dev.sensors[1].values = [float("nan")]
     dev.sample(1)
     assert dev.ticks.sensor_errors == 2 and dev.journal.next_seq == 3
 
 
 def test_a_tick_with_no_reading_appends_nothing(dev):
     for s in dev.sensors:
-        s.value = None
+        s.values = [None]
     dev.port.t += 1000
     assert dev.ticks.append(dev.clock.boot, dev.clock.uptime_ms()) == 0
     assert dev.journal.next_seq == 0
+
+
+def test_entries_of_the_version_1_firmware_from_before_the_upgrade_are_named_by_the_current_table(tmp_path):
+    d = Device(tmp_path / "board")
+    d.journal.append(cbor.dumps([0, 500, "temp", 20.5, "rssi", -70]), 2)  # written by version 1, boot 0
+    (tmp_path / "board" / "journal" / "tables").unlink()  # version 1 kept no tables
+    d.boot()  # the upgrade: boot 1 runs version 2
+    d.port.t += 1000
+    d.feed(time_msg(T0))
+    b = d.batch()
+    assert b[3] == 0 and b[4] == 1 and b[6] == messages.table_id(d.ticks.table)
+    assert [(s, k, v) for s, k, v, _ in records(b)] == [(0, 0, 20.5), (1, 2, -70)]
+    assert d.journal.dropped == 0
+
+
+def test_readings_outside_the_value_kinds_of_a_batch_are_counted_never_sent(dev):
+    # Section 2.7: integers of magnitude below 2**63, finite floats, bools,
+    # text of at most 64 characters without control characters.
+    kinds = [2**63 - 1, -(2**63) + 1, "heating", True, 2**63, -(2**63), float("inf"), "x" * 65, "a\nb",
+             b"raw", [1]]
+    d = Device(dev.root.parent / "kinds", table=[Sensor(f"s{i}", "", v) for i, v in enumerate(kinds)])
+    d.sample(1)
+    d.feed(time_msg(T0))
+    b = d.batch()
+    assert [(k, v) for _, k, v, _ in records(b)] == [(0, 2**63 - 1), (1, -(2**63) + 1), (2, "heating"),
+                                                     (3, True)]
+    assert d.ticks.sensor_errors == len(kinds) - 4
+
+
+def test_a_boot_counter_lost_with_both_clock_files_restarts_above_the_newest_boot_in_the_journal(dev):
+    for _ in range(3):
+        dev.boot()
+        dev.sample(2)  # boots 1..3 write records, no host
+    state = dev.root / "state"
+    (state / "clock").write_bytes(b"garbage")
+    (state / "clock.boot").write_bytes(b"garbage")
+    dev.boot()
+    assert dev.clock.boot == 4
+    dev.sample(1)
+    dev.port.t += 10
+    dev.feed(time_msg(T0))
+    assert [b[3] for b in dev.deliver_all()] == [1, 2, 3, 4]  # every boot's records go, in order
