@@ -39,16 +39,10 @@ BOARDS = ["virtual", "esp32", "esp32c3", "esp32s3", "picow"]
 MODULES = ["agent", "boot", "clock", "journal", "link_serial", "sensors", "ticks", "uplink"]
 
 _IMPORT = """
-import gc, os, sys, vfs
-rom = {rom!r}
-if rom:
-    buf = bytearray(os.stat(rom)[6])
-    with open(rom, "rb") as f:
-        f.readinto(buf)
-    vfs.mount(vfs.VfsRom(buf), "/rom")
-    sys.path.insert(0, "/rom")
-else:
-    sys.path.insert(0, {pkg!r})
+import gc, sys
+ROM = {rom!r}
+{mount}
+sys.path.insert(0, "/rom" if ROM else {pkg!r})
 gc.collect()
 before = gc.mem_alloc()
 for m in {mods!r}:
@@ -61,7 +55,7 @@ print(gc.mem_alloc() - before)
 def code_cost(tmp: Path, frozen: bool) -> int:
     """Heap taken by importing the agent's modules (frozen: less the names a frozen build keeps in flash)."""
     from edge_agent.firmware import build
-    from edge_hil.virtual.rom import build_rom, qstr_bytes
+    from edge_hil.virtual.rom import MOUNT, build_rom, qstr_bytes
 
     pkg = tmp / "code"
     if not pkg.exists():
@@ -70,7 +64,7 @@ def code_cost(tmp: Path, frozen: bool) -> int:
     if frozen:
         build_rom(pkg, tmp / "code.romfs")
         rom = str(tmp / "code.romfs")
-    code = _IMPORT.format(rom=rom, pkg=str(pkg), mods=MODULES)
+    code = _IMPORT.format(rom=rom, pkg=str(pkg), mods=MODULES, mount=MOUNT if rom else "")
     out = subprocess.run([micropython_exe(), "-X", "heapsize=4M", "-c", code], capture_output=True,
                          text=True, timeout=60, check=True).stdout.split()
     cost = int(out[-1])

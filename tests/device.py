@@ -24,17 +24,13 @@ from tests.mpy import BOARDS, FIRMWARE, board_heap, micropython_exe
 # image and the modules' names, in flash on a frozen build, are added to the
 # board's budget.
 _BOOT = """
-import os, sys, vfs
-rom = {rom!r}
-if rom:
-    buf = bytearray(os.stat(rom)[6])
-    with open(rom, 'rb') as f:
-        f.readinto(buf)
-    vfs.mount(vfs.VfsRom(buf), '/rom')
+import os, sys
+ROM = {rom!r}
+{mount}
 os.umount('/')
 os.mount(os.VfsPosix({fs!r}), '/')
 os.chdir('/')
-sys.path[:] = (['/rom'] if rom else []) + ['', '/lib', '.frozen']
+sys.path[:] = (['/rom'] if ROM else []) + ['', '/lib', '.frozen']
 import main
 """
 
@@ -68,7 +64,7 @@ class PipeDevice:
             cmd = [sys.executable, str(FIRMWARE / "main.py")]
             env = {**os.environ, "EDGE_DEVICE_ROOT": str(self.fs)}
         else:
-            from edge_hil.virtual.rom import ROM_HEAP_SLACK, build_rom, qstr_bytes
+            from edge_hil.virtual.rom import MOUNT, ROM_HEAP_SLACK, build_rom, qstr_bytes
 
             rom = self.fs.parent / "agent.romfs"
             size = build_rom(self.fs, rom)
@@ -76,7 +72,8 @@ class PipeDevice:
             if size:
                 heap += size + ROM_HEAP_SLACK + qstr_bytes(micropython_exe(), rom)
             cmd = [micropython_exe(), "-X", f"heapsize={heap}", "-c",
-                   _BOOT.format(fs=str(self.fs), rom=str(rom) if size else "")]
+                   _BOOT.format(fs=str(self.fs), rom=str(rom) if size else "",
+                                mount=MOUNT if size else "")]
             env = {**os.environ, "MICROPYPATH": ".frozen"}
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, bufsize=0, env=env)

@@ -24,14 +24,20 @@ from mpremote.romfs import VfsRomWriter
 # Block header and alignment slack for the one allocation holding the image.
 ROM_HEAP_SLACK = 64
 
+# MicroPython code that mounts the image at path ROM (a name it defines) on
+# /rom: the image is read into one buffer, the heap's first allocation.
+MOUNT = """
+import os, vfs
+_buf = bytearray(os.stat(ROM)[6])
+with open(ROM, "rb") as _f:
+    _f.readinto(_buf)
+vfs.mount(vfs.VfsRom(_buf), "/rom")
+"""
+
 # Imports every module of the image and prints how many bytes the qstr pool
 # grew by (micropython.qstr_info's n_total_bytes).
-_QSTRS = """
-import micropython, os, sys, vfs
-buf = bytearray(os.stat(sys.argv[1])[6])
-with open(sys.argv[1], "rb") as f:
-    f.readinto(buf)
-vfs.mount(vfs.VfsRom(buf), "/rom")
+_QSTRS = "import sys\nROM = sys.argv[1]\n" + MOUNT + """
+import micropython
 sys.path.insert(0, "/rom")
 micropython.qstr_info()
 for name in os.listdir("/rom/edgefw"):

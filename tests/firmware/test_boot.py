@@ -43,6 +43,16 @@ def statuses(console: str) -> list[Status]:
     return [Status(m) for m in messages(console.encode()) if m.get(0) == 5]
 
 
+def replace_module(fs, name: str, source: str) -> None:
+    """Put ``source``, compiled, in place of the board's ``edgefw/<name>.mpy``."""
+    from edge_agent.firmware import mpy_cross_exe
+
+    src = fs.parent / f"{name}.py"
+    src.write_text(source)
+    subprocess.run([mpy_cross_exe(), "-o", str(fs / "edgefw" / f"{name}.mpy"), "-s", f"edgefw/{name}.py",
+                    str(src)], check=True)
+
+
 def encode_frame(payload: bytes) -> bytes:
     import base64
     import zlib
@@ -175,11 +185,7 @@ def test_each_boot_reports_a_self_test_after_its_hello(tmp_path):
 def test_an_out_of_memory_import_of_the_agent_gives_safe_mode_and_counts_a_crash(tmp_path):
     fs = install(tmp_path / "fs")
     # The agent's module as a board too small for it sees it.
-    fake = tmp_path / "agent.py"
-    fake.write_text("x = bytearray(1000)\nraise MemoryError('simulated')\n")
-    from edge_agent.firmware import mpy_cross_exe
-    subprocess.run([mpy_cross_exe(), "-o", str(fs / "edgefw" / "agent.mpy"), "-s", "edgefw/agent.py",
-                    str(fake)], check=True)
+    replace_module(fs, "agent", "x = bytearray(1000)\nraise MemoryError('simulated')\n")
     rc, console = boot_once(fs)
     assert rc == 0, console  # main.py returned: no traceback at a bare REPL
     assert "Traceback" not in console
@@ -224,11 +230,7 @@ def test_a_crash_whose_count_cannot_be_written_still_reports_and_returns_to_the_
 
 def test_a_port_adapter_that_cannot_load_still_ends_at_the_repl_saying_why(tmp_path):
     fs = install(tmp_path / "fs")
-    fake = tmp_path / "port.py"
-    fake.write_text("raise MemoryError('simulated')\n")
-    from edge_agent.firmware import mpy_cross_exe
-    subprocess.run([mpy_cross_exe(), "-o", str(fs / "edgefw" / "port.mpy"), "-s", "edgefw/port.py",
-                    str(fake)], check=True)
+    replace_module(fs, "port", "raise MemoryError('simulated')\n")
     rc, console = boot_once(fs)
     assert rc == 0 and "Traceback" not in console, console
     assert "SAFE MODE: cannot load the port adapter" in console
