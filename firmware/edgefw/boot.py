@@ -2,14 +2,16 @@
 # never boot-loop or strand a board at a bare REPL:
 # - every import of the agent happens inside the guard: a MemoryError while
 #   loading is a counted crash and a safe-mode STATUS, not a traceback;
-# - a bad file, or three crashes in a row without reaching "healthy" (30 s up) put the board in safe mode: it
-#   says why on the console, sends a STATUS frame and returns to the REPL, so
-#   mpremote or `edge flash` can repair it;
+# - a bad file, or three crashes in a row without reaching "healthy" (30 s
+#   up), put the board in safe mode: it says why on the console, sends a
+#   STATUS frame and returns to the REPL, so mpremote or `edge flash` can
+#   repair it;
 # - the crash handler's own writes may fail (full flash): it still prints and
 #   sends STATUS, and returns to the REPL instead of resetting when the crash
 #   could not be counted (a reset would loop uncounted).
 # A crash is an exception out of the agent or a watchdog reset; a power cut is
-# not one. Only this module and port.py are imported before the guard.
+# not one. This module imports nothing at its top but `const`; the port
+# adapter has a guard of its own (without it no frame can be sent).
 from micropython import const
 
 _MAX_CRASHES = const(3)
