@@ -19,12 +19,18 @@ from pathlib import Path
 from tests.mpy import BOARDS, FIRMWARE, board_heap, micropython_exe
 
 # Mount the board's folder as '/' the way a virtual board does, then boot.
+# The agent runs frozen, as on a board flashed with firmware/manifest.py: a
+# ROMFS image of edgefw/*.mpy (edge_hil.virtual.rom) in place of flash; the
+# image and the modules' names, in flash on a frozen build, are added to the
+# board's budget.
 _BOOT = """
 import os, sys
+ROM = {rom!r}
+{mount}
 os.umount('/')
 os.mount(os.VfsPosix({fs!r}), '/')
 os.chdir('/')
-sys.path[:] = ['', '/lib', '.frozen']
+sys.path[:] = (['/rom'] if ROM else []) + ['', '/lib', '.frozen']
 import main
 """
 
@@ -58,7 +64,16 @@ class PipeDevice:
             cmd = [sys.executable, str(FIRMWARE / "main.py")]
             env = {**os.environ, "EDGE_DEVICE_ROOT": str(self.fs)}
         else:
-            cmd = [micropython_exe(), "-X", f"heapsize={self.heap}", "-c", _BOOT.format(fs=str(self.fs))]
+            from edge_hil.virtual.rom import MOUNT, ROM_HEAP_SLACK, build_rom, qstr_bytes
+
+            rom = self.fs.parent / "agent.romfs"
+            size = build_rom(self.fs, rom)
+            heap = self.heap
+            if size:
+                heap += size + ROM_HEAP_SLACK + qstr_bytes(micropython_exe(), rom)
+            cmd = [micropython_exe(), "-X", f"heapsize={heap}", "-c",
+                   _BOOT.format(fs=str(self.fs), rom=str(rom) if size else "",
+                                mount=MOUNT if size else "")]
             env = {**os.environ, "MICROPYPATH": ".frozen"}
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, bufsize=0, env=env)

@@ -1,14 +1,19 @@
-# The agent: samples the board's sensors into the journal and drives the
-# uplink over the console. Three tasks share one Event: the sampler appends
-# and wakes the sender; the reader hands frames to the uplink and wakes the
-# sender; the sender writes what the uplink wants sent.
+# The agent: samples the board's sensors into the journal (one append per
+# tick, through TickWriter) and drives one or more links, each with its own
+# Uplink over the one journal and clock. Tasks share one Event: the sampler
+# and the links' readers set it; each link's sender then polls its Uplink.
+#
+# Flash full is not a crash: a journal or state write that raises OSError is
+# counted (fs_full) and reported once per episode with a STATUS error; the
+# agent keeps sampling and sending, and the journal drops by its own rule.
 import asyncio
 
-from edgefw import frame, sensors, senml
+from edgefw import messages
 
 from micropython import const
 
 _HEALTHY_MS = const(30000)
+_STATUS_GAP_MS = const(10000)
 
 # MicroPython's asyncio has the *_ms forms; CPython's has seconds only.
 if hasattr(asyncio, "sleep_ms"):
@@ -22,61 +27,68 @@ else:
         return asyncio.wait_for(aw, ms / 1000)
 
 
-class LineReader:
-    # Bounded line reader over a stream with read(n): a line longer than
-    # `limit` is dropped whole (counted), so no input can exhaust the heap.
-    def __init__(self, stream, limit, chunk):
-        self._s = stream
-        self._chunk = chunk
-        self._buf = bytearray(limit)
-        self._n = 0
-        self._skip = False
-        self._rest = b""
-        self.overflows = 0
-
-    async def readline(self):
-        buf = self._buf
-        while True:
-            data = self._rest
-            self._rest = b""
-            if not data:
-                data = await self._s.read(self._chunk)
-                if not data:
-                    return None
-            i = data.find(b"\n")
-            part = data if i < 0 else data[:i + 1]
-            if i >= 0:
-                self._rest = data[i + 1:]
-            if not self._skip:
-                if self._n + len(part) > len(buf):
-                    self._skip = True
-                    self.overflows += 1
-                else:
-                    buf[self._n:self._n + len(part)] = part
-                    self._n += len(part)
-            if i >= 0:
-                n = self._n
-                skipped = self._skip
-                self._n = 0
-                self._skip = False
-                if not skipped:
-                    return bytes(buf[:n])
-
-
 class Agent:
-    def __init__(self, port, board, cfg, clock, journal, uplink, health=None):
+    def __init__(self, port, watchdog_ms, device_id, period_ms, clock, ticks, links, sensors,
+                 health=None):
         self.port = port
-        self.board = board
-        self.cfg = cfg
+        self.watchdog_ms = watchdog_ms
+        self.device_id = device_id
+        self.period = period_ms
         self.clock = clock
-        self.journal = journal
-        self.uplink = uplink
-        self.sensors = sensors.build(board, port, clock, cfg["device_id"])
-        self.period = cfg["sample_period_ms"]
+        self.ticks = ticks
+        self.links = links
+        self.sensors = sensors
         self.wake = asyncio.Event()
         self.wdt = None
         self._health = health
-        self.bad_frames = 0
+        self.fs_errors = 0  # flash writes that raised OSError to the agent
+        self._fs_seen = ticks.journal.fs_full
+        self._fs_episode = False
+        self._ignored = 0
+        self._ignored_at = None
+
+    # -- STATUS ------------------------------------------------------------
+    def counters(self, link):
+        c = link.uplink.counters()
+        c["bad_frames"] = link.bad_frames
+        # The journal counts the full flash it handled itself (dropping by
+        # its rule); the agent adds the writes that still failed.
+        c["fs_full"] = c.get("fs_full", 0) + self.fs_errors
+        c["interrupts_ignored"] = link.interrupts_ignored
+        return c
+
+    def report(self, state, reason, selftest=None):
+        # One STATUS per link, with that link's counters.
+        for link in self.links:
+            link.uplink.report(messages.status(self.device_id, state, reason, selftest,
+                                               self.counters(link)))
+        self.wake.set()
+
+    def fs_error(self, e):
+        # A write to flash failed (ENOSPC: full): counted every time,
+        # reported once until a journal append succeeds again.
+        self.fs_errors += 1
+        self._fs_report(e)
+
+    def _fs_report(self, e):
+        if not self._fs_episode:
+            self._fs_episode = True
+            self.port.write(("edge: flash full or failing (%r): records are dropped and "
+                             "counted; free flash or re-flash\r\n" % e).encode())
+            self.report("error", "flash full or failing (%s): records are dropped and counted; "
+                        "free flash or re-flash the board" % repr(e))
+
+    def _report_ignored(self, now):
+        # Stray 0x03 bytes are reported at most once per 10 s.
+        n = 0
+        for link in self.links:
+            n += link.interrupts_ignored
+        if n != self._ignored and (self._ignored_at is None
+                                   or now - self._ignored_at >= _STATUS_GAP_MS):
+            self._ignored = n
+            self._ignored_at = now
+            self.report("ok", "console: %d stray Ctrl-C bytes ignored (not an interrupt "
+                        "request; see docs/protocol.md 2.11)" % n)
 
     def selftest(self):
         # Reads every sensor once and the free heap and flash: the result a
@@ -102,47 +114,58 @@ class Agent:
             return "error", "self-test: sensors failed: " + ", ".join(errors), result
         return "ok", "self-test passed: %d sensors" % ok, result
 
+    # -- tasks -------------------------------------------------------------
     def _feed(self):
         if self.wdt is not None:
             self.wdt.feed()
 
+    def tick(self):
+        # One journal append for every link; a failing flash is counted.
+        up = self.clock.uptime_ms()
+        try:
+            n = self.ticks.append(self.clock.boot, up)
+        except OSError as e:
+            self.fs_error(e)
+            return up
+        full = self.ticks.journal.fs_full
+        if full != self._fs_seen:
+            # The journal met a full flash and made room by its rule.
+            self._fs_seen = full
+            self._fs_report(OSError(28))
+        else:
+            self._fs_episode = False
+        if n:
+            self.wake.set()
+        return up
+
     async def sampler(self):
         while True:
-            up = self.clock.uptime_ms()
-            pairs = sensors.sample(self.sensors)
-            if pairs:
-                self.journal.append(senml.entry(self.clock.boot, up, pairs), len(pairs) // 2)
-                self.wake.set()
+            up = self.tick()
+            self._report_ignored(up)
             self._feed()
             if self._health is not None and up >= _HEALTHY_MS:
                 self._health()
                 self._health = None
             await _sleep_ms(self.period)
 
-    async def reader(self):
-        lines = LineReader(self.port.reader(), frame.MAX_LINE + 2, self.port.read_chunk)
-        while True:
-            line = await lines.readline()
-            if line is None:
-                # Console closed (CPython on a pipe): nothing more will come.
-                return
-            if not frame.is_frame(line):
-                continue
-            try:
-                payload = frame.decode(line)
-                self.uplink.receive(payload, self.clock.uptime_ms())
-            except ValueError:
-                self.bad_frames += 1
-                continue
-            self.wake.set()
-
     async def sender(self):
         while True:
             # Cleared before polling, so a wake-up during poll is not lost.
             self.wake.clear()
-            payload, wait = self.uplink.poll(self.clock.uptime_ms())
-            if payload is not None:
-                self.port.write(frame.encode(payload))
+            now = self.clock.uptime_ms()
+            wait = 30000
+            for link in self.links:
+                try:
+                    w = link.send(now)
+                except OSError as e:
+                    self.fs_error(e)
+                    w = 1000
+                if w < wait:
+                    wait = w
+            if wait == 0:
+                # Another message is ready: let the readers and sampler run
+                # between two messages of a catch-up.
+                await _sleep_ms(0)
                 continue
             try:
                 await _wait_for_ms(self.wake.wait(), max(wait, 10))
@@ -152,7 +175,10 @@ class Agent:
 
     async def run(self):
         state, reason, result = self.selftest()
-        self.uplink.report(self.uplink.status(state, reason, result))
-        wd = self.board.get("watchdog_ms", 0)
+        self.report(state, reason, result)
+        wd = self.watchdog_ms
         self.wdt = self.port.watchdog(wd) if wd else None
-        await asyncio.gather(self.sampler(), self.reader(), self.sender())
+        tasks = [self.sampler(), self.sender()]
+        for link in self.links:
+            tasks.append(link.run(self, _sleep_ms))
+        await asyncio.gather(*tasks)

@@ -1,14 +1,17 @@
 # Boot: read the board file and config, start the agent under asyncio, and
-# never boot-loop. A bad file, or three crashes in a row without reaching
-# "healthy" (30 s up), put the board in safe mode: it says why on the console,
-# sends a STATUS frame, and returns to the REPL so it can be repaired with
-# mpremote or `edge flash`. A crash is an exception out of the agent or a
-# watchdog reset; a power cut is not one.
-import asyncio
-
-from edgefw import VERSION, atomic, config, frame, cbor
-from edgefw.port import detect
-
+# never boot-loop or strand a board at a bare REPL:
+# - every import of the agent happens inside the guard: a MemoryError while
+#   loading is a counted crash and a safe-mode STATUS, not a traceback;
+# - a bad file, or three crashes in a row without reaching "healthy" (30 s
+#   up), put the board in safe mode: it says why on the console, sends a
+#   STATUS frame and returns to the REPL, so mpremote or `edge flash` can
+#   repair it;
+# - the crash handler's own writes may fail (full flash): it still prints and
+#   sends STATUS, and returns to the REPL instead of resetting when the crash
+#   could not be counted (a reset would loop uncounted).
+# A crash is an exception out of the agent or a watchdog reset; a power cut is
+# not one. This module imports nothing at its top but `const`; the port
+# adapter has a guard of its own (without it no frame can be sent).
 from micropython import const
 
 _MAX_CRASHES = const(3)
@@ -18,78 +21,191 @@ def _path(port, name):
     return port.root + "/" + name if port.root else name
 
 
-def _mkdir(path):
-    import os
+def _line(port, text):
+    # Needs no import and little heap: said even when nothing else works.
     try:
-        os.mkdir(path)
-    except OSError:
+        port.write(b"edge: " + text.encode() + b"\r\n")
+    except Exception:
         pass
 
 
+def send_status(port, device_id, state, reason):
+    try:
+        from edgefw import frame, messages
+        port.write(frame.encode(messages.status(device_id or "", state, reason[:512])))
+        return True
+    except Exception:
+        return False
+
+
 def safe_mode(port, device_id, reason):
-    port.write(b"edge: SAFE MODE: " + reason.encode() + b"\r\n")
-    port.write(frame.encode(cbor.dumps({0: 5, 1: device_id or "", 2: "safe", 3: reason})))
+    _line(port, "SAFE MODE: " + reason)
+    send_status(port, device_id, "safe", reason)
     return "safe"
 
 
 def _crashes(port):
-    raw = atomic.read(_path(port, "state/crashes"))
     try:
+        from edgefw import atomic, cbor
+        raw = atomic.read(_path(port, "state/crashes"))
         n, last = cbor.loads(raw) if raw else (0, "")
         return int(n), str(last)
-    except (ValueError, TypeError):
+    except Exception:
         return 0, ""
 
 
 def _set_crashes(port, n, last):
-    atomic.write(_path(port, "state/crashes"), cbor.dumps([n, last]))
+    # False when it could not be written (flash full or failing).
+    try:
+        from edgefw import atomic, cbor
+        try:
+            import os
+            os.mkdir(_path(port, "state"))
+        except OSError:
+            pass
+        atomic.write(_path(port, "state/crashes"), cbor.dumps([n, last]))
+        return True
+    except Exception:
+        return False
+
+
+def _drop(name):
+    # Forgets module edgefw.<name> so the heap it holds can be reclaimed.
+    import sys
+    sys.modules.pop("edgefw." + name, None)
+    try:
+        # The package holds each submodule as an attribute too.
+        delattr(sys.modules["edgefw"], name)
+    except (AttributeError, KeyError, TypeError):
+        pass
+
+
+def _unload():
+    # Drops what a failed load left half-imported, so the heap it took comes
+    # back for the safe-mode STATUS.
+    import gc
+    import sys
+    for name in list(sys.modules):
+        if name.startswith("edgefw.") and name not in ("edgefw.boot", "edgefw.port"):
+            _drop(name[7:])
+    gc.collect()
+
+
+class _Boot:
+    # What the guard needs to know when something fails.
+    def __init__(self, port):
+        self.port = port
+        self.dev = None
+        self.crashes = 0
+        self.running = False
 
 
 def main(port=None):
-    port = port or detect()
-    _mkdir(_path(port, "state"))
+    if port is None:
+        try:
+            from edgefw.port import detect
+            port = detect()
+        except Exception as e:
+            # No port adapter: only print can say it (no frame without one).
+            print("edge: SAFE MODE: cannot load the port adapter (%r); re-flash with "
+                  "`edge flash`" % (e,))
+            return "safe"
+    b = _Boot(port)
+    try:
+        return _start(b)
+    except MemoryError as e:
+        if b.running:
+            return _crashed(b, e)
+        _unload()
+        saved = _set_crashes(port, b.crashes + 1, "out of memory loading the agent")
+        return safe_mode(port, b.dev, "out of memory loading the agent (%r); it needs a "
+                         "firmware with the agent frozen in flash (docs/firmware-build.md)%s"
+                         % (e, "" if saved else "; crash count not saved"))
+    except Exception as e:
+        return _crashed(b, e)
+
+
+def _crashed(b, e):
+    # KeyboardInterrupt is not an Exception: Ctrl-C (an interrupt request
+    # on the console) stops the agent without counting a crash.
+    port = b.port
+    try:
+        port.print_exception(e)
+    except Exception:
+        pass
+    saved = _set_crashes(port, b.crashes + 1, repr(e)[:120])
+    reason = "agent crashed: %s" % repr(e)[:200]
+    if not saved:
+        reason += "; crash count not saved (flash full?): staying at the REPL"
+    _line(port, "agent stopped: " + reason)
+    send_status(port, b.dev, "error", reason)
+    if saved:
+        port.reset_after_crash()
+    return "crashed"
+
+
+def _start(b):
+    port = b.port
+    from edgefw import config
     try:
         board, cfg = config.load(port.root)
     except config.ConfigError as e:
         return safe_mode(port, None, str(e))
-    dev = cfg["device_id"]
+    _drop("config")  # read once: its code need not stay in the heap
+    dev = b.dev = cfg["device_id"]
     n, last = _crashes(port)
     if port.watchdog_reset():
         n += 1
         last = "watchdog reset"
         _set_crashes(port, n, last)
+    b.crashes = n
     if n >= _MAX_CRASHES:
         return safe_mode(port, dev, "agent crashed %d times in a row (last: %s); "
                          "fix the cause, then `edge flash` or delete state/crashes" % (n, last))
+    try:
+        import os
+        os.mkdir(_path(port, "state"))
+    except OSError:
+        pass
+    agent = _build(port, board, cfg, n)
+    # The board file's dict (kilobytes of heap) is garbage from here on:
+    # what the agent needs was copied out of it.
+    board = cfg = None
+    b.running = True
+    port.kbd_intr(-1)
+    try:
+        import asyncio
+        asyncio.run(agent.run())
+    finally:
+        port.kbd_intr(3)
 
+
+def _build(port, board, cfg, n):
+    from edgefw import VERSION, sensors
     from edgefw.agent import Agent
     from edgefw.clock import Clock
     from edgefw.journal import Journal
+    from edgefw.link_serial import SerialLink
+    from edgefw.ticks import TickWriter
     from edgefw.uplink import Uplink
+
+    dev = cfg["device_id"]
+    # The line buffer first, while the heap is still in one piece.
+    link = SerialLink(port, None)
+    clock = Clock(port, _path(port, "state/clock"))
+    clock.start()
+    journal = Journal(_path(port, "journal"), max_bytes=cfg["journal_bytes"],
+                      seg_bytes=min(4096, cfg["journal_bytes"] // 4))
+    journal.open()
+    found = sensors.build(board, port, clock, dev)
+    ticks = TickWriter(journal, found)
+    link.uplink = Uplink(dev, board["name"], VERSION, clock, journal, ticks.table)
 
     def healthy():
         if n:
             _set_crashes(port, 0, "")
 
-    try:
-        clock = Clock(port, _path(port, "state/clock"))
-        clock.start()
-        journal = Journal(_path(port, "journal"), max_bytes=cfg["journal_bytes"],
-                          seg_bytes=min(4096, cfg["journal_bytes"] // 4))
-        journal.open()
-        units = {}
-        for s in board.get("sensors", []) + board.get("virtual_sensors", []):
-            units[s["name"]] = s.get("unit", "")
-        uplink = Uplink(dev, board["name"], VERSION, clock, journal, units)
-        agent = Agent(port, board, cfg, clock, journal, uplink, healthy)
-        port.write(("edge: agent %s on %s (%s), device %s, boot %d\r\n" % (
-            VERSION, board["name"], port.name, dev, clock.boot)).encode())
-        asyncio.run(agent.run())
-    except Exception as e:
-        # (KeyboardInterrupt is not an Exception: Ctrl-C from a person or
-        # mpremote stops the agent without counting a crash.)
-        port.print_exception(e)
-        _set_crashes(port, n + 1, repr(e)[:120])
-        port.write(b"edge: agent stopped: " + repr(e).encode() + b"\r\n")
-        port.reset_after_crash()
-        return "crashed"
+    port.write(("edge: agent %s on %s (%s), device %s, boot %d\r\n" % (
+        VERSION, board["name"], port.name, dev, clock.boot)).encode())
+    return Agent(port, board.get("watchdog_ms", 0), dev, cfg["sample_period_ms"], clock, ticks,
+                 [link], found, healthy)

@@ -14,9 +14,10 @@ class Port:
     name = "generic"
     virtual = False
     root = ""
-    # MicroPython's stdin read(n) blocks until n bytes arrive, so the console
-    # is read a byte at a time (host-to-device traffic is a few small frames).
-    read_chunk = 1
+    # The console has a REPL to hand over to on an interrupt request
+    # (docs/protocol.md section 2.11).
+    repl = True
+    _poll = None
 
     def ticks_ms(self):
         return time.ticks_ms()
@@ -46,8 +47,26 @@ class Port:
         out.write(data)
 
     def reader(self):
+        # readinto(buf) fills all of buf before it returns (MicroPython's
+        # stdin blocks until len(buf) bytes arrive), so the link reads one
+        # byte at a time into a buffer of its own: no allocation per byte.
         import asyncio
         return asyncio.StreamReader(getattr(sys.stdin, "buffer", sys.stdin))
+
+    def kbd_intr(self, c):
+        # -1: a 0x03 on the console is data, never a KeyboardInterrupt
+        # raised wherever the agent happens to be; 3 gives it back.
+        import micropython
+        if hasattr(micropython, "kbd_intr"):
+            micropython.kbd_intr(c)
+
+    def input_waiting(self):
+        # Console input ready, without reading it (it is for the REPL).
+        if self._poll is None:
+            import select
+            self._poll = select.poll()
+            self._poll.register(sys.stdin, select.POLLIN)
+        return bool(self._poll.poll(0))
 
     def print_exception(self, e):
         sys.print_exception(e)

@@ -9,7 +9,8 @@ class CPython(Port):
     # A Linux computer (Raspberry Pi) running the agent under CPython; its
     # data folder is $EDGE_DEVICE_ROOT or the current directory.
     name = "cpython"
-    read_chunk = 256
+    # No REPL to hand the console to: a 0x03 is always a stray byte here.
+    repl = False
 
     def __init__(self):
         import os
@@ -49,6 +50,9 @@ class CPython(Port):
         import traceback  # type: ignore[import-not-found]  # CPython only; absent from the stubs
         traceback.print_exception(e)
 
+    def kbd_intr(self, c):
+        pass
+
     def watchdog_reset(self):
         return False
 
@@ -57,15 +61,17 @@ class CPython(Port):
 
 
 class _PipeReader:
-    # asyncio stdin reader for CPython with the read(n) of MicroPython's
-    # StreamReader.
+    # asyncio stdin reader for CPython with the readinto(buf) of
+    # MicroPython's StreamReader (0 at end of input).
     def __init__(self):
         self._r = None
 
-    async def read(self, n):
+    async def readinto(self, buf):
         import asyncio
         if self._r is None:
             self._r = asyncio.StreamReader()
             loop = asyncio.get_running_loop()
             await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(self._r), sys.stdin)
-        return await self._r.read(n)
+        data = await self._r.read(len(buf))
+        buf[:len(data)] = data
+        return len(data)

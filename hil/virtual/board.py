@@ -56,6 +56,7 @@ from typing import BinaryIO
 from edge_hil.virtual.console import ConsoleFilter
 from edge_hil.virtual.esp_rom import CHIPS, EspRomLoader
 from edge_hil.virtual.flash import FlashImage, record_write
+from edge_hil.virtual.rom import ROM_HEAP_SLACK, build_rom, qstr_bytes
 from edge_hil.virtual.uf2_drive import Uf2Drive, Uf2Error, parse_uf2
 
 log = logging.getLogger("edge_hil.virtual.board")
@@ -567,7 +568,18 @@ class VirtualBoard:
         env = dict(os.environ)
         env["HOME"] = self.spec.home        # the REPL keeps its history there
         env.pop("MICROPYINSPECT", None)
-        argv = [self.micropython, "-X", f"heapsize={self.spec.heap_bytes}", "-i", self.runner, self.spec.fs, mode]
+        # The agent frozen into the board's "flash" (rom.py) when it boots to
+        # run main.py: the heap holds the board's budget plus the image and
+        # its names, which stand for the flash. A raw-REPL session (mpremote,
+        # edge flash) sees the folder's files, which it may be replacing.
+        rom = Path(self.spec.fs).parent / "agent.romfs"
+        rom_size = build_rom(Path(self.spec.fs), rom) if mode == "boot" else 0
+        heap = self.spec.heap_bytes
+        if rom_size:
+            heap += rom_size + ROM_HEAP_SLACK + qstr_bytes(self.micropython, rom)
+        argv = [self.micropython, "-X", f"heapsize={heap}", "-i", self.runner, self.spec.fs, mode]
+        if rom_size:
+            argv.append(str(rom))
         self.state = "starting"
         try:
             proc = subprocess.Popen(argv, stdin=s, stdout=s, stderr=s, cwd=self.spec.fs, env=env,

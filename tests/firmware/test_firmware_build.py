@@ -69,3 +69,27 @@ def test_the_cpython_adapter_type_checks_against_cpython():
                           cwd=FIRMWARE, capture_output=True, text=True,
                           env={**os.environ, "MYPYPATH": f"{FIRMWARE}:{FIRMWARE / 'cpython'}"})
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _manifest_files() -> list[str]:
+    """The files firmware/manifest.py freezes, read by running it with stand-ins for the build's commands."""
+    listed: list[str] = []
+    included: list[str] = []
+
+    def package(name, files=None, base_path=".", opt=None):
+        listed.extend(f"{name}/{f}" for f in files)
+
+    def include(path, **kwargs):
+        included.append(path)
+
+    exec((FIRMWARE / "manifest.py").read_text(), {"package": package, "include": include,
+                                                   "module": None, "require": None})
+    assert included and included[0] == "$(BOARD_DIR)/manifest.py", included
+    return listed
+
+
+def test_the_freeze_manifest_lists_every_device_module_and_only_those():
+    # So the first test above (each module compiles with mpy-cross for each
+    # board's arch) covers exactly what a frozen build compiles.
+    on_device = {f"edgefw/{p.name}" for p in (FIRMWARE / "edgefw").glob("*.py")} - {"edgefw/port_cpython.py"}
+    assert sorted(_manifest_files()) == sorted(on_device)

@@ -6,17 +6,22 @@ fixture; every subprocess and wait has a timeout.
 
 from __future__ import annotations
 
+import base64
 import errno
 import functools
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import zlib
 from pathlib import Path
 
+import cbor2
 import pytest
 import serial
 from click.testing import CliRunner
@@ -524,3 +529,140 @@ def test_console_filter_follows_the_repl_mode_from_its_banners():
     assert f.raw
     f.feed(b'\r\nMicroPython x; linux\r\nType "help()" for more information.\r\n>>> ')
     assert not f.raw
+
+
+# ---- the agent on a virtual board: the console rule (docs/protocol.md 2.11) --
+
+class MiniHost:
+    """A minimal host on a board's serial port: answers HELLO with TIME, BATCH with ACK.
+
+    Written from the protocol text alone (cbor2 and base64), so it checks
+    the device against the specification, not against the host package.
+    """
+
+    FRAME = re.compile(rb"#EA:([A-Za-z0-9+/=]*):([0-9a-f]{8})\r?$")
+
+    def __init__(self, port: str):
+        self.ser = serial.Serial(port, timeout=0.1)
+        self.lock = threading.Lock()
+        self.messages: list[dict] = []
+        self.console = bytearray()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.send({0: 2, 1: int(time.time() * 1000), 2: True})
+        self.thread.start()
+
+    def write(self, data: bytes) -> None:
+        with self.lock:
+            self.ser.write(data)
+
+    def send(self, msg: dict) -> None:
+        payload = cbor2.dumps(msg)
+        self.write(b"#EA:" + base64.b64encode(payload) + b":%08x\r\n" % zlib.crc32(payload))
+
+    def batches(self) -> int:
+        return sum(1 for m in self.messages if m.get(0) in (3, 7))
+
+    def statuses(self) -> list[dict]:
+        return [m for m in self.messages if m.get(0) == 5]
+
+    def _answer(self, msg: dict) -> None:
+        kind = msg.get(0)
+        if kind == 1:
+            self.send({0: 2, 1: int(time.time() * 1000)})
+        elif kind == 7:
+            n = sum((len(tick) - 1) // 2 for tick in msg[9])
+            self.send({0: 4, 1: msg[1], 2: msg[2] + n})
+
+    def _run(self) -> None:
+        buf = b""
+        while not self.stop.is_set():
+            data = self.ser.read(4096)
+            self.console += data
+            buf += data
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                m = self.FRAME.match(line)
+                if not m:
+                    continue
+                payload = base64.b64decode(m.group(1))
+                if zlib.crc32(payload) != int(m.group(2), 16):
+                    continue
+                msg = cbor2.loads(payload)
+                self.messages.append(msg)
+                self._answer(msg)
+
+    def wait(self, cond, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if cond():
+                return True
+            time.sleep(0.05)
+        return False
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=2)
+        self.ser.close()
+
+
+@pytest.fixture
+def agent_board(simbench):
+    """One virtual board (default board file) running the real agent."""
+    r = simbench.cli("up", "--board", "virtual", "--json")
+    assert r.exit_code == 0, r.output
+    board = json.loads(r.output)[0]
+    simbench.bench.wait_console(board["name"], b"edge: agent", 15)
+    return board
+
+
+def test_console_noise_and_stray_ctrl_c_never_stop_the_agent_on_a_virtual_board(agent_board):
+    host = MiniHost(agent_board["port"])
+    try:
+        assert host.wait(lambda: host.batches() >= 2, 20), host.console.decode(errors="replace")
+        time_frame = b"#EA:" + base64.b64encode(cbor2.dumps({0: 2, 1: 1_800_000_000_000})) + b":00000000\r\n"
+        host.write(time_frame[:10] + b"\x03" + time_frame[10:])       # 0x03 inside a frame line
+        time.sleep(0.2)
+        host.write(b"\x03")                                           # lone, at a line start ...
+        time.sleep(1.0)                                               # ... followed by silence
+        noise = os.urandom(4000).replace(b"\x03", b"x\x03")           # no 0x03 at a line start
+        for i in range(0, len(noise), 200):
+            host.write(noise[i:i + 200])
+            time.sleep(0.01)
+        host.write(b"\n")
+        before = host.batches()
+        assert host.wait(lambda: host.batches() >= before + 3, 20), host.console.decode(errors="replace")
+        assert host.wait(lambda: any(s.get(5, {}).get("interrupts_ignored", 0) >= 2
+                                     for s in host.statuses()), 15), host.statuses()
+        console = host.console.decode(errors="replace")
+        assert "stopped by Ctrl-C" not in console and ">>> " not in console
+        assert "Traceback" not in console
+    finally:
+        host.close()
+
+
+def test_mpremote_exec_and_fs_ls_reach_the_repl_of_a_board_running_the_agent(agent_board):
+    port = agent_board["port"]
+    # Without `resume`: mpremote's "\r\x03" + "\r\x01" is an interrupt request.
+    assert ok(mpremote(port, "exec", "print(1)")).strip() == "1"
+    listing = ok(mpremote(port, "fs", "ls"))
+    assert "main.py" in listing and "edgefw/" in listing
+
+
+def test_the_agent_turns_the_keyboard_interrupt_off_so_0x03_reaches_it_as_data(agent_board, simbench):
+    # On the Unix port kbd_intr(-1) removes the SIGINT handler; the virtual
+    # board then passes 0x03 to stdin instead of signalling.
+    pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    fs = str(simbench.fs(agent_board["name"]))
+    interp = []
+    for pid in pids:
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"micropython" in cmd and fs.encode() in cmd:
+            interp.append(pid)
+    assert interp, "the board's interpreter was not found"
+    from edge_hil.virtual.board import sigint_caught
+
+    assert not sigint_caught(interp[0])

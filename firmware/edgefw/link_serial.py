@@ -1,0 +1,158 @@
+# The serial link: one console carries a person's REPL, the agent's frames
+# and line noise. The link reads the console a byte at a time into one line
+# buffer allocated at boot, hands the payload of each frame line to its
+# Uplink, and writes what the Uplink's poll gives as frames.
+#
+# Rules it keeps (docs/protocol.md sections 1 and 2.11):
+# - a line longer than a frame can be is dropped as it arrives (counted when
+#   it is a frame): no input can make the link allocate;
+# - lines that are not frames are console text, ignored;
+# - a 0x03 at the start of a line (only '\r' since the last '\n') followed by
+#   more input within 500 ms is an interrupt request: the agent stops and the
+#   REPL reads the rest; any other 0x03 is ignored and counted. The byte after
+#   the 0x03 is read to tell a request (a control byte: mpremote's '\r', a
+#   person's second Ctrl-C) from a host's next frame ('#') that happens to
+#   follow line noise: a deviation from section 2.11, which leaves it unread.
+from edgefw import frame
+
+from micropython import const
+
+_CTRL_C = const(3)
+_INTR_WAIT_MS = const(500)
+_INTR_POLL_MS = const(20)
+
+# What feed() returns.
+NOTHING = const(0)
+LINE = const(1)
+INTERRUPT = const(2)
+
+
+class SerialLink:
+    def __init__(self, port, uplink):
+        self.port = port
+        self.uplink = uplink
+        self._buf = bytearray(frame.MAX_LINE + 2)
+        self._mv = memoryview(self._buf)
+        self._byte = memoryview(bytearray(1))
+        self._n = 0
+        self._line_n = 0
+        self._skip = False
+        self._bol = True
+        self.bad_frames = 0
+        self.interrupts_ignored = 0
+
+    # -- sans-I/O core: bytes in, what happened out -----------------------
+    def feed(self, c):
+        # Takes one console byte; LINE when a frame line is complete in
+        # line(), INTERRUPT for a 0x03 at the start of a line.
+        if c == _CTRL_C:
+            if self._bol:
+                return INTERRUPT
+            self.interrupts_ignored += 1
+            return NOTHING
+        if c == 10:
+            n = self._n
+            skipped = self._skip
+            self._n = 0
+            self._skip = False
+            self._bol = True
+            if skipped or n == 0:
+                return NOTHING
+            self._line_n = n
+            return LINE
+        if c != 13:
+            self._bol = False
+        if self._skip:
+            return NOTHING
+        n = self._n
+        # Only frame lines are kept: any other line is skipped at its first
+        # byte that differs from the prefix.
+        if (n < 4 and c != frame.PREFIX[n]) or n >= len(self._buf):
+            self._skip = True
+            if n >= 4:
+                self.bad_frames += 1
+            return NOTHING
+        self._buf[n] = c
+        self._n = n + 1
+        return NOTHING
+
+    def line(self):
+        # The frame line just completed, a view of the buffer (valid until
+        # the next feed).
+        return self._mv[:self._line_n]
+
+    def receive_line(self, line, now_ms):
+        # A frame line to the Uplink; a bad frame or message is counted and
+        # changes nothing. OSError (flash full while persisting an ACK or a
+        # TIME) goes to the caller, which counts it.
+        try:
+            payload = frame.decode(line)
+        except ValueError:
+            self.bad_frames += 1
+            return False
+        try:
+            self.uplink.receive(payload, now_ms)
+        except ValueError:
+            self.bad_frames += 1
+            return False
+        return True
+
+    def ignore_interrupt(self):
+        self.interrupts_ignored += 1
+
+    def send(self, now_ms):
+        # Writes at most one message; returns ms until poll wants to run.
+        payload, wait = self.uplink.poll(now_ms)
+        if payload is not None:
+            frame.send(self.port.write, payload)
+            return 0
+        return wait
+
+    # -- driver ------------------------------------------------------------
+    async def run(self, agent, sleep_ms):
+        # Reads the console until it closes (CPython on a pipe). agent gives
+        # the clock, the wake-up and the flash-full accounting.
+        stream = self.port.reader()
+        one = self._byte
+        c = None
+        while True:
+            if c is None:
+                if not await stream.readinto(one):
+                    return
+                c = one[0]
+            got = self.feed(c)
+            c = None
+            if got == LINE:
+                try:
+                    if self.receive_line(self.line(), agent.clock.uptime_ms()):
+                        agent.wake.set()
+                except OSError as e:
+                    agent.fs_error(e)
+            elif got == INTERRUPT:
+                c = await self._next_byte(stream, sleep_ms)
+                if c is not None and c < 32:
+                    self.port.kbd_intr(3)
+                    self.port.write(b"\r\nedge: agent stopped by Ctrl-C; the REPL has the console\r\n")
+                    # Not an Exception: boot does not count it as a crash,
+                    # and out of main.py it leaves the board at its REPL.
+                    raise KeyboardInterrupt
+                # Silence, or text such as a host's next frame ('#'): a
+                # stray byte; what follows is read as usual.
+                self.ignore_interrupt()
+
+    async def _next_byte(self, stream, sleep_ms):
+        # The byte after a 0x03 at a line start if one comes within 500 ms,
+        # else None. A port with no REPL (CPython) has no one to hand the
+        # console to, so there the 0x03 is always stray.
+        port = self.port
+        if not port.repl:
+            return None
+        t0 = port.ticks_ms()
+        # Measured on the clock, not by counting sleeps: a busy loop
+        # stretches sleeps, and the window is 500 ms of real time.
+        while port.ticks_diff(port.ticks_ms(), t0) <= _INTR_WAIT_MS:
+            if port.input_waiting():
+                await stream.readinto(self._byte)
+                return self._byte[0]
+            await sleep_ms(_INTR_POLL_MS)
+        return None

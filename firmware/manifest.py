@@ -1,0 +1,45 @@
+# MicroPython freeze manifest: the Edge Agent compiled into a custom firmware
+# image, its bytecode and constants executed from flash, not copied into the
+# heap (docs/firmware-build.md). Build from a MicroPython checkout with
+#   make -C ports/esp32 BOARD=ESP32_GENERIC FROZEN_MANIFEST=$PWD/firmware/manifest.py
+#   make -C ports/rp2 BOARD=RPI_PICO_W FROZEN_MANIFEST=$PWD/firmware/manifest.py
+# Paths here are relative to this file (the build runs it from its folder).
+
+# What the board freezes without us (asyncio, and on the Pico W the network
+# and Bluetooth helpers): the board's own manifest where it has one, else the
+# port's default.
+try:
+    include("$(BOARD_DIR)/manifest.py")
+except Exception:
+    include("$(PORT_DIR)/boards/manifest.py")
+
+# Every module of the agent but the CPython adapter (a Linux computer runs
+# the sources). Default optimisation: tracebacks keep their line numbers,
+# which a crash report needs (they cost flash, not heap). tests/firmware/test_firmware_build.py keeps this list whole.
+package(
+    "edgefw",
+    files=[
+        "__init__.py",
+        "agent.py",
+        "atomic.py",
+        "boot.py",
+        "cbor.py",
+        "clock.py",
+        "config.py",
+        "frame.py",
+        "identity.py",
+        "journal.py",
+        "link_serial.py",
+        "messages.py",
+        "outgoing.py",
+        "port.py",
+        "port_esp32.py",
+        "port_rp2.py",
+        "sensors.py",
+        "ticks.py",
+        "uplink.py",
+        "x25519.py",
+    ],
+)
+# main.py stays on the board's filesystem (`edge flash` writes it): it is what
+# MicroPython runs at boot, and all it does is import edgefw.boot.
