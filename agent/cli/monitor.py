@@ -22,8 +22,8 @@ _EXIT_KEY = b"\x1d"  # Ctrl-], as in miniterm and telnet
 def monitor(port, baud, raw, duration):
     """Show a board's console, with telemetry frames decoded inline.
 
-    Keys you type go to the board (the REPL works: Ctrl-C interrupts the
-    agent, Ctrl-D soft-resets); Ctrl-] quits. The monitor only listens: it
+    Keys you type go to the board (the REPL works: Ctrl-C stops the agent
+    and leaves you at the REPL, Ctrl-D soft-resets); Ctrl-] quits. The monitor only listens: it
     does not acknowledge telemetry, so the board keeps its journal (use
     `edge telemetry ingest` for that).
 
@@ -99,7 +99,11 @@ def monitor(port, baud, raw, duration):
                 key = os.read(sys.stdin.fileno(), 64)
                 if not key or _EXIT_KEY in key:
                     break
-                ser.write(key.replace(b"\n", b"\r"))
+                # A running agent takes a lone 0x03 for line noise; it stops
+                # for a Ctrl-C followed by a control byte (docs/protocol.md
+                # 2.11), so one key press sends two. At the REPL the second
+                # is a harmless KeyboardInterrupt.
+                ser.write(key.replace(b"\n", b"\r").replace(b"\x03", b"\x03\x03"))
         else:
             stop.wait(duration)
     except KeyboardInterrupt:

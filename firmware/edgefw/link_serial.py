@@ -7,12 +7,12 @@
 # - a line longer than a frame can be is dropped as it arrives (counted when
 #   it is a frame): no input can make the link allocate;
 # - lines that are not frames are console text, ignored;
-# - a 0x03 at the start of a line (only '\r' since the last '\n') followed by
-#   more input within 500 ms is an interrupt request: the agent stops and the
-#   REPL reads the rest; any other 0x03 is ignored and counted. The byte after
-#   the 0x03 is read to tell a request (a control byte: mpremote's '\r', a
+# - a 0x03 at the start of a line (only '\r' since the last '\n') followed
+#   within 500 ms by a control byte is an interrupt request: the agent stops
+#   and the REPL reads the rest; any other 0x03 is ignored and counted. The
+#   byte after the 0x03 is read to tell a request (mpremote's '\r', a
 #   person's second Ctrl-C) from a host's next frame ('#') that happens to
-#   follow line noise: a deviation from section 2.11, which leaves it unread.
+#   follow line noise.
 from edgefw import frame
 
 from micropython import const
