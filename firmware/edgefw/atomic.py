@@ -6,6 +6,14 @@
 # On flash a file is its data followed by the CRC-32 (binascii.crc32, u32
 # big-endian) of that data; read() returns the data only when the CRC
 # matches, so a torn or stray file is never trusted.
+# A full flash must not freeze the device: the journal frees room only after
+# it has persisted its pointer, and the clock persists an epoch before any
+# record of its boot is sent, so the very writes that make room need room.
+# reserve() keeps one block's worth of flash in a file of its own; a write
+# meeting ENOSPC removes that file and tries once more. Each write is a new
+# file renamed over the old one, so the old copy's block comes free with the
+# rename, and the reserve is taken back at once: a full flash can go on
+# persisting state for as long as the reserve could be made once.
 import os
 import struct
 from binascii import crc32
@@ -13,6 +21,8 @@ from binascii import crc32
 from micropython import const
 
 _LIMIT = const(4096)
+_ENOSPC = const(28)
+_reserve = None  # [path, size] once reserve() is called
 
 
 def read(path, limit=_LIMIT):
@@ -33,6 +43,59 @@ def read(path, limit=_LIMIT):
 
 
 def write(path, data):
+    try:
+        _write(path, data)
+    except OSError as e:
+        if not e.args or e.args[0] != _ENOSPC or not _release():
+            raise
+        _write(path, data)
+        refill()
+
+
+def reserve(path, size=4096):
+    # Keeps `size` bytes of flash for state writes on a full flash (see the
+    # top of this file); best effort: on a flash already full it is made
+    # later, by refill().
+    global _reserve
+    _reserve = [path, size]
+    refill()
+
+
+def refill():
+    # Takes the reserve back if it is missing; False when there is no room.
+    if _reserve is None or _exists(_reserve[0]):
+        return True
+    path, size = _reserve
+    try:
+        f = open(path, "wb")
+        try:
+            zeros = bytes(256)
+            while size > 0:
+                f.write(zeros if size >= 256 else zeros[:size])
+                size -= 256
+        finally:
+            f.close()
+        return True
+    except OSError:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+        return False
+
+
+def _release():
+    # Frees the reserve for one write; False when there is none.
+    if _reserve is None:
+        return False
+    try:
+        os.remove(_reserve[0])
+        return True
+    except OSError:
+        return False
+
+
+def _write(path, data):
     tmp = path + ".new"
     if not _exists(path) and _exists(tmp):
         # "<name>.new" may be the only complete copy: settle it before

@@ -167,6 +167,9 @@ def _start(b):
         os.mkdir(_path(port, "state"))
     except OSError:
         pass
+    # Room kept for the state writes that free room on a full flash.
+    from edgefw import atomic
+    atomic.reserve(_path(port, "state/reserve"))
     agent = _build(port, board, cfg, n)
     # The board file's dict (kilobytes of heap) is garbage from here on:
     # what the agent needs was copied out of it.

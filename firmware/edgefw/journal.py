@@ -445,6 +445,7 @@ class Journal:
         os.remove(self._path(seg[0]))
         self._segs.pop(0)
         self._used -= seg[1]
+        atomic.refill()
 
     # -- reading and acknowledging --------------------------------------
     def pending(self, max_bytes=1024, max_entries=32):
@@ -646,3 +647,4 @@ class Journal:
                 break  # retried at the next open()
             self._used -= segs[0][1]
             segs.pop(0)
+            atomic.refill()

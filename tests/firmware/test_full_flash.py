@@ -77,12 +77,6 @@ def test_a_full_flash_keeps_the_agent_running_and_says_so(small_fs):
         dev.stop()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "fwcore: on a full flash nothing can be written, and the device core writes before it sends "
-    "or frees: Clock.set_time persists the boot's epoch before any record is sent (ENOSPC: no "
-    "record is ever sent), Journal.ack persists its pointer before it frees a segment, and "
-    "Journal._drop writes its state before it removes the oldest segment. The journal and the "
-    "clock need room kept for their own state."))
 def test_after_a_full_flash_the_journal_is_sent_and_sampling_resumes(small_fs):
     dev = run_until_full(small_fs)
     host = SpecHost()
