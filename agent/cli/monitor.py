@@ -17,15 +17,20 @@ _EXIT_KEY = b"\x1d"  # Ctrl-], as in miniterm and telnet
 @click.argument("port")
 @click.option("--baud", type=click.IntRange(50, 12_000_000), default=115200, show_default=True)
 @click.option("--raw", is_flag=True, help="Show frames as they are, not decoded.")
+@click.option("--listen-only", is_flag=True,
+              help="Send nothing on opening the port (by default the monitor asks the agent to "
+                   "announce itself, so HELLO, SENSORS and the pending batch show at once).")
 @click.option("--for", "duration", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
               help="Stop after this many seconds (for scripts; default: until Ctrl-]).")
-def monitor(port, baud, raw, duration):
+def monitor(port, baud, raw, listen_only, duration):
     """Show a board's console, with telemetry frames decoded inline.
 
     Keys you type go to the board (the REPL works: Ctrl-C stops the agent
     and leaves you at the REPL, Ctrl-D soft-resets); Ctrl-] quits. The monitor only listens: it
     does not acknowledge telemetry, so the board keeps its journal (use
-    `edge telemetry ingest` for that).
+    `edge telemetry ingest` for that). On opening the port it sends one TIME
+    asking the agent to announce itself (protocol 2 sends records only to a
+    host that has sent TIME); `--listen-only` sends nothing.
 
     \b
     Example:
@@ -80,6 +85,13 @@ def monitor(port, baud, raw, duration):
 
     t = threading.Thread(target=reader, daemon=True)
     t.start()
+    if not listen_only:
+        import time
+
+        from edge_agent.frames import encode_frame
+        from edge_agent.messages import Time, encode_message
+
+        ser.write(encode_frame(encode_message(Time(unix_ms=int(time.time() * 1000), hello=True))))
     interactive = sys.stdin.isatty()
     old = None
     if interactive:

@@ -24,7 +24,7 @@ INI = REPO / "platformio.ini"
 FILTER = REPO / "monitor" / "filter_edge_frames.py"
 VECTORS = json.loads((REPO / "tests" / "vectors" / "frames.json").read_text())
 MESSAGES = json.loads((REPO / "tests" / "vectors" / "messages.json").read_text())
-HELLO = next(v for v in VECTORS if v["name"] == "a HELLO message")
+HELLO = next(v for v in VECTORS if v["name"] == "a HELLO message (protocol 2)")
 # The PlatformIO board id each MicroPython board file maps to.
 PIO_BOARDS = {"esp32": ("espressif32", "esp32dev"), "esp32s3": ("espressif32", "esp32-s3-devkitc-1"),
               "esp32c3": ("espressif32", "esp32-c3-devkitm-1"), "picow": (None, "rpipicow")}
@@ -140,7 +140,7 @@ def test_filter_decodes_a_hello_frame_line_into_its_summary(monkeypatch):
     out = feed(filt, HELLO["line"])
     summary = describe(bytes.fromhex(HELLO["payload_hex"]))
     assert out == "⟨" + summary + "⟩\r\n"
-    assert summary.startswith("HELLO esp32-7c9e3a board esp32")
+    assert summary.startswith("HELLO esp32-7c9e3a0b1d2f board esp32")
 
 
 def test_filter_output_does_not_depend_on_how_the_text_is_chunked(monkeypatch):
