@@ -11,6 +11,8 @@ from pathlib import Path
 
 import cbor2
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge_agent.errors import BadInput, NotFound
 from edge_agent.frames import BadFrame, Frame, FrameDecoder, encode_frame
@@ -121,6 +123,70 @@ def test_bad_input_through_the_whole_path_leaves_the_telemetry_unchanged(store):
     assert session.receive(stream) == []
     assert session.stats.bad == {"malformed": 1, "bad_crc": 1, "too_long": 1, "bad_message": 4}
     assert dump(store.path, "samples") == before
+
+
+def runs(store: Store) -> list[tuple]:
+    """The (first_seq, end_seq, t_min, t_max, boot, received) of every stored run, in order."""
+    return store._db.execute("SELECT first_seq, end_seq, t_min, t_max, boot, received FROM batches "
+                             "ORDER BY dev, first_seq").fetchall()
+
+
+def test_an_overlapping_retransmission_keeps_each_records_first_reception(store):
+    def seqs(first: int, n: int) -> list[Record]:      # the same content whenever a seq is sent
+        return [rec(s, "temp", "Cel", s / 4, T0 + s, False, 1) for s in range(first, first + n)]
+    store.add_batch("dev-1", seqs(0, 20), T0 + 100)
+    store.add_batch("dev-1", seqs(30, 5), T0 + 200)
+    assert store.add_batch("dev-1", seqs(10, 30), T0 + 300) == 15      # 20..29 and 35..39 are new
+    assert store.conflicts() == []
+    got = {r.seq: r.received for r in store.query()}
+    assert [got[s] for s in (0, 19, 20, 29, 30, 34, 35, 39)] == [T0 + 100] * 2 + [T0 + 300] * 2 + \
+        [T0 + 200] * 2 + [T0 + 300] * 2
+    ms = round(T0 * 1000)
+    assert runs(store) == [(0, 20, ms, ms + 19000, 1, ms + 100000), (20, 30, ms + 20000, ms + 29000, 1, ms + 300000),
+                           (30, 35, ms + 30000, ms + 34000, 1, ms + 200000),
+                           (35, 40, ms + 35000, ms + 39000, 1, ms + 300000)]
+
+
+def test_a_conflict_inside_an_overlap_is_kept_out_and_recorded(store):
+    store.add_batch("dev-1", records(0, 5), T0)
+    changed = [r._replace(value=99.0) if r.seq == 3 else r for r in records(0, 8)[2:]]
+    assert store.add_batch("dev-1", changed, T0 + 1, source="/dev/ttyUSB0") == 3
+    [conflict] = store.conflicts()
+    assert conflict["seq"] == 3 and json.loads(conflict["offered"])[3] == 99.0
+    assert [r.value for r in store.query() if r.seq == 3] == [20.75]
+    assert [(first, end) for first, end, *_ in runs(store)] == [(0, 5), (5, 8)]
+
+
+def test_records_of_one_call_with_two_boots_or_a_gap_get_their_own_runs(store):
+    batch = records(0, 3) + [r._replace(boot=2, estimated=True) for r in records(3, 2)] + records(8, 2)
+    store.add_batch("dev-1", batch, T0)
+    assert [(first, end, boot) for first, end, _, _, boot, _ in runs(store)] == [(0, 3, 1), (3, 5, 2), (8, 10, 1)]
+    assert sorted((r.seq, r.boot, r.estimated) for r in store.query()) == [
+        (0, 1, False), (1, 1, False), (2, 1, False), (3, 2, True), (4, 2, True), (8, 1, False), (9, 1, False)]
+    assert store.summary()[0]["estimated"] == 2 and store.summary()[0]["gaps"] == 3
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["dev-1", "dev-2"]), st.integers(1, 6), st.integers(0, 50),
+                          st.integers(0, 20)), min_size=1, max_size=12),
+       st.integers(1, 12), st.none() | st.integers(0, 60), st.none() | st.integers(0, 80),
+       st.none() | st.sampled_from(["dev-1", "dev-2"]))
+def test_queries_by_time_find_exactly_the_records_a_full_scan_finds(tmp_path_factory, batches, limit, since,
+                                                                    until, device):
+    """Runs spanning a bound, out of time order, overlapping in time: the run ranges only narrow the search."""
+    with Store(tmp_path_factory.mktemp("q") / "r.db") as s:
+        next_seq: dict[str, int] = {}
+        for dev, n, start, step in batches:
+            first = next_seq.get(dev, 0)
+            s.add_batch(dev, [rec(first + i, "temp", "Cel", float(i), T0 + start + i * step / 4, False, 1)
+                              for i in range(n)], T0)
+            next_seq[dev] = first + n
+        every = sorted(s.query(), key=lambda r: (r.t_ms, r.device_id, r.seq))
+        bounds = {"since": None if since is None else T0 + since, "until": None if until is None else T0 + until}
+        want = [r for r in every if (device is None or r.device_id == device)
+                and (since is None or r.t >= T0 + since) and (until is None or r.t < T0 + until)]
+        assert list(s.query(device=device, **bounds)) == want
+        assert list(s.query(device=device, limit=limit, newest_first=True, **bounds)) == want[::-1][:limit]
 
 
 def test_a_transaction_groups_batches_into_one_commit(store):
@@ -244,6 +310,29 @@ def test_an_old_registry_is_migrated_and_keeps_its_data(tmp_path):
         assert [(r.name, r.value, r.t_ms, r.received_ms) for r in s.query()] == [("temp", 21.5, 5000, 6000)]
         s.note_bad_frame("p", "bad_crc", b"x")          # the table step 2 adds
         assert s.bad_frames()[0]["count"] == 1
+
+
+def test_migration_turns_old_rows_into_runs_that_keep_each_records_boot_and_reception(tmp_path):
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    for step in MIGRATIONS[:3]:
+        for statement in step:
+            db.execute(statement)
+    db.execute("INSERT INTO devices (device_id, first_seen, last_seen) VALUES ('dev-1', 1, 1)")
+    for seq, boot, received, estimated in [(0, 1, 6, 0), (1, 1, 6, 0), (2, 2, 6, 0), (3, 1, 6, 0), (4, 1, 7, 0),
+                                           (5, 1, 7, 1), (7, 1, 7, 1)]:
+        db.execute("INSERT INTO telemetry VALUES ('dev-1', ?, 'temp', 'Cel', 1.5, NULL, NULL, ?, ?, ?, ?)",
+                   (seq, 10 + seq, estimated, boot, received))
+    db.execute("PRAGMA user_version = 3")
+    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    db.commit()
+    db.close()
+    with Store(path) as s:
+        got = [(r.seq, r.boot, r.received_ms, r.estimated, r.t_ms) for r in s.query()]
+        assert got == [(0, 1, 6000, False, 10000), (1, 1, 6000, False, 11000), (2, 2, 6000, False, 12000),
+                       (3, 1, 6000, False, 13000), (4, 1, 7000, False, 14000), (5, 1, 7000, True, 15000),
+                       (7, 1, 7000, True, 17000)]
+        assert [run[:2] for run in runs(s)] == [(0, 2), (2, 3), (3, 4), (4, 5), (5, 6), (7, 8)]
 
 
 def test_a_registry_from_a_newer_version_is_refused_untouched(tmp_path):
