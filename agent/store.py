@@ -235,6 +235,32 @@ def _insert_samples(rows: int) -> str:
             + ",".join(["(?,?,?,?,?,?)"] * rows) + " ON CONFLICT (dev, seq) DO NOTHING")
 
 
+@lru_cache(maxsize=64)
+def _insert_runs(runs: int) -> str:
+    return ("INSERT INTO batches (dev, first_seq, end_seq, t_min, t_max, boot, estimated, received, source) "
+            "VALUES " + ",".join(["(?,?,?,?,?,?,?,?,?)"] * runs))
+
+
+def _runs(dev: int, rows: list[tuple], boot: int, estimated: int, received_ms: int, source: str) -> list[tuple]:
+    """The ``batches`` rows of new samples rows in seq order: one per run of consecutive seqs."""
+    if rows[-1][1] - rows[0][1] == len(rows) - 1:      # the common case: one run
+        times = [row[3] for row in rows]
+        return [(dev, rows[0][1], rows[-1][1] + 1, min(times), max(times), boot, estimated, received_ms, source)]
+    runs = []
+    start = 0
+    for i in range(1, len(rows) + 1):
+        if i == len(rows) or rows[i][1] != rows[i - 1][1] + 1:
+            times = [row[3] for row in rows[start:i]]
+            runs.append((dev, rows[start][1], rows[i - 1][1] + 1, min(times), max(times), boot, estimated,
+                         received_ms, source))
+            start = i
+    return runs
+
+
+class Overlap(Exception):
+    """Batches staged together (:meth:`Store.staging`) meet records stored before: store them one by one."""
+
+
 class Record(NamedTuple):
     """One resolved measurement, ready to store: ``t_ms`` is ms since 1970."""
 
@@ -320,6 +346,10 @@ class Store:
             raise BadInput(f"cannot open the registry {self.path}: {e}",
                            "check the path and its permissions") from None
         self._depth = 0   # nesting of transaction() blocks
+        # Inside staging(): the batches waiting for the block's end, and per
+        # device the latest arrival and highest dropped count.
+        self._staged: list[tuple] | None = None
+        self._seen: dict[str, tuple[float, int]] | None = None
         try:
             self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
             self._db.execute("PRAGMA foreign_keys = ON")
@@ -459,6 +489,53 @@ class Store:
             "WHERE d.device_id = ? AND t.table_id = ?", (device_id, table_id)).fetchone()
         return None if row is None else bytes(row[0])
 
+    @contextmanager
+    def staging(self) -> Iterator[None]:
+        """Inside a transaction: the samples of many batches go in together when the block ends.
+
+        Within the block :meth:`insert_samples` and :meth:`note_seen` only
+        take note, and count every staged record as new. The block's end
+        inserts them with a few statements (sqlite3 lets go of the GIL around
+        each one, and taking it back from busy link threads costs more than
+        the statement) and raises :class:`Overlap` if any record was stored
+        before: the caller rolls back and stores the batches one by one, the
+        way that finds duplicates and conflicts.
+        """
+        if not self._depth or self._staged is not None:
+            raise RuntimeError("staging() goes inside one transaction() block, not nested")
+        self._staged, self._seen = [], {}
+        try:
+            yield
+            staged, seen = self._staged, self._seen
+            self._staged = self._seen = None
+            rows = list(chain.from_iterable(batch[1] for batch in staged))
+            if self._insert_rows(rows) != len(rows):
+                raise Overlap(f"{len(staged)} batches meet records stored before")
+            self._insert_runs(list(chain.from_iterable(
+                _runs(dev, rows, *facts) for dev, rows, *facts in staged)))
+            self._db.executemany("UPDATE devices SET last_seen = max(last_seen, ?2), dropped = max(dropped, ?3) "
+                                 "WHERE device_id = ?1", [(d, *v) for d, v in seen.items()])
+        finally:
+            self._staged = self._seen = None
+
+    def _insert_rows(self, rows: list[tuple]) -> int:
+        """Insert samples rows with ``ON CONFLICT DO NOTHING``; how many went in."""
+        before = self._db.total_changes
+        # Few statements: up to _INSERT_MAX rows each, padded to a multiple
+        # of _INSERT_STEP with copies of the last row, which its own key
+        # turns into no-ops (few SQL texts to prepare).
+        for at in range(0, len(rows), _INSERT_MAX):
+            chunk = rows[at:at + _INSERT_MAX]
+            size = -(-len(chunk) // _INSERT_STEP) * _INSERT_STEP
+            self._db.execute(_insert_samples(size),
+                             list(chain.from_iterable(chunk + [chunk[-1]] * (size - len(chunk)))))
+        return self._db.total_changes - before
+
+    def _insert_runs(self, runs: list[tuple]) -> None:
+        for at in range(0, len(runs), _INSERT_MAX):
+            chunk = runs[at:at + _INSERT_MAX]
+            self._db.execute(_insert_runs(len(chunk)), list(chain.from_iterable(chunk)))
+
     def insert_samples(self, dev: int, rows: list[tuple], boot: int, estimated: bool, received_ms: int,
                        device_id: str = "", source: str = "") -> tuple[int, list[int]]:
         """Insert rows ``(dev, seq, series, t, value, flags)`` of one batch, in seq order; (new rows, conflicting seqs).
@@ -468,37 +545,22 @@ class Store:
         consecutive new sequence numbers. A row whose (device, seq) is stored
         already is a duplicate when it says the same thing (series, time,
         value and its kind), else a conflict: the first is kept, and both
-        versions go to ``conflicts``.
+        versions go to ``conflicts``. Inside :meth:`staging` the rows wait
+        for the block's end.
         """
         if not rows:
             return 0, []
-        before = self._db.total_changes
-        # One statement for the batch: sqlite3 lets go of the GIL around
-        # every step, and taking it back from busy link threads cost more than
-        # the insert itself (one step per row with executemany). The rows are
-        # padded to a multiple of _INSERT_STEP with copies of the last, which
-        # its own key turns into no-ops.
-        for at in range(0, len(rows), _INSERT_MAX):
-            chunk = rows[at:at + _INSERT_MAX]
-            size = -(-len(chunk) // _INSERT_STEP) * _INSERT_STEP
-            self._db.execute(_insert_samples(size),
-                             list(chain.from_iterable(chunk + [chunk[-1]] * (size - len(chunk)))))
-        inserted = self._db.total_changes - before
+        if self._staged is not None:
+            self._staged.append((dev, rows, boot, int(estimated), received_ms, source))
+            return len(rows), []
+        inserted = self._insert_rows(rows)
         conflicts: list[int] = []
         if inserted == len(rows):
             new = rows          # none of these seqs was stored, so no run overlaps them
         else:
             new = self._sort_out_stored(dev, rows, received_ms, device_id, source, conflicts)
-        runs = []
-        start = 0
-        for i in range(1, len(new) + 1):
-            if i == len(new) or new[i][1] != new[i - 1][1] + 1:
-                times = [row[3] for row in new[start:i]]
-                runs.append((dev, new[start][1], new[i - 1][1] + 1, min(times), max(times), boot,
-                             int(estimated), received_ms, source))
-                start = i
-        self._db.executemany("INSERT INTO batches (dev, first_seq, end_seq, t_min, t_max, boot, estimated, "
-                             "received, source) VALUES (?,?,?,?,?,?,?,?,?)", runs)
+        if new:
+            self._insert_runs(_runs(dev, new, boot, int(estimated), received_ms, source))
         return inserted, conflicts
 
     def _sort_out_stored(self, dev: int, rows: list[tuple], received_ms: int, device_id: str, source: str,
@@ -570,6 +632,10 @@ class Store:
 
     def note_seen(self, device_id: str, seen: float, dropped: int) -> None:
         """A batch of ``device_id`` arrived at ``seen`` (Unix seconds); ``dropped`` is its BATCH key 5."""
+        if self._seen is not None:
+            last, most = self._seen.get(device_id, (seen, dropped))
+            self._seen[device_id] = (max(last, seen), max(most, dropped))
+            return
         self._db.execute("UPDATE devices SET last_seen = max(last_seen, ?2), dropped = max(dropped, ?3) "
                          "WHERE device_id = ?1", (device_id, seen, dropped))
 

@@ -11,6 +11,13 @@ Rules it keeps:
   one transaction: one fsync serves every link that was waiting, and no link waits on an fsync in its own loop
   (links submit and go on; completions are called from this thread, so they
   must be thread-safe and quick).
+- **Few GIL hand-overs.** A group's jobs run inside :meth:`Store.staging`:
+  their samples go in together, with a few statements, at the group's end
+  (sqlite3 lets go of the GIL around every statement, and a busy link thread
+  holds it long). The completions of a group wait, when another group is
+  queued, until that group's jobs have run and its rows are about to go in:
+  the links they wake then decode while SQLite works without the GIL.
+  A group whose staged records meet stored ones is stored job by job.
 - **A failure costs at most its job.** A group that meets an error is rolled
   back and its jobs are committed one by one, so a job that raises fails
   alone and its completion gets the error (no savepoint per job on the
@@ -99,7 +106,7 @@ class RegistryWriter:
     def submit(self, job: Job) -> None:
         """Queue ``job``; its completion is called from the writer's thread (inline: at once)."""
         if self.inline:
-            self._commit([job])
+            self._commit([job])()
         else:
             self._queue.put(job)
 
@@ -135,8 +142,16 @@ class RegistryWriter:
             ready.set()
             return
         ready.set()
+        # The completions of the last group (ACKs: they wake links) wait for
+        # the next group's long statements when one is queued, so the links'
+        # Python runs while SQLite works without the GIL, instead of taking
+        # the GIL from the writer at its next short statement.
+        finish: Callable[[], None] | None = None
         try:
             while True:
+                if finish is not None and self._queue.empty():
+                    finish()
+                    finish = None
                 job = self._queue.get()
                 if job is None:
                     return
@@ -154,56 +169,85 @@ class RegistryWriter:
                         break
                     group.append(nxt)
                     records += nxt.records
-                self._commit(group)
+                finish = self._commit(group, release=finish)
                 if stop:
                     return
         finally:
+            if finish is not None:
+                finish()
             self._store.close()
 
-    def _commit(self, group: list[Job], retry: bool = True) -> None:
+    def _commit(self, group: list[Job], retry: bool = True,
+                release: Callable[[], None] | None = None) -> Callable[[], None]:
+        """Commit ``group``; return its completions, to call once (``release``: earlier ones, called here)."""
         store = self._store
         assert store is not None
+        pending = [release]
+
+        def let_go() -> None:
+            if pending[0] is not None:
+                earlier, pending[0] = pending[0], None
+                earlier()
+
         started = time.monotonic()
         delay = 0.05
-        while True:
-            try:
-                with store.transaction():
-                    results: list[tuple[Job, Any, BaseException | None]] = [
-                        (job, job.apply(store), None) for job in group]
-                self.commits += 1
-                break
-            except sqlite3.OperationalError as e:   # the registry's trouble: retry the group
-                self.cache.clear()
-                self.retries += 1
-                self.last_error = f"{e}"
-                if not retry or time.monotonic() - started >= self.retry_for:
+        try:
+            while True:
+                try:
+                    with store.transaction():
+                        if len(group) > 1:
+                            # Staged: the jobs only take note; their rows go in at the block's end.
+                            with store.staging():
+                                results: list[tuple[Job, Any, BaseException | None]] = [
+                                    (job, job.apply(store), None) for job in group]
+                                let_go()
+                        else:
+                            results = [(job, job.apply(store), None) for job in group]
+                    self.commits += 1
+                    break
+                except sqlite3.OperationalError as e:   # the registry's trouble: retry the group
+                    let_go()
+                    self.cache.clear()
+                    self.retries += 1
+                    self.last_error = f"{e}"
+                    if not retry or time.monotonic() - started >= self.retry_for:
+                        if len(group) > 1:
+                            # Only the jobs that meet the error fail: try each alone, once.
+                            for job in group:
+                                self._commit([job], retry=False)()
+                            return _nothing
+                        log.error("registry %s: %s; %s not stored (the device will send it again)",
+                                  self.path, e, group[0].what)
+                        results = [(group[0], None, e)]
+                        break
+                    log.warning("registry %s: %s; retrying in %.1f s", self.path, e, delay)
+                    time.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                except Exception as e:   # a job's own trouble, or staged records met stored ones
+                    let_go()
+                    self.cache.clear()
                     if len(group) > 1:
-                        # Only the jobs that meet the error fail: try each alone, once.
                         for job in group:
-                            self._commit([job], retry=False)
-                        return
-                    log.error("registry %s: %s; %s not stored (the device will send it again)",
-                              self.path, e, group[0].what)
+                            self._commit([job], retry)()
+                        return _nothing
+                    log.error("registry writer: %s failed: %s", group[0].what, e)
                     results = [(group[0], None, e)]
                     break
-                log.warning("registry %s: %s; retrying in %.1f s", self.path, e, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
-            except Exception as e:   # a job's own trouble (rolled back): it fails alone
-                self.cache.clear()
-                if len(group) > 1:
-                    for job in group:
-                        self._commit([job], retry)
-                    return
-                log.error("registry writer: %s failed: %s", group[0].what, e)
-                results = [(group[0], None, e)]
-                break
-        for job, result, error in results:
-            if error is not None:
-                self.failures += 1
-                self.last_error = f"{job.what}: {error}"
-            if job.done is not None:
-                try:
-                    job.done(result, error)
-                except Exception:   # a completion must not stop the writer
-                    log.exception("registry writer: completion of %s raised", job.what)
+        finally:
+            let_go()
+
+        def finish() -> None:
+            for job, result, error in results:
+                if error is not None:
+                    self.failures += 1
+                    self.last_error = f"{job.what}: {error}"
+                if job.done is not None:
+                    try:
+                        job.done(result, error)
+                    except Exception:   # a completion must not stop the writer
+                        log.exception("registry writer: completion of %s raised", job.what)
+        return finish
+
+
+def _nothing() -> None:
+    pass

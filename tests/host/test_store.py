@@ -131,9 +131,12 @@ def runs(store: Store) -> list[tuple]:
                              "ORDER BY dev, first_seq").fetchall()
 
 
+def seqs(first: int, n: int) -> list[Record]:
+    """Records ``first`` .. ``first + n - 1`` with the same content whenever a seq is sent again."""
+    return [rec(s, "temp", "Cel", s / 4, T0 + s, False, 1) for s in range(first, first + n)]
+
+
 def test_an_overlapping_retransmission_keeps_each_records_first_reception(store):
-    def seqs(first: int, n: int) -> list[Record]:      # the same content whenever a seq is sent
-        return [rec(s, "temp", "Cel", s / 4, T0 + s, False, 1) for s in range(first, first + n)]
     store.add_batch("dev-1", seqs(0, 20), T0 + 100)
     store.add_batch("dev-1", seqs(30, 5), T0 + 200)
     assert store.add_batch("dev-1", seqs(10, 30), T0 + 300) == 15      # 20..29 and 35..39 are new
@@ -181,12 +184,42 @@ def test_queries_by_time_find_exactly_the_records_a_full_scan_finds(tmp_path_fac
             s.add_batch(dev, [rec(first + i, "temp", "Cel", float(i), T0 + start + i * step / 4, False, 1)
                               for i in range(n)], T0)
             next_seq[dev] = first + n
-        every = sorted(s.query(), key=lambda r: (r.t_ms, r.device_id, r.seq))
+        every = list(s.query())         # by time, then device (in order of first arrival), then seq
+        assert len(every) == sum(n for _, n, _, _ in batches)
+        assert [r.t_ms for r in every] == sorted(r.t_ms for r in every)
         bounds = {"since": None if since is None else T0 + since, "until": None if until is None else T0 + until}
         want = [r for r in every if (device is None or r.device_id == device)
                 and (since is None or r.t >= T0 + since) and (until is None or r.t < T0 + until)]
         assert list(s.query(device=device, **bounds)) == want
         assert list(s.query(device=device, limit=limit, newest_first=True, **bounds)) == want[::-1][:limit]
+
+
+def test_staged_batches_go_in_together_with_their_runs_and_arrivals(store):
+    store.add_batch("dev-1", records(0, 5), T0)
+    dev = store.device_number("dev-1")
+    series = store.series_numbers(dev, [("temp", "Cel")])[0]
+    with store.transaction(), store.staging():
+        for first in (5, 10):
+            rows = [(dev, s, series, round(T0 * 1000) + s, float(s), 0) for s in range(first, first + 5)]
+            assert store.insert_samples(dev, rows, 3, True, 7, "dev-1", "p") == (5, [])
+            store.note_seen("dev-1", T0 + first, first)
+        assert store.count() == 5                      # nothing yet
+    assert store.count() == 15
+    assert [(first, end, boot) for first, end, _, _, boot, _ in runs(store)] == [(0, 5, 1), (5, 10, 3), (10, 15, 3)]
+    assert store.device("dev-1")["last_seen"] == T0 + 10 and store.device("dev-1")["dropped"] == 10
+
+
+def test_staged_batches_meeting_stored_records_raise_overlap_and_store_nothing(store):
+    from edge_agent.store import Overlap
+
+    store.add_batch("dev-1", records(0, 5), T0)
+    before = dump(store.path)
+    dev = store.device_number("dev-1")
+    with pytest.raises(Overlap):
+        with store.transaction(), store.staging():
+            for first in (5, 3):
+                store.insert_samples(dev, [(dev, s, 1, 0, 1.0, 0) for s in range(first, first + 5)], 1, False, 7)
+    assert dump(store.path) == before
 
 
 def test_a_transaction_groups_batches_into_one_commit(store):
