@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from itertools import chain, groupby
 from pathlib import Path
-from typing import Any, Iterable, Iterator, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 from edge_agent.errors import BadInput, Busy, NotFound
 from edge_agent.messages import Hello
@@ -226,7 +226,13 @@ _SELECT_BY_RUN = (f"SELECT {_COLUMNS} FROM batches b CROSS JOIN samples s ON s.d
                   "JOIN series r ON r.id = s.series JOIN devices d ON d.dev = b.dev")
 
 
-_INSERT_STEP, _INSERT_MAX = 16, 256   # rows per INSERT statement: a multiple of 16, at most 256
+_RUNS_MAX = 256          # batches rows per INSERT statement
+
+
+def _padded(rows: int) -> int:
+    """Rows an INSERT of ``rows`` rows is padded to: a multiple of 16, at most 1/8 more."""
+    step = max(16, 1 << max(0, rows.bit_length() - 4))
+    return -(-rows // step) * step
 
 
 @lru_cache(maxsize=None)
@@ -350,6 +356,11 @@ class Store:
         # device the latest arrival and highest dropped count.
         self._staged: list[tuple] | None = None
         self._seen: dict[str, tuple[float, int]] | None = None
+        try:
+            variables = self._db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        except AttributeError:   # Python < 3.11: assume SQLite's oldest default
+            variables = 999
+        self._max_rows = max(1, min(4096, variables // 6 * 8 // 9))   # samples rows per statement, padding included
         try:
             self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
             self._db.execute("PRAGMA foreign_keys = ON")
@@ -490,16 +501,18 @@ class Store:
         return None if row is None else bytes(row[0])
 
     @contextmanager
-    def staging(self) -> Iterator[None]:
+    def staging(self, on_insert: Callable[[], None] | None = None) -> Iterator[None]:
         """Inside a transaction: the samples of many batches go in together when the block ends.
 
         Within the block :meth:`insert_samples` and :meth:`note_seen` only
         take note, and count every staged record as new. The block's end
-        inserts them with a few statements (sqlite3 lets go of the GIL around
-        each one, and taking it back from busy link threads costs more than
-        the statement) and raises :class:`Overlap` if any record was stored
-        before: the caller rolls back and stores the batches one by one, the
-        way that finds duplicates and conflicts.
+        writes the runs and arrivals, calls ``on_insert``, then inserts every
+        record with as few statements as SQLite's parameter limit allows
+        (sqlite3 lets go of the GIL around each statement, and taking it back
+        from busy link threads costs more than the statement), and raises
+        :class:`Overlap` if any record was stored before: the caller rolls
+        back and stores the batches one by one, the way that finds duplicates
+        and conflicts.
         """
         if not self._depth or self._staged is not None:
             raise RuntimeError("staging() goes inside one transaction() block, not nested")
@@ -508,32 +521,39 @@ class Store:
             yield
             staged, seen = self._staged, self._seen
             self._staged = self._seen = None
+            if not staged:
+                return
+            try:
+                self._insert_runs(list(chain.from_iterable(
+                    _runs(dev, rows, *facts) for dev, rows, *facts in staged)))
+            except sqlite3.IntegrityError:      # a run starting where one is stored
+                raise Overlap(f"{len(staged)} batches meet records stored before") from None
+            self._db.executemany("UPDATE devices SET last_seen = max(last_seen, ?2), dropped = max(dropped, ?3) "
+                                 "WHERE device_id = ?1", [(d, *v) for d, v in seen.items()])
+            if on_insert is not None:
+                on_insert()
             rows = list(chain.from_iterable(batch[1] for batch in staged))
             if self._insert_rows(rows) != len(rows):
                 raise Overlap(f"{len(staged)} batches meet records stored before")
-            self._insert_runs(list(chain.from_iterable(
-                _runs(dev, rows, *facts) for dev, rows, *facts in staged)))
-            self._db.executemany("UPDATE devices SET last_seen = max(last_seen, ?2), dropped = max(dropped, ?3) "
-                                 "WHERE device_id = ?1", [(d, *v) for d, v in seen.items()])
         finally:
             self._staged = self._seen = None
 
     def _insert_rows(self, rows: list[tuple]) -> int:
         """Insert samples rows with ``ON CONFLICT DO NOTHING``; how many went in."""
         before = self._db.total_changes
-        # Few statements: up to _INSERT_MAX rows each, padded to a multiple
-        # of _INSERT_STEP with copies of the last row, which its own key
-        # turns into no-ops (few SQL texts to prepare).
-        for at in range(0, len(rows), _INSERT_MAX):
-            chunk = rows[at:at + _INSERT_MAX]
-            size = -(-len(chunk) // _INSERT_STEP) * _INSERT_STEP
+        # Few statements: up to _max_rows rows each, padded with copies of
+        # the last row (which its own key turns into no-ops) to one of a few
+        # sizes, so that few SQL texts are prepared.
+        for at in range(0, len(rows), self._max_rows):
+            chunk = rows[at:at + self._max_rows]
+            size = _padded(len(chunk))
             self._db.execute(_insert_samples(size),
                              list(chain.from_iterable(chunk + [chunk[-1]] * (size - len(chunk)))))
         return self._db.total_changes - before
 
     def _insert_runs(self, runs: list[tuple]) -> None:
-        for at in range(0, len(runs), _INSERT_MAX):
-            chunk = runs[at:at + _INSERT_MAX]
+        for at in range(0, len(runs), _RUNS_MAX):
+            chunk = runs[at:at + _RUNS_MAX]
             self._db.execute(_insert_runs(len(chunk)), list(chain.from_iterable(chunk)))
 
     def insert_samples(self, dev: int, rows: list[tuple], boot: int, estimated: bool, received_ms: int,

@@ -12,11 +12,12 @@ Rules it keeps:
   (links submit and go on; completions are called from this thread, so they
   must be thread-safe and quick).
 - **Few GIL hand-overs.** A group's jobs run inside :meth:`Store.staging`:
-  their samples go in together, with a few statements, at the group's end
+  their samples go in together, with one statement, at the group's end
   (sqlite3 lets go of the GIL around every statement, and a busy link thread
   holds it long). The completions of a group wait, when another group is
-  queued, until that group's jobs have run and its rows are about to go in:
-  the links they wake then decode while SQLite works without the GIL.
+  queued, for that group's two long statements: half wake their links as
+  its rows go in, the rest as its commit syncs, so the links decode while
+  SQLite works without the GIL instead of queueing the writer behind them.
   A group whose staged records meet stored ones is stored job by job.
 - **A failure costs at most its job.** A group that meets an error is rolled
   back and its jobs are committed one by one, so a job that raises fails
@@ -89,6 +90,9 @@ class RegistryWriter:
         # whenever a rollback may have undone some of it.
         self.cache: dict[Any, Any] = {}
         self._queue: queue.Queue[Job | None] = queue.Queue()
+        # The last committed group's (job, result, error): their completions
+        # are called once the next group's rows go in, or when the queue is empty.
+        self._pending: list[tuple[Job, Any, BaseException | None]] = []
         self._store = store
         self._thread: threading.Thread | None = None
         if not inline:
@@ -106,7 +110,8 @@ class RegistryWriter:
     def submit(self, job: Job) -> None:
         """Queue ``job``; its completion is called from the writer's thread (inline: at once)."""
         if self.inline:
-            self._commit([job])()
+            self._commit([job])
+            self._complete()
         else:
             self._queue.put(job)
 
@@ -142,16 +147,10 @@ class RegistryWriter:
             ready.set()
             return
         ready.set()
-        # The completions of the last group (ACKs: they wake links) wait for
-        # the next group's long statements when one is queued, so the links'
-        # Python runs while SQLite works without the GIL, instead of taking
-        # the GIL from the writer at its next short statement.
-        finish: Callable[[], None] | None = None
         try:
             while True:
-                if finish is not None and self._queue.empty():
-                    finish()
-                    finish = None
+                if self._pending and self._queue.empty():
+                    self._complete()
                 job = self._queue.get()
                 if job is None:
                     return
@@ -169,85 +168,77 @@ class RegistryWriter:
                         break
                     group.append(nxt)
                     records += nxt.records
-                finish = self._commit(group, release=finish)
+                self._commit(group)
                 if stop:
                     return
         finally:
-            if finish is not None:
-                finish()
+            self._complete()
             self._store.close()
 
-    def _commit(self, group: list[Job], retry: bool = True,
-                release: Callable[[], None] | None = None) -> Callable[[], None]:
-        """Commit ``group``; return its completions, to call once (``release``: earlier ones, called here)."""
+    def _complete(self, count: int | None = None) -> None:
+        """Call the first ``count`` (default: all) completions of the last committed group."""
+        part = self._pending if count is None else self._pending[:count]
+        self._pending = [] if count is None else self._pending[count:]
+        for job, result, error in part:
+            if error is not None:
+                self.failures += 1
+                self.last_error = f"{job.what}: {error}"
+            if job.done is not None:
+                try:
+                    job.done(result, error)
+                except Exception:   # a completion must not stop the writer
+                    log.exception("registry writer: completion of %s raised", job.what)
+
+    def _commit(self, group: list[Job], retry: bool = True) -> None:
+        """Commit ``group``; its completions wait in ``_pending`` (earlier ones are called here)."""
         store = self._store
         assert store is not None
-        pending = [release]
-
-        def let_go() -> None:
-            if pending[0] is not None:
-                earlier, pending[0] = pending[0], None
-                earlier()
-
         started = time.monotonic()
         delay = 0.05
-        try:
-            while True:
-                try:
-                    with store.transaction():
-                        if len(group) > 1:
-                            # Staged: the jobs only take note; their rows go in at the block's end.
-                            with store.staging():
-                                results: list[tuple[Job, Any, BaseException | None]] = [
-                                    (job, job.apply(store), None) for job in group]
-                                let_go()
-                        else:
-                            results = [(job, job.apply(store), None) for job in group]
-                    self.commits += 1
-                    break
-                except sqlite3.OperationalError as e:   # the registry's trouble: retry the group
-                    let_go()
-                    self.cache.clear()
-                    self.retries += 1
-                    self.last_error = f"{e}"
-                    if not retry or time.monotonic() - started >= self.retry_for:
-                        if len(group) > 1:
-                            # Only the jobs that meet the error fail: try each alone, once.
-                            for job in group:
-                                self._commit([job], retry=False)()
-                            return _nothing
-                        log.error("registry %s: %s; %s not stored (the device will send it again)",
-                                  self.path, e, group[0].what)
-                        results = [(group[0], None, e)]
-                        break
-                    log.warning("registry %s: %s; retrying in %.1f s", self.path, e, delay)
-                    time.sleep(delay)
-                    delay = min(delay * 2, 2.0)
-                except Exception as e:   # a job's own trouble, or staged records met stored ones
-                    let_go()
-                    self.cache.clear()
+        while True:
+            try:
+                with store.transaction():
                     if len(group) > 1:
+                        # Staged: the jobs only take note; their rows go in at the block's end.
+                        # Half the earlier completions wake their links as the rows go in,
+                        # the rest as the commit syncs: both let go of the GIL for long.
+                        half = (len(self._pending) + 1) // 2
+                        with store.staging(on_insert=lambda: self._complete(half)):
+                            results: list[tuple[Job, Any, BaseException | None]] = [
+                                (job, job.apply(store), None) for job in group]
+                        self._complete()
+                    else:
+                        self._complete()
+                        results = [(group[0], group[0].apply(store), None)]
+                self.commits += 1
+                break
+            except sqlite3.OperationalError as e:   # the registry's trouble: retry the group
+                self._complete()
+                self.cache.clear()
+                self.retries += 1
+                self.last_error = f"{e}"
+                if not retry or time.monotonic() - started >= self.retry_for:
+                    if len(group) > 1:
+                        # Only the jobs that meet the error fail: try each alone, once.
                         for job in group:
-                            self._commit([job], retry)()
-                        return _nothing
-                    log.error("registry writer: %s failed: %s", group[0].what, e)
+                            self._commit([job], retry=False)
+                        return
+                    log.error("registry %s: %s; %s not stored (the device will send it again)",
+                              self.path, e, group[0].what)
                     results = [(group[0], None, e)]
                     break
-        finally:
-            let_go()
-
-        def finish() -> None:
-            for job, result, error in results:
-                if error is not None:
-                    self.failures += 1
-                    self.last_error = f"{job.what}: {error}"
-                if job.done is not None:
-                    try:
-                        job.done(result, error)
-                    except Exception:   # a completion must not stop the writer
-                        log.exception("registry writer: completion of %s raised", job.what)
-        return finish
-
-
-def _nothing() -> None:
-    pass
+                log.warning("registry %s: %s; retrying in %.1f s", self.path, e, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except Exception as e:   # a job's own trouble, or staged records met stored ones
+                self._complete()
+                self.cache.clear()
+                if len(group) > 1:
+                    for job in group:
+                        self._commit([job], retry)
+                    return
+                log.error("registry writer: %s failed: %s", group[0].what, e)
+                results = [(group[0], None, e)]
+                break
+        self._complete()
+        self._pending = results
