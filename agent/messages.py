@@ -38,7 +38,8 @@ import math
 import struct
 import zlib
 from dataclasses import dataclass, fields
-from itertools import chain
+from itertools import chain, repeat
+from operator import and_, itemgetter
 from typing import Any, Callable
 
 import cbor2
@@ -147,7 +148,7 @@ class Batch:
     @property
     def count(self) -> int:
         """The number of records (pairs) in the batch."""
-        return sum((len(t) - 1) // 2 for t in self.ticks)
+        return (sum(map(len, self.ticks)) - len(self.ticks)) // 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +282,7 @@ def _value_problem(v: Any) -> str | None:
 
 _NUMBER_TYPES = frozenset((int, float, bool))
 _INT_TYPE = frozenset((int,))
+_LIST_TYPE = frozenset((list,))
 
 
 def _ticks_fine(value: list) -> bool:
@@ -294,20 +296,16 @@ def _ticks_fine(value: list) -> bool:
     and their sum is not NaN (a NaN or an infinity makes it NaN or out of
     those bounds). Text values, and anything doubtful, go to the full check.
     """
-    last = 0
-    records = 0
-    for tick in value:
-        if tick.__class__ is not list:
-            return False
-        n = len(tick)
-        if not n & 1 or not 3 <= n <= 2 * MAX_PAIRS + 1:
-            return False
-        dt = tick[0]
-        if dt.__class__ is not int or dt < last:
-            return False
-        last = dt
-        records += n >> 1
-    if records > MAX_RECORDS or last > MAX_UINT:
+    if not set(map(type, value)) <= _LIST_TYPE:
+        return False
+    sizes = list(map(len, value))
+    # Odd sizes (dt and pairs), 1 to MAX_PAIRS pairs: a size's low bit is 1 for all of them.
+    if sum(map(and_, sizes, repeat(1))) != len(sizes) or min(sizes) < 3 or max(sizes) > 2 * MAX_PAIRS + 1:
+        return False
+    if (sum(sizes) - len(sizes)) // 2 > MAX_RECORDS:
+        return False
+    dts = list(map(itemgetter(0), value))
+    if not set(map(type, dts)) <= _INT_TYPE or dts[0] < 0 or dts[-1] > MAX_UINT or dts != sorted(dts):
         return False
     indexes = list(chain.from_iterable([tick[1::2] for tick in value]))
     if not set(map(type, indexes)) <= _INT_TYPE or min(indexes) < 0 or max(indexes) > MAX_UINT:
@@ -651,7 +649,8 @@ def decode_message(payload: bytes) -> Message:
 
 
 def _check_batch(values: dict[str, Any]) -> None:
-    count = sum((len(t) - 1) // 2 for t in values["ticks"])
+    ticks = values["ticks"]
+    count = (sum(map(len, ticks)) - len(ticks)) // 2
     if values["first_seq"] + count > MAX_UINT:
         raise MessageError("BATCH key 2 (first_seq): the batch's end, key 2 + its records, "
                            "passes 2**63-1 (its ACK could not carry it)")
