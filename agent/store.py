@@ -439,13 +439,18 @@ class Store:
         if self._depth:
             # Nested: a savepoint keeps the inner write all-or-nothing even if
             # the caller catches its error and goes on with the outer block.
+            # Rows staged inside it (staging()) are undone with it.
             name = f"nested{self._depth}"
             self._db.execute(f"SAVEPOINT {name}")
             self._depth += 1
+            staged = None if self._staged is None else (len(self._staged), dict(self._seen or {}))
             try:
                 yield
             except BaseException:
                 self._db.execute(f"ROLLBACK TO {name}")
+                if staged is not None and self._staged is not None:
+                    del self._staged[staged[0]:]
+                    self._seen = staged[1]
                 raise
             finally:
                 self._depth -= 1

@@ -209,6 +209,18 @@ def test_staged_batches_go_in_together_with_their_runs_and_arrivals(store):
     assert store.device("dev-1")["last_seen"] == T0 + 10 and store.device("dev-1")["dropped"] == 10
 
 
+def test_a_batch_failing_inside_staging_is_undone_alone_with_its_staged_records(store):
+    with store.transaction(), store.staging():
+        store.add_batch("dev-1", records(0, 5), T0, dropped=1)
+        with pytest.raises(RuntimeError):
+            with store.transaction():
+                store.add_batch("dev-1", records(5, 5), T0 + 9, dropped=7)
+                raise RuntimeError("after its records were staged")
+        store.add_batch("dev-1", records(20, 5), T0)
+    assert sorted(r.seq for r in store.query()) == [0, 1, 2, 3, 4, 20, 21, 22, 23, 24]
+    assert store.device("dev-1")["dropped"] == 1 and store.device("dev-1")["last_seen"] == T0
+
+
 def test_staged_batches_meeting_stored_records_raise_overlap_and_store_nothing(store):
     from edge_agent.store import Overlap
 
