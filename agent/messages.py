@@ -291,10 +291,10 @@ def _ticks_fine(value: list) -> bool:
     The common batch passes with a few C-level passes per batch instead of
     several Python calls per record. Every rule of :func:`_ticks` is covered:
     dt_ms non-decreasing from 0 bounds every dt by the last; indexes are
-    exactly ``int`` (not bool) within 0..2**63-1; values are exactly int,
-    float or bool within +-(2**63-1) (min and max bound ints and floats),
-    and their sum is not NaN (a NaN or an infinity makes it NaN or out of
-    those bounds). Text values, and anything doubtful, go to the full check.
+    exactly ``int`` (not bool), here within 0..255; values are exactly int,
+    float or bool whose magnitudes sum to at most 2**63-1 (so each is an
+    integer in range, or a finite float). Text values, and anything
+    doubtful, go to the full check.
     """
     if not set(map(type, value)) <= _LIST_TYPE:
         return False
@@ -308,13 +308,17 @@ def _ticks_fine(value: list) -> bool:
     if not set(map(type, dts)) <= _INT_TYPE or dts[0] < 0 or dts[-1] > MAX_UINT or dts != sorted(dts):
         return False
     indexes = list(chain.from_iterable([tick[1::2] for tick in value]))
-    if not set(map(type, indexes)) <= _INT_TYPE or min(indexes) < 0 or max(indexes) > MAX_UINT:
+    if not set(map(type, indexes)) <= _INT_TYPE:
+        return False
+    try:
+        bytes(indexes)              # every index an int in 0..255 (larger ones: the full check)
+    except ValueError:
         return False
     values = list(chain.from_iterable([tick[2::2] for tick in value]))
-    if not set(map(type, values)) <= _NUMBER_TYPES or min(values) < -MAX_UINT or max(values) > MAX_UINT:
+    if not set(map(type, values)) <= _NUMBER_TYPES:
         return False
-    total = sum(values)
-    return total == total
+    # Bounds every magnitude by 2**63-1; NaN fails the comparison and an infinity the bound.
+    return sum(map(abs, values)) <= MAX_UINT
 
 
 def _ticks(value: Any) -> str | None:
