@@ -357,21 +357,26 @@ def test_an_old_registry_is_migrated_and_keeps_its_data(tmp_path):
         assert s.bad_frames()[0]["count"] == 1
 
 
-def test_migration_turns_old_rows_into_runs_that_keep_each_records_boot_and_reception(tmp_path):
-    path = tmp_path / "old.db"
+def version_3_registry(path: Path, telemetry: list[tuple]) -> Path:
+    """A registry as schema version 3 left it: device dev-1 and these rows of its ``telemetry`` table."""
     db = sqlite3.connect(path)
     for step in MIGRATIONS[:3]:
         for statement in step:
             db.execute(statement)
     db.execute("INSERT INTO devices (device_id, first_seen, last_seen) VALUES ('dev-1', 1, 1)")
-    for seq, boot, received, estimated in [(0, 1, 6, 0), (1, 1, 6, 0), (2, 2, 6, 0), (3, 1, 6, 0), (4, 1, 7, 0),
-                                           (5, 1, 7, 1), (7, 1, 7, 1)]:
-        db.execute("INSERT INTO telemetry VALUES ('dev-1', ?, 'temp', 'Cel', 1.5, NULL, NULL, ?, ?, ?, ?)",
-                   (seq, 10 + seq, estimated, boot, received))
+    db.executemany("INSERT INTO telemetry VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", telemetry)
     db.execute("PRAGMA user_version = 3")
     db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     db.commit()
     db.close()
+    return path
+
+
+def test_migration_turns_old_rows_into_runs_that_keep_each_records_boot_and_reception(tmp_path):
+    path = version_3_registry(tmp_path / "old.db", [
+        ("dev-1", seq, "temp", "Cel", 1.5, None, None, 10 + seq, estimated, boot, received)
+        for seq, boot, received, estimated in [(0, 1, 6, 0), (1, 1, 6, 0), (2, 2, 6, 0), (3, 1, 6, 0),
+                                               (4, 1, 7, 0), (5, 1, 7, 1), (7, 1, 7, 1)]])
     with Store(path) as s:
         got = [(r.seq, r.boot, r.received_ms, r.estimated, r.t_ms) for r in s.query()]
         assert got == [(0, 1, 6000, False, 10000), (1, 1, 6000, False, 11000), (2, 2, 6000, False, 12000),
@@ -488,18 +493,9 @@ def test_many_processes_opening_a_new_registry_at_once_all_succeed(tmp_path):
 
 
 def test_migration_moves_absurd_old_times_and_values_without_failing(tmp_path):
-    path = tmp_path / "old.db"
-    db = sqlite3.connect(path)
-    for step in MIGRATIONS[:3]:
-        for statement in step:
-            db.execute(statement)
-    db.execute("INSERT INTO devices (device_id, first_seen, last_seen) VALUES ('dev-1', 1, 1)")
-    db.execute("INSERT INTO telemetry VALUES ('dev-1', 0, 'up', 's', 1e300, NULL, NULL, 1e300, 0, 1, 6)")
-    db.execute("INSERT INTO telemetry VALUES ('dev-1', 1, 'door', NULL, NULL, NULL, 1, -1e300, 1, 1, 6)")
-    db.execute("PRAGMA user_version = 3")
-    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-    db.commit()
-    db.close()
+    path = version_3_registry(tmp_path / "old.db", [
+        ("dev-1", 0, "up", "s", 1e300, None, None, 1e300, 0, 1, 6),
+        ("dev-1", 1, "door", None, None, None, 1, -1e300, 1, 1, 6)])
     with Store(path) as s:
         got = list(s.query())
     assert [(r.seq, r.value, r.t_ms, r.estimated) for r in got] == [(1, True, -(2**63), True),
