@@ -7,6 +7,11 @@ Rules it keeps:
   CONFLICT DO NOTHING`` on that key only), and a retransmitted record whose
   content differs is kept out and recorded as a conflict. A batch is stored
   whole or not at all.
+- **What a batch says once is stored once.** A record row holds only what
+  varies per record; its boot, time basis, reception and link are those of
+  its run in ``batches`` (consecutive sequence numbers stored together;
+  runs of a device never overlap and every number of a run is stored), and
+  a run's time range stands in for a per-record time index.
 - **Values keep their kind.** ``samples.value`` has no declared type, so
   SQLite keeps integers as 64-bit integers, floats as floats and text as
   text; a boolean is 0/1 with flag 2. Times are integer ms since 1970.
