@@ -137,6 +137,9 @@ class IngestCore:
 
     def table(self, device_id: str, table_id: int) -> list | None:
         """A device's sensor table, from memory or the registry; None if never seen."""
+        table = self.tables.get((device_id, table_id))   # a known table needs no lock: tables only grow
+        if table is not None:
+            return table
         with self.lock:
             key = (device_id, table_id)
             table = self.tables.get(key)
