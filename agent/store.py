@@ -7,6 +7,11 @@ Rules it keeps:
   CONFLICT DO NOTHING`` on that key only), and a retransmitted record whose
   content differs is kept out and recorded as a conflict. A batch is stored
   whole or not at all.
+- **What a batch says once is stored once.** A record row holds only what
+  varies per record; its boot, time basis, reception and link are those of
+  its run in ``batches`` (consecutive sequence numbers stored together;
+  runs of a device never overlap and every number of a run is stored), and
+  a run's time range stands in for a per-record time index.
 - **Values keep their kind.** ``samples.value`` has no declared type, so
   SQLite keeps integers as 64-bit integers, floats as floats and text as
   text; a boolean is 0/1 with flag 2. Times are integer ms since 1970.
@@ -36,8 +41,10 @@ import math
 import sqlite3
 import time
 from contextlib import contextmanager
+from functools import lru_cache
+from itertools import chain, groupby
 from pathlib import Path
-from typing import Any, Iterable, Iterator, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 from edge_agent.errors import BadInput, Busy, NotFound
 from edge_agent.messages import Hello
@@ -107,10 +114,16 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "ALTER TABLE devices ADD COLUMN agent_version TEXT",
         "CREATE UNIQUE INDEX devices_by_key ON devices (public_key) WHERE public_key IS NOT NULL",
     ),
-    # 4: protocol version 2. A leaner telemetry table: integer device and
-    # series ids, one time index, times in integer ms, a value column without
-    # a declared type (no affinity: integers stay integers, floats floats,
-    # text text; flag 2 marks a boolean stored as 0/1). Sensor tables by
+    # 4: protocol version 2. A lean telemetry table: per record only what
+    # varies per record (integer device and series ids, time in integer ms,
+    # a value column without a declared type: no affinity, so integers stay
+    # integers, floats floats, text text; flag 2 marks a boolean stored as
+    # 0/1). What a batch says once (boot, time basis, when and on which link
+    # it arrived) and its time range go to `batches`: one row per run of
+    # consecutive sequence numbers stored together, runs of a device never
+    # overlap and every sequence number of a run is stored. Queries by time
+    # find the runs by their range, then filter records exactly; a per-record
+    # time index cost more than the rest of the insert. Sensor tables by
     # (device, table id), refused batches and conflicts are kept. Existing
     # rows move over; their numbers were stored as REAL and stay REAL.
     (
@@ -136,21 +149,41 @@ MIGRATIONS: list[tuple[str, ...]] = [
             series   INTEGER NOT NULL,
             t        INTEGER NOT NULL,          -- ms since 1970
             value,                              -- no affinity on purpose
-            boot     INTEGER NOT NULL,
-            flags    INTEGER NOT NULL,          -- 1: estimated time, 2: boolean value
-            received INTEGER NOT NULL,          -- host clock, ms
+            flags    INTEGER NOT NULL,          -- 2: boolean value
             PRIMARY KEY (dev, seq)
         ) WITHOUT ROWID""",
-        "CREATE INDEX samples_by_time ON samples (t)",
+        """CREATE TABLE batches (
+            dev       INTEGER NOT NULL,
+            first_seq INTEGER NOT NULL,
+            end_seq   INTEGER NOT NULL,         -- samples first_seq .. end_seq - 1, all stored
+            t_min     INTEGER NOT NULL,         -- ms since 1970, over those samples
+            t_max     INTEGER NOT NULL,
+            boot      INTEGER NOT NULL,
+            estimated INTEGER NOT NULL,         -- 1: times from an estimated epoch
+            received  INTEGER NOT NULL,         -- host clock, ms
+            source    TEXT NOT NULL,            -- the link it came on ('' if unknown)
+            PRIMARY KEY (dev, first_seq)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX batches_by_time ON batches (t_max)",
         """INSERT INTO series (dev, name, unit)
             SELECT DISTINCT d.dev, t.name, coalesce(t.unit, '')
             FROM telemetry t JOIN devices d ON d.device_id = t.device_id""",
-        """INSERT INTO samples (dev, seq, series, t, value, boot, flags, received)
+        """INSERT INTO samples (dev, seq, series, t, value, flags)
             SELECT d.dev, t.seq, s.id, CAST(round(t.t * 1000) AS INTEGER),
-                   coalesce(t.value_bool, t.value_text, t.value), t.boot,
-                   t.estimated + 2 * (t.value_bool IS NOT NULL), CAST(round(t.received * 1000) AS INTEGER)
+                   coalesce(t.value_bool, t.value_text, t.value), 2 * (t.value_bool IS NOT NULL)
             FROM telemetry t JOIN devices d ON d.device_id = t.device_id
             JOIN series s ON s.dev = d.dev AND s.name = t.name AND s.unit = coalesce(t.unit, '')""",
+        # A run: consecutive sequence numbers with the same boot, basis and
+        # reception (seq minus its rank within those is constant along a run).
+        """INSERT INTO batches (dev, first_seq, end_seq, t_min, t_max, boot, estimated, received, source)
+            SELECT dev, min(seq), max(seq) + 1, min(t), max(t), boot, estimated, received, ''
+            FROM (SELECT d.dev AS dev, t.seq AS seq, CAST(round(t.t * 1000) AS INTEGER) AS t,
+                         t.boot AS boot, t.estimated AS estimated,
+                         CAST(round(t.received * 1000) AS INTEGER) AS received,
+                         t.seq - row_number() OVER (PARTITION BY d.dev, t.boot, t.estimated, t.received
+                                                    ORDER BY t.seq) AS run
+                  FROM telemetry t JOIN devices d ON d.device_id = t.device_id)
+            GROUP BY dev, boot, estimated, received, run""",
         "DROP TABLE telemetry",
         """CREATE TABLE sensor_tables (
             dev        INTEGER NOT NULL,
@@ -183,10 +216,60 @@ MIGRATIONS: list[tuple[str, ...]] = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
-BOOLEAN, ESTIMATED = 2, 1      # samples.flags bits
+BOOLEAN = 2                    # samples.flags: the value is a boolean stored as 0/1
 
-_SELECT = ("SELECT d.device_id, s.seq, r.name, r.unit, s.value, s.t, s.flags, s.boot, s.received "
-           "FROM samples s JOIN series r ON r.id = s.series JOIN devices d ON d.dev = s.dev")
+_COLUMNS = "d.device_id, s.seq, r.name, r.unit, s.value, s.t, s.flags, b.estimated, b.boot, b.received"
+# Records with their batch, from the samples: the run holding a record is the
+# one with the highest first_seq at or below its seq (runs never overlap).
+# CROSS JOIN keeps that order (SQLite does not reorder it).
+_SELECT = (f"SELECT {_COLUMNS} FROM samples s CROSS JOIN batches b ON b.dev = s.dev AND b.first_seq = "
+           "(SELECT max(first_seq) FROM batches WHERE dev = s.dev AND first_seq <= s.seq) "
+           "JOIN series r ON r.id = s.series JOIN devices d ON d.dev = s.dev")
+# The same, from the runs: a run's records are one range of the samples' key.
+_SELECT_BY_RUN = (f"SELECT {_COLUMNS} FROM batches b CROSS JOIN samples s ON s.dev = b.dev "
+                  "AND s.seq >= b.first_seq AND s.seq < b.end_seq "
+                  "JOIN series r ON r.id = s.series JOIN devices d ON d.dev = b.dev")
+
+
+_RUNS_MAX = 256          # batches rows per INSERT statement
+
+
+def _padded(rows: int) -> int:
+    """Rows an INSERT of ``rows`` rows is padded to: a multiple of 16, at most 1/8 more."""
+    step = max(16, 1 << max(0, rows.bit_length() - 4))
+    return -(-rows // step) * step
+
+
+@lru_cache(maxsize=None)
+def _insert_samples(rows: int) -> str:
+    return ("INSERT INTO samples (dev, seq, series, t, value, flags) VALUES "
+            + ",".join(["(?,?,?,?,?,?)"] * rows) + " ON CONFLICT (dev, seq) DO NOTHING")
+
+
+@lru_cache(maxsize=64)
+def _insert_runs(runs: int) -> str:
+    return ("INSERT INTO batches (dev, first_seq, end_seq, t_min, t_max, boot, estimated, received, source) "
+            "VALUES " + ",".join(["(?,?,?,?,?,?,?,?,?)"] * runs))
+
+
+def _runs(dev: int, rows: list[tuple], boot: int, estimated: int, received_ms: int, source: str) -> list[tuple]:
+    """The ``batches`` rows of new samples rows in seq order: one per run of consecutive seqs."""
+    if rows[-1][1] - rows[0][1] == len(rows) - 1:      # the common case: one run
+        times = [row[3] for row in rows]
+        return [(dev, rows[0][1], rows[-1][1] + 1, min(times), max(times), boot, estimated, received_ms, source)]
+    runs = []
+    start = 0
+    for i in range(1, len(rows) + 1):
+        if i == len(rows) or rows[i][1] != rows[i - 1][1] + 1:
+            times = [row[3] for row in rows[start:i]]
+            runs.append((dev, rows[start][1], rows[i - 1][1] + 1, min(times), max(times), boot, estimated,
+                         received_ms, source))
+            start = i
+    return runs
+
+
+class Overlap(Exception):
+    """Batches staged together (:meth:`Store.staging`) meet records stored before: store them one by one."""
 
 
 class Record(NamedTuple):
@@ -239,10 +322,10 @@ class StoredRecord(NamedTuple):
 
     @classmethod
     def from_row(cls, row: tuple) -> "StoredRecord":
-        device_id, seq, name, unit, value, t, flags, boot, received = row
+        device_id, seq, name, unit, value, t, flags, estimated, boot, received = row
         if flags & BOOLEAN:
             value = bool(value)
-        return cls(device_id, seq, name, unit, value, t, bool(flags & ESTIMATED), boot, received)
+        return cls(device_id, seq, name, unit, value, t, bool(estimated), boot, received)
 
 
 class Store:
@@ -274,6 +357,15 @@ class Store:
             raise BadInput(f"cannot open the registry {self.path}: {e}",
                            "check the path and its permissions") from None
         self._depth = 0   # nesting of transaction() blocks
+        # Inside staging(): the batches waiting for the block's end, and per
+        # device the latest arrival and highest dropped count.
+        self._staged: list[tuple] | None = None
+        self._seen: dict[str, tuple[float, int]] | None = None
+        try:
+            variables = self._db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        except AttributeError:   # Python < 3.11: assume SQLite's oldest default
+            variables = 999
+        self._max_rows = max(1, min(4096, variables // 6 * 8 // 9))   # samples rows per statement, padding included
         try:
             self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
             self._db.execute("PRAGMA foreign_keys = ON")
@@ -352,13 +444,18 @@ class Store:
         if self._depth:
             # Nested: a savepoint keeps the inner write all-or-nothing even if
             # the caller catches its error and goes on with the outer block.
+            # Rows staged inside it (staging()) are undone with it.
             name = f"nested{self._depth}"
             self._db.execute(f"SAVEPOINT {name}")
             self._depth += 1
+            staged = None if self._staged is None else (len(self._staged), dict(self._seen or {}))
             try:
                 yield
             except BaseException:
                 self._db.execute(f"ROLLBACK TO {name}")
+                if staged is not None and self._staged is not None:
+                    del self._staged[staged[0]:]
+                    self._seen = staged[1]
                 raise
             finally:
                 self._depth -= 1
@@ -413,32 +510,117 @@ class Store:
             "WHERE d.device_id = ? AND t.table_id = ?", (device_id, table_id)).fetchone()
         return None if row is None else bytes(row[0])
 
-    def insert_samples(self, dev: int, rows: list[tuple], device_id: str = "", source: str = "") -> tuple[int, list[int]]:
-        """Insert rows ``(dev, seq, series, t, value, boot, flags, received)``; (new rows, conflicting seqs).
+    @contextmanager
+    def staging(self, on_insert: Callable[[], None] | None = None) -> Iterator[None]:
+        """Inside a transaction: the samples of many batches go in together when the block ends.
 
-        A row whose (device, seq) is stored already is a duplicate when it
-        says the same thing (series, time, value and its kind), else a
-        conflict: the first is kept, and both versions go to ``conflicts``.
+        Within the block :meth:`insert_samples` and :meth:`note_seen` only
+        take note, and count every staged record as new. The block's end
+        writes the runs and arrivals, calls ``on_insert``, then inserts every
+        record with as few statements as SQLite's parameter limit allows
+        (sqlite3 lets go of the GIL around each statement, and taking it back
+        from busy link threads costs more than the statement), and raises
+        :class:`Overlap` if any record was stored before: the caller rolls
+        back and stores the batches one by one, the way that finds duplicates
+        and conflicts.
         """
+        if not self._depth or self._staged is not None:
+            raise RuntimeError("staging() goes inside one transaction() block, not nested")
+        self._staged, self._seen = [], {}
+        try:
+            yield
+            staged, seen = self._staged, self._seen
+            self._staged = self._seen = None
+            if not staged:
+                return
+            try:
+                self._insert_runs(list(chain.from_iterable(
+                    _runs(dev, rows, *facts) for dev, rows, *facts in staged)))
+            except sqlite3.IntegrityError:      # a run starting where one is stored
+                raise Overlap(f"{len(staged)} batches meet records stored before") from None
+            self._db.executemany("UPDATE devices SET last_seen = max(last_seen, ?2), dropped = max(dropped, ?3) "
+                                 "WHERE device_id = ?1", [(d, *v) for d, v in seen.items()])
+            if on_insert is not None:
+                on_insert()
+            rows = list(chain.from_iterable(batch[1] for batch in staged))
+            if self._insert_rows(rows) != len(rows):
+                raise Overlap(f"{len(staged)} batches meet records stored before")
+        finally:
+            self._staged = self._seen = None
+
+    def _insert_rows(self, rows: list[tuple]) -> int:
+        """Insert samples rows with ``ON CONFLICT DO NOTHING``; how many went in."""
         before = self._db.total_changes
-        self._db.executemany(
-            "INSERT INTO samples (dev, seq, series, t, value, boot, flags, received) "
-            "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (dev, seq) DO NOTHING", rows)
-        inserted = self._db.total_changes - before
+        # Few statements: up to _max_rows rows each, padded with copies of
+        # the last row (which its own key turns into no-ops) to one of a few
+        # sizes, so that few SQL texts are prepared.
+        for at in range(0, len(rows), self._max_rows):
+            chunk = rows[at:at + self._max_rows]
+            size = _padded(len(chunk))
+            self._db.execute(_insert_samples(size),
+                             list(chain.from_iterable(chunk + [chunk[-1]] * (size - len(chunk)))))
+        return self._db.total_changes - before
+
+    def _insert_runs(self, runs: list[tuple]) -> None:
+        for at in range(0, len(runs), _RUNS_MAX):
+            chunk = runs[at:at + _RUNS_MAX]
+            self._db.execute(_insert_runs(len(chunk)), list(chain.from_iterable(chunk)))
+
+    def insert_samples(self, dev: int, rows: list[tuple], boot: int, estimated: bool, received_ms: int,
+                       device_id: str = "", source: str = "") -> tuple[int, list[int]]:
+        """Insert rows ``(dev, seq, series, t, value, flags)`` of one batch, in seq order; (new rows, conflicting seqs).
+
+        The batch's own facts (``boot``, ``estimated``, ``received_ms``,
+        ``source``) and time range go to ``batches``, once per run of
+        consecutive new sequence numbers. A row whose (device, seq) is stored
+        already is a duplicate when it says the same thing (series, time,
+        value and its kind), else a conflict: the first is kept, and both
+        versions go to ``conflicts``. Inside :meth:`staging` the rows wait
+        for the block's end.
+        """
+        if not rows:
+            return 0, []
+        if self._staged is not None:
+            self._staged.append((dev, rows, boot, int(estimated), received_ms, source))
+            return len(rows), []
+        inserted = self._insert_rows(rows)
         conflicts: list[int] = []
-        if inserted < len(rows):
-            low, high = rows[0][1], rows[-1][1]
-            stored = {r[0]: r[1:] for r in self._db.execute(
-                "SELECT seq, series, t, value, typeof(value), flags & 2 FROM samples "
-                "WHERE dev = ? AND seq BETWEEN ? AND ?", (dev, low, high))}
-            for row in rows:
-                old = stored.get(row[1])
-                if old is None or old == (row[2], row[3], row[4], _sql_type(row[4]), row[6] & BOOLEAN):
-                    continue
-                conflicts.append(row[1])
-                self.note_conflict(device_id, row[1], source, self._describe(old[0], old[1], old[2], old[4]),
-                                   self._describe(row[2], row[3], row[4], row[6] & BOOLEAN), row[7])
+        if inserted == len(rows):
+            new = rows          # none of these seqs was stored, so no run overlaps them
+        else:
+            new = self._sort_out_stored(dev, rows, received_ms, device_id, source, conflicts)
+        if new:
+            self._insert_runs(_runs(dev, new, boot, int(estimated), received_ms, source))
         return inserted, conflicts
+
+    def _sort_out_stored(self, dev: int, rows: list[tuple], received_ms: int, device_id: str, source: str,
+                         conflicts: list[int]) -> list[tuple]:
+        """The rows that were new; those stored before (in a run, or earlier in ``rows``) are compared."""
+        low, high = rows[0][1], rows[-1][1]
+        runs = self._db.execute(
+            "SELECT first_seq, end_seq FROM batches WHERE dev = ?1 AND first_seq <= ?3 AND first_seq >= "
+            "coalesce((SELECT max(first_seq) FROM batches WHERE dev = ?1 AND first_seq <= ?2), ?2) "
+            "ORDER BY first_seq", (dev, low, high)).fetchall()
+        stored = {r[0]: r[1:] for r in self._db.execute(
+            "SELECT seq, series, t, value, typeof(value), flags & 2 FROM samples "
+            "WHERE dev = ? AND seq BETWEEN ? AND ?", (dev, low, high))}
+        new: list[tuple] = []
+        seen: set[int] = set()
+        i = 0
+        for row in rows:
+            seq = row[1]
+            while i < len(runs) and runs[i][1] <= seq:
+                i += 1
+            if seq in seen or (i < len(runs) and runs[i][0] <= seq):
+                old = stored[seq]
+                if old != (row[2], row[3], row[4], _sql_type(row[4]), row[5] & BOOLEAN):
+                    conflicts.append(seq)
+                    self.note_conflict(device_id, seq, source, self._describe(old[0], old[1], old[2], old[4]),
+                                       self._describe(row[2], row[3], row[4], row[5] & BOOLEAN), received_ms)
+            else:
+                new.append(row)
+            seen.add(seq)
+        return new
 
     def _describe(self, series: int, t: int, value: Any, boolean: int) -> str:
         name, unit = self._db.execute("SELECT name, unit FROM series WHERE id = ?", (series,)).fetchone()
@@ -480,6 +662,10 @@ class Store:
 
     def note_seen(self, device_id: str, seen: float, dropped: int) -> None:
         """A batch of ``device_id`` arrived at ``seen`` (Unix seconds); ``dropped`` is its BATCH key 5."""
+        if self._seen is not None:
+            last, most = self._seen.get(device_id, (seen, dropped))
+            self._seen[device_id] = (max(last, seen), max(most, dropped))
+            return
         self._db.execute("UPDATE devices SET last_seen = max(last_seen, ?2), dropped = max(dropped, ?3) "
                          "WHERE device_id = ?1", (device_id, seen, dropped))
 
@@ -514,12 +700,14 @@ class Store:
         received_ms = round(received * 1000)
         with self.transaction():
             dev = self.device_number(device_id, received_ms)
-            series = dict(zip(sorted({(r.name, r.unit or "") for r in records}),
-                              self.series_numbers(dev, sorted({(r.name, r.unit or "") for r in records}))))
-            rows = [(dev, r.seq, series[(r.name, r.unit or "")], r.t_ms, r.value, r.boot,
-                     int(r.estimated) | (BOOLEAN if type(r.value) is bool else 0), received_ms)
-                    for r in sorted(records, key=lambda r: r.seq)]
-            inserted, _ = self.insert_samples(dev, rows, device_id, source) if rows else (0, [])
+            keys = sorted({(r.name, r.unit or "") for r in records})
+            series = dict(zip(keys, self.series_numbers(dev, keys)))
+            inserted = 0
+            ordered = sorted(records, key=lambda r: r.seq)
+            for (boot, estimated), group in groupby(ordered, key=lambda r: (r.boot, bool(r.estimated))):
+                rows = [(dev, r.seq, series[(r.name, r.unit or "")], r.t_ms, r.value,
+                         BOOLEAN if type(r.value) is bool else 0) for r in group]
+                inserted += self.insert_samples(dev, rows, boot, estimated, received_ms, device_id, source)[0]
             self.note_seen(device_id, received, dropped or 0)
         return inserted
 
@@ -623,16 +811,27 @@ class Store:
         is a glob (``temp*``), case-sensitive; ``newest_first`` reverses the
         order, so that ``limit`` keeps the latest records.
         """
+        low = None if since is None else _ms_bound(since)
+        high = None if until is None else _ms_bound(until)
+        if newest_first and limit is not None and name is None:
+            # The limit-th latest run end: each of those runs holds a record at
+            # its t_max, so the latest ``limit`` records are at or after it.
+            low = self._latest_run_end(device, low, high, int(limit)) or low
         where: list[str] = []
         args: list[Any] = []
-        for column, op, value in (("d.device_id", "=", device),
-                                  ("s.t", ">=", None if since is None else _ms_bound(since)),
-                                  ("s.t", "<", None if until is None else _ms_bound(until)),
-                                  ("r.name", "GLOB", name)):
-            if value is not None:
-                where.append(f"{column} {op} ?")
-                args.append(value)
-        sql = _SELECT
+        if device is not None:
+            where.append("b.dev = (SELECT dev FROM devices WHERE device_id = ?)")
+            args.append(device)
+        if low is not None:
+            where.append("b.t_max >= ? AND s.t >= ?")
+            args += [low, low]
+        if high is not None:
+            where.append("b.t_min < ? AND s.t < ?")
+            args += [high, high]
+        if name is not None:
+            where.append("r.name GLOB ?")
+            args.append(name)
+        sql = _SELECT_BY_RUN
         if where:
             sql += " WHERE " + " AND ".join(where)
         order = "DESC" if newest_first else "ASC"
@@ -642,6 +841,17 @@ class Store:
             args.append(int(limit))
         for row in self._db.execute(sql, args):
             yield StoredRecord.from_row(row)
+
+    def _latest_run_end(self, device: str | None, low: int | None, high: int | None, n: int) -> int | None:
+        """The ``n``-th highest ``t_max`` of the runs in [low, high) (of one device), or None."""
+        where = ["t_max >= ?", "t_max < ?"]
+        args: list[Any] = [-2**63 if low is None else low, 2**63 - 1 if high is None else high]
+        if device is not None:
+            where.append("dev = (SELECT dev FROM devices WHERE device_id = ?)")
+            args.append(device)
+        row = self._db.execute("SELECT t_max FROM batches WHERE " + " AND ".join(where)
+                               + " ORDER BY t_max DESC LIMIT 1 OFFSET ?", (*args, n - 1)).fetchone()
+        return None if row is None else row[0]
 
     def records_after(self, device_id: str, seq: int, limit: int | None = None) -> list[StoredRecord]:
         """Records of ``device_id`` with a sequence number above ``seq``, in sequence order."""
@@ -723,9 +933,10 @@ class Store:
             "coalesce(a.estimated, 0) AS estimated, "
             "(SELECT count(*) FROM refused f WHERE f.device_id = d.device_id) AS refused_batches, "
             "(SELECT count(*) FROM conflicts c WHERE c.device_id = d.device_id) AS conflicts "
-            "FROM devices d LEFT JOIN (SELECT dev, count(*) AS records, min(seq) AS min_seq, "
-            "max(seq) AS max_seq, min(t) AS first_t, max(t) AS last_t, sum(flags & 1) AS estimated "
-            "FROM samples GROUP BY dev) a ON a.dev = d.dev ORDER BY d.device_id")
+            "FROM devices d LEFT JOIN (SELECT dev, sum(end_seq - first_seq) AS records, min(first_seq) AS min_seq, "
+            "max(end_seq) - 1 AS max_seq, min(t_min) AS first_t, max(t_max) AS last_t, "
+            "sum((estimated != 0) * (end_seq - first_seq)) AS estimated "
+            "FROM batches GROUP BY dev) a ON a.dev = d.dev ORDER BY d.device_id")
         columns = [c[0] for c in cur.description]
         out = [dict(zip(columns, row)) for row in cur]
         names: dict[int, list[str]] = {}

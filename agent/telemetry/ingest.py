@@ -32,7 +32,8 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from itertools import chain, repeat
+from typing import Any, Callable, Sequence
 
 import cbor2
 
@@ -44,7 +45,9 @@ from edge_agent.telemetry.writer import Job, RegistryWriter
 
 log = logging.getLogger("edge.ingest")
 
-Row = tuple[int, int, int, Any]     # (seq, sensor index, t_ms, value)
+Row = tuple[int, int, int, int, Any, int]     # a samples row: (dev, seq, series, t_ms, value, flags)
+_FLAGS = {int: 0, float: 0, str: 0, bool: BOOLEAN}   # samples.flags by the type of a value (the decoder
+                                                     # allows no other)
 
 
 class Refusal(Exception):
@@ -56,11 +59,14 @@ class Refusal(Exception):
         self.detail = detail
 
 
-def resolve(batch: Batch, sensors: list) -> list[Row]:
-    """The records of ``batch`` as rows ``(seq, index, t_ms, value)``; :class:`Refusal` if unstorable.
+def resolve(batch: Batch, series: Sequence[int], dev: int = 0) -> list[Row]:
+    """The records of ``batch`` as samples rows; :class:`Refusal` if unstorable.
 
+    ``series[k]`` is the series id of sensor index ``k`` (before the ids are
+    known, pass ``range(len(table))``: the rows then carry the indexes).
     ``t_ms = epoch_ms + base_uptime_ms + dt_ms`` (section 2.7); ticks never go
     back in time (the decoder checked), so the first and last tick bound them all.
+    Rows are built with C-level iterators over the whole batch: this runs once per record.
     """
     base = batch.epoch_ms + batch.base_uptime_ms
     ticks = batch.ticks
@@ -68,18 +74,17 @@ def resolve(batch: Batch, sensors: list) -> list[Row]:
         if not MIN_TIME_MS <= t < END_TIME_MS:
             raise Refusal("time_range", f"a record time of {t} ms is outside 2020-01-01..2100-01-01 "
                           f"(epoch {batch.epoch_ms} + uptime {batch.base_uptime_ms} + dt)")
-    n = len(sensors)
-    rows: list[Row] = []
-    seq = batch.first_seq
-    for tick in ticks:
-        t = base + tick[0]
-        for j in range(1, len(tick), 2):
-            k = tick[j]
-            if k >= n:
-                raise Refusal("bad_index", f"sensor index {k} in a table of {n} sensors "
-                              f"(table {batch.table_id})")
-            rows.append((seq, k, t, tick[j + 1]))
-            seq += 1
+    values = list(chain.from_iterable([tick[2::2] for tick in ticks]))
+    n = len(values)
+    times = chain.from_iterable([[base + tick[0]] * (len(tick) >> 1) for tick in ticks])
+    try:
+        rows = list(zip(repeat(dev, n), range(batch.first_seq, batch.first_seq + n),
+                        map(series.__getitem__, chain.from_iterable([tick[1::2] for tick in ticks])),
+                        times, values, map(_FLAGS.__getitem__, map(type, values))))
+    except IndexError:
+        k = max(k for tick in ticks for k in tick[1::2])
+        raise Refusal("bad_index", f"sensor index {k} in a table of {len(series)} sensors "
+                      f"(table {batch.table_id})") from None
     return rows
 
 
@@ -122,6 +127,9 @@ class IngestCore:
         self.clock = clock
         self.lock = threading.RLock()
         self.tables: dict[tuple[str, int], list] = {}
+        # (device, table id) -> (device number, series id per sensor index),
+        # learnt from a committed transaction: ids that can no longer be undone.
+        self.series: dict[tuple[str, int], tuple[int, list[int]]] = {}
 
     def link(self, source: str, send: Callable[[bytes], None]) -> "LinkSession":
         """A session for one link; ``send(payload)`` must be safe to call from any thread."""
@@ -129,6 +137,9 @@ class IngestCore:
 
     def table(self, device_id: str, table_id: int) -> list | None:
         """A device's sensor table, from memory or the registry; None if never seen."""
+        table = self.tables.get((device_id, table_id))   # a known table needs no lock: tables only grow
+        if table is not None:
+            return table
         with self.lock:
             key = (device_id, table_id)
             table = self.tables.get(key)
@@ -197,10 +208,13 @@ class LinkSession:
         return int(self.core.clock() * 1000)
 
     def _send(self, msg: Time | Ack | Refuse) -> None:
+        self._send_payload(encode_message(msg), type(msg).__name__)
+
+    def _send_payload(self, payload: bytes, what: str) -> None:
         try:
-            self.send(encode_message(msg))
+            self.send(payload)
         except Exception as e:   # a link gone away: the device will ask again
-            log.warning("%s: could not send %s: %s", self.source, type(msg).__name__, e)
+            log.warning("%s: could not send %s: %s", self.source, what, e)
 
     def _handle(self, msg: Any, payload: bytes) -> None:
         if isinstance(msg, Hello):
@@ -271,12 +285,13 @@ class LinkSession:
             self._send(Time(unix_ms=self._now_ms(), hello=True))
             return
         received = self.core.clock()
+        known = self.core.series.get((batch.device_id, batch.table_id))
         try:
-            rows = resolve(batch, sensors)
+            rows = resolve(batch, known[1], known[0]) if known else resolve(batch, range(len(sensors)))
         except Refusal as r:
             self._refuse(batch, payload, r, received)
             return
-        self._store(batch, sensors, rows, received)
+        self._store(batch, sensors, rows, received, known)
 
     def _refuse(self, batch: Batch, payload: bytes, refusal: Refusal, received: float) -> None:
         end = batch.first_seq + batch.count
@@ -299,32 +314,41 @@ class LinkSession:
 
         self.core.writer.submit(Job(keep, done, what=f"refused batch {batch.first_seq} of {device_id}"))
 
-    def _store(self, batch: Batch, sensors: list, rows: list[Row], received: float) -> None:
-        writer = self.core.writer
-        device_id, table_id, boot = batch.device_id, batch.table_id, batch.boot
-        flags = 1 if batch.time_basis == TIME_ESTIMATED else 0
+    def _store(self, batch: Batch, sensors: list, rows: list[Row], received: float,
+               known: tuple[int, list[int]] | None) -> None:
+        """Submit the rows; without ``known`` ids they carry sensor indexes, mapped in the writer."""
+        writer, core = self.core.writer, self.core
+        device_id, table_id, boot, source = batch.device_id, batch.table_id, batch.boot, self.source
+        estimated = batch.time_basis == TIME_ESTIMATED
         received_ms = int(received * 1000)
         end = batch.first_seq + len(rows)
+        ack = encode_message(Ack(device_id, end))
 
-        def apply(store: Store) -> tuple[int, list]:
-            key = (device_id, table_id)
-            known = writer.cache.get(key)
-            if known is None:
-                dev = store.device_number(device_id, received_ms)
-                known = writer.cache[key] = (dev, store.series_numbers(dev, [tuple(e) for e in sensors]))
-            dev, series = known
-            inserted, conflicts = store.insert_samples(dev, [
-                (dev, seq, series[k], t, v, boot, flags | BOOLEAN if v.__class__ is bool else flags,
-                 received_ms) for seq, k, t, v in rows], device_id, self.source)
+        def apply(store: Store) -> tuple[int, list, tuple[int, list[int]]]:
+            ids = known
+            if ids is None:
+                key = (device_id, table_id)
+                ids = writer.cache.get(key)
+                if ids is None:
+                    dev = store.device_number(device_id, received_ms)
+                    ids = writer.cache[key] = (dev, store.series_numbers(dev, [tuple(e) for e in sensors]))
+                dev, series = ids
+                samples = [(dev, seq, series[k], t, v, f) for _, seq, k, t, v, f in rows]
+            else:
+                samples = rows
+            inserted, conflicts = store.insert_samples(ids[0], samples, boot, estimated, received_ms,
+                                                       device_id, source)
             store.note_seen(device_id, received, batch.dropped)
-            return inserted, conflicts
+            return inserted, conflicts, ids
 
-        def done(result: tuple[int, list] | None, error: BaseException | None) -> None:
+        def done(result: tuple[int, list, tuple[int, list[int]]] | None, error: BaseException | None) -> None:
             if error is not None or result is None:
                 self._failed(batch, error)
                 return
-            inserted, conflicts = result
-            with self.core.lock:
+            inserted, conflicts, ids = result
+            with core.lock:
+                if known is None:
+                    core.series[(device_id, table_id)] = ids      # committed: safe for any link
                 self.stats.batches += 1
                 self.stats.records += inserted
                 self.stats.conflicts += len(conflicts)
@@ -333,9 +357,9 @@ class LinkSession:
                     self.stats.last_record = received
             if conflicts:
                 log.warning("%s: %d record(s) of %s sent again with other content (first: seq %d); "
-                            "the first kept, see `edge telemetry show`", self.source, len(conflicts),
+                            "the first kept, see `edge telemetry show`", source, len(conflicts),
                             device_id, conflicts[0])
-            self._send(Ack(device_id, end))
+            self._send_payload(ack, "Ack")
 
         writer.submit(Job(apply, done, records=len(rows), what=f"batch {batch.first_seq} of {device_id}"))
 

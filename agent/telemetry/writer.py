@@ -11,6 +11,14 @@ Rules it keeps:
   one transaction: one fsync serves every link that was waiting, and no link waits on an fsync in its own loop
   (links submit and go on; completions are called from this thread, so they
   must be thread-safe and quick).
+- **Few GIL hand-overs.** A group's jobs run inside :meth:`Store.staging`:
+  their samples go in together, with one statement, at the group's end
+  (sqlite3 lets go of the GIL around every statement, and a busy link thread
+  holds it long). The completions of a group wait, when another group is
+  queued, for that group's two long statements: half wake their links as
+  its rows go in, the rest as its commit syncs, so the links decode while
+  SQLite works without the GIL instead of queueing the writer behind them.
+  A group whose staged records meet stored ones is stored job by job.
 - **A failure costs at most its job.** A group that meets an error is rolled
   back and its jobs are committed one by one, so a job that raises fails
   alone and its completion gets the error (no savepoint per job on the
@@ -82,6 +90,9 @@ class RegistryWriter:
         # whenever a rollback may have undone some of it.
         self.cache: dict[Any, Any] = {}
         self._queue: queue.Queue[Job | None] = queue.Queue()
+        # The last committed group's (job, result, error): their completions
+        # are called once the next group's rows go in, or when the queue is empty.
+        self._pending: list[tuple[Job, Any, BaseException | None]] = []
         self._store = store
         self._thread: threading.Thread | None = None
         if not inline:
@@ -100,6 +111,7 @@ class RegistryWriter:
         """Queue ``job``; its completion is called from the writer's thread (inline: at once)."""
         if self.inline:
             self._commit([job])
+            self._complete()
         else:
             self._queue.put(job)
 
@@ -137,6 +149,8 @@ class RegistryWriter:
         ready.set()
         try:
             while True:
+                if self._pending and self._queue.empty():
+                    self._complete()
                 job = self._queue.get()
                 if job is None:
                     return
@@ -158,9 +172,25 @@ class RegistryWriter:
                 if stop:
                     return
         finally:
+            self._complete()
             self._store.close()
 
+    def _complete(self, count: int | None = None) -> None:
+        """Call the first ``count`` (default: all) completions of the last committed group."""
+        part = self._pending if count is None else self._pending[:count]
+        self._pending = [] if count is None else self._pending[count:]
+        for job, result, error in part:
+            if error is not None:
+                self.failures += 1
+                self.last_error = f"{job.what}: {error}"
+            if job.done is not None:
+                try:
+                    job.done(result, error)
+                except Exception:   # a completion must not stop the writer
+                    log.exception("registry writer: completion of %s raised", job.what)
+
     def _commit(self, group: list[Job], retry: bool = True) -> None:
+        """Commit ``group``; its completions wait in ``_pending`` (earlier ones are called here)."""
         store = self._store
         assert store is not None
         started = time.monotonic()
@@ -168,11 +198,22 @@ class RegistryWriter:
         while True:
             try:
                 with store.transaction():
-                    results: list[tuple[Job, Any, BaseException | None]] = [
-                        (job, job.apply(store), None) for job in group]
+                    if len(group) > 1:
+                        # Staged: the jobs only take note; their rows go in at the block's end.
+                        # Half the earlier completions wake their links as the rows go in,
+                        # the rest as the commit syncs: both let go of the GIL for long.
+                        half = (len(self._pending) + 1) // 2
+                        with store.staging(on_insert=lambda: self._complete(half)):
+                            results: list[tuple[Job, Any, BaseException | None]] = [
+                                (job, job.apply(store), None) for job in group]
+                        self._complete()
+                    else:
+                        self._complete()
+                        results = [(group[0], group[0].apply(store), None)]
                 self.commits += 1
                 break
             except sqlite3.OperationalError as e:   # the registry's trouble: retry the group
+                self._complete()
                 self.cache.clear()
                 self.retries += 1
                 self.last_error = f"{e}"
@@ -189,7 +230,8 @@ class RegistryWriter:
                 log.warning("registry %s: %s; retrying in %.1f s", self.path, e, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
-            except Exception as e:   # a job's own trouble (rolled back): it fails alone
+            except Exception as e:   # a job's own trouble, or staged records met stored ones
+                self._complete()
                 self.cache.clear()
                 if len(group) > 1:
                     for job in group:
@@ -198,12 +240,5 @@ class RegistryWriter:
                 log.error("registry writer: %s failed: %s", group[0].what, e)
                 results = [(group[0], None, e)]
                 break
-        for job, result, error in results:
-            if error is not None:
-                self.failures += 1
-                self.last_error = f"{job.what}: {error}"
-            if job.done is not None:
-                try:
-                    job.done(result, error)
-                except Exception:   # a completion must not stop the writer
-                    log.exception("registry writer: completion of %s raised", job.what)
+        self._complete()
+        self._pending = results

@@ -387,6 +387,32 @@ def test_the_writer_commits_batches_of_many_links_together(tmp_path):
     writer.close()
 
 
+def test_a_group_meeting_stored_records_is_stored_job_by_job_with_exact_counts(tmp_path):
+    """Batches of a group go in together unless one was stored before: then each goes alone."""
+    from .test_store import seqs
+
+    path = tmp_path / "registry.db"
+    writer = RegistryWriter(path)
+    writer.submit(Job(lambda s: s.add_batch("dev-1", seqs(0, 10), NOW)))
+    writer.flush(5)
+    for jobs in ([("dev-1", 10, 10), ("dev-2", 0, 10)],                      # all new: staged together
+                 [("dev-1", 20, 10), ("dev-1", 15, 20), ("dev-2", 10, 5)]):   # 15..34 meets 15..29
+        gate = threading.Event()
+        writer.submit(Job(lambda s: gate.wait(5), what="hold"))
+        results: list = []
+        for device, first, n in jobs:
+            writer.submit(Job(lambda s, d=device, f=first, n=n: s.add_batch(d, seqs(f, n), NOW),
+                              lambda r, e: results.append((r, e)), records=n))
+        gate.set()
+        writer.flush(5)
+        assert [r for r, _ in results] == ([10, 10] if len(jobs) == 2 else [10, 5, 5])
+        assert all(e is None for _, e in results)
+    writer.close()
+    with Store(path, create=False) as s:
+        assert s.count("dev-1") == 35 and s.count("dev-2") == 15 and s.conflicts() == []
+        assert s.next_missing("dev-1") == 35
+
+
 def test_a_completion_runs_only_after_the_commit_is_visible_to_others(tmp_path):
     path = tmp_path / "registry.db"
     writer = RegistryWriter(path)

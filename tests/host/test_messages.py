@@ -174,3 +174,29 @@ def test_unknown_keys_never_change_what_a_time_means(extra):
     pairs = [(0, 2), (1, 1763906430123), *extra]
     payload = bytes([0xA0 + len(pairs)]) + b"".join(cbor2.dumps(k) + cbor2.dumps(v) for k, v in pairs)
     assert decode_message(payload) == Time(1763906430123)
+
+
+_hostile_items = st.one_of(
+    st.integers(-2**64, 2**64), st.booleans(), st.none(), st.text(max_size=3),
+    st.floats(), st.sampled_from([2**63 - 1, 2**63, -(2**63 - 1), -(2**63), 9.2e18, 9.3e18, 1e308]),
+    st.lists(st.integers(0, 3), max_size=2))
+_hostile_ticks = st.lists(st.lists(_hostile_items, max_size=7) | st.integers(0, 5), min_size=1, max_size=6)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(_hostile_ticks)
+def test_the_fast_tick_check_never_passes_what_the_full_check_refuses(ticks):
+    from edge_agent.messages import _ticks_fine, _ticks_problem
+
+    if _ticks_fine(ticks):
+        assert _ticks_problem(ticks) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(_ticks)
+def test_the_fast_tick_check_passes_every_good_tick_list_of_numbers_whose_magnitudes_sum_within_63_bits(ticks):
+    from edge_agent.messages import _ticks_fine, _ticks_problem
+
+    values = [v for tick in ticks for v in tick[2::2]]
+    numeric = all(type(v) is not str for v in values) and sum(map(abs, values)) <= MAX_UINT
+    assert _ticks_fine(ticks) == (numeric and _ticks_problem(ticks) is None)

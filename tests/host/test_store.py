@@ -11,6 +11,8 @@ from pathlib import Path
 
 import cbor2
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge_agent.errors import BadInput, NotFound
 from edge_agent.frames import BadFrame, Frame, FrameDecoder, encode_frame
@@ -121,6 +123,115 @@ def test_bad_input_through_the_whole_path_leaves_the_telemetry_unchanged(store):
     assert session.receive(stream) == []
     assert session.stats.bad == {"malformed": 1, "bad_crc": 1, "too_long": 1, "bad_message": 4}
     assert dump(store.path, "samples") == before
+
+
+def runs(store: Store) -> list[tuple]:
+    """The (first_seq, end_seq, t_min, t_max, boot, received) of every stored run, in order."""
+    return store._db.execute("SELECT first_seq, end_seq, t_min, t_max, boot, received FROM batches "
+                             "ORDER BY dev, first_seq").fetchall()
+
+
+def seqs(first: int, n: int) -> list[Record]:
+    """Records ``first`` .. ``first + n - 1`` with the same content whenever a seq is sent again."""
+    return [rec(s, "temp", "Cel", s / 4, T0 + s, False, 1) for s in range(first, first + n)]
+
+
+def test_an_overlapping_retransmission_keeps_each_records_first_reception(store):
+    store.add_batch("dev-1", seqs(0, 20), T0 + 100)
+    store.add_batch("dev-1", seqs(30, 5), T0 + 200)
+    assert store.add_batch("dev-1", seqs(10, 30), T0 + 300) == 15      # 20..29 and 35..39 are new
+    assert store.conflicts() == []
+    got = {r.seq: r.received for r in store.query()}
+    assert [got[s] for s in (0, 19, 20, 29, 30, 34, 35, 39)] == [T0 + 100] * 2 + [T0 + 300] * 2 + \
+        [T0 + 200] * 2 + [T0 + 300] * 2
+    ms = round(T0 * 1000)
+    assert runs(store) == [(0, 20, ms, ms + 19000, 1, ms + 100000), (20, 30, ms + 20000, ms + 29000, 1, ms + 300000),
+                           (30, 35, ms + 30000, ms + 34000, 1, ms + 200000),
+                           (35, 40, ms + 35000, ms + 39000, 1, ms + 300000)]
+
+
+def test_a_conflict_inside_an_overlap_is_kept_out_and_recorded(store):
+    store.add_batch("dev-1", records(0, 5), T0)
+    changed = [r._replace(value=99.0) if r.seq == 3 else r for r in records(0, 8)[2:]]
+    assert store.add_batch("dev-1", changed, T0 + 1, source="/dev/ttyUSB0") == 3
+    [conflict] = store.conflicts()
+    assert conflict["seq"] == 3 and json.loads(conflict["offered"])[3] == 99.0
+    assert [r.value for r in store.query() if r.seq == 3] == [20.75]
+    assert [(first, end) for first, end, *_ in runs(store)] == [(0, 5), (5, 8)]
+
+
+def test_records_of_one_call_with_two_boots_or_a_gap_get_their_own_runs(store):
+    batch = records(0, 3) + [r._replace(boot=2, estimated=True) for r in records(3, 2)] + records(8, 2)
+    store.add_batch("dev-1", batch, T0)
+    assert [(first, end, boot) for first, end, _, _, boot, _ in runs(store)] == [(0, 3, 1), (3, 5, 2), (8, 10, 1)]
+    assert sorted((r.seq, r.boot, r.estimated) for r in store.query()) == [
+        (0, 1, False), (1, 1, False), (2, 1, False), (3, 2, True), (4, 2, True), (8, 1, False), (9, 1, False)]
+    assert store.summary()[0]["estimated"] == 2 and store.summary()[0]["gaps"] == 3
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["dev-1", "dev-2"]), st.integers(1, 6), st.integers(0, 50),
+                          st.integers(0, 20)), min_size=1, max_size=12),
+       st.integers(1, 12), st.none() | st.integers(0, 60), st.none() | st.integers(0, 80),
+       st.none() | st.sampled_from(["dev-1", "dev-2"]))
+def test_queries_by_time_find_exactly_the_records_a_full_scan_finds(tmp_path_factory, batches, limit, since,
+                                                                    until, device):
+    """Runs spanning a bound, out of time order, overlapping in time: the run ranges only narrow the search."""
+    with Store(tmp_path_factory.mktemp("q") / "r.db") as s:
+        next_seq: dict[str, int] = {}
+        for dev, n, start, step in batches:
+            first = next_seq.get(dev, 0)
+            s.add_batch(dev, [rec(first + i, "temp", "Cel", float(i), T0 + start + i * step / 4, False, 1)
+                              for i in range(n)], T0)
+            next_seq[dev] = first + n
+        every = list(s.query())         # by time, then device (in order of first arrival), then seq
+        assert len(every) == sum(n for _, n, _, _ in batches)
+        assert [r.t_ms for r in every] == sorted(r.t_ms for r in every)
+        bounds = {"since": None if since is None else T0 + since, "until": None if until is None else T0 + until}
+        want = [r for r in every if (device is None or r.device_id == device)
+                and (since is None or r.t >= T0 + since) and (until is None or r.t < T0 + until)]
+        assert list(s.query(device=device, **bounds)) == want
+        assert list(s.query(device=device, limit=limit, newest_first=True, **bounds)) == want[::-1][:limit]
+
+
+def test_staged_batches_go_in_together_with_their_runs_and_arrivals(store):
+    store.add_batch("dev-1", records(0, 5), T0)
+    dev = store.device_number("dev-1")
+    series = store.series_numbers(dev, [("temp", "Cel")])[0]
+    with store.transaction(), store.staging():
+        for first in (5, 10):
+            rows = [(dev, s, series, round(T0 * 1000) + s, float(s), 0) for s in range(first, first + 5)]
+            assert store.insert_samples(dev, rows, 3, True, 7, "dev-1", "p") == (5, [])
+            store.note_seen("dev-1", T0 + first, first)
+        assert store.count() == 5                      # nothing yet
+    assert store.count() == 15
+    assert [(first, end, boot) for first, end, _, _, boot, _ in runs(store)] == [(0, 5, 1), (5, 10, 3), (10, 15, 3)]
+    assert store.device("dev-1")["last_seen"] == T0 + 10 and store.device("dev-1")["dropped"] == 10
+
+
+def test_a_batch_failing_inside_staging_is_undone_alone_with_its_staged_records(store):
+    with store.transaction(), store.staging():
+        store.add_batch("dev-1", records(0, 5), T0, dropped=1)
+        with pytest.raises(RuntimeError):
+            with store.transaction():
+                store.add_batch("dev-1", records(5, 5), T0 + 9, dropped=7)
+                raise RuntimeError("after its records were staged")
+        store.add_batch("dev-1", records(20, 5), T0)
+    assert sorted(r.seq for r in store.query()) == [0, 1, 2, 3, 4, 20, 21, 22, 23, 24]
+    assert store.device("dev-1")["dropped"] == 1 and store.device("dev-1")["last_seen"] == T0
+
+
+def test_staged_batches_meeting_stored_records_raise_overlap_and_store_nothing(store):
+    from edge_agent.store import Overlap
+
+    store.add_batch("dev-1", records(0, 5), T0)
+    before = dump(store.path)
+    dev = store.device_number("dev-1")
+    with pytest.raises(Overlap):
+        with store.transaction(), store.staging():
+            for first in (5, 3):
+                store.insert_samples(dev, [(dev, s, 1, 0, 1.0, 0) for s in range(first, first + 5)], 1, False, 7)
+    assert dump(store.path) == before
 
 
 def test_a_transaction_groups_batches_into_one_commit(store):
@@ -246,6 +357,34 @@ def test_an_old_registry_is_migrated_and_keeps_its_data(tmp_path):
         assert s.bad_frames()[0]["count"] == 1
 
 
+def version_3_registry(path: Path, telemetry: list[tuple]) -> Path:
+    """A registry as schema version 3 left it: device dev-1 and these rows of its ``telemetry`` table."""
+    db = sqlite3.connect(path)
+    for step in MIGRATIONS[:3]:
+        for statement in step:
+            db.execute(statement)
+    db.execute("INSERT INTO devices (device_id, first_seen, last_seen) VALUES ('dev-1', 1, 1)")
+    db.executemany("INSERT INTO telemetry VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", telemetry)
+    db.execute("PRAGMA user_version = 3")
+    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    db.commit()
+    db.close()
+    return path
+
+
+def test_migration_turns_old_rows_into_runs_that_keep_each_records_boot_and_reception(tmp_path):
+    path = version_3_registry(tmp_path / "old.db", [
+        ("dev-1", seq, "temp", "Cel", 1.5, None, None, 10 + seq, estimated, boot, received)
+        for seq, boot, received, estimated in [(0, 1, 6, 0), (1, 1, 6, 0), (2, 2, 6, 0), (3, 1, 6, 0),
+                                               (4, 1, 7, 0), (5, 1, 7, 1), (7, 1, 7, 1)]])
+    with Store(path) as s:
+        got = [(r.seq, r.boot, r.received_ms, r.estimated, r.t_ms) for r in s.query()]
+        assert got == [(0, 1, 6000, False, 10000), (1, 1, 6000, False, 11000), (2, 2, 6000, False, 12000),
+                       (3, 1, 6000, False, 13000), (4, 1, 7000, False, 14000), (5, 1, 7000, True, 15000),
+                       (7, 1, 7000, True, 17000)]
+        assert [run[:2] for run in runs(s)] == [(0, 2), (2, 3), (3, 4), (4, 5), (5, 6), (7, 8)]
+
+
 def test_a_registry_from_a_newer_version_is_refused_untouched(tmp_path):
     path = tmp_path / "future.db"
     Store(path).close()
@@ -354,18 +493,9 @@ def test_many_processes_opening_a_new_registry_at_once_all_succeed(tmp_path):
 
 
 def test_migration_moves_absurd_old_times_and_values_without_failing(tmp_path):
-    path = tmp_path / "old.db"
-    db = sqlite3.connect(path)
-    for step in MIGRATIONS[:3]:
-        for statement in step:
-            db.execute(statement)
-    db.execute("INSERT INTO devices (device_id, first_seen, last_seen) VALUES ('dev-1', 1, 1)")
-    db.execute("INSERT INTO telemetry VALUES ('dev-1', 0, 'up', 's', 1e300, NULL, NULL, 1e300, 0, 1, 6)")
-    db.execute("INSERT INTO telemetry VALUES ('dev-1', 1, 'door', NULL, NULL, NULL, 1, -1e300, 1, 1, 6)")
-    db.execute("PRAGMA user_version = 3")
-    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-    db.commit()
-    db.close()
+    path = version_3_registry(tmp_path / "old.db", [
+        ("dev-1", 0, "up", "s", 1e300, None, None, 1e300, 0, 1, 6),
+        ("dev-1", 1, "door", None, None, None, 1, -1e300, 1, 1, 6)])
     with Store(path) as s:
         got = list(s.query())
     assert [(r.seq, r.value, r.t_ms, r.estimated) for r in got] == [(1, True, -(2**63), True),
