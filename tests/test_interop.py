@@ -164,11 +164,11 @@ def test_a_batch_the_host_refuses_is_kept_there_and_the_device_counts_it_and_goe
     real = core.resolve
     refused: list[tuple[int, int]] = []
 
-    def resolve(batch, sensors):
+    def resolve(batch, *args, **kwargs):
         if not refused and batch.first_seq > 0:
             refused.append((batch.first_seq, batch_end(batch)))
             raise core.Refusal("bad_value", "refused by this test")
-        return real(batch, sensors)
+        return real(batch, *args, **kwargs)
 
     monkeypatch.setattr(core, "resolve", resolve)
     session = PortSession("pipe", store)

@@ -112,7 +112,8 @@ def test_what_the_device_samples_reaches_the_host_exactly_and_what_the_host_send
     got = []
     for m in msgs:
         if isinstance(m, Batch):
-            got += [(seq, k, t, v) for seq, k, t, v in resolve(m, tables[m.table_id])]
+            # Rows carry the sensor indexes when given the indexes as series ids.
+            got += [(seq, k, t, v) for _, seq, k, t, v, _ in resolve(m, range(len(tables[m.table_id])))]
     want = [(k, v) for tick in ticks for k, v in enumerate(tick) if v is not None]
     assert [(s, k, v) for s, k, _, v in got] == [(s, k, v) for s, (k, v) in enumerate(want)]
     assert all(type(g[3]) is type(w[1]) for g, w in zip(got, want)), "integers stay integers, floats floats"
