@@ -29,6 +29,7 @@ package(
         "frame.py",
         "identity.py",
         "journal.py",
+        "journal_open.py",
         "link_serial.py",
         "messages.py",
         "outgoing.py",

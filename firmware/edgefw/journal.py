@@ -39,7 +39,7 @@ import os
 import struct
 from binascii import crc32
 
-from . import atomic
+from . import atomic, drop
 
 from micropython import const
 
@@ -50,19 +50,7 @@ _OVERHEAD = const(16)
 _U32 = const(0xFFFFFFFF)
 _CHUNK = const(64)
 _STATE = b"EJS2"
-_STATE1 = b"EJS1"
 _ENOSPC = const(28)
-
-
-def _seg_seq(name):
-    # First sequence number from a segment's file name, -1 if not a segment.
-    if len(name) != 13 or name[0] != "s" or not name.endswith(".log"):
-        return -1
-    try:
-        seq = int(name[1:9], 16)
-    except ValueError:
-        return -1
-    return seq if name == "s%08x.log" % seq else -1
 
 
 class Journal:
@@ -154,124 +142,12 @@ class Journal:
 
     # -- recovery -------------------------------------------------------
     def open(self):
-        cur = "/" if self.root.startswith("/") else ""
-        for part in self.root.split("/"):
-            if part:
-                cur += part
-                try:
-                    os.mkdir(cur)
-                except OSError:
-                    pass  # exists; a real problem shows in listdir below
-                cur += "/"
-        raw = atomic.read(self._pre + "state")
-        good = raw is not None and ((len(raw) == 24 and raw[:4] == _STATE)
-                                    or (len(raw) == 20 and raw[:4] == _STATE1))
-        refused = 0
-        if good:
-            _, acked, floor, dropped, gapmark = struct.unpack_from(">4sIIII", raw)
-            if len(raw) == 24:
-                refused = struct.unpack_from(">I", raw, 20)[0]
-        else:
-            # No trustworthy state: records before the oldest on flash are
-            # taken as handled (unknowable), the rest is pending.
-            acked = floor = dropped = gapmark = 0
-        names = [n for n in os.listdir(self.root) if _seg_seq(n) >= 0]
-        names.sort()
-        segs = []
-        lost = []
-        low = max(acked, floor) if good else None
-        add = 0
-        prev = None
-        for name in names:
-            seq = _seg_seq(name)
-            path = self._pre + name
-            # A segment named X was started when next_seq was X: numbers
-            # below X that are in no entry were lost with damaged data.
-            if low is None:
-                low = seq
-            a = low if prev is None else prev
-            if seq > a:
-                lost.append([max(a, low), seq])
-            if prev is None or seq > prev:
-                prev = seq
-            size = os.stat(path)[6]
-            limit = 0
-            end = -1
-            f = open(path, "rb")
-            try:
-                self._prev = prev
-                pos = 0
-                while True:
-                    pos = self._find(f, pos, size)
-                    if pos < 0:
-                        break
-                    first = self._e_first
-                    if first > prev:
-                        lost.append([max(prev, low), first])
-                    prev = first + self._e_count
-                    if not self._crc_ok(f, pos):
-                        lost.append([max(first, low), prev])
-                    pos += _OVERHEAD + self._e_len
-                    limit = pos
-                    end = prev
-            finally:
-                f.close()
-            segs.append([seq, size, limit, end])
-        # Losses are counted from gapmark on only, so a damage seen at every
-        # open is counted once; ranges are found in ascending order.
-        keep = []
-        for r in lost:
-            a, b = r
-            if a >= b:
-                continue
-            keep.append(r)
-            c = max(a, gapmark)
-            if c < b:
-                add += b - c
-                gapmark = b
-        if low is None:
-            low = prev if prev is not None else 0
-        if not good:
-            acked = floor = low
-        nxt = max(acked, floor, gapmark)
-        if prev is not None and prev > nxt:
-            nxt = prev
-        self._refused = refused
-        if add or not good:
-            dropped += add
-            self._save(acked, floor, dropped, gapmark)
-        self._acked = acked
-        self._floor = floor
-        self._dropped = dropped
-        self._gapmark = gapmark
-        self._next = nxt
-        self._lost = keep
-        self._segs = segs
-        self._used = 0
-        for s in segs:
-            self._used += s[1]
-        self._cur = None
-        # Segments with nothing pending go (their records are all below low,
-        # persisted above); the newest stays if it holds any entry.
-        i = 0
-        while i < len(segs):
-            s = segs[i]
-            newest = i == len(segs) - 1
-            if s[3] < 0 or (s[3] <= low and not newest):
-                try:
-                    os.remove(self._path(s[0]))
-                except OSError:
-                    i += 1
-                    continue
-                self._used -= s[1]
-                segs.pop(i)
-                continue
-            i += 1
-        # Appending after a torn tail would bury garbage mid-segment: a
-        # newest segment with bytes past its last entry takes no more.
-        self._sealed = bool(segs) and segs[-1][1] != segs[-1][2]
-        self._apath = self._path(segs[-1][0]) if segs else None
-        self._prune_lost()
+        # Runs once: its code lives in journal_open.py and leaves the heap after.
+        from edgefw import journal_open
+        try:
+            journal_open.run(self)
+        finally:
+            drop("journal_open")
 
     def _prune_lost(self):
         low = self._low()
@@ -320,22 +196,6 @@ class Journal:
                 i += 1
             pos += n
         return limit
-
-    def _crc_ok(self, f, pos):
-        # CRC check of the entry _find() just returned, payload read in
-        # chunks into a preallocated buffer.
-        c = crc32(self._hdr)
-        f.seek(pos + _HDR)
-        left = self._e_len
-        mv = self._bufmv
-        while left > 0:
-            k = left if left < _CHUNK else _CHUNK
-            m = mv if k == _CHUNK else mv[:k]
-            if f.readinto(m) != k:
-                return False
-            c = crc32(m, c)
-            left -= k
-        return self._tail_ok(f, c)
 
     def _tail_ok(self, f, c):
         t = self._tail
