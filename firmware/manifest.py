@@ -24,6 +24,8 @@ package(
         "atomic.py",
         "boot.py",
         "cbor.py",
+        "cbor_put.py",
+        "cbor_read.py",
         "clock.py",
         "config.py",
         "frame.py",

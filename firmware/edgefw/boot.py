@@ -57,13 +57,13 @@ def _crashes(port):
 def _set_crashes(port, n, last):
     # False when it could not be written (flash full or failing).
     try:
-        from edgefw import atomic, cbor
+        from edgefw import atomic, messages
         try:
             import os
             os.mkdir(_path(port, "state"))
         except OSError:
             pass
-        atomic.write(_path(port, "state/crashes"), cbor.dumps([n, last]))
+        atomic.write(_path(port, "state/crashes"), messages.dump([n, last]))
         return True
     except Exception:
         return False
@@ -171,6 +171,7 @@ def _start(b):
     from edgefw import atomic
     atomic.reserve(_path(port, "state/reserve"))
     agent = _build(port, board, cfg, n)
+    _drop("cbor")  # read the state files at boot; the agent writes with messages.dump
     # The board file's dict (kilobytes of heap) is garbage from here on:
     # what the agent needs was copied out of it.
     board = cfg = None

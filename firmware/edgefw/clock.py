@@ -12,7 +12,7 @@
 # out of range, never trusted.
 import struct
 
-from edgefw import atomic, cbor
+from edgefw import atomic, messages
 from edgefw.messages import TIME_MAX, TIME_MIN
 
 from micropython import const
@@ -44,6 +44,7 @@ class Clock:
         # taken, so two boots never share a number.
         last = -1
         try:
+            from edgefw import cbor  # boot only: boot.py drops it after
             state = cbor.loads(atomic.read(self._path) or b"\xf6")
         except Exception:  # garbage of any kind: ignored, never a crash
             state = None
@@ -144,5 +145,5 @@ class Clock:
     def _save(self):
         self.changes += 1
         eps = self._epochs
-        atomic.write(self._path, cbor.dumps([self.boot, [[b, eps[b][0], eps[b][1]] for b in sorted(eps)]]))
+        atomic.write(self._path, messages.dump([self.boot, [[b, eps[b][0], eps[b][1]] for b in sorted(eps)]]))
         atomic.write(self._path + ".boot", struct.pack(">I", self.boot))

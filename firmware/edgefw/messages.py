@@ -4,7 +4,8 @@
 # lengths, shortest heads, keys ascending) so both sides produce equal bytes.
 from binascii import crc32
 
-from edgefw import cbor
+from edgefw.cbor_put import put, put_head
+from edgefw.cbor_read import Reader
 
 from micropython import const
 
@@ -129,7 +130,7 @@ def _decode(payload):
     n = len(payload)
     if n > MAX_MESSAGE:
         raise ValueError("message of %d bytes is over %d" % (n, MAX_MESSAGE))
-    r = cbor.Reader(payload, _DEPTH, False)
+    r = Reader(payload, _DEPTH, False)
     # Rule 1 first, whole: well-formed, no tag, depth at most 8, one item.
     r.skip(0)
     if r.i != n:
@@ -191,33 +192,55 @@ def _decode(payload):
 
 
 # -- building --------------------------------------------------------------
-# Messages are small (a HELLO, a STATUS): built with cbor.dumps-style
-# streaming into a Writer, keys in ascending order (insertion order is not
-# kept by a MicroPython dict, so no dict is encoded whole).
+# Messages are small (a HELLO, a STATUS): encoded here with the in-place
+# writers of cbor_put, maps in deterministic order (a MicroPython dict keeps
+# no insertion order), so a board needs none of cbor.py at run time.
 
-def _map(w, d):
-    # A map in deterministic order (RFC 8949 4.2.1: keys by their encoded
-    # bytes, so small integers ascending, shorter text first); nested dicts
-    # alike.
-    keys = sorted(d, key=cbor.dumps)
-    w.map(len(keys))
-    for k in keys:
-        w.item(k)
-        v = d[k]
-        if isinstance(v, dict):
-            _map(w, v)
-        else:
-            w.item(v)
+_S = bytearray(9)  # one head or scalar
+
+
+def _key(k):
+    # A key's encoded bytes: RFC 8949 4.2.1 orders map keys by them (small
+    # integers ascending, shorter text first).
+    out = bytearray()
+    dump_into(out, k)
+    return bytes(out)
+
+
+def dump_into(out, v):
+    # Appends the CBOR of v (None, bool, int, float, str, bytes, list, tuple,
+    # dict) to the bytearray out; maps in deterministic order, nested ones too.
+    if isinstance(v, dict):
+        keys = sorted(v, key=_key)
+        out.extend(_S[:put_head(_S, 0, 0xA0, len(keys))])
+        for k in keys:
+            dump_into(out, k)
+            dump_into(out, v[k])
+    elif isinstance(v, (list, tuple)):
+        out.extend(_S[:put_head(_S, 0, 0x80, len(v))])
+        for x in v:
+            dump_into(out, x)
+    elif isinstance(v, (str, bytes, bytearray)):
+        b = v.encode() if isinstance(v, str) else v
+        out.extend(_S[:put_head(_S, 0, 0x60 if b is not v else 0x40, len(b))])
+        out.extend(b)
+    else:
+        out.extend(_S[:put(_S, 0, v)])
+
+
+def dump(v):
+    # v as deterministic CBOR bytes (state files written by the agent).
+    out = bytearray()
+    dump_into(out, v)
+    return bytes(out)
 
 
 def encode(kind, fields):
     # {key: value} -> message bytes of that type, deterministic. Raises
     # ValueError if the result is over MAX_MESSAGE.
-    w = cbor.Writer()
     msg = dict(fields)
     msg[0] = kind
-    _map(w, msg)
-    out = w.bytes()
+    out = dump(msg)
     if len(out) > MAX_MESSAGE:
         raise ValueError("message type %d of %d bytes is over %d" % (kind, len(out), MAX_MESSAGE))
     return out
@@ -240,13 +263,7 @@ def status(device_id, state, reason, selftest=None, counters=None):
 
 def table_bytes(table):
     # CBOR of the SENSORS key 3 array for [(name, unit), ...].
-    w = cbor.Writer()
-    w.array(len(table))
-    for name, unit in table:
-        w.array(2)
-        w.item(name)
-        w.item(unit)
-    return w.bytes()
+    return dump([[name, unit] for name, unit in table])
 
 
 def table_id(table):

@@ -4,8 +4,7 @@
 # head and the time and copying the pairs' bytes. Encoded in place into a
 # buffer allocated once: appending a tick allocates nothing but the sensor
 # readings themselves.
-from edgefw import cbor
-from edgefw.cbor import head_len
+from edgefw.cbor_put import head_len, put, put_float, put_head
 from edgefw.messages import plain_text
 
 from micropython import const
@@ -59,8 +58,8 @@ class TickWriter:
                     buf[o] = k
                     i = o + 1
                 else:
-                    i = cbor.put_head(buf, o, 0, k)
-                j = cbor.put_float(buf, i, v)
+                    i = put_head(buf, o, 0, k)
+                j = put_float(buf, i, v)
                 if j - i == 3 and buf[i + 1] & 0x7C == 0x7C:
                     self.sensor_errors += 1  # NaN or an infinity (the only halves with that exponent)
                     continue
@@ -69,17 +68,17 @@ class TickWriter:
                 if v > _INT_MAX or v < -_INT_MAX or o > room:  # magnitude below 2**63
                     self.sensor_errors += 1
                     continue
-                o = cbor.put_head(buf, o, 0, k)
-                o = cbor.put_head(buf, o, 0, v) if v >= 0 else cbor.put_head(buf, o, 0x20, -1 - v)
+                o = put_head(buf, o, 0, k)
+                o = put_head(buf, o, 0, v) if v >= 0 else put_head(buf, o, 0x20, -1 - v)
             elif t is bool:
                 if o > room:
                     self.sensor_errors += 1
                     continue
-                o = cbor.put_head(buf, o, 0, k)
+                o = put_head(buf, o, 0, k)
                 buf[o] = 0xF5 if v else 0xF4
                 o += 1
             elif t is str and len(v) <= _MAX_TEXT and plain_text(v) and len(buf) - o > 6 + 4 * len(v):
-                o = cbor.put(buf, cbor.put_head(buf, o, 0, k), v)
+                o = put(buf, put_head(buf, o, 0, k), v)
             else:
                 self.sensor_errors += 1  # a reading of the wrong kind, or no room
                 continue
@@ -89,8 +88,8 @@ class TickWriter:
         # The head goes right before the pairs: its length is known now.
         start = (_ROOM - (1 if n < 11 else 2) - (1 if boot < 24 else head_len(boot))
                  - (5 if 0x10000 <= uptime_ms < 0x100000000 else head_len(uptime_ms)))
-        i = cbor.put_head(buf, start, 0x80, 2 + 2 * n)
-        i = cbor.put_head(buf, i, 0, boot)
-        cbor.put_head(buf, i, 0, uptime_ms)
+        i = put_head(buf, start, 0x80, 2 + 2 * n)
+        i = put_head(buf, i, 0, boot)
+        put_head(buf, i, 0, uptime_ms)
         self.journal.append(self._mv[start:o], n)
         return n

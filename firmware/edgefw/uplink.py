@@ -17,8 +17,9 @@
 #   TIME without key 2 is never answered, so the two never ping-pong.
 from array import array
 
-from edgefw import atomic, cbor, messages
-from edgefw.cbor import head_len
+from edgefw import atomic, messages
+from edgefw.cbor_put import head_len, put, put_head
+from edgefw.cbor_read import Reader
 from edgefw.messages import T_ACK, T_REFUSE, T_TIME
 
 from micropython import const
@@ -104,7 +105,7 @@ class Uplink:
         self._hb = bytearray(_HEAD)
         self._hmv = memoryview(self._hb)
         self._raw = bytearray(_RAW)
-        self._r = cbor.Reader(self._raw, 1, False)  # one reader, moved over the entries
+        self._r = Reader(self._raw, 1, False)  # one reader, moved over the entries
         # journal.read_into's index: 5 u16 an entry, 1280 bytes in one block.
         self._got = array("H", bytes(10 * _MAX_TICKS))
         self._boot_above_journal()
@@ -134,6 +135,7 @@ class Uplink:
     def _load_tables(self):
         path = self.journal.root + "/tables"
         try:
+            from edgefw import cbor  # boot only: boot.py drops it after
             kept = cbor.loads(atomic.read(path) or b"\x80")
         except Exception:
             kept = []
@@ -152,7 +154,7 @@ class Uplink:
         if not good or good[-1][1] != self.table:
             good.append([self.clock.boot, self.table])
             good = good[-_KEEP_TABLES:]
-            atomic.write(path, cbor.dumps([[b, [[n, u] for n, u in t]] for b, t in good]))
+            atomic.write(path, messages.dump([[b, [[n, u] for n, u in t]] for b, t in good]))
         for e in good:
             e.append(messages.table_id(e[1]))
         return good
@@ -384,7 +386,7 @@ class Uplink:
                         if (o - _HEAD + 1 + size + (1 if dt < 24 else 2 if dt < 0x100 else 3 if dt < 0x10000
                                                      else 5) <= budget and rb[i] >> 5 == 0):
                             out[o] = 0x81 + 2 * count
-                            o = cbor.put_head(out, o + 1, 0, dt)
+                            o = put_head(out, o + 1, 0, dt)
                             out[o:o + size] = rb[i:end]
                             o += size
                             ticks += 1
@@ -451,7 +453,7 @@ class Uplink:
         # The header and the ticks array head go right before the ticks.
         th = head_len(ticks)
         start = _HEAD - th - self._hlen
-        cbor.put_head(self._out, _HEAD - th, 0x80, ticks)
+        put_head(self._out, _HEAD - th, 0x80, ticks)
         self._omv[start:_HEAD - th] = self._hmv[:self._hlen]
         return self._omv[start:o], seq + records
 
@@ -500,8 +502,8 @@ class Uplink:
         out = self._out
         p0 = self._p0
         size = self._size
-        i = cbor.put_head(out, o, 0x80, 1 + 2 * c)
-        i = cbor.put_head(out, i, 0, dt)
+        i = put_head(out, o, 0x80, 1 + 2 * c)
+        i = put_head(out, i, 0, dt)
         if not self._v1:
             # The pairs' bytes as the journal holds them: one copy.
             out[i:i + size] = r.b[p0:p0 + size]
@@ -509,7 +511,7 @@ class Uplink:
         # Names become indexes; values are copied.
         r.i = p0
         for _ in range(c):
-            i = cbor.put_head(out, i, 0, self._index[r.item(1)])
+            i = put_head(out, i, 0, self._index[r.item(1)])
             vs = r.i
             r.skip(1)
             out[i:i + r.i - vs] = r.b[vs:r.i]
@@ -519,17 +521,17 @@ class Uplink:
     def _header(self, seq, boot, ep, tid, base):
         # BATCH keys 0-8 and the key 9 of the ticks, into the header buffer.
         hb = self._hb
-        i = cbor.put_head(hb, 0, 0xA0, 10)
-        i = cbor.put(hb, i, 0)
-        i = cbor.put(hb, i, messages.T_BATCH)
-        i = cbor.put(hb, i, 1)
-        i = cbor.put(hb, i, self.device_id)
+        i = put_head(hb, 0, 0xA0, 10)
+        i = put(hb, i, 0)
+        i = put(hb, i, messages.T_BATCH)
+        i = put(hb, i, 1)
+        i = put(hb, i, self.device_id)
         vals = (seq, boot, 1 if ep[1] else 0, self.journal.dropped, tid, ep[0], base)
         k = 2
         for v in vals:
-            i = cbor.put(hb, i, k)
-            i = cbor.put(hb, i, v)
+            i = put(hb, i, k)
+            i = put(hb, i, v)
             k += 1
-        i = cbor.put(hb, i, 9)
+        i = put(hb, i, 9)
         self._hlen = i
         return i

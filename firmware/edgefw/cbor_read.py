@@ -1,0 +1,289 @@
+# CBOR reading for the device: the strict Reader behind cbor.loads and the
+# protocol's message reader (messages.py). Kept apart from the encoders and
+# file helpers (cbor.py), so a board at run time holds only the code it uses.
+# Errors: ValueError("CBOR: <what> at offset <n>"), never another type.
+import struct
+from math import ldexp
+
+from micropython import const
+
+# Nested arrays, maps and tags past this depth are refused both ways: every
+# level is a Python call, and a board's stack is small.
+MAX_DEPTH = const(32)
+_INF = float("inf")
+_NAN = float("nan")
+
+
+class Simple:
+    # A simple value (major type 7) with no Python counterpart: 0..19, 23, 32..255.
+    def __init__(self, value):
+        self.value = value
+
+    def __eq__(self, other):
+        return isinstance(other, Simple) and self.value == other.value
+
+    def __hash__(self):
+        return hash(self.value)
+
+    def __repr__(self):
+        return "undefined" if self.value == 23 else "Simple(%d)" % self.value
+
+
+UNDEFINED = Simple(23)
+_SIMPLE = (False, True, None, UNDEFINED)  # simple values 20..23
+
+
+def _half(h):
+    # IEEE 754 binary16 -> float, written out because not every port's struct has "e".
+    e = (h >> 10) & 31
+    m = h & 1023
+    if e == 31:
+        v = _NAN if m else _INF
+    elif e:
+        v = ldexp(m | 1024, e - 25)
+    else:
+        v = ldexp(m, -24)
+    return -v if h & 0x8000 else v
+
+
+def _utf8_ok(b):
+    # Strict UTF-8 (no overlongs, surrogates or code points past U+10FFFF):
+    # MicroPython's own str() only checks the byte pattern.
+    i = 0
+    n = len(b)
+    while i < n:
+        c = b[i]
+        i += 1
+        if c < 0x80:
+            continue
+        k = 1 if 0xC2 <= c <= 0xDF else 2 if 0xE0 <= c <= 0xEF else 3 if 0xF0 <= c <= 0xF4 else 0
+        lo = 0xA0 if c == 0xE0 else 0x90 if c == 0xF0 else 0x80  # the second byte's range
+        hi = 0x9F if c == 0xED else 0x8F if c == 0xF4 else 0xBF
+        if not k or i + k > n or not lo <= b[i] <= hi:
+            return False
+        for j in range(i + 1, i + k):
+            if not 0x80 <= b[j] <= 0xBF:
+                return False
+        i += k
+    return True
+
+
+class Reader:
+    # Invariant: self.i is the offset of the next unread byte; every read is
+    # bounds-checked against self.n before any allocation sized by the input.
+    # max_depth bounds nesting (containers and tags); tags=False refuses every
+    # tag, bignums included (protocol messages, docs/protocol.md 2.1).
+    # item(depth) decodes one item, skip(depth) checks one and moves past it
+    # without building it (a map with array keys, a value copied as bytes);
+    # depth is the number of containers already open around it.
+    def __init__(self, data, max_depth=MAX_DEPTH, tags=True):
+        self.b = memoryview(data)
+        self.n = len(self.b)
+        self.i = 0
+        self.max_depth = max_depth
+        self.tags = tags
+
+    def fail(self, what, at):
+        raise ValueError("CBOR: %s at offset %d" % (what, at))
+
+    def take(self, k, at):
+        # Reserve k bytes; a length longer than what is left fails here, so a
+        # lying length never reaches an allocation.
+        i = self.i
+        if k > self.n - i:
+            self.fail("truncated: %d bytes needed, %d left" % (k, self.n - i), at)
+        self.i = i + k
+        return i
+
+    def arg(self, ai, at):
+        if ai < 24:
+            return ai
+        if ai > 27:
+            self.fail("reserved additional information %d" % ai, at)
+        k = 1 << (ai - 24)
+        i = self.take(k, at)
+        b = self.b
+        if k < 4:  # no slice for the common short forms
+            return b[i] if k == 1 else b[i] << 8 | b[i + 1]
+        return int.from_bytes(b[i:i + k], "big")
+
+    def brk(self):
+        # True (and consumed) if the next byte ends an indefinite-length item.
+        if self.i >= self.n:
+            self.fail("truncated: indefinite-length item has no break", self.i)
+        if self.b[self.i] == 0xFF:
+            self.i += 1
+            return True
+        return False
+
+    def string(self, mt, n, at):
+        i = self.take(n, at)
+        s = self.b[i:i + n]
+        if mt == 2:
+            return bytes(s)
+        try:
+            t = str(s, "utf-8")
+        except UnicodeError:
+            t = None
+        if t is None or (len(t) != n and not _utf8_ok(s)):  # same length: ASCII, valid
+            self.fail("text string is not valid UTF-8", at)
+        return t
+
+    def chunks(self, mt, at):
+        # Indefinite-length string: definite chunks of the same major type.
+        parts = []
+        while not self.brk():
+            c = self.i
+            ib = self.b[c]
+            self.i = c + 1
+            if ib >> 5 != mt or ib & 31 == 31:
+                self.fail("chunk of an indefinite-length string must be a definite string of major type %d" % mt, c)
+            parts.append(self.string(mt, self.arg(ib & 31, c), c))
+        return (b"" if mt == 2 else "").join(parts)
+
+    def put(self, d, depth):
+        at = self.i
+        n = len(d)
+        k = self.item(depth)
+        v = self.item(depth)
+        try:
+            d[k] = v
+        except TypeError:
+            self.fail("map key is not hashable (an array or map)", at)
+        if len(d) == n:
+            self.fail("duplicate map key", at)
+
+    def head(self):
+        # Reads the initial byte at self.i and its argument; sets self.mt and
+        # returns the argument (-1: indefinite length; for major type 7 the
+        # additional information, its argument left unread).
+        at = self.i
+        if at >= self.n:
+            self.fail("truncated: data item expected", at)
+        ib = self.b[at]
+        self.i = at + 1
+        mt = ib >> 5
+        ai = ib & 31
+        self.mt = mt
+        if mt == 7 or ai < 24:  # inline: most heads carry their argument
+            return ai
+        if ai == 31:
+            if mt < 2 or mt == 6:
+                self.fail("indefinite length is not allowed for major type %d" % mt, at)
+            return -1
+        return self.arg(ai, at)
+
+    def item(self, depth):
+        at = self.i
+        n = self.head()
+        mt = self.mt
+        if mt == 7:
+            return self.simple(n, at)
+        if mt < 2:
+            return n if mt == 0 else -1 - n
+        if mt < 4:
+            return self.chunks(mt, at) if n < 0 else self.string(mt, n, at)
+        if mt == 6 and not self.tags:
+            self.fail("tag %d not allowed here" % n, at)
+        if depth >= self.max_depth:
+            self.fail("nesting deeper than %d levels" % self.max_depth, at)
+        depth += 1
+        if mt == 4:
+            if n < 0:
+                a = []
+                while not self.brk():
+                    a.append(self.item(depth))
+                return a
+            # Each item takes at least one byte: check before allocating n slots.
+            if n > self.n - self.i:
+                self.fail("array of %d items is longer than the %d bytes left" % (n, self.n - self.i), at)
+            a = [None] * n
+            for j in range(n):
+                a[j] = self.item(depth)
+            return a
+        if mt == 5:
+            if n > (self.n - self.i) >> 1:
+                self.fail("map of %d pairs is longer than the %d bytes left" % (n, self.n - self.i), at)
+            d = {}
+            while not self.brk() if n < 0 else len(d) < n:  # put() grows d by one or fails
+                self.put(d, depth)
+            return d
+        v = self.item(depth)
+        if n == 2 or n == 3:
+            if not isinstance(v, bytes):
+                self.fail("bignum tag %d must hold a byte string" % n, at)
+            v = int.from_bytes(v, "big")
+            return v if n == 2 else -1 - v
+        from edgefw.cbor import Tag  # tags are read by cbor.loads only
+        return Tag(n, v)
+
+    def skip(self, depth):
+        at = self.i
+        n = self.head()
+        mt = self.mt
+        if mt == 7:
+            ai = n
+            if ai == 24:
+                if self.b[self.take(1, at)] < 32:
+                    self.fail("simple value must use the one-byte form", at)
+            elif 24 < ai < 28:
+                self.take(1 << (ai - 24), at)
+            elif ai > 27:
+                self.fail("break or reserved additional information %d" % ai, at)
+            return
+        if mt < 2:
+            return
+        if mt < 4:
+            if n >= 0:
+                i = self.take(n, at)
+                if mt == 3 and not _utf8_ok(self.b[i:i + n]):
+                    self.fail("text string is not valid UTF-8", at)
+                return
+            while not self.brk():
+                c = self.i
+                ib = self.b[c]
+                if ib >> 5 != mt or ib & 31 == 31:
+                    self.fail("chunk of an indefinite-length string must be a definite string of major type %d" % mt, c)
+                self.skip(depth)
+            return
+        if mt == 6 and not self.tags:
+            self.fail("tag %d not allowed here" % n, at)
+        if depth >= self.max_depth:
+            self.fail("nesting deeper than %d levels" % self.max_depth, at)
+        depth += 1
+        if mt == 6:
+            if (n == 2 or n == 3) and (self.i >= self.n or self.b[self.i] >> 5 != 2):
+                self.fail("bignum tag %d must hold a byte string" % n, at)
+            self.skip(depth)
+            return
+        k = 1 if mt == 4 else 2
+        if n < 0:
+            while not self.brk():
+                self.skip(depth)
+                if k == 2:
+                    self.skip(depth)  # a map's value: a break here is malformed
+            return
+        if n * k > self.n - self.i:
+            self.fail("container of %d items is longer than the %d bytes left" % (n, self.n - self.i), at)
+        for _ in range(n * k):
+            self.skip(depth)
+
+    def simple(self, ai, at):
+        if ai < 20:
+            return Simple(ai)
+        if ai < 24:
+            return _SIMPLE[ai - 20]
+        if ai == 24:
+            v = self.b[self.take(1, at)]
+            if v < 32:
+                self.fail("simple value %d must use the one-byte form" % v, at)
+            return Simple(v)
+        if ai == 25:
+            return _half(self.arg(25, at))
+        if ai == 26:
+            return struct.unpack_from(">f", self.b, self.take(4, at))[0]
+        if ai == 27:
+            return struct.unpack_from(">d", self.b, self.take(8, at))[0]
+        if ai == 31:
+            self.fail("break (0xff) outside an indefinite-length item", at)
+        self.fail("reserved additional information %d" % ai, at)
