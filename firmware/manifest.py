@@ -27,6 +27,7 @@ package(
         "cbor_put.py",
         "cbor_read.py",
         "clock.py",
+        "clock_start.py",
         "config.py",
         "frame.py",
         "identity.py",
@@ -41,6 +42,8 @@ package(
         "sensors.py",
         "ticks.py",
         "uplink.py",
+        "uplink_estimate.py",
+        "uplink_start.py",
         "x25519.py",
     ],
 )

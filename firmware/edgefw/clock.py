@@ -12,7 +12,7 @@
 # out of range, never trusted.
 import struct
 
-from edgefw import atomic, messages
+from edgefw import atomic, drop, messages
 from edgefw.messages import TIME_MAX, TIME_MIN
 
 from micropython import const
@@ -40,34 +40,12 @@ class Clock:
         self.changes = 0  # counts writes of the state: a cache key for users
 
     def start(self):
-        # Counts this boot and persists the counter before any sample is
-        # taken, so two boots never share a number.
-        last = -1
+        # Runs once per boot: its code is in clock_start.py, dropped after.
+        from edgefw import clock_start
         try:
-            from edgefw import cbor  # boot only: boot.py drops it after
-            state = cbor.loads(atomic.read(self._path) or b"\xf6")
-        except Exception:  # garbage of any kind: ignored, never a crash
-            state = None
-        if isinstance(state, list) and len(state) == 2 and _boot_ok(state[0]):
-            last = state[0]
-            eps = state[1]
-            if isinstance(eps, dict):  # version 1: {boot: epoch}
-                eps = [[b, eps[b], False] for b in eps]
-            if isinstance(eps, list):
-                for e in eps:
-                    if (isinstance(e, list) and len(e) == 3 and _boot_ok(e[0])
-                            and e[0] <= last and _epoch_ok(e[1])):
-                        self._epochs[e[0]] = (e[1], e[2] is True)
-        raw = atomic.read(self._path + ".boot")
-        if raw is not None and len(raw) == 4:
-            b = struct.unpack(">I", raw)[0]
-            if _boot_ok(b) and b > last:
-                last = b
-        if last >= _BOOT_MAX:
-            raise OSError("boot counter exhausted in %s" % self._path)
-        self.boot = last + 1
-        self._bound()
-        self._save()
+            clock_start.start(self)
+        finally:
+            drop("clock_start")
 
     def at_least(self, boot):
         # Raises the boot counter to boot (persisted) if it is below: the

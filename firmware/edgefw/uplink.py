@@ -17,7 +17,7 @@
 #   TIME without key 2 is never answered, so the two never ping-pong.
 from array import array
 
-from edgefw import atomic, messages
+from edgefw import drop, messages
 from edgefw.cbor_put import head_len, put, put_head
 from edgefw.cbor_read import Reader
 from edgefw.messages import T_ACK, T_REFUSE, T_TIME
@@ -30,7 +30,6 @@ _MAX_TICKS = const(128)
 _MAX_RECORDS = const(256)
 _HEAD = const(176)  # room for the BATCH header before the ticks (at most ~150 bytes)
 _RAW = const(1536)  # journal entries read per batch (version-1 entries carry names)
-_KEEP_TABLES = const(4)
 
 # Sensor tables by boot, in `<journal root>/tables` (atomic.py): CBOR
 # [[first_boot, [[name, unit], ...]], ...], oldest first, at most 4. A
@@ -108,56 +107,18 @@ class Uplink:
         self._r = Reader(self._raw, 1, False)  # one reader, moved over the entries
         # journal.read_into's index: 5 u16 an entry, 1280 bytes in one block.
         self._got = array("H", bytes(10 * _MAX_TICKS))
-        self._boot_above_journal()
-        self._tables = self._load_tables()
+        # Run once, from a module dropped after: its code leaves the heap.
+        from edgefw import uplink_start
+        try:
+            uplink_start.boot_above_journal(self)
+            self._tables = uplink_start.load_tables(self)
+        finally:
+            drop("uplink_start")
         self._index = {}
         i = 0
         for name, _ in self.table:
             self._index[name] = i
             i += 1
-
-    def _boot_above_journal(self):
-        # Lost counter files must not reuse a boot number the journal holds
-        # (its records would get this boot's epoch): the boot is raised above
-        # the newest entry's before any sample is taken.
-        n = self.journal.read_last_into(self._raw)
-        if n > 0:
-            r = self._r
-            r.i = 0
-            r.n = n
-            try:
-                _entry_head(r)
-            except (ValueError, IndexError):
-                return
-            self.clock.at_least(r.boot + 1)
-
-    # -- the sensor tables ---------------------------------------------
-    def _load_tables(self):
-        path = self.journal.root + "/tables"
-        try:
-            from edgefw import cbor  # boot only: boot.py drops it after
-            kept = cbor.loads(atomic.read(path) or b"\x80")
-        except Exception:
-            kept = []
-        good = []
-        if isinstance(kept, list):
-            for e in kept:
-                if (isinstance(e, list) and len(e) == 2 and isinstance(e[0], int)
-                        and isinstance(e[1], list) and 0 < len(e[1]) <= 64):
-                    ok = True
-                    for t in e[1]:
-                        if (not isinstance(t, list) or len(t) != 2 or not messages.valid_name(t[0])
-                                or not messages.valid_unit(t[1])):
-                            ok = False
-                    if ok and e[0] <= self.clock.boot:
-                        good.append([e[0], [(t[0], t[1]) for t in e[1]]])
-        if not good or good[-1][1] != self.table:
-            good.append([self.clock.boot, self.table])
-            good = good[-_KEEP_TABLES:]
-            atomic.write(path, messages.dump([[b, [[n, u] for n, u in t]] for b, t in good]))
-        for e in good:
-            e.append(messages.table_id(e[1]))
-        return good
 
     def _table_for(self, boot):
         found = None
@@ -293,47 +254,16 @@ class Uplink:
         mark = (boot, self.clock.changes)
         if self._stuck == mark:
             return None
-        self._estimate()
+        # Rare (a new epoch to spread back): from a module dropped after.
+        from edgefw import uplink_estimate
+        try:
+            uplink_estimate.estimate(self)
+        finally:
+            drop("uplink_estimate")
         e = self.clock.epoch(boot)
         if e is None:
             self._stuck = mark
         return e
-
-    def _estimate(self):
-        # One walk over the pending entries: the last uptime of each boot.
-        last = {}
-        at = None
-        r = self._r
-        idx = self._got
-        while True:
-            got, at = self.journal.read_into(self._raw, idx, at)
-            if not got:
-                break
-            for e in range(0, 5 * got, 5):
-                r.i = idx[e + 3]
-                r.n = r.i + idx[e + 4]
-                try:
-                    _entry_head(r)
-                except (ValueError, IndexError):
-                    continue
-                last[r.boot] = r.up
-        clock = self.clock
-        boots = list(last)
-        for b in clock.known():
-            if b not in last:
-                boots.append(b)
-        boots.sort(reverse=True)
-        nxt = None
-        out = []
-        for b in boots:
-            e = clock.epoch(b)
-            if e is not None:
-                nxt = e[0]
-            elif nxt is not None and b in last:
-                nxt = nxt - last[b] - 1
-                out.append((b, nxt))
-        if out:
-            clock.estimate(out)
 
     def _next_batch(self):
         # BATCH from the head of the journal into the reused buffer:
