@@ -23,6 +23,7 @@ package(
         "agent.py",
         "atomic.py",
         "boot.py",
+        "boot_build.py",
         "cbor.py",
         "cbor_put.py",
         "cbor_read.py",

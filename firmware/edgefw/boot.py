@@ -170,7 +170,10 @@ def _start(b):
     # Room kept for the state writes that free room on a full flash.
     from edgefw import atomic
     atomic.reserve(_path(port, "state/reserve"))
-    agent = _build(port, board, cfg, n)
+    # Built by code run once (boot_build.py), dropped after.
+    from edgefw import boot_build
+    agent = boot_build.build(port, board, cfg, _healthy(port, n))
+    _drop("boot_build")
     _drop("cbor")  # read the state files at boot; the agent writes with messages.dump
     # The board file's dict (kilobytes of heap) is garbage from here on:
     # what the agent needs was copied out of it.
@@ -184,32 +187,9 @@ def _start(b):
         port.kbd_intr(3)
 
 
-def _build(port, board, cfg, n):
-    from edgefw import VERSION, sensors
-    from edgefw.agent import Agent
-    from edgefw.clock import Clock
-    from edgefw.journal import Journal
-    from edgefw.link_serial import SerialLink
-    from edgefw.ticks import TickWriter
-    from edgefw.uplink import Uplink
-
-    dev = cfg["device_id"]
-    # The line buffer first, while the heap is still in one piece.
-    link = SerialLink(port, None)
-    clock = Clock(port, _path(port, "state/clock"))
-    clock.start()
-    journal = Journal(_path(port, "journal"), max_bytes=cfg["journal_bytes"],
-                      seg_bytes=min(4096, cfg["journal_bytes"] // 4))
-    journal.open()
-    found = sensors.build(board, port, clock, dev)
-    ticks = TickWriter(journal, found)
-    link.uplink = Uplink(dev, board["name"], VERSION, clock, journal, ticks.table)
-
+def _healthy(port, n):
+    # Called once the agent has run 30 s: the crash count starts again.
     def healthy():
         if n:
             _set_crashes(port, 0, "")
-
-    port.write(("edge: agent %s on %s (%s), device %s, boot %d\r\n" % (
-        VERSION, board["name"], port.name, dev, clock.boot)).encode())
-    return Agent(port, board.get("watchdog_ms", 0), dev, cfg["sample_period_ms"], clock, ticks,
-                 [link], found, healthy)
+    return healthy

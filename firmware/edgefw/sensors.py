@@ -2,9 +2,8 @@
 # and this module turns each entry into an object with read() -> number or
 # None (None: no reading now, e.g. RSSI while not connected). Virtual boards
 # add the board file's "virtual_sensors", simulated with realistic noise.
+# The board file's entries are checked at boot by config.py.
 import math
-
-from edgefw.messages import valid_name, valid_unit
 
 # Values are rounded to a power-of-two step so that they are exact binary
 # fractions: most then encode as 3-byte half-precision CBOR floats.
@@ -80,27 +79,6 @@ def _battery(spec, clock, rnd):
             v = empty
         return v + noise * rnd.normal()
     return read
-
-
-def check(specs):
-    # The board file's sensors against docs/protocol.md 2.2: names and units
-    # valid, names unique, 1 to 64 sensors (a tick holds at most 64 pairs).
-    # ValueError naming the first bad entry.
-    seen = []
-    for spec in specs:
-        name = spec.get("name")
-        unit = spec.get("unit", "")
-        if not valid_name(name):
-            raise ValueError("sensor name %r must be 1-32 of A-Z a-z 0-9 _ - . starting with a "
-                             "letter or a digit" % (name,))
-        if not valid_unit(unit):
-            raise ValueError("sensor %s: unit %r must be 0-16 printable ASCII characters, no space"
-                             % (name, unit))
-        if name in seen:
-            raise ValueError("sensor name %s appears twice" % name)
-        seen.append(name)
-    if len(seen) > 64:
-        raise ValueError("%d sensors, at most 64" % len(seen))
 
 
 def build(board, port, clock, device_id):
