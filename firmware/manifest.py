@@ -21,6 +21,7 @@ package(
     files=[
         "__init__.py",
         "agent.py",
+        "agent_selftest.py",
         "atomic.py",
         "boot.py",
         "boot_build.py",

@@ -8,7 +8,7 @@
 # agent keeps sampling and sending, and the journal drops by its own rule.
 import asyncio
 
-from edgefw import messages
+from edgefw import drop, messages
 
 from micropython import const
 
@@ -91,28 +91,12 @@ class Agent:
                         "request; see docs/protocol.md 2.11)" % n)
 
     def selftest(self):
-        # Reads every sensor once and the free heap and flash: the result a
-        # bench reads back after flashing (STATUS key 4).
-        ok = 0
-        errors = []
-        for s in self.sensors:
-            try:
-                s.read()
-                ok += 1
-            except Exception:
-                errors.append(s.name)
+        # Runs once, at start: its code is in agent_selftest.py, dropped after.
+        from edgefw import agent_selftest
         try:
-            import os
-            st = os.statvfs(self.port.root or "/")
-            fs_free = st[0] * st[4]
-        except (OSError, AttributeError):
-            fs_free = None
-        from edgefw import VERSION
-        result = {"sensors": ok, "sensor_errors": errors, "heap_free": self.port.mem_free(),
-                  "fs_free": fs_free, "version": VERSION}
-        if errors:
-            return "error", "self-test: sensors failed: " + ", ".join(errors), result
-        return "ok", "self-test passed: %d sensors" % ok, result
+            return agent_selftest.run(self)
+        finally:
+            drop("agent_selftest")
 
     # -- tasks -------------------------------------------------------------
     def _feed(self):

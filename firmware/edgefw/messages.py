@@ -43,31 +43,29 @@ _KEYS = {
                (4, K_TSTR, 1, 1, 64)),
 }
 
-_ID_FIRST = "abcdefghijklmnopqrstuvwxyz0123456789"
-_ID_CHARS = _ID_FIRST + "-."
-_NAME_FIRST = _ID_FIRST + "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-_NAME_CHARS = _NAME_FIRST + "_-."
-
-
-def _made_of(s, first, rest, lo, hi):
-    if not isinstance(s, str) or not lo <= len(s) <= hi:
+def _made_of(s, upper, extra, hi):
+    # 1 to hi characters of a-z 0-9 (and A-Z if upper) or extra, the first
+    # not one of extra. Ranges, not strings of the allowed characters: no
+    # constant kept in the heap.
+    if not isinstance(s, str) or not 1 <= len(s) <= hi:
         return False
-    if s and s[0] not in first:
-        return False
+    first = True
     for c in s:
-        if c not in rest:
-            return False
+        if not ("a" <= c <= "z" or "0" <= c <= "9" or (upper and "A" <= c <= "Z")):
+            if first or c not in extra:
+                return False
+        first = False
     return True
 
 
 def valid_id(s):
     # Section 2.2: 1-64 of a-z 0-9 - . , the first a letter or a digit.
-    return _made_of(s, _ID_FIRST, _ID_CHARS, 1, 64)
+    return _made_of(s, False, "-.", 64)
 
 
 def valid_name(s):
     # Section 2.2: 1-32 of A-Z a-z 0-9 _ - . , the first a letter or a digit.
-    return _made_of(s, _NAME_FIRST, _NAME_CHARS, 1, 32)
+    return _made_of(s, True, "_-.", 32)
 
 
 def valid_unit(s):
