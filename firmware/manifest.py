@@ -42,6 +42,7 @@ package(
         "port_esp32.py",
         "port_rp2.py",
         "sensors.py",
+        "sensors_build.py",
         "ticks.py",
         "uplink.py",
         "uplink_estimate.py",

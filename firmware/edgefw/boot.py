@@ -10,8 +10,11 @@
 #   sends STATUS, and returns to the REPL instead of resetting when the crash
 #   could not be counted (a reset would loop uncounted).
 # A crash is an exception out of the agent or a watchdog reset; a power cut is
-# not one. This module imports nothing at its top but `const`; the port
-# adapter has a guard of its own (without it no frame can be sent).
+# not one. This module imports nothing at its top but `const` and the
+# package's drop(); the port adapter has a guard of its own (without it no
+# frame can be sent).
+from edgefw import drop as _drop  # the package is loaded already: no cost
+
 from micropython import const
 
 _MAX_CRASHES = const(3)
@@ -67,17 +70,6 @@ def _set_crashes(port, n, last):
         return True
     except Exception:
         return False
-
-
-def _drop(name):
-    # Forgets module edgefw.<name> so the heap it holds can be reclaimed.
-    import sys
-    sys.modules.pop("edgefw." + name, None)
-    try:
-        # The package holds each submodule as an attribute too.
-        delattr(sys.modules["edgefw"], name)
-    except (AttributeError, KeyError, TypeError):
-        pass
 
 
 def _unload():

@@ -1,10 +1,11 @@
 # The agent's objects, built at boot (boot.py): run once, imported then and
 # dropped after, so its code does not stay in the heap.
+from edgefw import drop
 from edgefw.boot import _path
 
 
 def build(port, board, cfg, healthy):
-    from edgefw import VERSION, sensors
+    from edgefw import VERSION
     from edgefw.agent import Agent
     from edgefw.clock import Clock
     from edgefw.journal import Journal
@@ -20,7 +21,9 @@ def build(port, board, cfg, healthy):
     journal = Journal(_path(port, "journal"), max_bytes=cfg["journal_bytes"],
                       seg_bytes=min(4096, cfg["journal_bytes"] // 4))
     journal.open()
-    found = sensors.build(board, port, clock, dev)
+    from edgefw import sensors_build
+    found = sensors_build.build(board, port, clock, dev)
+    drop("sensors_build")
     ticks = TickWriter(journal, found)
     link.uplink = Uplink(dev, board["name"], VERSION, clock, journal, ticks.table)
 

@@ -2,7 +2,8 @@
 # and this module turns each entry into an object with read() -> number or
 # None (None: no reading now, e.g. RSSI while not connected). Virtual boards
 # add the board file's "virtual_sensors", simulated with realistic noise.
-# The board file's entries are checked at boot by config.py.
+# The board file's entries are checked at boot by config.py and turned
+# into sensors by sensors_build.py (both dropped after boot).
 import math
 
 # Values are rounded to a power-of-two step so that they are exact binary
@@ -81,33 +82,10 @@ def _battery(spec, clock, rnd):
     return read
 
 
-def build(board, port, clock, device_id):
-    specs = list(board.get("sensors", ()))
-    if port.virtual:
-        specs = specs + list(board.get("virtual_sensors", ()))
-    rnd = _Rand(_seed(device_id))
-    out = []
-    for spec in specs:
-        kind = spec.get("kind")
-        if kind == "uptime":
-            read = lambda: clock.uptime_ms() // 1000  # noqa: E731
-        elif kind == "heap_free":
-            read = port.mem_free
-        elif kind == "mcu_temp":
-            if port.virtual:
-                read = _sim({"mean": 41.0, "swing": 1.5, "period_s": 300, "noise": 0.3}, clock, rnd)
-            else:
-                read = port.mcu_temp
-        elif kind == "rssi":
-            read = port.rssi
-        elif kind == "sim":
-            read = _sim(spec, clock, rnd)
-        elif kind == "battery":
-            read = _battery(spec, clock, rnd)
-        else:
-            raise ValueError("board file: sensor %s has unknown kind %s" % (spec.get("name"), kind))
-        out.append(Sensor(spec, read))
-    return out
+def _uptime(clock):
+    # Closures are made here, not in sensors_build.py: a closure keeps its
+    # module's code alive, and that one is dropped after boot.
+    return lambda: clock.uptime_ms() // 1000
 
 
 def sample(sensors):

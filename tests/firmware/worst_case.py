@@ -25,7 +25,7 @@ try:
     os.mkdir("state")
 except OSError:
     pass
-from edgefw import config, sensors
+from edgefw import config, sensors_build
 from edgefw.clock import Clock
 from edgefw.journal import Journal
 from edgefw.port import Unix
@@ -38,7 +38,7 @@ clock.start()
 jb = cfg["journal_bytes"]
 journal = Journal("journal", max_bytes=jb, seg_bytes=min(4096, jb // 4))
 journal.open()
-found = sensors.build(board, port, clock, cfg["device_id"])
+found = sensors_build.build(board, port, clock, cfg["device_id"])
 ticks = TickWriter(journal, found)
 Uplink(cfg["device_id"], board["name"], "0.1.0", clock, journal, ticks.table)
 t = 0
