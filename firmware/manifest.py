@@ -28,6 +28,7 @@ package(
         "cbor.py",
         "cbor_put.py",
         "cbor_read.py",
+        "cbor_why.py",
         "clock.py",
         "clock_start.py",
         "config.py",

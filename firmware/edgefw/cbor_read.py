@@ -12,6 +12,27 @@ from micropython import const
 MAX_DEPTH = const(32)
 _INF = float("inf")
 _NAN = float("nan")
+# Error texts by number: the texts live in cbor_why.py, loaded only to
+# refuse an input (their strings would take ~1.8 KB of heap for good).
+_E_TRUNCATED = const(0)
+_E_RESERVED_AI = const(1)
+_E_NO_BREAK = const(2)
+_E_UTF8 = const(3)
+_E_CHUNK = const(4)
+_E_UNHASHABLE_KEY = const(5)
+_E_DUPLICATE_KEY = const(6)
+_E_NO_ITEM = const(7)
+_E_INDEFINITE = const(8)
+_E_TAG = const(9)
+_E_DEPTH = const(10)
+_E_ARRAY_LONG = const(11)
+_E_MAP_LONG = const(12)
+_E_BIGNUM = const(13)
+_E_SIMPLE_FORM = const(14)
+_E_BREAK_OR_RESERVED = const(15)
+_E_CONTAINER_LONG = const(16)
+_E_SIMPLE_VALUE_FORM = const(17)
+_E_STRAY_BREAK = const(18)
 
 
 class Simple:
@@ -83,7 +104,12 @@ class Reader:
         self.max_depth = max_depth
         self.tags = tags
 
-    def fail(self, what, at):
+    def fail(self, what, at, a=0, b=0):
+        # what: a text, or the number of one of cbor_why's texts, whose %d
+        # are filled with a and b.
+        if isinstance(what, int):
+            from edgefw import cbor_why
+            what = cbor_why.text(what, a, b)
         raise ValueError("CBOR: %s at offset %d" % (what, at))
 
     def take(self, k, at):
@@ -91,7 +117,7 @@ class Reader:
         # lying length never reaches an allocation.
         i = self.i
         if k > self.n - i:
-            self.fail("truncated: %d bytes needed, %d left" % (k, self.n - i), at)
+            self.fail(_E_TRUNCATED, at, k, self.n - i)
         self.i = i + k
         return i
 
@@ -99,7 +125,7 @@ class Reader:
         if ai < 24:
             return ai
         if ai > 27:
-            self.fail("reserved additional information %d" % ai, at)
+            self.fail(_E_RESERVED_AI, at, ai)
         k = 1 << (ai - 24)
         i = self.take(k, at)
         b = self.b
@@ -110,7 +136,7 @@ class Reader:
     def brk(self):
         # True (and consumed) if the next byte ends an indefinite-length item.
         if self.i >= self.n:
-            self.fail("truncated: indefinite-length item has no break", self.i)
+            self.fail(_E_NO_BREAK, self.i)
         if self.b[self.i] == 0xFF:
             self.i += 1
             return True
@@ -126,7 +152,7 @@ class Reader:
         except UnicodeError:
             t = None
         if t is None or (len(t) != n and not _utf8_ok(s)):  # same length: ASCII, valid
-            self.fail("text string is not valid UTF-8", at)
+            self.fail(_E_UTF8, at)
         return t
 
     def chunks(self, mt, at):
@@ -137,7 +163,7 @@ class Reader:
             ib = self.b[c]
             self.i = c + 1
             if ib >> 5 != mt or ib & 31 == 31:
-                self.fail("chunk of an indefinite-length string must be a definite string of major type %d" % mt, c)
+                self.fail(_E_CHUNK, c, mt)
             parts.append(self.string(mt, self.arg(ib & 31, c), c))
         return (b"" if mt == 2 else "").join(parts)
 
@@ -149,9 +175,9 @@ class Reader:
         try:
             d[k] = v
         except TypeError:
-            self.fail("map key is not hashable (an array or map)", at)
+            self.fail(_E_UNHASHABLE_KEY, at)
         if len(d) == n:
-            self.fail("duplicate map key", at)
+            self.fail(_E_DUPLICATE_KEY, at)
 
     def head(self):
         # Reads the initial byte at self.i and its argument; sets self.mt and
@@ -159,7 +185,7 @@ class Reader:
         # additional information, its argument left unread).
         at = self.i
         if at >= self.n:
-            self.fail("truncated: data item expected", at)
+            self.fail(_E_NO_ITEM, at)
         ib = self.b[at]
         self.i = at + 1
         mt = ib >> 5
@@ -169,7 +195,7 @@ class Reader:
             return ai
         if ai == 31:
             if mt < 2 or mt == 6:
-                self.fail("indefinite length is not allowed for major type %d" % mt, at)
+                self.fail(_E_INDEFINITE, at, mt)
             return -1
         return self.arg(ai, at)
 
@@ -184,9 +210,9 @@ class Reader:
         if mt < 4:
             return self.chunks(mt, at) if n < 0 else self.string(mt, n, at)
         if mt == 6 and not self.tags:
-            self.fail("tag %d not allowed here" % n, at)
+            self.fail(_E_TAG, at, n)
         if depth >= self.max_depth:
-            self.fail("nesting deeper than %d levels" % self.max_depth, at)
+            self.fail(_E_DEPTH, at, self.max_depth)
         depth += 1
         if mt == 4:
             if n < 0:
@@ -196,14 +222,14 @@ class Reader:
                 return a
             # Each item takes at least one byte: check before allocating n slots.
             if n > self.n - self.i:
-                self.fail("array of %d items is longer than the %d bytes left" % (n, self.n - self.i), at)
+                self.fail(_E_ARRAY_LONG, at, n, self.n - self.i)
             a = [None] * n
             for j in range(n):
                 a[j] = self.item(depth)
             return a
         if mt == 5:
             if n > (self.n - self.i) >> 1:
-                self.fail("map of %d pairs is longer than the %d bytes left" % (n, self.n - self.i), at)
+                self.fail(_E_MAP_LONG, at, n, self.n - self.i)
             d = {}
             while not self.brk() if n < 0 else len(d) < n:  # put() grows d by one or fails
                 self.put(d, depth)
@@ -211,7 +237,7 @@ class Reader:
         v = self.item(depth)
         if n == 2 or n == 3:
             if not isinstance(v, bytes):
-                self.fail("bignum tag %d must hold a byte string" % n, at)
+                self.fail(_E_BIGNUM, at, n)
             v = int.from_bytes(v, "big")
             return v if n == 2 else -1 - v
         from edgefw.cbor import Tag  # tags are read by cbor.loads only
@@ -225,11 +251,11 @@ class Reader:
             ai = n
             if ai == 24:
                 if self.b[self.take(1, at)] < 32:
-                    self.fail("simple value must use the one-byte form", at)
+                    self.fail(_E_SIMPLE_FORM, at)
             elif 24 < ai < 28:
                 self.take(1 << (ai - 24), at)
             elif ai > 27:
-                self.fail("break or reserved additional information %d" % ai, at)
+                self.fail(_E_BREAK_OR_RESERVED, at, ai)
             return
         if mt < 2:
             return
@@ -237,23 +263,23 @@ class Reader:
             if n >= 0:
                 i = self.take(n, at)
                 if mt == 3 and not _utf8_ok(self.b[i:i + n]):
-                    self.fail("text string is not valid UTF-8", at)
+                    self.fail(_E_UTF8, at)
                 return
             while not self.brk():
                 c = self.i
                 ib = self.b[c]
                 if ib >> 5 != mt or ib & 31 == 31:
-                    self.fail("chunk of an indefinite-length string must be a definite string of major type %d" % mt, c)
+                    self.fail(_E_CHUNK, c, mt)
                 self.skip(depth)
             return
         if mt == 6 and not self.tags:
-            self.fail("tag %d not allowed here" % n, at)
+            self.fail(_E_TAG, at, n)
         if depth >= self.max_depth:
-            self.fail("nesting deeper than %d levels" % self.max_depth, at)
+            self.fail(_E_DEPTH, at, self.max_depth)
         depth += 1
         if mt == 6:
             if (n == 2 or n == 3) and (self.i >= self.n or self.b[self.i] >> 5 != 2):
-                self.fail("bignum tag %d must hold a byte string" % n, at)
+                self.fail(_E_BIGNUM, at, n)
             self.skip(depth)
             return
         k = 1 if mt == 4 else 2
@@ -264,7 +290,7 @@ class Reader:
                     self.skip(depth)  # a map's value: a break here is malformed
             return
         if n * k > self.n - self.i:
-            self.fail("container of %d items is longer than the %d bytes left" % (n, self.n - self.i), at)
+            self.fail(_E_CONTAINER_LONG, at, n, self.n - self.i)
         for _ in range(n * k):
             self.skip(depth)
 
@@ -276,7 +302,7 @@ class Reader:
         if ai == 24:
             v = self.b[self.take(1, at)]
             if v < 32:
-                self.fail("simple value %d must use the one-byte form" % v, at)
+                self.fail(_E_SIMPLE_VALUE_FORM, at, v)
             return Simple(v)
         if ai == 25:
             return _half(self.arg(25, at))
@@ -285,5 +311,5 @@ class Reader:
         if ai == 27:
             return struct.unpack_from(">d", self.b, self.take(8, at))[0]
         if ai == 31:
-            self.fail("break (0xff) outside an indefinite-length item", at)
-        self.fail("reserved additional information %d" % ai, at)
+            self.fail(_E_STRAY_BREAK, at)
+        self.fail(_E_RESERVED_AI, at, ai)
