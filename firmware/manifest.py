@@ -28,7 +28,6 @@ package(
         "cbor.py",
         "cbor_put.py",
         "cbor_read.py",
-        "cbor_why.py",
         "clock.py",
         "clock_start.py",
         "config.py",
@@ -48,6 +47,7 @@ package(
         "uplink.py",
         "uplink_estimate.py",
         "uplink_start.py",
+        "why.py",
         "x25519.py",
     ],
 )

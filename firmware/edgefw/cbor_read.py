@@ -12,7 +12,7 @@ from micropython import const
 MAX_DEPTH = const(32)
 _INF = float("inf")
 _NAN = float("nan")
-# Error texts by number: the texts live in cbor_why.py, loaded only to
+# Error texts by number: the texts live in why.py, loaded only to
 # refuse an input (their strings would take ~1.8 KB of heap for good).
 _E_TRUNCATED = const(0)
 _E_RESERVED_AI = const(1)
@@ -105,11 +105,11 @@ class Reader:
         self.tags = tags
 
     def fail(self, what, at, a=0, b=0):
-        # what: a text, or the number of one of cbor_why's texts, whose %d
+        # what: a text, or the number of one of why.py's texts, whose %d
         # are filled with a and b.
         if isinstance(what, int):
-            from edgefw import cbor_why
-            what = cbor_why.text(what, a, b)
+            from edgefw import why
+            what = why.text(what, a, b)
         raise ValueError("CBOR: %s at offset %d" % (what, at))
 
     def take(self, k, at):

@@ -23,6 +23,23 @@ TIME_MAX = const(4102444800000)  # 2100-01-01, excluded
 _DEPTH = const(8)
 UINT_MAX = const(0x7FFFFFFFFFFFFFFF)
 
+# Refusal texts by number (why.py holds them, loaded at the first refusal).
+_E_BOOL = const(19)
+_E_KIND = const(20)
+_E_RANGE = const(21)
+_E_TEXT = const(22)
+_E_ID = const(23)
+_E_ITEMS = const(24)
+_E_SIZE = const(25)
+_E_TRAILING = const(26)
+_E_NOT_MAP = const(27)
+_E_TWICE = const(28)
+_E_NO_TYPE = const(29)
+_E_TYPE_KIND = const(30)
+_E_UNKNOWN = const(31)
+_E_MISSING = const(32)
+_E_REFUSE_RANGE = const(33)
+
 # Declared value kinds of section 2 tables.
 K_UINT = const(0)
 K_BOOL = const(1)
@@ -87,31 +104,36 @@ def plain_text(s):
     return True
 
 
+def bad(code, a=0, b=0, c=0, d=0):
+    # The ValueError of refusal number code (why.py), its %s filled with a..d.
+    from edgefw import why
+    return ValueError(why.text(code, a, b, c, d))
+
+
 def _value(r, key, kind, lo, hi):
     # The value of a known key at r.i, checked against its declared kind.
     at = r.i
     mt = r.b[at] >> 5
     if kind == K_BOOL:
         if r.b[at] not in (0xF4, 0xF5):
-            raise ValueError("key %d must be true or false" % key)
+            raise bad(_E_BOOL, key)
         return r.item(1)
     want = 0 if kind == K_UINT else 5 if kind == K_MAP else 4 if kind == K_ARRAY else 3
     if mt != want:
-        raise ValueError("key %d has the wrong type" % key)
+        raise bad(_E_KIND, key)
     v = r.item(1)
     if kind == K_UINT:
         if not lo <= v <= hi:
-            raise ValueError("key %d is out of range (%d..%d)" % (key, lo, hi))
+            raise bad(_E_RANGE, key, lo, hi)
     elif kind == K_TSTR:
         if not lo <= len(v) <= hi or not plain_text(v):
-            raise ValueError("key %d must be text of %d to %d characters without control characters"
-                             % (key, lo, hi))
+            raise bad(_E_TEXT, key, lo, hi)
     elif kind == K_ID or kind == K_ID_OR_EMPTY:
         if not (valid_id(v) or (kind == K_ID_OR_EMPTY and v == "")):
-            raise ValueError("key %d is not a valid device id" % key)
+            raise bad(_E_ID, key)
     elif kind == K_ARRAY:
         if not lo <= len(v) <= hi:
-            raise ValueError("key %d must hold %d to %d items" % (key, lo, hi))
+            raise bad(_E_ITEMS, key, lo, hi)
     return v
 
 
@@ -127,16 +149,16 @@ def decode(payload):
 def _decode(payload):
     n = len(payload)
     if n > MAX_MESSAGE:
-        raise ValueError("message of %d bytes is over %d" % (n, MAX_MESSAGE))
+        raise bad(_E_SIZE, n, MAX_MESSAGE)
     r = Reader(payload, _DEPTH, False)
     # Rule 1 first, whole: well-formed, no tag, depth at most 8, one item.
     r.skip(0)
     if r.i != n:
-        raise ValueError("message has %d bytes after its data item" % (n - r.i))
+        raise bad(_E_TRAILING, n - r.i)
     r.i = 0
     ib = r.b[0]
     if ib >> 5 != 5:
-        raise ValueError("message is not a map")
+        raise bad(_E_NOT_MAP)
     r.i = 1
     count = -1 if ib & 31 == 31 else r.arg(ib & 31, 0)
     keys = {}  # unsigned-integer key -> offset of its value (a dict: no quadratic check)
@@ -152,16 +174,16 @@ def _decode(payload):
         if kb >> 5 == 0:
             k = r.item(1)
             if k in keys:
-                raise ValueError("key %d appears twice" % k)
+                raise bad(_E_TWICE, k)
             keys[k] = r.i
         else:
             r.skip(1)  # a key that is not an unsigned integer: skipped, value too
         r.skip(1)
     at = keys.get(0)
     if at is None:
-        raise ValueError("key 0 (message type) is missing")
+        raise bad(_E_NO_TYPE)
     if r.b[at] >> 5 != 0:
-        raise ValueError("key 0 (message type) must be an unsigned integer")
+        raise bad(_E_TYPE_KIND)
     r.i = at
     kind = r.item(1)
     spec = _KEYS.get(kind)
@@ -170,20 +192,20 @@ def _decode(payload):
         from edgefw import outgoing as out
         spec = out.KEYS[kind]
     if spec is None:
-        raise ValueError("key 0: unknown message type %d" % kind)
+        raise bad(_E_UNKNOWN, kind)
     fields = {}
     for key, vk, required, lo, hi in spec:
         at = keys.get(key, -1)
         if at < 0:
             if required:
-                raise ValueError("key %d is missing" % key)
+                raise bad(_E_MISSING, key)
             continue
         r.i = at
         fields[key] = _value(r, key, vk, lo, hi)
         if kind == T_SENSORS and key == 3:
             fields[-1] = crc32(r.b[at:r.i])  # the table as sent, for its id
     if kind == T_REFUSE and fields[2] >= fields[3]:
-        raise ValueError("key 3 (end) must be above key 2 (first)")
+        raise bad(_E_REFUSE_RANGE)
     if out is not None:
         out.check(kind, fields)
     return kind, fields

@@ -30,6 +30,11 @@ _MAX_TICKS = const(128)
 _MAX_RECORDS = const(256)
 _HEAD = const(176)  # room for the BATCH header before the ticks (at most ~150 bytes)
 _RAW = const(1536)  # journal entries read per batch (version-1 entries carry names)
+# Refusal texts by number (why.py holds them, loaded at the first refusal).
+_E_NOT_FOR_DEVICE = const(34)
+_E_OTHER_DEVICE = const(35)
+_E_ACK_ABOVE = const(36)
+_E_REFUSE_OUTSIDE = const(37)
 
 # Sensor tables by boot, in `<journal root>/tables` (atomic.py): CBOR
 # [[first_boot, [[name, unit], ...]], ...], oldest first, at most 4. A
@@ -150,24 +155,22 @@ class Uplink:
                 self._retry = _RETRY_MIN
             return
         if kind != T_ACK and kind != T_REFUSE:
-            raise ValueError("message type %d is not for a device" % kind)
+            raise messages.bad(_E_NOT_FOR_DEVICE, kind)
         if f[1] != self.device_id:
-            raise ValueError("message for device %s, this is %s" % (f[1], self.device_id))
+            raise messages.bad(_E_OTHER_DEVICE, f[1], self.device_id)
         acked = j.acked
         sent = self._sent_end if self._sent_end > acked else acked
         if kind == T_ACK:
             n = f[2]
             if n > sent:
-                raise ValueError("ACK %d is above the %d records sent: it would free records "
-                                 "the host never saw" % (n, sent))
+                raise messages.bad(_E_ACK_ABOVE, n, sent)
             if n > acked:
                 j.ack(n)
         else:
             a = f[2]
             n = f[3]
             if not acked <= a or n > sent:
-                raise ValueError("REFUSE %d..%d is outside the records in flight (%d..%d)"
-                                 % (a, n, acked, sent))
+                raise messages.bad(_E_REFUSE_OUTSIDE, a, n, acked, sent)
             j.ack(n, refused=n - a)
             self._error = self.status("error", "host refused records %d..%d: %s" % (a, n - 1, f[4]))
         if self._inflight_end is not None and n > acked:

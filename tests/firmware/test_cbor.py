@@ -344,7 +344,7 @@ def test_lying_lengths_fail_before_allocating_on_micropython():
     proc = run("""
 import gc
 from edgefw.cbor import loads
-import edgefw.cbor_why  # the error texts: loaded once, at the first refusal
+import edgefw.why  # the error texts: loaded once, at the first refusal
 tail = b"x" * 16
 gc.collect()
 gc.disable()
