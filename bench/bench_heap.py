@@ -7,6 +7,8 @@ bytes, the lowest seen:
 
 - code .mpy:   heap the agent's modules take when imported from .mpy files
                (a board running stock MicroPython), for comparison;
+               code run once at boot or on a refusal is imported then and
+               dropped, so it is not counted (tests/firmware/test_heap.py);
 - code frozen: the same modules imported frozen;
 - boot:        the boot self-test's heap_free (STATUS key 4);
 - streaming:   after each tick while a host takes every batch;
