@@ -11,6 +11,9 @@
 # half / single / double that holds a float exactly (NaN and infinities as
 # half) and maps in the dict's iteration order (insertion order on CPython; a
 # MicroPython dict has none, so pass a collections.OrderedDict to fix it).
+# The reader and the in-place writers live in cbor_read.py and cbor_put.py,
+# which a running board uses; this module (files, tests, a host) is read at
+# boot and dropped by boot.py.
 import struct
 
 from edgefw.cbor_put import head_len, put, put_float, put_head  # noqa: F401 (re-exported)
