@@ -62,15 +62,17 @@ class BoardLink:
         import time
 
         last: Exception | None = None
-        # Interrupts a running agent (Ctrl-C) and enters the raw REPL without
-        # a soft reset, so nothing runs while we work. A Ctrl-C that arrives
-        # while the board is still booting can be lost: try a few times.
+        # Interrupts a running agent (Ctrl-C twice: the console rule of
+        # docs/protocol.md 2.11) and enters the raw REPL with a soft reset,
+        # which runs no main.py there: the session starts from a clean heap,
+        # not one the stopped agent still holds. A Ctrl-C that arrives while
+        # the board is still booting can be lost: try a few times.
         for _ in range(3):
             try:
                 self._t.serial.write(b"\r\x03\x03")
                 time.sleep(0.15)
                 self._t.serial.reset_input_buffer()
-                self._t.enter_raw_repl(soft_reset=False, timeout_overall=4)
+                self._t.enter_raw_repl(soft_reset=True, timeout_overall=4)
                 self._raw = True
                 return
             except (TransportError, OSError) as e:

@@ -383,3 +383,15 @@ def test_a_board_in_safe_mode_after_repeated_crashes_is_brought_back_by_edge_fla
     assert again["ok"], (again["failed_step"], again["error"])
     assert again["device_id"] == first["device_id"]
     assert not crashes.exists()
+
+
+def test_a_board_session_starts_from_a_clean_heap_not_one_the_stopped_agent_holds(env):
+    board = sim_up(env, "esp32")[0]
+    (first,) = json.loads(edge("flash", "--port", board["port"], "--json", env=env).stdout)
+    assert first["ok"], first
+    # The agent runs and holds much of the heap; a session (deploy, provision)
+    # must still have most of the board's budget for itself.
+    budget = load_board("esp32")["heap_bytes"]
+    with BoardLink(board["port"]) as link:
+        out = link.exec(f"b = bytearray({int(budget * 0.6)})\nprint(len(b))")
+    assert out.strip() == str(int(budget * 0.6))
