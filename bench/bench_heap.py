@@ -38,19 +38,12 @@ from tests.firmware.spec_host import SpecHost  # noqa: E402
 from tests.mpy import board_heap, micropython_exe  # noqa: E402
 
 BOARDS = ["virtual", "esp32", "esp32c3", "esp32s3", "picow"]
-MODULES = ["agent", "boot", "clock", "journal", "link_serial", "sensors", "ticks", "uplink"]
 
-_IMPORT = """
-import gc, sys
+_PATH = """
+import sys
 ROM = {rom!r}
 {mount}
 sys.path.insert(0, "/rom" if ROM else {pkg!r})
-gc.collect()
-before = gc.mem_alloc()
-for m in {mods!r}:
-    __import__("edgefw." + m)
-gc.collect()
-print(gc.mem_alloc() - before)
 """
 
 
@@ -66,7 +59,7 @@ def code_cost(tmp: Path, frozen: bool) -> int:
     if frozen:
         build_rom(pkg, tmp / "code.romfs")
         rom = str(tmp / "code.romfs")
-    code = _IMPORT.format(rom=rom, pkg=str(pkg), mods=MODULES, mount=MOUNT if rom else "")
+    code = _PATH.format(rom=rom, pkg=str(pkg), mount=MOUNT if rom else "") + worst_case.IMPORT_COST
     out = subprocess.run([micropython_exe(), "-X", "heapsize=4M", "-c", code], capture_output=True,
                          text=True, timeout=60, check=True).stdout.split()
     cost = int(out[-1])

@@ -50,7 +50,6 @@ def test_the_worst_case_runs_in_three_quarters_of_each_boards_heap(tmp_path, boa
 # uplink_estimate, boot_build, sensors_build, agent_selftest, config, cbor)
 # is imported when needed and dropped after, and the refusal texts (why) at
 # the first refusal, so they are not among them.
-AGENT_MODULES = ["agent", "boot", "clock", "journal", "link_serial", "sensors", "ticks", "uplink"]
 
 
 def test_the_agents_code_from_mpy_files_takes_at_most_62_kb_of_heap():
@@ -60,14 +59,6 @@ def test_the_agents_code_from_mpy_files_takes_at_most_62_kb_of_heap():
     # 61,216 B after it (this test's method; bench_heap's "code .mpy": 59,936).
     from tests.firmware.compiled import prelude
     from tests.mpy import run
-    code = prelude() + f"""
-import gc
-gc.collect()
-before = gc.mem_alloc()
-for m in {AGENT_MODULES!r}:
-    __import__("edgefw." + m)
-gc.collect()
-print(gc.mem_alloc() - before)
-"""
+    code = prelude() + worst_case.IMPORT_COST
     cost = int(run(code, heap=4 * 1024 * 1024).stdout.split()[-1])
     assert cost <= 62 * 1024, cost

@@ -69,6 +69,22 @@ _A.Agent.tick = _traced
 """
 
 
+# The modules a running agent keeps imported (boot-time and rare code lives in
+# modules dropped after use), and code printing the heap their import takes;
+# run after code that puts the firmware on sys.path. Shared by
+# tests/firmware/test_heap.py and bench/bench_heap.py.
+AGENT_MODULES = ["agent", "boot", "clock", "journal", "link_serial", "sensors", "ticks", "uplink"]
+IMPORT_COST = """
+import gc
+gc.collect()
+before = gc.mem_alloc()
+for m in %r:
+    __import__("edgefw." + m)
+gc.collect()
+print(gc.mem_alloc() - before)
+""" % (AGENT_MODULES,)
+
+
 def prefill(fs: Path) -> int:
     """Fill the journal of the board folder ``fs`` from an earlier boot; returns the records pending."""
     code = "import sys\nsys.path.insert(0, %r)\n" % str(FIRMWARE) + _PREFILL.format(fs=str(fs))
