@@ -54,13 +54,14 @@ def put_float(buf, i, x):
         buf[i + 1] = b0 & 0x80
         buf[i + 2] = 0
         return i + 3
-    if -25 < e < 16 and not m & ((1 << (13 + max(0, -14 - e))) - 1):  # exact in half (subnormal below -14)
+    if -15 < e < 16 and not m & 0x1FFF or -25 < e < -14 and not m & ((1 << (-1 - e)) - 1):
+        # exact in half (normal, or subnormal below -14: fewer significand bits)
         h = (e + 15) << 10 | m >> 13 if e >= -14 else (m | 1 << 23) >> (-1 - e)
         buf[i] = 0xF9
         buf[i + 1] = (b0 & 0x80) | h >> 8
         buf[i + 2] = h & 0xFF
         return i + 3
-    if -150 < e < 128 and not m & ((1 << max(0, -126 - e)) - 1):  # exact in single
+    if -127 < e < 128 or -150 < e < -126 and not m & ((1 << (-126 - e)) - 1):  # exact in single
         buf[i] = 0xFA
         struct.pack_into(">f", buf, i + 1, x)
         return i + 5

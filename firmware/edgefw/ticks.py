@@ -16,6 +16,7 @@ _PAIR = const(11)  # an index (at most 2 bytes) and a number (at most 9)
 # A const, not messages.UINT_MAX: a global big int compared with a small
 # one allocates on MicroPython, a constant folded into the code does not.
 _INT_MAX = const(0x7FFFFFFFFFFFFFFF)
+_VIEWS = const(32)  # views of the buffer kept (about 1 KB at most)
 
 
 class TickWriter:
@@ -31,6 +32,7 @@ class TickWriter:
         # counted in sensor_errors, never cut.
         self._buf = bytearray(_ROOM + _PAIR * len(sensors) + 4 * _MAX_TEXT + 2)
         self._mv = memoryview(self._buf)
+        self._views = {}
 
     def append(self, boot, uptime_ms):
         # Reads every sensor once; appends one entry of n records; returns n.
@@ -91,5 +93,15 @@ class TickWriter:
         i = put_head(buf, start, 0x80, 2 + 2 * n)
         i = put_head(buf, i, 0, boot)
         put_head(buf, i, 0, uptime_ms)
-        self.journal.append(self._mv[start:o], n)
+        # buf[start:o] as a view, from the few a board's ticks use (kept): a
+        # new view each tick would allocate in the hot path, and allocating
+        # on a fragmented heap scans it.
+        views = self._views
+        key = start << 10 | o
+        v = views.get(key)
+        if v is None:
+            v = self._mv[start:o]
+            if len(views) < _VIEWS:
+                views[key] = v
+        self.journal.append(v, n)
         return n

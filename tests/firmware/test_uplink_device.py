@@ -5,6 +5,10 @@ journal on disk, never runs out of heap and delivers every record once."""
 from __future__ import annotations
 
 import ast
+import inspect
+import io
+
+import cbor2
 
 from tests.firmware.compiled import prelude
 from tests.firmware.fakes import DEVICE_FAKES
@@ -114,3 +118,87 @@ def test_catching_up_a_full_journal_of_an_earlier_boot_fits_the_esp32_heap_and_s
     print(f"bytes allocated per record sent while catching up: {per_record:.1f} "
           f"({batches} batches, at most {big} B in one poll)")
     assert per_record <= 30
+
+
+def want(k, i):
+    # Sensor k's i-th reading in the test below (run on the device too).
+    if k == 0:
+        return 240 + 5 * i  # uptime, s: one byte, then two
+    if k == 1:
+        return 81234 - 37 * i
+    if k == 3:
+        return -60 - i % 9  # rssi
+    if k == 6:
+        return 3.98828125 - (i % 3) / 256 if i % 16 else 4.1  # 4.1: a double
+    return 21.5625 + (i % 7) / 16 + k
+
+
+TICKS = inspect.getsource(want) + r"""
+import gc
+from edgefw.ticks import TickWriter
+
+class RamJournal:
+    # Keeps each entry's bytes in one buffer made before: appending allocates nothing.
+    def __init__(self):
+        self.raw = bytearray(16000)
+        self.ends = []
+        self.used = 0
+        self.next_seq = 0
+
+    def append(self, payload, count):
+        n = len(payload)
+        self.raw[self.used:self.used + n] = payload
+        self.used += n
+        self.next_seq += count
+        return self.next_seq - count
+
+class Wave:
+    # A board's readings (uptime and free heap in integers of two widths,
+    # quantized temperatures, rssi, now and then a reading that needs a
+    # double): the widths of a tick vary, within the few a board sees.
+    def __init__(self, name, k):
+        self.name = name
+        self.unit = ""
+        self.k = k
+        self.i = 0
+        self.vals = [want(k, i) for i in range(64)]
+
+    def read(self):
+        self.i += 1
+        return self.vals[self.i % 64]
+
+j = RamJournal()
+tw = TickWriter(j, [Wave("s%d" % k, k) for k in range(7)])
+for t in range(100):  # warm-up: the views the ticks need are made once
+    tw.append(2, 70000 + 5000 * t)
+gc.collect()
+gc.disable()
+a = gc.mem_alloc()
+for t in range(100, 400):
+    tw.append(2, 70000 + 5000 * t)
+used = gc.mem_alloc() - a
+gc.enable()
+print(repr(used))
+for i in range(0, j.used, 64):
+    print(bytes(j.raw[i:min(i + 64, j.used)]).hex())
+"""
+
+
+def test_appending_ticks_allocates_nothing_once_warm_and_every_entry_keeps_its_bytes():
+    # The tick writer hands the journal a view of its buffer; a new view each
+    # tick would allocate in the hot path. The entries must still each hold
+    # their own tick: decoded on the host, they are the readings in order.
+    out = run(prelude() + TICKS, heap="esp32", timeout=120).stdout.decode().split()
+    assert int(out[0]) == 0
+    raw = bytes.fromhex("".join(out[1:]))
+    entries = []
+    dec = cbor2.CBORDecoder(io.BytesIO(raw))
+    while dec.fp.tell() < len(raw):
+        entries.append(dec.decode())
+    assert len(entries) == 400
+    for t, e in enumerate(entries):
+        assert e[:2] == [2, 70000 + 5000 * t]
+        got = dict(zip(e[2::2], e[3::2]))
+        for k in range(7):
+            i = (t + 1) % 64  # each sensor is read once per tick, from its second value on
+            assert got[k] == want(k, i), (t, k)
