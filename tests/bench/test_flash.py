@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -395,3 +396,99 @@ def test_a_board_session_starts_from_a_clean_heap_not_one_the_stopped_agent_hold
     with BoardLink(board["port"]) as link:
         out = link.exec(f"b = bytearray({int(budget * 0.6)})\nprint(len(b))")
     assert out.strip() == str(int(budget * 0.6))
+
+
+# -- a board whose image has the agent frozen in ---------------------------------------
+
+class FolderBoard:
+    """A board link over a folder (its filesystem), each exec a fresh
+    ``micropython`` there. ``frozen``, a folder holding an ``edgefw``
+    package, stands for the modules frozen into its image: ``.frozen`` in
+    code run on it names that folder, and it comes after the filesystem on
+    ``sys.path``, as on an ESP32 or a Pico W."""
+
+    port = "/dev/ttyFOLDER"
+
+    def __init__(self, fs: Path, frozen: Path | None):
+        self.fs, self.frozen = fs, frozen
+
+    def exec(self, code, timeout=10):
+        from tests.mpy import micropython_exe
+
+        flash = str(self.frozen) if self.frozen else "/nonexistent-frozen"
+        code = f"import sys\nsys.path[:] = ['', {flash!r}]\n" + code.replace("'.frozen'", repr(flash))
+        proc = subprocess.run([micropython_exe(), "-c", code], cwd=self.fs, capture_output=True,
+                              text=True, timeout=timeout, env={**os.environ, "MICROPYPATH": ""})
+        assert proc.returncode == 0, proc.stderr + proc.stdout
+        return proc.stdout
+
+    def put(self, remote, data, progress=None):
+        (self.fs / remote).parent.mkdir(parents=True, exist_ok=True)
+        (self.fs / remote).write_bytes(data)
+
+    def mkdir(self, remote):
+        (self.fs / remote).mkdir(exist_ok=True)
+
+
+def frozen_image(tmp_path: Path, version: str) -> Path:
+    """A folder standing for an image with agent ``version`` frozen in."""
+    flash = tmp_path / "flash"
+    (flash / "edgefw").mkdir(parents=True)
+    (flash / "edgefw" / "__init__.py").write_text(f'VERSION = "{version}"\nWHERE = "frozen"\n')
+    return flash
+
+
+def imported_from(board: FolderBoard) -> str:
+    """Where the board's ``import edgefw`` finds the agent at boot."""
+    return board.exec("import edgefw\nprint(getattr(edgefw, 'WHERE', 'filesystem'))").split()[-1]
+
+
+def test_a_board_with_this_agent_frozen_in_its_image_gets_no_copy_that_would_shadow_it(tmp_path):
+    from edge_agent.firmware import agent_version
+    from edge_agent.flash import Builds, Result, deploy
+
+    fs = tmp_path / "fs"
+    fs.mkdir()
+    board = FolderBoard(fs, frozen_image(tmp_path, agent_version()))
+    # A copy from an earlier flash (before the image was built): it must go.
+    board.put("edgefw/__init__.py", b'VERSION = "0.0.0"\n')
+    board.put("edgefw/agent.py", b"old = 1\n")
+    assert imported_from(board) == "filesystem"
+    result = Result(Target("b", board.port, "esp32"))
+    with Builds() as builds:
+        bundle = builds.bundle(load_board("esp32"), None)
+    copied, skipped, _ = deploy(board, bundle, lambda *a: None, result)
+    assert result.frozen == agent_version() and result.warning is None
+    assert sorted(p.name for p in fs.iterdir()) == ["board.json", "main.py"]
+    assert copied == 2 and skipped == 0
+    assert imported_from(board) == "frozen"
+
+
+def test_a_board_with_another_agent_version_frozen_gets_the_copy_and_a_warning(tmp_path):
+    from edge_agent.flash import Builds, Result, deploy
+
+    fs = tmp_path / "fs"
+    fs.mkdir()
+    board = FolderBoard(fs, frozen_image(tmp_path, "0.0.1"))
+    result = Result(Target("b", board.port, "esp32"))
+    with Builds() as builds:
+        bundle = builds.bundle(load_board("esp32"), None)
+    copied, _, _ = deploy(board, bundle, lambda *a: None, result)
+    assert copied == len(bundle.files)
+    assert result.frozen == "0.0.1"
+    assert "shadows it" in result.warning and "--firmware" in result.warning
+    assert imported_from(board) == "filesystem"
+
+
+def test_a_board_with_nothing_frozen_gets_the_agent_copied(tmp_path):
+    from edge_agent.flash import Builds, Result, deploy
+
+    fs = tmp_path / "fs"
+    fs.mkdir()
+    board = FolderBoard(fs, None)
+    result = Result(Target("b", board.port, "esp32"))
+    with Builds() as builds:
+        bundle = builds.bundle(load_board("esp32"), None)
+    copied, _, _ = deploy(board, bundle, lambda *a: None, result)
+    assert copied == len(bundle.files) and result.frozen is None and result.warning is None
+    assert (fs / "edgefw" / "uplink.mpy").exists()
