@@ -15,3 +15,11 @@ first=$(edge flash --all --json | python -c 'import json,sys; print(json.load(sy
 edge label "$first" 2>/dev/null || echo "(label for $first was printed on an earlier run)"
 edge telemetry ingest --sim --for "$SECONDS_TO_RUN"
 edge telemetry show
+cat <<EOT
+
+The demo's registry and bench folder are in $EDGE_HOME (not the default
+~/.local/share/edge). To look at them again, point edge there:
+  export EDGE_HOME=$EDGE_HOME PATH=$PWD/.venv/bin:\$PATH
+  edge telemetry show
+  edge telemetry export --format senml-json -o records.json
+EOT
