@@ -8,10 +8,17 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: setup demo test bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	# MicroPython's type stubs, one folder per port (each ships its own
+	# machine.pyi): the firmware is type-checked against them by the tests,
+	# which install nothing themselves.
+	for port in esp32 rp2; do \
+	  $(BIN)/pip install --quiet --upgrade --no-deps --target $(VENV)/mpy-stubs/$$port \
+	    "micropython-$$port-stubs>=1.24" "micropython-stdlib-stubs>=1.24" || exit 1; \
+	done
 	touch $(STAMP)
 
 setup: $(STAMP)

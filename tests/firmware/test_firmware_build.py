@@ -28,16 +28,14 @@ def test_every_firmware_module_compiles_with_mpy_cross_for_each_board_arch(arch,
 
 
 def _stubs(port: str) -> Path:
-    """MicroPython stubs for one port, installed once into their own folder.
-
-    Each port's stub package ships its own ``machine.pyi``; they cannot share
-    one site-packages, so each goes to a folder of its own beside the venv.
-    """
+    """MicroPython stubs for one port, installed by `make setup` into their own
+    folder beside the venv (each port's stub package ships its own
+    ``machine.pyi``; they cannot share one site-packages). The test run
+    installs nothing from the network."""
     target = BIN.parent / "mpy-stubs" / port
-    if not (target / "machine.pyi").exists():
-        subprocess.run([str(BIN / "python"), "-m", "pip", "install", "--quiet", "--no-deps",
-                        "--target", str(target), f"micropython-{port}-stubs>=1.24",
-                        "micropython-stdlib-stubs>=1.24"], check=True)
+    assert (target / "machine.pyi").exists(), (
+        f"MicroPython stubs for {port} are missing from {target}: run `make setup` "
+        f"(or `rm {BIN.parent / '.installed'}; make setup` if the venv predates them)")
     return target
 
 
