@@ -89,7 +89,9 @@ class RegistryWriter:
         # Jobs may keep what they learnt here (series ids); it is cleared
         # whenever a rollback may have undone some of it.
         self.cache: dict[Any, Any] = {}
-        self._queue: queue.Queue[Job | None] = queue.Queue()
+        # Unbounded, and the C queue: a link's put and the writer's get cost
+        # a fraction of queue.Queue's, whose locks are Python code.
+        self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         # The last committed group's (job, result, error): their completions
         # are called once the next group's rows go in, or when the queue is empty.
         self._pending: list[tuple[Job, Any, BaseException | None]] = []

@@ -154,6 +154,13 @@ def test_every_message_round_trips(msg):
     assert decode_message(encode_message(msg)) == msg
 
 
+@settings(max_examples=300, deadline=None)
+@given(_messages)
+def test_every_message_encodes_deterministically(msg):
+    payload = encode_message(msg)
+    assert payload == cbor2.dumps(cbor2.loads(payload), canonical=True)
+
+
 @settings(max_examples=500, deadline=None)
 @given(st.binary(max_size=200))
 def test_arbitrary_bytes_decode_or_raise_message_error_only(data):
