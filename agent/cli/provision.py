@@ -118,6 +118,11 @@ def label(device, out_dir, no_terminal, db, as_json):
             raise NotFound(f"device {device} has no identity in the registry {store.path}",
                            "check the id (`edge telemetry show` lists devices), or run "
                            "`edge provision --port PORT` on the board")
+        if not ident["identity_complete"]:
+            raise NotFound(f"the identity of {device} was never completed on its board (its "
+                           "provisioning was cut short), so it gets no label",
+                           "provision the board again (`edge flash --port PORT` or `edge provision "
+                           "--port PORT`): that removes this orphan and mints the identity whole")
         code = ident["setup_code_pending"]
         if code is None:
             when = ident["label_printed_at"]
