@@ -344,14 +344,17 @@ def registry_error(path: Path, error: BaseException, *, writing: bool = False) -
             isinstance(error, OSError):
         where = _read_only_part(path)
         if where:
-            return BadInput(f"the registry {path} cannot be {'written' if writing else 'opened'}: "
-                            f"{where} is read-only ({text})",
-                            "make it writable (chmod u+w, or remount the disk read-write), or pass --db "
-                            "with a registry in a folder you can write")
+            return _read_only_error(path, where, text)
         return BadInput(f"cannot {'write' if writing else 'read'} the registry {path} ({text})",
                         "check the disk and the file's permissions")
     return BadInput(f"cannot use the registry {path} ({text})",
                     "check the file; restore it from a backup if it is damaged")
+
+
+def _read_only_error(path: Path, where: str, detail: str) -> BadInput:
+    return BadInput(f"the registry {path} cannot be written: {where} is read-only ({detail})",
+                    "make it writable (chmod u+w, or remount the disk read-write), or pass --db "
+                    "with a registry in a folder you can write")
 
 
 def _read_only_part(path: Path) -> str | None:
@@ -438,6 +441,11 @@ class Store:
             except OSError as e:
                 raise registry_error(self.path, e, writing=True) from None
         elif create:
+            # SQLite would open a file it cannot write read-only, without a
+            # word, and fail at the first write: a writer checks up front.
+            read_only = _read_only_part(self.path)
+            if read_only:
+                raise _read_only_error(self.path, read_only, "not writable")
             # A registry made by an older version (0644 in a 0755 folder) is
             # tightened when a writer opens it: it may hold plain setup codes.
             private_dir(self.path.parent)
