@@ -104,6 +104,9 @@ def label(device, out_dir, no_terminal, db, as_json):
     (it keeps a salted hash), so a label can be made once per identity; for a
     new code, mint a new identity with `edge flash --reprovision`.
 
+    Both files hold the setup code: they are written readable only by you
+    (0600); delete them once the label is printed (docs/security.md).
+
     \b
       edge label esp32-3f9a0c12b7d4
       edge label esp32-3f9a0c12b7d4 --out /media/labels --no-terminal
@@ -144,4 +147,5 @@ def label(device, out_dir, no_terminal, db, as_json):
         return
     click.echo(f"{device} (board {ident['board']})  setup code {format_code(code)}")
     click.echo(f"label: {png}\n       {svg}")
-    click.echo("the registry no longer holds this code: keep the label with the device")
+    click.echo("the registry no longer holds this code: keep the label with the device, "
+               "and delete these files once it is printed")
