@@ -95,7 +95,7 @@ def _lines(device_id: str, board: str, code: str) -> list[tuple[str, int]]:
     return [(f"Setup code {format_code(code)}", 40), (device_id, 24), (f"board: {board}", 24)]
 
 
-def _write_private(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+def _write_private(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     """Write ``path`` through ``write`` as a new 0600 file renamed into place.
 
     A label carries the setup code: it is never readable by other users, not
