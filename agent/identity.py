@@ -13,6 +13,12 @@ What a board gets, and where:
   last: a board whose config names the id its key derives to holds a
   *complete* identity; anything else is an interrupted or foreign one.
 
+The registry row is written before the board's files and marked complete
+after ``config.json``. A run cut short in between leaves an *orphan*: it is
+removed at once when the link fails, else when the board is provisioned
+again, and ``edge label`` refuses it meanwhile (its code was never on a
+board that anyone could pair with).
+
 Device id: ``<board>-<12 hex>``, the hex being the first 6 bytes of
 SHA-256(public key), lowercase. It fits the firmware's rule (1-64 of
 ``[A-Za-z0-9._-]``) and the pairing payload's alphabet. 48 bits make a
@@ -225,6 +231,10 @@ def provision(link: BoardLink, store: Store, board: dict, *, reprovision: bool =
         if old_id == derived:
             known = store.identity(derived)
             if known is not None and known["public_key"] == pub:
+                if not known["identity_complete"]:
+                    # The board got config.json, then the bench stopped
+                    # before noting it: the identity is whole on the board.
+                    store.complete_identity(derived)
                 _ensure_anchors(link, root_public_key())
                 return Identity(derived, pub, fingerprint(pub), None, False)
             raise DeviceError(
@@ -233,7 +243,9 @@ def provision(link: BoardLink, store: Store, board: dict, *, reprovision: bool =
                 "use the registry that provisioned it (--db), or mint a new identity with "
                 "--reprovision (owners paired with it must pair again)")
         # A key without its config: an earlier run was cut short. Nobody can
-        # have paired with it, so it is replaced below.
+        # have paired with it, so it is replaced below, and the registry row
+        # that run left (an orphan, with its plain code) goes.
+        store.drop_orphan(derived)
     elif key_state == "corrupt" and not reprovision:
         raise DeviceError(
             f"the identity key on the board on {link.port} is corrupt (identity/key fails its CRC)",
@@ -257,10 +269,19 @@ def provision(link: BoardLink, store: Store, board: dict, *, reprovision: bool =
     store.record_identity(device_id, name, pub, fp, setup_verifier(code), code, _operator(operator))
     if old_id and old_id != device_id:
         store.take_setup_code(old_id)    # a label for a replaced identity must not be printed
-    link.exec(_PRELUDE + f"_i.write_setup('', {code!r})")
-    _ensure_anchors(link, anchor)
-    config = {**config, "device_id": device_id, "board": name}
-    link.put("config.json", (json.dumps(config) + "\n").encode())   # last: marks it complete
+    try:
+        link.exec(_PRELUDE + f"_i.write_setup('', {code!r})")
+        _ensure_anchors(link, anchor)
+        config = {**config, "device_id": device_id, "board": name}
+        link.put("config.json", (json.dumps(config) + "\n").encode())   # last: marks it complete
+    except BaseException:
+        # The board does not hold this identity (a power cut, a lost link):
+        # no label may be made for it. If the bench itself stops here, the
+        # row stays incomplete, is refused by `edge label`, and the next run
+        # on this board removes it.
+        store.drop_orphan(device_id)
+        raise
+    store.complete_identity(device_id)
     return Identity(device_id, pub, fp, code, True)
 
 

@@ -9,11 +9,14 @@ terminal with segno's own renderer.
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from pathlib import Path
-from typing import IO, NamedTuple
+from typing import IO, Callable, NamedTuple
 
 from edge_agent.errors import BadInput
+from edge_agent.paths import private_dir
 
 PREFIX = "EA1"
 MAX_PAYLOAD = 128
@@ -92,6 +95,22 @@ def _lines(device_id: str, board: str, code: str) -> list[tuple[str, int]]:
     return [(f"Setup code {format_code(code)}", 40), (device_id, 24), (f"board: {board}", 24)]
 
 
+def _write_private(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+    """Write ``path`` through ``write`` as a new 0600 file renamed into place.
+
+    A label carries the setup code: it is never readable by other users, not
+    even while it is written, and a reader never sees half of one.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
 def render_png(path: Path, payload: str, device_id: str, board: str, code: str) -> None:
     """Write the PNG label: the QR (``MODULE_PX`` px a module) with the text below."""
     from PIL import Image, ImageDraw, ImageFont
@@ -118,7 +137,7 @@ def render_png(path: Path, payload: str, device_id: str, board: str, code: str) 
     for (text, size), font, w in zip(lines, fonts, widths):
         draw.text(((width - w) // 2, y), text, fill=0, font=font)
         y += int(size * 1.4)
-    img.save(path, format="PNG")
+    _write_private(Path(path), lambda f: img.save(f, format="PNG"))
 
 
 def _xml(text: str) -> str:
@@ -150,26 +169,26 @@ def render_svg(path: Path, payload: str, device_id: str, board: str, code: str) 
            f'<desc>{_xml(payload)}</desc>\n'
            f'<rect width="100%" height="100%" fill="#fff"/>\n'
            f'<path fill="#000" d="{cells}"/>\n' + "\n".join(texts) + "\n</svg>\n")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(svg)
-    tmp.replace(path)
+    _write_private(Path(path), lambda f: f.write(svg.encode()))
 
 
 def render(out_dir: Path, device_id: str, board: str, code: str, fingerprint: str,
            *, terminal: IO[str] | None = None) -> tuple[Path, Path]:
-    """Write ``<device>.png`` and ``<device>.svg`` into ``out_dir``; show the QR on ``terminal``."""
+    """Write ``<device>.png`` and ``<device>.svg`` (mode 0600) into ``out_dir``; show the QR on ``terminal``.
+
+    ``out_dir`` is created 0700 if missing. Both files hold the setup code:
+    delete them once the label is printed (docs/security.md).
+    """
     payload = pairing_payload(device_id, code, fingerprint, board)
     out_dir = Path(out_dir)
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(out_dir)
     except OSError as e:
         raise BadInput(f"cannot create the label folder {out_dir} ({e.strerror})",
                        "pass --out with a folder you can write") from None
     png, svg = out_dir / f"{device_id}.png", out_dir / f"{device_id}.svg"
-    tmp = png.with_name(png.name + ".tmp")
     try:
-        render_png(tmp, payload, device_id, board, code)
-        tmp.replace(png)
+        render_png(png, payload, device_id, board, code)
         render_svg(svg, payload, device_id, board, code)
     except OSError as e:
         raise BadInput(f"cannot write the label into {out_dir} ({e.strerror})",

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -46,8 +47,9 @@ from itertools import chain, groupby
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
-from edge_agent.errors import BadInput, Busy, NotFound
+from edge_agent.errors import BadInput, Busy, EdgeError, NotFound
 from edge_agent.messages import Hello
+from edge_agent.paths import PRIVATE_FILE, private_dir, private_file
 
 APPLICATION_ID = 0x45444745   # "EDGE", in the SQLite header: marks the file as ours
 SAMPLE_BYTES = 256            # bytes of a rejected line kept as a sample
@@ -213,10 +215,27 @@ MIGRATIONS: list[tuple[str, ...]] = [
             received  INTEGER NOT NULL
         )""",
     ),
+    # 5: an identity is complete once the board holds it all (config.json
+    # written last). A row recorded by a provisioning cut short is an orphan:
+    # never labelled, and removed when its board is provisioned again.
+    # Identities recorded before this step were complete.
+    (
+        "ALTER TABLE devices ADD COLUMN identity_complete INTEGER NOT NULL DEFAULT 1",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 BOOLEAN = 2                    # samples.flags: the value is a boolean stored as 0/1
+
+# The devices columns that may be shown, exported or logged. Never the public
+# key's bytes, the setup-code verifier or the plain setup code: every reader
+# selects these by name (no ``SELECT *``), so a column added later stays
+# hidden until it is listed here.
+DEVICE_COLUMNS = ("device_id", "board", "version", "first_seen", "last_seen", "boot", "uptime_ms",
+                  "boot_start", "next_seq", "acked", "dropped", "key_fingerprint", "label_printed_at",
+                  "provisioned", "provisioned_by", "provisioned_at", "firmware_version",
+                  "agent_version", "dev", "protocol", "refused")
+_DEVICE_SELECT = ", ".join(f"d.{c}" for c in DEVICE_COLUMNS)
 
 _COLUMNS = "d.device_id, s.seq, r.name, r.unit, s.value, s.t, s.flags, b.estimated, b.boot, b.received"
 # Records with their batch, from the samples: the run holding a record is the
@@ -297,6 +316,70 @@ def _ms_bound(seconds: float) -> int:
         2**63 - 1 if seconds > 0 else -2**63)
 
 
+def registry_error(path: Path, error: BaseException, *, writing: bool = False) -> EdgeError:
+    """The :class:`EdgeError` naming the real cause of ``error`` met on the registry at ``path``.
+
+    A corrupt file, a file that is not a registry, a read-only file, folder or
+    mount, a full disk and a lock held elsewhere each get their own message
+    and fix; only a file that is not an Edge registry at all is the wrong file.
+    """
+    path = Path(path)
+    name = getattr(error, "sqlite_errorname", "") or ""
+    text = str(error)
+    if name.startswith("SQLITE_BUSY") or name.startswith("SQLITE_LOCKED") or "locked" in text:
+        return Busy(f"the registry {path} is locked by another process",
+                    "wait for it to finish, or stop the other `edge` command")
+    if name.startswith("SQLITE_CORRUPT") or "malformed" in text:
+        return BadInput(f"the registry {path} is corrupt ({text})",
+                        f"stop writing to it and restore it from a backup; `sqlite3 {path} .recover` "
+                        "saves what it can into a new file")
+    if name.startswith("SQLITE_NOTADB") or "not a database" in text:
+        return BadInput(f"{path} is not an Edge registry (not a SQLite database, or its header is damaged)",
+                        "pass --db with the registry's path; if this file is your registry, restore it "
+                        "from a backup")
+    if name.startswith("SQLITE_FULL") or getattr(error, "errno", None) == 28 or "disk is full" in text:
+        return BadInput(f"the disk holding the registry {path} is full",
+                        "free some space on it, or pass --db with a registry on another disk")
+    if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_PERM")) or \
+            isinstance(error, OSError):
+        where = _read_only_part(path)
+        if where:
+            return _read_only_error(path, where, text)
+        return BadInput(f"cannot {'write' if writing else 'read'} the registry {path} ({text})",
+                        "check the disk and the file's permissions")
+    return BadInput(f"cannot use the registry {path} ({text})",
+                    "check the file; restore it from a backup if it is damaged")
+
+
+def _read_only_error(path: Path, where: str, detail: str) -> BadInput:
+    return BadInput(f"the registry {path} cannot be written: {where} is read-only ({detail})",
+                    "make it writable (chmod u+w, or remount the disk read-write), or pass --db "
+                    "with a registry in a folder you can write")
+
+
+def _read_only_part(path: Path) -> str | None:
+    """Which of the mount, folder, file or its -wal/-shm keeps ``path`` from being written, or None."""
+    folder = path.parent
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return f"the disk mounted at {_mount_point(folder)}"
+    except OSError:
+        pass
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if file.exists() and not os.access(file, os.W_OK):
+            return f"the file {file}"
+    if folder.exists() and not os.access(folder, os.W_OK | os.X_OK):
+        return f"the folder {folder}"
+    return None
+
+
+def _mount_point(folder: Path) -> Path:
+    folder = folder.resolve()
+    while not os.path.ismount(folder) and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
 class StoredRecord(NamedTuple):
     """A telemetry record as the registry holds it (integers come back as integers)."""
 
@@ -348,14 +431,32 @@ class Store:
             if not create:
                 raise NotFound(f"no registry at {self.path}",
                                "run `edge telemetry ingest` first, or pass --db PATH (or set $EDGE_DB)")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                private_dir(self.path.parent)
+                # Created 0600 before SQLite opens it: SQLite gives the -wal
+                # and -shm files the mode of the database file.
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
+            except FileExistsError:     # created meanwhile by another process
+                pass
+            except OSError as e:
+                raise registry_error(self.path, e, writing=True) from None
+        elif create:
+            # SQLite would open a file it cannot write read-only, without a
+            # word, and fail at the first write: a writer checks up front.
+            read_only = _read_only_part(self.path)
+            if read_only:
+                raise _read_only_error(self.path, read_only, "not writable")
+            # A registry made by an older version (0644 in a 0755 folder) is
+            # tightened when a writer opens it: it may hold plain setup codes.
+            private_dir(self.path.parent)
+            for name in ("", "-wal", "-shm"):
+                private_file(self.path.with_name(self.path.name + name))
         try:
             # shared: used from several threads, one at a time (the caller holds a lock).
             self._db = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None,
                                        check_same_thread=not shared)
         except sqlite3.Error as e:
-            raise BadInput(f"cannot open the registry {self.path}: {e}",
-                           "check the path and its permissions") from None
+            raise registry_error(self.path, e, writing=create) from None
         self._depth = 0   # nesting of transaction() blocks
         # Inside staging(): the batches waiting for the block's end, and per
         # device the latest arrival and highest dropped count.
@@ -378,6 +479,8 @@ class Store:
                 try:
                     self._db.execute("PRAGMA journal_mode = WAL").fetchone()
                     self._db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+                    if create:
+                        self._check_integrity()
                     self._migrate()
                     break
                 except sqlite3.OperationalError as e:
@@ -386,15 +489,21 @@ class Store:
                     time.sleep(0.05)
         except BaseException as e:
             self._db.close()
-            if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
-                raise Busy(f"the registry {self.path} is locked by another process",
-                           "wait for it to finish, or stop the other `edge` command") from None
-            if isinstance(e, sqlite3.DatabaseError):
-                raise BadInput(f"{self.path} is not an Edge registry ({e})",
-                               "pass --db with the registry's path, or move this file away") from None
+            if isinstance(e, sqlite3.Error):
+                raise registry_error(self.path, e, writing=create) from None
             raise
 
     # -- schema
+
+    def _check_integrity(self) -> None:
+        """Refuse to write into a damaged file: ``quick_check`` reads every page once.
+
+        Run when a writer opens the registry (ingest, flash, provision), not
+        for each read: a write into a malformed page can spread the damage.
+        """
+        problems = [row[0] for row in self._db.execute("PRAGMA quick_check(3)")]
+        if problems != ["ok"]:
+            raise sqlite3.DatabaseError("database disk image is malformed: " + "; ".join(problems))
 
     def _pragma(self, name: str) -> int:
         return self._db.execute(f"PRAGMA {name}").fetchone()[0]
@@ -716,7 +825,10 @@ class Store:
     def record_identity(self, device_id: str, board: str, public_key: bytes, fingerprint: str,
                         setup_verifier: str, setup_code: str | None, operator: str | None,
                         at: float | None = None) -> None:
-        """Record a newly minted identity; ``provisioned`` restarts at 0.
+        """Record a newly minted identity, not yet complete; ``provisioned`` restarts at 0.
+
+        It is complete (:meth:`complete_identity`) once the board holds all
+        of it; until then it is an orphan-to-be that ``edge label`` refuses.
 
         ``setup_code`` is kept in plain only until :meth:`take_setup_code`
         (the label) erases it; the verifier stays. Telemetry and ingest
@@ -727,13 +839,52 @@ class Store:
             self._db.execute(
                 "INSERT INTO devices (device_id, board, first_seen, last_seen, public_key, "
                 "key_fingerprint, setup_verifier, setup_code_pending, label_printed_at, "
-                "provisioned, provisioned_by, provisioned_at) "
-                "VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6, ?7, NULL, 0, ?8, ?3) "
+                "provisioned, provisioned_by, provisioned_at, identity_complete) "
+                "VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6, ?7, NULL, 0, ?8, ?3, 0) "
                 "ON CONFLICT (device_id) DO UPDATE SET board = ?2, public_key = ?4, "
                 "key_fingerprint = ?5, setup_verifier = ?6, setup_code_pending = ?7, "
-                "label_printed_at = NULL, provisioned = 0, provisioned_by = ?8, provisioned_at = ?3",
+                "label_printed_at = NULL, provisioned = 0, provisioned_by = ?8, provisioned_at = ?3, "
+                "identity_complete = 0",
                 (device_id, board, at, bytes(public_key), fingerprint, setup_verifier,
                  setup_code, operator))
+
+    def complete_identity(self, device_id: str) -> None:
+        """The board holds the whole identity of ``device_id`` (config.json written last)."""
+        with self.transaction():
+            self._db.execute("UPDATE devices SET identity_complete = 1 WHERE device_id = ?", (device_id,))
+
+    def drop_orphan(self, device_id: str) -> bool:
+        """Remove an identity whose provisioning was cut short; True if there was one.
+
+        Only an incomplete, never provisioned identity is removed, its plain
+        setup code erased from the file (``secure_delete``). A row that ingest
+        also uses (telemetry under this id) keeps its telemetry columns and
+        loses only the identity.
+        """
+        self._db.execute("PRAGMA secure_delete = ON")
+        with self.transaction():
+            row = self._db.execute(
+                "SELECT version IS NULL AND NOT EXISTS (SELECT 1 FROM samples s WHERE s.dev = d.dev) "
+                "FROM devices d WHERE device_id = ? AND public_key IS NOT NULL "
+                "AND identity_complete = 0 AND provisioned = 0", (device_id,)).fetchone()
+            if row is None:
+                return False
+            if row[0]:
+                self._db.execute("DELETE FROM devices WHERE device_id = ?", (device_id,))
+            else:
+                self._db.execute(
+                    "UPDATE devices SET public_key = NULL, key_fingerprint = NULL, setup_verifier = NULL, "
+                    "setup_code_pending = NULL, provisioned_by = NULL, provisioned_at = NULL, "
+                    "identity_complete = 1 WHERE device_id = ?", (device_id,))
+        if not self._depth:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return True
+
+    def orphans(self) -> list[str]:
+        """Device ids whose identity was recorded but never completed on the board."""
+        return [r[0] for r in self._db.execute(
+            "SELECT device_id FROM devices WHERE public_key IS NOT NULL AND identity_complete = 0 "
+            "ORDER BY device_id")]
 
     def mark_provisioned(self, device_id: str, firmware_version: str | None,
                          agent_version: str | None) -> None:
@@ -768,11 +919,15 @@ class Store:
         return row[0]
 
     def identity(self, device_id: str) -> dict | None:
-        """The identity columns of ``device_id``, or None if it was never provisioned."""
+        """The identity columns of ``device_id``, or None if it was never provisioned.
+
+        These include the setup-code verifier and the plain code while it is
+        kept: for provisioning and the label only, never to be shown whole.
+        """
         cur = self._db.execute(
             "SELECT device_id, board, public_key, key_fingerprint, setup_verifier, "
             "setup_code_pending, label_printed_at, provisioned, provisioned_by, provisioned_at, "
-            "firmware_version, agent_version FROM devices "
+            "firmware_version, agent_version, identity_complete FROM devices "
             "WHERE device_id = ? AND public_key IS NOT NULL", (device_id,))
         row = cur.fetchone()
         if row is None:
@@ -780,25 +935,26 @@ class Store:
         out = dict(zip([c[0] for c in cur.description], row))
         out["public_key"] = bytes(out["public_key"])
         out["provisioned"] = bool(out["provisioned"])
+        out["identity_complete"] = bool(out["identity_complete"])
         return out
 
     # -- reading
 
     def device(self, device_id: str) -> dict | None:
-        """The registry's row for ``device_id`` as a dict, or None."""
-        cur = self._db.execute("SELECT * FROM devices WHERE device_id = ?", (device_id,))
+        """The registry's row for ``device_id`` (:data:`DEVICE_COLUMNS`) as a dict, or None."""
+        cur = self._db.execute(f"SELECT {_DEVICE_SELECT} FROM devices d WHERE device_id = ?", (device_id,))
         row = cur.fetchone()
         return dict(zip([c[0] for c in cur.description], row)) if row else None
 
     def devices(self) -> list[dict]:
-        """Every device row, by device id."""
-        cur = self._db.execute("SELECT * FROM devices ORDER BY device_id")
+        """Every device row (:data:`DEVICE_COLUMNS`), by device id."""
+        cur = self._db.execute(f"SELECT {_DEVICE_SELECT} FROM devices d ORDER BY device_id")
         names = [c[0] for c in cur.description]
         return [dict(zip(names, row)) for row in cur]
 
     def bad_frames(self) -> list[dict]:
         """The rejected-input counters, one dict per (source, reason)."""
-        cur = self._db.execute("SELECT * FROM ingest_errors ORDER BY source, reason")
+        cur = self._db.execute("SELECT source, reason, count, first_seen, last_seen, sample FROM ingest_errors ORDER BY source, reason")
         names = [c[0] for c in cur.description]
         return [dict(zip(names, row)) for row in cur]
 
@@ -910,26 +1066,28 @@ class Store:
 
     def refused_batches(self, device: str | None = None) -> list[dict]:
         """Refused batches, oldest first: device, link, range, reason, detail, bytes and time (ms)."""
-        sql = "SELECT * FROM refused" + (" WHERE device_id = ?" if device else "") + " ORDER BY id"
+        sql = ("SELECT id, device_id, source, first_seq, end_seq, reason, detail, payload, received "
+               "FROM refused") + (" WHERE device_id = ?" if device else "") + " ORDER BY id"
         cur = self._db.execute(sql, (device,) if device else ())
         names = [c[0] for c in cur.description]
         return [{**dict(zip(names, row)), "payload": bytes(row[names.index("payload")])} for row in cur]
 
     def conflicts(self, device: str | None = None) -> list[dict]:
         """Conflicting retransmissions, oldest first."""
-        sql = "SELECT * FROM conflicts" + (" WHERE device_id = ?" if device else "") + " ORDER BY id"
+        sql = ("SELECT id, device_id, seq, source, stored, offered, received "
+               "FROM conflicts") + (" WHERE device_id = ?" if device else "") + " ORDER BY id"
         cur = self._db.execute(sql, (device,) if device else ())
         names = [c[0] for c in cur.description]
         return [dict(zip(names, row)) for row in cur]
 
     def summary(self) -> list[dict]:
-        """One dict per device: its row plus records, names, time range (ms), gaps, refused, conflicts.
+        """One dict per device: its row (:data:`DEVICE_COLUMNS`) plus records, names, time range (ms), gaps, refused, conflicts.
 
         ``gaps`` counts the sequence numbers missing between the lowest and
         the highest stored one; ``first_t``/``last_t`` are ms since 1970 or None.
         """
         cur = self._db.execute(
-            "SELECT d.*, coalesce(a.records, 0) AS records, a.min_seq, a.max_seq, a.first_t, a.last_t, "
+            f"SELECT {_DEVICE_SELECT}, coalesce(a.records, 0) AS records, a.min_seq, a.max_seq, a.first_t, a.last_t, "
             "coalesce(a.estimated, 0) AS estimated, "
             "(SELECT count(*) FROM refused f WHERE f.device_id = d.device_id) AS refused_batches, "
             "(SELECT count(*) FROM conflicts c WHERE c.device_id = d.device_id) AS conflicts "
@@ -948,8 +1106,6 @@ class Store:
             entry["names"] = names.get(entry["dev"], [])
             entry["gaps"] = (entry["max_seq"] - entry["min_seq"] + 1 - entry["records"]
                              if entry["records"] else 0)
-            for key in ("public_key", "setup_verifier", "setup_code_pending"):
-                entry.pop(key, None)
         return out
 
     # -- lifetime

@@ -104,6 +104,9 @@ def label(device, out_dir, no_terminal, db, as_json):
     (it keeps a salted hash), so a label can be made once per identity; for a
     new code, mint a new identity with `edge flash --reprovision`.
 
+    Both files hold the setup code: they are written readable only by you
+    (0600); delete them once the label is printed (docs/security.md).
+
     \b
       edge label esp32-3f9a0c12b7d4
       edge label esp32-3f9a0c12b7d4 --out /media/labels --no-terminal
@@ -118,6 +121,11 @@ def label(device, out_dir, no_terminal, db, as_json):
             raise NotFound(f"device {device} has no identity in the registry {store.path}",
                            "check the id (`edge telemetry show` lists devices), or run "
                            "`edge provision --port PORT` on the board")
+        if not ident["identity_complete"]:
+            raise NotFound(f"the identity of {device} was never completed on its board (its "
+                           "provisioning was cut short), so it gets no label",
+                           "provision the board again (`edge flash --port PORT` or `edge provision "
+                           "--port PORT`): that removes this orphan and mints the identity whole")
         code = ident["setup_code_pending"]
         if code is None:
             when = ident["label_printed_at"]
@@ -139,4 +147,5 @@ def label(device, out_dir, no_terminal, db, as_json):
         return
     click.echo(f"{device} (board {ident['board']})  setup code {format_code(code)}")
     click.echo(f"label: {png}\n       {svg}")
-    click.echo("the registry no longer holds this code: keep the label with the device")
+    click.echo("the registry no longer holds this code: keep the label with the device, "
+               "and delete these files once it is printed")

@@ -12,10 +12,16 @@ ISO-8601 UTC.
 from __future__ import annotations
 
 import csv
+import errno
+import io
 import json
 import os
 import re
+import shutil
+import sqlite3
+import stat
 import sys
+import tempfile
 import time
 from collections import deque
 from datetime import datetime, timedelta, timezone
@@ -145,6 +151,12 @@ def _age(seconds: float) -> str:
     return f"{seconds:.0f}s"
 
 
+def registry_error(path, error):
+    from edge_agent.store import registry_error as name_it
+
+    return name_it(path, error)
+
+
 def _open_store(db: str | None):
     from edge_agent.store import Store
 
@@ -221,6 +233,8 @@ def show(device, since, until, name, limit, records_mode, db, as_json):
         else:
             _print_summary(store.summary(), store.bad_frames(), store.refused_batches(device),
                            store.conflicts(device), store.path, as_json)
+    except sqlite3.Error as e:        # read whole before printing: nothing half shown
+        raise registry_error(store.path, e) from None
     finally:
         store.close()
 
@@ -343,41 +357,102 @@ def export(fmt, device, since, until, name, refused, as_json, output, db):
         fmt = "json"
     if refused and fmt.startswith("senml"):
         raise click.UsageError("--refused exports batches, not records: use --format csv, json or jsonl")
+    target = None if output is None else _export_target(Path(output))
     store = _open_store(db)
     try:
-        rows: Iterable = (store.refused_batches(device) if refused
-                          else store.query(device=device, since=since, until=until, name=name))
-        binary = fmt == "senml-cbor"
-        if output is None:
-            try:
-                if binary:
-                    from edge_agent.senml import write_cbor
-                    write_cbor(rows, sys.stdout.buffer)
-                else:
-                    _write_export(fmt, rows, sys.stdout, refused)
-                sys.stdout.flush()
-            except BrokenPipeError:       # `edge telemetry export | head`: the reader has enough
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        # Built whole before anything is written where the user looks: an
+        # error halfway (a damaged registry, a full disk) leaves stdout empty
+        # and -o's file as it was. To stdout through an unnamed temporary
+        # file (the export may be larger than memory); to a file through a
+        # new file beside it, renamed over it at the end.
+        if target is None:
+            with tempfile.TemporaryFile() as spool:
+                count = _export_into(spool, store, fmt, refused, device, since, until, name)
+                spool.seek(0)
+                try:
+                    shutil.copyfileobj(spool, sys.stdout.buffer)
+                    sys.stdout.flush()
+                except BrokenPipeError:       # `edge telemetry export | head`: the reader has enough
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return
-        target = Path(output)
-        partial = target.with_name(target.name + ".partial")
         try:
-            if binary:
-                from edge_agent.senml import write_cbor
-                with open(partial, "wb") as bout:
-                    count = write_cbor(rows, bout)
-            else:
-                with open(partial, "w", newline="", encoding="utf-8") as out:
-                    count = _write_export(fmt, rows, out, refused)
+            fd, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+        except OSError as e:
+            raise _export_error(target, e) from None
+        try:
+            with os.fdopen(fd, "w+b") as out:
+                count = _export_into(out, store, fmt, refused, device, since, until, name)
+                os.fchmod(out.fileno(), _export_mode(target))
+            _export_target(target)        # still not a link, FIFO or device: os.replace would take its place
             os.replace(partial, target)   # a reader never sees half an export
         except OSError as e:
-            raise BadInput(f"cannot write the export to {target}: {e.strerror or e}",
-                           "check that the folder exists and is writable, or leave out -o") from None
+            raise _export_error(target, e) from None
         finally:
-            partial.unlink(missing_ok=True)
+            Path(partial).unlink(missing_ok=True)
         click.echo(f"exported {count} {'refused batches' if refused else 'records'} to {target}", err=True)
     finally:
         store.close()
+
+
+def _export_into(out: IO[bytes], store, fmt: str, refused: bool, device, since, until, name) -> int:
+    """Write the whole export into ``out``; how many rows. A registry error is an :class:`EdgeError`."""
+    try:
+        rows: Iterable = (store.refused_batches(device) if refused
+                          else store.query(device=device, since=since, until=until, name=name))
+        if fmt == "senml-cbor":
+            from edge_agent.senml import write_cbor
+            return write_cbor(rows, out)
+        text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
+        try:
+            return _write_export(fmt, rows, text, refused)
+        finally:
+            text.flush()
+            text.detach()
+    except sqlite3.Error as e:
+        raise registry_error(store.path, e) from None
+
+
+def _export_target(target: Path) -> Path:
+    """``target`` if it is absent or a regular file; a link, FIFO, device, socket or folder is refused.
+
+    ``-o`` replaces the file at its path once the export is complete, which
+    would put a regular file in place of a device node or a FIFO, or replace
+    a symbolic link instead of writing where it points. Writing *into* such a
+    path is what shell redirection is for (``> PATH``), so it is left to it.
+    """
+    try:
+        mode = target.lstat().st_mode
+    except FileNotFoundError:
+        return target
+    except OSError as e:
+        raise _export_error(target, e) from None
+    if stat.S_ISREG(mode):
+        return target
+    kind = ("a symbolic link" if stat.S_ISLNK(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a folder" if stat.S_ISDIR(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "not a regular file")
+    raise BadInput(f"the export target {target} is {kind}; -o writes only regular files",
+                   "pass -o with a regular file's path (a link's own target, if that is meant), "
+                   "or leave out -o and redirect: `edge telemetry export > PATH`")
+
+
+def _export_mode(target: Path) -> int:
+    """The mode of the file being replaced, or a new file's (0666 less the umask)."""
+    try:
+        return stat.S_IMODE(target.stat().st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def _export_error(target: Path, e: OSError) -> BadInput:
+    if e.errno == errno.ENOSPC:
+        return BadInput(f"cannot write the export to {target}: the disk is full",
+                        "free some space, or pass -o with a path on another disk")
+    return BadInput(f"cannot write the export to {target}: {e.strerror or e}",
+                    "check that the folder exists and is writable, or leave out -o")
 
 
 def _write_export(fmt: str, rows: Iterable, out: IO[str], refused: bool = False) -> int:
@@ -520,5 +595,7 @@ def live(db, device, interval, once, duration):
                     screen.update(view.table(), refresh=True)
         except KeyboardInterrupt:
             pass
+    except sqlite3.Error as e:
+        raise registry_error(store.path, e) from None
     finally:
         store.close()

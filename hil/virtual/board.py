@@ -582,8 +582,11 @@ class VirtualBoard:
             argv.append(str(rom))
         self.state = "starting"
         try:
+            # umask 077: what the board writes (identity/key, identity/setup)
+            # is its owner's alone, as a real board's flash is nobody else's.
             proc = subprocess.Popen(argv, stdin=s, stdout=s, stderr=s, cwd=self.spec.fs, env=env,
-                                    start_new_session=True, preexec_fn=_take_controlling_tty)
+                                    start_new_session=True, preexec_fn=_take_controlling_tty,
+                                    umask=0o077)
         except OSError as e:
             os.close(m)
             os.close(s)

@@ -129,7 +129,7 @@ def test_ingest_before_provisioning_and_provisioning_before_ingest_share_one_row
                           "48213907", "tester", at=200.0)
         s.record_identity("dev-b", "picow", bytes(32), "00" * 8, "v", "11223344", "tester", at=300.0)
         s.note_device(Hello("dev-b", "picow", "0.1.0", 1, 1000, 0, 0, 0), seen=400.0)
-        a, b = s.device("dev-a"), s.device("dev-b")
+        a, b = ({**s.device(d), **s.identity(d)} for d in ("dev-a", "dev-b"))
         assert (a["boot"], a["first_seen"], a["public_key"], a["provisioned_by"]) == (3, 100.0, pub, "tester")
         assert (b["version"], b["boot"], b["key_fingerprint"], b["setup_code_pending"]) == \
             ("0.1.0", 1, "00" * 8, "11223344")
@@ -433,7 +433,7 @@ def test_a_registry_of_schema_2_gains_the_identity_columns_and_keeps_its_devices
     db.close()
     with Store(path) as s:
         row = s.device("old")
-        assert (row["board"], row["last_seen"], row["provisioned"], row["public_key"]) == ("esp32", 2, 0, None)
+        assert (row["board"], row["last_seen"], row["provisioned"], row["key_fingerprint"]) == ("esp32", 2, 0, None)
         assert s.identity("old") is None
         s.record_identity("old", "esp32", bytes(range(32)), "00" * 8, "v", "48213907", "t", at=5.0)
         assert s.identity("old")["provisioned_at"] == 5.0 and s.device("old")["first_seen"] == 1
