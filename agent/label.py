@@ -27,6 +27,7 @@ _FP = re.compile(r"[0-9A-F]{16}")
 
 MODULE_PX = 8          # PNG pixels per QR module
 BORDER = 4             # quiet zone, in modules (ISO/IEC 18004 asks for 4)
+_MONO_ADVANCE = 0.6    # a monospace glyph's advance, in em (DejaVu/Liberation Mono, Courier)
 ERROR_LEVEL = "m"      # ~15 % of the code may be damaged
 
 
@@ -150,21 +151,29 @@ def render_svg(path: Path, payload: str, device_id: str, board: str, code: str) 
     matrix = [list(row) for row in qr.matrix]
     n = len(matrix)
     side = n + 2 * BORDER
-    cells = "".join(f"M{c + BORDER} {r + BORDER}h1v1h-1z"
-                    for r, row in enumerate(matrix) for c, dark in enumerate(row) if dark)
     lines = _lines(device_id, board, code)
+    # Each line is given its length (textLength, glyphs and spacing fitted to
+    # it): the advance of a wide monospace font, so it reads the same in any
+    # viewer's font and never runs past the edge. The label is as wide as its
+    # widest line, the QR centred.
+    lengths = [_MONO_ADVANCE * size / MODULE_PX * len(text) for text, size in lines]
+    width = max(side, max(lengths) + 2 * BORDER)
+    qx = (width - side) / 2
+    cells = "".join(f"M{c + BORDER + qx:g} {r + BORDER}h1v1h-1z"
+                    for r, row in enumerate(matrix) for c, dark in enumerate(row) if dark)
     height = side + sum(size / MODULE_PX * 1.4 for _, size in lines) + BORDER
     texts = []
     y = float(side)
-    for text, size in lines:
+    for (text, size), length in zip(lines, lengths):
         em = size / MODULE_PX
         y += em
-        texts.append(f'<text x="{side / 2:g}" y="{y:.2f}" font-size="{em:g}" '
+        texts.append(f'<text x="{width / 2:g}" y="{y:.2f}" font-size="{em:g}" '
+                     f'textLength="{length:.2f}" lengthAdjust="spacingAndGlyphs" '
                      f'font-family="monospace" text-anchor="middle">{_xml(text)}</text>')
         y += em * 0.4
     svg = (f'<?xml version="1.0" encoding="UTF-8"?>\n'
-           f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {side} {height:.2f}" '
-           f'width="{side * MODULE_PX}" height="{height * MODULE_PX:.0f}">\n'
+           f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width:g} {height:.2f}" '
+           f'width="{width * MODULE_PX:.0f}" height="{height * MODULE_PX:.0f}">\n'
            f'<title>{_xml(device_id)} pairing label</title>\n'
            f'<desc>{_xml(payload)}</desc>\n'
            f'<rect width="100%" height="100%" fill="#fff"/>\n'
