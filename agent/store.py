@@ -429,8 +429,13 @@ class Store:
                            "pass --db with a file path (e.g. registry.db)")
         if not self.path.exists():
             if not create:
-                raise NotFound(f"no registry at {self.path}",
-                               "run `edge telemetry ingest` first, or pass --db PATH (or set $EDGE_DB)")
+                hint = "run `edge telemetry ingest` first, or pass --db PATH (or set $EDGE_DB)"
+                demo = Path(".edge") / "registry.db"
+                if demo.is_file() and demo.resolve() != self.path.resolve():
+                    # `make demo` keeps its state in the checkout's .edge/.
+                    hint = (f"the registry of `make demo` is {demo.resolve()}: run "
+                            f"`export EDGE_HOME={Path('.edge').resolve()}` first, or pass --db {demo}")
+                raise NotFound(f"no registry at {self.path}", hint)
             try:
                 private_dir(self.path.parent)
                 # Created 0600 before SQLite opens it: SQLite gives the -wal

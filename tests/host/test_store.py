@@ -500,3 +500,14 @@ def test_migration_moves_absurd_old_times_and_values_without_failing(tmp_path):
         got = list(s.query())
     assert [(r.seq, r.value, r.t_ms, r.estimated) for r in got] == [(1, True, -(2**63), True),
                                                                      (0, 1e300, 2**63 - 1, False)]
+
+
+def test_with_no_registry_in_the_default_place_the_demos_registry_is_named(tmp_path, monkeypatch):
+    # `make demo` keeps its state in the checkout's .edge/: right after it, a
+    # user running `edge telemetry show` is told where it is and how to use it.
+    demo = tmp_path / ".edge" / "registry.db"
+    Store(demo).close()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(NotFound) as info:
+        Store(tmp_path / "home" / "registry.db", create=False)
+    assert str(demo) in info.value.hint and f"EDGE_HOME={demo.parent}" in info.value.hint
