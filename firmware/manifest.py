@@ -28,6 +28,7 @@ package(
         "cbor.py",
         "cbor_put.py",
         "cbor_read.py",
+        "cbor_tree.py",
         "clock.py",
         "clock_start.py",
         "config.py",

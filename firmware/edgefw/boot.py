@@ -167,6 +167,7 @@ def _start(b):
     agent = boot_build.build(port, board, cfg, _healthy(port, n))
     _drop("boot_build")
     _drop("cbor")  # read the state files at boot; the agent writes with messages.dump
+    _drop("cbor_tree")  # the containers cbor.loads read
     # The board file's dict (kilobytes of heap) is garbage from here on:
     # what the agent needs was copied out of it.
     board = cfg = None

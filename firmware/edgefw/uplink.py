@@ -104,14 +104,18 @@ class Uplink:
         self._error = None  # the latest error STATUS not yet sent
         self._dropped_seen = journal.dropped
         self._stuck = None  # (boot, clock changes) for which no epoch could be estimated
+        # The buffers, largest first: at boot the heap is fragmented (the
+        # board file's dict is still alive), and its largest holes are few.
+        self._raw = bytearray(_RAW)
+        # journal.read_into's index: 5 u16 an entry, 1280 bytes in one block;
+        # made from a range (sized, no 1280-byte temporary at boot's peak):
+        # read_into writes an entry's slots before they are read.
+        self._got = array("H", range(5 * _MAX_TICKS))
         self._out = bytearray(_HEAD + messages.MAX_MESSAGE)
         self._omv = memoryview(self._out)
         self._hb = bytearray(_HEAD)
         self._hmv = memoryview(self._hb)
-        self._raw = bytearray(_RAW)
         self._r = Reader(self._raw, 1, False)  # one reader, moved over the entries
-        # journal.read_into's index: 5 u16 an entry, 1280 bytes in one block.
-        self._got = array("H", bytes(10 * _MAX_TICKS))
         # Run once, from a module dropped after: its code leaves the heap.
         from edgefw import uplink_start
         try:
