@@ -38,6 +38,7 @@ package(
         "journal_open.py",
         "link_serial.py",
         "messages.py",
+        "messages_write.py",
         "outgoing.py",
         "port.py",
         "port_esp32.py",

@@ -16,6 +16,10 @@ def build(port, board, cfg, healthy):
     dev = cfg["device_id"]
     # The line buffer first, while the heap is still in one piece.
     link = SerialLink(port, None)
+    # And room for the Uplink's buffers (about 4 KB in four blocks), kept in
+    # one piece while the clock, the journal and the sensors load and drop
+    # their boot code around it; given back just before the Uplink is built.
+    room = bytearray(4352)
     clock = Clock(port, _path(port, "state/clock"))
     clock.start()
     journal = Journal(_path(port, "journal"), max_bytes=cfg["journal_bytes"],
@@ -25,6 +29,9 @@ def build(port, board, cfg, healthy):
     found = sensors_build.build(board, port, clock, dev)
     drop("sensors_build")
     ticks = TickWriter(journal, found)
+    room = None
+    import gc
+    gc.collect()
     link.uplink = Uplink(dev, board["name"], VERSION, clock, journal, ticks.table)
 
     port.write(("edge: agent %s on %s (%s), device %s, boot %d\r\n" % (
