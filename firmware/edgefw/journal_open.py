@@ -127,20 +127,20 @@ def run(j):
     nxt = max(acked, floor, gapmark)
     if prev is not None and prev > nxt:
         nxt = prev
-    j._refused = refused
+    j.refused = refused
     if add or not good:
         dropped += add
         j._save(acked, floor, dropped, gapmark)
-    j._acked = acked
+    j.acked = acked
     j._floor = floor
-    j._dropped = dropped
+    j.dropped = dropped
     j._gapmark = gapmark
-    j._next = nxt
+    j.next_seq = nxt
     j._lost = keep
     j._segs = segs
-    j._used = 0
+    j.used_bytes = 0
     for s in segs:
-        j._used += s[1]
+        j.used_bytes += s[1]
     j._cur = None
     # Segments with nothing pending go (their records are all below low,
     # persisted above); the newest stays if it holds any entry.
@@ -154,7 +154,7 @@ def run(j):
             except OSError:
                 i += 1
                 continue
-            j._used -= s[1]
+            j.used_bytes -= s[1]
             segs.pop(i)
             continue
         i += 1
