@@ -45,6 +45,7 @@ package(
         "port_rp2.py",
         "sensors.py",
         "sensors_build.py",
+        "sensors_sim.py",
         "ticks.py",
         "uplink.py",
         "uplink_estimate.py",
