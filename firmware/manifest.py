@@ -50,6 +50,7 @@ package(
         "uplink.py",
         "uplink_estimate.py",
         "uplink_start.py",
+        "uplink_v1.py",
         "why.py",
         "x25519.py",
     ],
