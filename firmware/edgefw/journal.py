@@ -311,33 +311,14 @@ class Journal:
 
     def read_last_into(self, buf):
         # The newest complete entry on flash (pending or not) read into
-        # buf[0:n]; returns n, or -1 if there is none that fits. Only the
-        # newest segment holding one is walked.
+        # buf[0:n]; returns n, or -1 if there is none that fits. Read at
+        # boot (uplink_start.py): its code is in journal_open.py, dropped after.
         self._need()
-        i = len(self._segs) - 1
-        while i >= 0:
-            seg = self._segs[i]
-            f = open(self._path(seg[0]), "rb")
-            try:
-                self._prev = None
-                pos = 0
-                last = -1
-                while True:
-                    p = self._find(f, pos, seg[2])
-                    if p < 0:
-                        break
-                    last = p
-                    n = self._e_len
-                    pos = p + _OVERHEAD + n
-                if last >= 0 and n <= len(buf):
-                    f.seek(last + _HDR)
-                    mv = memoryview(buf)[:n]
-                    if f.readinto(mv) == n:
-                        return n
-            finally:
-                f.close()
-            i -= 1
-        return -1
+        from edgefw import journal_open
+        try:
+            return journal_open.read_last_into(self, buf)
+        finally:
+            drop("journal_open")
 
     def iter_pending(self):
         # Every pending entry in order, read a few at a time; no file stays

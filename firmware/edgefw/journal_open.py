@@ -1,5 +1,6 @@
-# Journal recovery (journal.py's open()): runs once per boot, imported then
-# and dropped after, so its code does not stay in the heap.
+# Journal recovery (journal.py's open()) and read_last_into (read by
+# uplink_start.py): run once per boot, imported then and dropped after, so
+# their code does not stay in the heap.
 import os
 import struct
 from binascii import crc32
@@ -163,3 +164,32 @@ def run(j):
     j._sealed = bool(segs) and segs[-1][1] != segs[-1][2]
     j._apath = j._path(segs[-1][0]) if segs else None
     j._prune_lost()
+
+
+def read_last_into(j, buf):
+    # Journal.read_last_into: only the newest segment holding an entry is
+    # walked.
+    i = len(j._segs) - 1
+    while i >= 0:
+        seg = j._segs[i]
+        f = open(j._path(seg[0]), "rb")
+        try:
+            j._prev = None
+            pos = 0
+            last = -1
+            while True:
+                p = j._find(f, pos, seg[2])
+                if p < 0:
+                    break
+                last = p
+                n = j._e_len
+                pos = p + _OVERHEAD + n
+            if last >= 0 and n <= len(buf):
+                f.seek(last + _HDR)
+                mv = memoryview(buf)[:n]
+                if f.readinto(mv) == n:
+                    return n
+        finally:
+            f.close()
+        i -= 1
+    return -1
