@@ -10,15 +10,11 @@
 #   sends STATUS, and returns to the REPL instead of resetting when the crash
 #   could not be counted (a reset would loop uncounted).
 # A crash is an exception out of the agent or a watchdog reset; a power cut is
-# not one. This module imports nothing at its top but `const` and the
-# package's drop(); the port adapter has a guard of its own (without it no
+# not one. This module imports nothing at its top but the package's drop()
+# (what runs once, reading the files and building the agent, is in
+# boot_build.py, dropped after); the port adapter has a guard of its own (without it no
 # frame can be sent).
 from edgefw import drop as _drop  # the package is loaded already: no cost
-
-from micropython import const
-
-_MAX_CRASHES = const(3)
-
 
 def _path(port, name):
     return port.root + "/" + name if port.root else name
@@ -45,16 +41,6 @@ def safe_mode(port, device_id, reason):
     _line(port, "SAFE MODE: " + reason)
     send_status(port, device_id, "safe", reason)
     return "safe"
-
-
-def _crashes(port):
-    try:
-        from edgefw import atomic, cbor
-        raw = atomic.read(_path(port, "state/crashes"))
-        n, last = cbor.loads(raw) if raw else (0, "")
-        return int(n), str(last)
-    except Exception:
-        return 0, ""
 
 
 def _set_crashes(port, n, last):
@@ -137,39 +123,15 @@ def _crashed(b, e):
 
 
 def _start(b):
+    # The agent is built by code run once (boot_build.py), dropped after.
     port = b.port
-    from edgefw import config
-    try:
-        board, cfg = config.load(port.root)
-    except config.ConfigError as e:
-        return safe_mode(port, None, str(e))
-    _drop("config")  # read once: its code need not stay in the heap
-    dev = b.dev = cfg["device_id"]
-    n, last = _crashes(port)
-    if port.watchdog_reset():
-        n += 1
-        last = "watchdog reset"
-        _set_crashes(port, n, last)
-    b.crashes = n
-    if n >= _MAX_CRASHES:
-        return safe_mode(port, dev, "agent crashed %d times in a row (last: %s); "
-                         "fix the cause, then `edge flash` or delete state/crashes" % (n, last))
-    try:
-        import os
-        os.mkdir(_path(port, "state"))
-    except OSError:
-        pass
-    # Room kept for the state writes that free room on a full flash.
-    from edgefw import atomic
-    atomic.reserve(_path(port, "state/reserve"))
-    # Built by code run once (boot_build.py), dropped after.
     from edgefw import boot_build
-    agent = boot_build.build(port, board, cfg, _healthy(port, n))
+    agent = boot_build.start(b)
     _drop("boot_build")
     _drop("cbor")  # read the state files at boot; the agent writes with messages.dump
-    # The board file's dict (kilobytes of heap) is garbage from here on:
-    # what the agent needs was copied out of it.
-    board = cfg = None
+    _drop("cbor_tree")  # the containers cbor.loads read
+    if isinstance(agent, str):
+        return agent  # safe mode
     b.running = True
     port.kbd_intr(-1)
     try:

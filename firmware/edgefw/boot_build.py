@@ -1,7 +1,54 @@
-# The agent's objects, built at boot (boot.py): run once, imported then and
-# dropped after, so its code does not stay in the heap.
+# Boot's setup (boot.py): the board file and config, the crash count, then
+# the agent's objects. Run once, imported then and dropped after, so its
+# code does not stay in the heap.
 from edgefw import drop
-from edgefw.boot import _path
+from edgefw.boot import _healthy, _path, _set_crashes, safe_mode
+
+from micropython import const
+
+_MAX_CRASHES = const(3)
+
+
+def _crashes(port):
+    try:
+        from edgefw import atomic, cbor
+        raw = atomic.read(_path(port, "state/crashes"))
+        n, last = cbor.loads(raw) if raw else (0, "")
+        return int(n), str(last)
+    except Exception:
+        return 0, ""
+
+
+def start(b):
+    # The agent, ready to run; or what safe_mode returned.
+    port = b.port
+    from edgefw import config
+    try:
+        board, cfg = config.load(port.root)
+    except config.ConfigError as e:
+        return safe_mode(port, None, str(e))
+    drop("config")  # read once: its code need not stay in the heap
+    dev = b.dev = cfg["device_id"]
+    n, last = _crashes(port)
+    if port.watchdog_reset():
+        n += 1
+        last = "watchdog reset"
+        _set_crashes(port, n, last)
+    b.crashes = n
+    if n >= _MAX_CRASHES:
+        return safe_mode(port, dev, "agent crashed %d times in a row (last: %s); "
+                         "fix the cause, then `edge flash` or delete state/crashes" % (n, last))
+    try:
+        import os
+        os.mkdir(_path(port, "state"))
+    except OSError:
+        pass
+    # Room kept for the state writes that free room on a full flash.
+    from edgefw import atomic
+    atomic.reserve(_path(port, "state/reserve"))
+    # The board file's dict (kilobytes of heap) is garbage once this
+    # returns: what the agent needs was copied out of it.
+    return build(port, board, cfg, _healthy(port, n))
 
 
 def build(port, board, cfg, healthy):
@@ -16,6 +63,10 @@ def build(port, board, cfg, healthy):
     dev = cfg["device_id"]
     # The line buffer first, while the heap is still in one piece.
     link = SerialLink(port, None)
+    # And room for the Uplink's buffers (about 4 KB in four blocks), kept in
+    # one piece while the clock, the journal and the sensors load and drop
+    # their boot code around it; given back just before the Uplink is built.
+    room = bytearray(4352)
     clock = Clock(port, _path(port, "state/clock"))
     clock.start()
     journal = Journal(_path(port, "journal"), max_bytes=cfg["journal_bytes"],
@@ -25,6 +76,9 @@ def build(port, board, cfg, healthy):
     found = sensors_build.build(board, port, clock, dev)
     drop("sensors_build")
     ticks = TickWriter(journal, found)
+    room = None
+    import gc
+    gc.collect()
     link.uplink = Uplink(dev, board["name"], VERSION, clock, journal, ticks.table)
 
     port.write(("edge: agent %s on %s (%s), device %s, boot %d\r\n" % (

@@ -12,12 +12,14 @@
 # half) and maps in the dict's iteration order (insertion order on CPython; a
 # MicroPython dict has none, so pass a collections.OrderedDict to fix it).
 # The reader and the in-place writers live in cbor_read.py and cbor_put.py,
-# which a running board uses; this module (files, tests, a host) is read at
+# which a running board uses (the items it never reads, containers, tags,
+# floats, in cbor_tree.py); this module (files, tests, a host) is read at
 # boot and dropped by boot.py.
 import struct
 
 from edgefw.cbor_put import head_len, put, put_float, put_head  # noqa: F401 (re-exported)
-from edgefw.cbor_read import MAX_DEPTH, UNDEFINED, Reader, Simple  # noqa: F401 (re-exported)
+from edgefw.cbor_read import MAX_DEPTH, Reader  # noqa: F401 (re-exported)
+from edgefw.cbor_tree import UNDEFINED, Simple  # noqa: F401 (re-exported)
 
 _U64 = 0x10000000000000000
 

@@ -2,69 +2,27 @@
 # protocol's message reader (messages.py). Kept apart from the encoders and
 # file helpers (cbor.py), so a board at run time holds only the code it uses.
 # Errors: ValueError("CBOR: <what> at offset <n>"), never another type.
-import struct
-from math import ldexp
-
 from micropython import const
 
 # Nested arrays, maps and tags past this depth are refused both ways: every
 # level is a Python call, and a board's stack is small.
 MAX_DEPTH = const(32)
-_INF = float("inf")
-_NAN = float("nan")
 # Error texts by number: the texts live in why.py, loaded only to
-# refuse an input (their strings would take ~1.8 KB of heap for good).
+# refuse an input (their strings would take ~1.8 KB of heap for good);
+# the numbers of the items read in cbor_tree.py are there.
 _E_TRUNCATED = const(0)
 _E_RESERVED_AI = const(1)
 _E_NO_BREAK = const(2)
 _E_UTF8 = const(3)
 _E_CHUNK = const(4)
-_E_UNHASHABLE_KEY = const(5)
-_E_DUPLICATE_KEY = const(6)
 _E_NO_ITEM = const(7)
 _E_INDEFINITE = const(8)
 _E_TAG = const(9)
 _E_DEPTH = const(10)
-_E_ARRAY_LONG = const(11)
-_E_MAP_LONG = const(12)
 _E_BIGNUM = const(13)
 _E_SIMPLE_FORM = const(14)
 _E_BREAK_OR_RESERVED = const(15)
 _E_CONTAINER_LONG = const(16)
-_E_SIMPLE_VALUE_FORM = const(17)
-_E_STRAY_BREAK = const(18)
-
-
-class Simple:
-    # A simple value (major type 7) with no Python counterpart: 0..19, 23, 32..255.
-    def __init__(self, value):
-        self.value = value
-
-    def __eq__(self, other):
-        return isinstance(other, Simple) and self.value == other.value
-
-    def __hash__(self):
-        return hash(self.value)
-
-    def __repr__(self):
-        return "undefined" if self.value == 23 else "Simple(%d)" % self.value
-
-
-UNDEFINED = Simple(23)
-_SIMPLE = (False, True, None, UNDEFINED)  # simple values 20..23
-
-
-def _half(h):
-    # IEEE 754 binary16 -> float, written out because not every port's struct has "e".
-    e = (h >> 10) & 31
-    m = h & 1023
-    if e == 31:
-        v = _NAN if m else _INF
-    elif e:
-        v = ldexp(m | 1024, e - 25)
-    else:
-        v = ldexp(m, -24)
-    return -v if h & 0x8000 else v
 
 
 def _utf8_ok(b):
@@ -167,18 +125,6 @@ class Reader:
             parts.append(self.string(mt, self.arg(ib & 31, c), c))
         return (b"" if mt == 2 else "").join(parts)
 
-    def put(self, d, depth):
-        at = self.i
-        n = len(d)
-        k = self.item(depth)
-        v = self.item(depth)
-        try:
-            d[k] = v
-        except TypeError:
-            self.fail(_E_UNHASHABLE_KEY, at)
-        if len(d) == n:
-            self.fail(_E_DUPLICATE_KEY, at)
-
     def head(self):
         # Reads the initial byte at self.i and its argument; sets self.mt and
         # returns the argument (-1: indefinite length; for major type 7 the
@@ -200,48 +146,19 @@ class Reader:
         return self.arg(ai, at)
 
     def item(self, depth):
+        # Scalars here; containers, tags and other simple values in
+        # cbor_tree.py (cbor.loads, a host's checks), imported when met.
         at = self.i
         n = self.head()
         mt = self.mt
-        if mt == 7:
-            return self.simple(n, at)
         if mt < 2:
             return n if mt == 0 else -1 - n
         if mt < 4:
             return self.chunks(mt, at) if n < 0 else self.string(mt, n, at)
-        if mt == 6 and not self.tags:
-            self.fail(_E_TAG, at, n)
-        if depth >= self.max_depth:
-            self.fail(_E_DEPTH, at, self.max_depth)
-        depth += 1
-        if mt == 4:
-            if n < 0:
-                a = []
-                while not self.brk():
-                    a.append(self.item(depth))
-                return a
-            # Each item takes at least one byte: check before allocating n slots.
-            if n > self.n - self.i:
-                self.fail(_E_ARRAY_LONG, at, n, self.n - self.i)
-            a = [None] * n
-            for j in range(n):
-                a[j] = self.item(depth)
-            return a
-        if mt == 5:
-            if n > (self.n - self.i) >> 1:
-                self.fail(_E_MAP_LONG, at, n, self.n - self.i)
-            d = {}
-            while not self.brk() if n < 0 else len(d) < n:  # put() grows d by one or fails
-                self.put(d, depth)
-            return d
-        v = self.item(depth)
-        if n == 2 or n == 3:
-            if not isinstance(v, bytes):
-                self.fail(_E_BIGNUM, at, n)
-            v = int.from_bytes(v, "big")
-            return v if n == 2 else -1 - v
-        from edgefw.cbor import Tag  # tags are read by cbor.loads only
-        return Tag(n, v)
+        if mt == 7 and 19 < n < 23:
+            return n == 21 if n < 22 else None  # false, true, null
+        from edgefw import cbor_tree
+        return cbor_tree.item(self, mt, n, at, depth)
 
     def skip(self, depth):
         at = self.i
@@ -293,23 +210,3 @@ class Reader:
             self.fail(_E_CONTAINER_LONG, at, n, self.n - self.i)
         for _ in range(n * k):
             self.skip(depth)
-
-    def simple(self, ai, at):
-        if ai < 20:
-            return Simple(ai)
-        if ai < 24:
-            return _SIMPLE[ai - 20]
-        if ai == 24:
-            v = self.b[self.take(1, at)]
-            if v < 32:
-                self.fail(_E_SIMPLE_VALUE_FORM, at, v)
-            return Simple(v)
-        if ai == 25:
-            return _half(self.arg(25, at))
-        if ai == 26:
-            return struct.unpack_from(">f", self.b, self.take(4, at))[0]
-        if ai == 27:
-            return struct.unpack_from(">d", self.b, self.take(8, at))[0]
-        if ai == 31:
-            self.fail(_E_STRAY_BREAK, at)
-        self.fail(_E_RESERVED_AI, at, ai)

@@ -18,15 +18,6 @@ from edgefw.messages import TIME_MAX, TIME_MIN
 from micropython import const
 
 _KEEP_EPOCHS = const(16)  # bounded: boots whose records a journal may hold
-_BOOT_MAX = const(0xFFFFFFFE)
-
-
-def _epoch_ok(e):
-    return isinstance(e, int) and not isinstance(e, bool) and 0 <= e < TIME_MAX
-
-
-def _boot_ok(b):
-    return isinstance(b, int) and not isinstance(b, bool) and 0 <= b <= _BOOT_MAX
 
 
 class Clock:
@@ -39,21 +30,14 @@ class Clock:
         self._epochs = {}  # boot -> (epoch_ms, estimated)
         self.changes = 0  # counts writes of the state: a cache key for users
 
+    # start() (once per boot) runs from clock_start.py, dropped after; so do
+    # the rare at_least (boot, uplink_start.py) and estimate (uplink_estimate.py).
     def start(self):
-        # Runs once per boot: its code is in clock_start.py, dropped after.
         from edgefw import clock_start
         try:
             clock_start.start(self)
         finally:
             drop("clock_start")
-
-    def at_least(self, boot):
-        # Raises the boot counter to boot (persisted) if it is below: the
-        # records on the device prove boots up to boot - 1 happened, even
-        # when both counter files were lost.
-        if boot > self.boot and _boot_ok(boot):
-            self.boot = boot
-            self._save()
 
     def uptime_ms(self):
         # Accumulates tick differences so the count survives the wrap of
@@ -88,22 +72,6 @@ class Clock:
     def known(self):
         # The boots whose epoch is known, ascending.
         return sorted(self._epochs)
-
-    def estimate(self, estimates):
-        # estimates: [(boot, epoch_ms)] for earlier boots without an epoch;
-        # persisted in one write, flagged, never recomputed.
-        new = []
-        for b, e in estimates:
-            if b not in self._epochs and b < self.boot and _epoch_ok(e):
-                self._epochs[b] = (e, True)
-                new.append(b)
-        self._bound()
-        try:
-            self._save()
-        except OSError:
-            for b in new:
-                self._epochs.pop(b, None)
-            raise
 
     def forget_before(self, boot):
         # Epochs of boots with no record left on the device are not needed.

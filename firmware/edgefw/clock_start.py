@@ -1,13 +1,22 @@
-# Clock.start (clock.py): run once per boot, imported then and dropped
-# after, so its code does not stay in the heap.
+# Clock.start (clock.py), and the clock's rare writes: at_least (at boot)
+# and estimate (estimated epochs, section 2.5). Imported when needed and
+# dropped after, so their code does not stay in the heap.
 import struct
 
 from edgefw import atomic
-from edgefw.clock import _boot_ok, _epoch_ok
+from edgefw.messages import TIME_MAX
 
 from micropython import const
 
-_BOOT_MAX = const(0xFFFFFFFE)  # as in clock.py
+_BOOT_MAX = const(0xFFFFFFFE)
+
+
+def _epoch_ok(e):
+    return isinstance(e, int) and not isinstance(e, bool) and 0 <= e < TIME_MAX
+
+
+def _boot_ok(b):
+    return isinstance(b, int) and not isinstance(b, bool) and 0 <= b <= _BOOT_MAX
 
 
 def start(c):
@@ -39,3 +48,29 @@ def start(c):
     c.boot = last + 1
     c._bound()
     c._save()
+
+
+def at_least(c, boot):
+    # Raises the boot counter to boot (persisted) if it is below: the
+    # records on the device prove boots up to boot - 1 happened, even
+    # when both counter files were lost.
+    if boot > c.boot and _boot_ok(boot):
+        c.boot = boot
+        c._save()
+
+
+def estimate(c, estimates):
+    # estimates: [(boot, epoch_ms)] for earlier boots without an epoch;
+    # persisted in one write, flagged, never recomputed.
+    new = []
+    for b, e in estimates:
+        if b not in c._epochs and b < c.boot and _epoch_ok(e):
+            c._epochs[b] = (e, True)
+            new.append(b)
+    c._bound()
+    try:
+        c._save()
+    except OSError:
+        for b in new:
+            c._epochs.pop(b, None)
+        raise

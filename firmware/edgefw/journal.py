@@ -72,14 +72,16 @@ class Journal:
         self._sbuf = bytearray(24)
         self._segs = None  # [first_seq (name), file size, limit, end_seq or -1]
         self._lost = []  # [a, b) ranges of lost records at or above low
-        self._acked = 0
+        # Read by others, written by the journal only (plain attributes, not
+        # properties: each property's code would stay in the heap).
+        self.acked = 0
         self._floor = 0
-        self._dropped = 0
-        self._refused = 0
+        self.dropped = 0
+        self.refused = 0
         self.fs_full = 0  # appends that met a full filesystem
         self._gapmark = 0
-        self._next = 0
-        self._used = 0
+        self.next_seq = 0
+        self.used_bytes = 0
         self._sealed = False  # newest segment has a torn tail: append elsewhere
         self._apath = None
         self._cur = None  # (segment, offset) of the first pending entry
@@ -90,41 +92,21 @@ class Journal:
 
     # -- state ----------------------------------------------------------
     @property
-    def next_seq(self):
-        return self._next
-
-    @property
-    def acked(self):
-        return self._acked
-
-    @property
-    def dropped(self):
-        return self._dropped
-
-    @property
     def low(self):
         # Every record below this is acknowledged, refused or dropped.
         return self._low()
 
     @property
-    def refused(self):
-        return self._refused
-
-    @property
-    def used_bytes(self):
-        return self._used
-
-    @property
     def pending_count(self):
         low = self._low()
-        n = self._next - low
+        n = self.next_seq - low
         for a, b in self._lost:
             if b > low:
-                n -= min(b, self._next) - max(a, low)
+                n -= min(b, self.next_seq) - max(a, low)
         return n
 
     def _low(self):
-        return self._acked if self._acked > self._floor else self._floor
+        return self.acked if self.acked > self._floor else self._floor
 
     def _path(self, seq):
         return self._pre + "s%08x.log" % seq
@@ -135,7 +117,7 @@ class Journal:
 
     def _save(self, acked, floor, dropped, gapmark, refused=None):
         if refused is None:
-            refused = self._refused
+            refused = self.refused
         struct.pack_into(">4sIIIII", self._sbuf, 0, _STATE, acked, floor,
                          min(dropped, _U32), gapmark, min(refused, _U32))
         atomic.write(self._pre + "state", self._sbuf)
@@ -226,7 +208,7 @@ class Journal:
         if need > self.seg_bytes:
             raise ValueError("journal entry of %d bytes exceeds seg_bytes %d: send fewer records "
                              "per entry or raise seg_bytes" % (need, self.seg_bytes))
-        first = self._next
+        first = self.next_seq
         if first + count > _U32:
             raise ValueError("journal sequence numbers exhausted")
         segs = self._segs
@@ -234,7 +216,7 @@ class Journal:
         if seg is not None and (self._sealed or seg[1] + need > self.seg_bytes):
             seg = None
         # Oldest dropped only when full, never the segment written next.
-        while self._used + need > self.max_bytes and segs and segs[0] is not seg:
+        while self.used_bytes + need > self.max_bytes and segs and segs[0] is not seg:
             self._drop()
         h = self._hdr
         struct.pack_into(">BBHIH", h, 0, _MAGIC, _VERSION, n, first, count)
@@ -262,7 +244,7 @@ class Journal:
                 self._sealed = True
                 try:
                     size = os.stat(path)[6]
-                    self._used += size - seg[1]
+                    self.used_bytes += size - seg[1]
                     seg[1] = size
                 except OSError:
                     pass
@@ -275,8 +257,8 @@ class Journal:
         seg[1] += need
         seg[2] = seg[1]
         seg[3] = first + count
-        self._used += need
-        self._next = first + count
+        self.used_bytes += need
+        self.next_seq = first + count
         return first
 
     def _drop(self):
@@ -296,15 +278,15 @@ class Journal:
                 if a < end and b > low:
                     n -= min(b, end) - max(a, low)
         floor = end if end > self._floor else self._floor
-        self._save(self._acked, floor, self._dropped + n, self._gapmark)
+        self._save(self.acked, floor, self.dropped + n, self._gapmark)
         self._floor = floor
-        self._dropped += n
+        self.dropped += n
         self._cur = None
         self._prune_lost()
         # If this fails, append fails: the segment stays, already counted.
         os.remove(self._path(seg[0]))
         self._segs.pop(0)
-        self._used -= seg[1]
+        self.used_bytes -= seg[1]
         atomic.refill()
 
     # -- reading and acknowledging --------------------------------------
@@ -329,33 +311,14 @@ class Journal:
 
     def read_last_into(self, buf):
         # The newest complete entry on flash (pending or not) read into
-        # buf[0:n]; returns n, or -1 if there is none that fits. Only the
-        # newest segment holding one is walked.
+        # buf[0:n]; returns n, or -1 if there is none that fits. Read at
+        # boot (uplink_start.py): its code is in journal_open.py, dropped after.
         self._need()
-        i = len(self._segs) - 1
-        while i >= 0:
-            seg = self._segs[i]
-            f = open(self._path(seg[0]), "rb")
-            try:
-                self._prev = None
-                pos = 0
-                last = -1
-                while True:
-                    p = self._find(f, pos, seg[2])
-                    if p < 0:
-                        break
-                    last = p
-                    n = self._e_len
-                    pos = p + _OVERHEAD + n
-                if last >= 0 and n <= len(buf):
-                    f.seek(last + _HDR)
-                    mv = memoryview(buf)[:n]
-                    if f.readinto(mv) == n:
-                        return n
-            finally:
-                f.close()
-            i -= 1
-        return -1
+        from edgefw import journal_open
+        try:
+            return journal_open.read_last_into(self, buf)
+        finally:
+            drop("journal_open")
 
     def iter_pending(self):
         # Every pending entry in order, read a few at a time; no file stays
@@ -458,10 +421,10 @@ class Journal:
         # REFUSE, records the device cannot send). Lower than the pointer:
         # ignored; beyond next_seq: ValueError, nothing changed.
         self._need()
-        if next_seq > self._next:
+        if next_seq > self.next_seq:
             raise ValueError("ack %d is beyond the journal's next_seq %d: the host acknowledges "
-                             "records this device never sent" % (next_seq, self._next))
-        if next_seq <= self._acked:
+                             "records this device never sent" % (next_seq, self.next_seq))
+        if next_seq <= self.acked:
             return
         low = self._low()
         new = next_seq
@@ -487,11 +450,11 @@ class Journal:
                     f.close()
                 i += 1
                 pos = 0
-        self._save(new, self._floor, self._dropped + dropped, self._gapmark,
-                   self._refused + refused)
-        self._acked = new
-        self._dropped += dropped
-        self._refused += refused
+        self._save(new, self._floor, self.dropped + dropped, self._gapmark,
+                   self.refused + refused)
+        self.acked = new
+        self.dropped += dropped
+        self.refused += refused
         if new >= low:
             self._cur = cur
         self._prune_lost()
@@ -505,6 +468,6 @@ class Journal:
                 os.remove(self._path(segs[0][0]))
             except OSError:
                 break  # retried at the next open()
-            self._used -= segs[0][1]
+            self.used_bytes -= segs[0][1]
             segs.pop(0)
             atomic.refill()

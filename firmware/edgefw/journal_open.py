@@ -1,5 +1,6 @@
-# Journal recovery (journal.py's open()): runs once per boot, imported then
-# and dropped after, so its code does not stay in the heap.
+# Journal recovery (journal.py's open()) and read_last_into (read by
+# uplink_start.py): run once per boot, imported then and dropped after, so
+# their code does not stay in the heap.
 import os
 import struct
 from binascii import crc32
@@ -127,20 +128,20 @@ def run(j):
     nxt = max(acked, floor, gapmark)
     if prev is not None and prev > nxt:
         nxt = prev
-    j._refused = refused
+    j.refused = refused
     if add or not good:
         dropped += add
         j._save(acked, floor, dropped, gapmark)
-    j._acked = acked
+    j.acked = acked
     j._floor = floor
-    j._dropped = dropped
+    j.dropped = dropped
     j._gapmark = gapmark
-    j._next = nxt
+    j.next_seq = nxt
     j._lost = keep
     j._segs = segs
-    j._used = 0
+    j.used_bytes = 0
     for s in segs:
-        j._used += s[1]
+        j.used_bytes += s[1]
     j._cur = None
     # Segments with nothing pending go (their records are all below low,
     # persisted above); the newest stays if it holds any entry.
@@ -154,7 +155,7 @@ def run(j):
             except OSError:
                 i += 1
                 continue
-            j._used -= s[1]
+            j.used_bytes -= s[1]
             segs.pop(i)
             continue
         i += 1
@@ -163,3 +164,32 @@ def run(j):
     j._sealed = bool(segs) and segs[-1][1] != segs[-1][2]
     j._apath = j._path(segs[-1][0]) if segs else None
     j._prune_lost()
+
+
+def read_last_into(j, buf):
+    # Journal.read_last_into: only the newest segment holding an entry is
+    # walked.
+    i = len(j._segs) - 1
+    while i >= 0:
+        seg = j._segs[i]
+        f = open(j._path(seg[0]), "rb")
+        try:
+            j._prev = None
+            pos = 0
+            last = -1
+            while True:
+                p = j._find(f, pos, seg[2])
+                if p < 0:
+                    break
+                last = p
+                n = j._e_len
+                pos = p + _OVERHEAD + n
+            if last >= 0 and n <= len(buf):
+                f.seek(last + _HDR)
+                mv = memoryview(buf)[:n]
+                if f.readinto(mv) == n:
+                    return n
+        finally:
+            f.close()
+        i -= 1
+    return -1

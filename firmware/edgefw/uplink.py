@@ -104,14 +104,18 @@ class Uplink:
         self._error = None  # the latest error STATUS not yet sent
         self._dropped_seen = journal.dropped
         self._stuck = None  # (boot, clock changes) for which no epoch could be estimated
+        # The buffers, largest first: at boot the heap is fragmented (the
+        # board file's dict is still alive), and its largest holes are few.
+        self._raw = bytearray(_RAW)
+        # journal.read_into's index: 5 u16 an entry, 1280 bytes in one block;
+        # made from a range (sized, no 1280-byte temporary at boot's peak):
+        # read_into writes an entry's slots before they are read.
+        self._got = array("H", range(5 * _MAX_TICKS))
         self._out = bytearray(_HEAD + messages.MAX_MESSAGE)
         self._omv = memoryview(self._out)
         self._hb = bytearray(_HEAD)
         self._hmv = memoryview(self._hb)
-        self._raw = bytearray(_RAW)
         self._r = Reader(self._raw, 1, False)  # one reader, moved over the entries
-        # journal.read_into's index: 5 u16 an entry, 1280 bytes in one block.
-        self._got = array("H", bytes(10 * _MAX_TICKS))
         # Run once, from a module dropped after: its code leaves the heap.
         from edgefw import uplink_start
         try:
@@ -119,11 +123,6 @@ class Uplink:
             self._tables = uplink_start.load_tables(self)
         finally:
             drop("uplink_start")
-        self._index = {}
-        i = 0
-        for name, _ in self.table:
-            self._index[name] = i
-            i += 1
 
     def _table_for(self, boot):
         found = None
@@ -407,19 +406,17 @@ class Uplink:
                 and used + head_len(1 + 2 * limit) + head_len(dt) + size <= budget):
             self._size = size  # the usual case: the whole rest of the tick
             return limit
+        if v1:
+            # Rare (entries written before the upgrade): from a module kept
+            # once met.
+            from edgefw import uplink_v1
+            return uplink_v1.fit(self, r, limit, records, used, dt, budget)
         c = 0
         size = 0
         while c < limit:
             ks = r.i
-            if v1:
-                k = self._index.get(r.item(1))
-                if k is None:
-                    self._size = size
-                    return -1 if records == 0 and c == 0 else c
-                kl = head_len(k)
-            else:
-                r.skip(1)
-                kl = r.i - ks
+            r.skip(1)
+            kl = r.i - ks
             vs = r.i
             r.skip(1)
             pl = kl + r.i - vs
@@ -441,15 +438,8 @@ class Uplink:
             # The pairs' bytes as the journal holds them: one copy.
             out[i:i + size] = r.b[p0:p0 + size]
             return i + size
-        # Names become indexes; values are copied.
-        r.i = p0
-        for _ in range(c):
-            i = put_head(out, i, 0, self._index[r.item(1)])
-            vs = r.i
-            r.skip(1)
-            out[i:i + r.i - vs] = r.b[vs:r.i]
-            i += r.i - vs
-        return i
+        from edgefw import uplink_v1
+        return uplink_v1.put(self, r, i, c)
 
     def _header(self, seq, boot, ep, tid, base):
         # BATCH keys 0-8 and the key 9 of the ticks, into the header buffer.

@@ -1,5 +1,6 @@
 # The estimated-epoch walk (docs/protocol.md section 2.5), for uplink.py:
 # rare (once per clock change at most), imported then and dropped after.
+from edgefw import drop
 from edgefw.uplink import _entry_head
 
 
@@ -37,4 +38,8 @@ def estimate(u):
             nxt = nxt - last[b] - 1
             out.append((b, nxt))
     if out:
-        clock.estimate(out)
+        from edgefw import clock_start
+        try:
+            clock_start.estimate(clock, out)
+        finally:
+            drop("clock_start")

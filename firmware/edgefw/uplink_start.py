@@ -1,6 +1,6 @@
 # Uplink's start (uplink.py, Uplink.__init__): run once per boot, imported
 # then and dropped after, so its code does not stay in the heap.
-from edgefw import atomic, messages
+from edgefw import atomic, drop, messages
 from edgefw.uplink import _entry_head
 
 from micropython import const
@@ -21,7 +21,11 @@ def boot_above_journal(u):
             _entry_head(r)
         except (ValueError, IndexError):
             return
-        u.clock.at_least(r.boot + 1)
+        from edgefw import clock_start
+        try:
+            clock_start.at_least(u.clock, r.boot + 1)
+        finally:
+            drop("clock_start")
 
 
 def load_tables(u):

@@ -18,6 +18,7 @@ from tests.mpy import firmware_on_path, run
 firmware_on_path()
 
 from edgefw import cbor  # noqa: E402
+from edgefw import clock_start  # noqa: E402
 from edgefw.clock import Clock  # noqa: E402
 
 T0 = 1_763_906_430_123
@@ -105,8 +106,8 @@ for _ in range(3):
 def test_estimated_epochs_are_persisted_with_their_flag_and_never_recomputed(tmp_path):
     c = start(tmp_path / "clock")
     c = start(tmp_path / "clock")  # boot 1
-    c.estimate([(0, T0 - 10_000)])
-    c.estimate([(0, T0 - 99_999)])
+    clock_start.estimate(c, [(0, T0 - 10_000)])
+    clock_start.estimate(c, [(0, T0 - 99_999)])
     assert start(tmp_path / "clock").epoch(0) == (T0 - 10_000, True)
 
 
