@@ -151,8 +151,8 @@ def busy_error(port: str, holder: Holder | None) -> Busy:
                     f"`fuser -v {port}` names it")
     edge = holder.program.startswith("edge")
     return Busy(f"port {port} is in use by {holder.describe()}",
-                f"wait for it to finish or stop it (kill {holder.pid})"
-                + ("; one edge command owns a port at a time" if edge else "") + ", then retry")
+                f"wait for it to finish, or stop it (kill {holder.pid}), then retry"
+                + ("; one edge command owns a port at a time" if edge else ""))
 
 
 class Claim:
@@ -278,6 +278,19 @@ def holder(port: str) -> Holder | None:
     finally:
         os.close(fd)
     return None if is_url(port) else _kernel_holder(port)
+
+
+def ensure_free(port: str) -> None:
+    """Raise now, before any work, if ``port`` is no serial port or someone holds it.
+
+    For commands that claim the port later (``edge flash`` claims it per
+    board, in its worker): their input checks come before they create
+    anything. The claim itself still decides; this only fails early.
+    """
+    check_port(port)
+    who = holder(port)
+    if who is not None:
+        raise busy_error(port, who)
 
 
 def open_error(port: str, e: BaseException) -> Busy | NotFound:

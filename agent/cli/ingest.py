@@ -9,7 +9,7 @@ import time
 import click
 
 from edge_agent.cli.options import DURATION
-from edge_agent.errors import EXIT_PARTIAL, NotFound
+from edge_agent.errors import NotFound, Partial
 from edge_agent.links.serial import MAX_BAUD, MIN_BAUD
 from edge_agent.paths import default_db, default_sim_dir
 
@@ -113,10 +113,9 @@ def ingest(ports, use_sim, sim_dir, db, duration, idle, quiet_after, baud, conso
     else:
         _print_table(rows, elapsed, Table)
     if failures:
-        err.print(Text(f"error: {failures} registry write(s) failed ({outcome[0].last_error}); those "
-                       "batches were not acknowledged and the devices will send them again", style="red"))
-        err.print(Text("  fix: check the registry's disk space and that no other process holds it locked"))
-        raise click.exceptions.Exit(EXIT_PARTIAL)
+        raise Partial(f"{failures} registry write(s) failed ({outcome[0].last_error}); those "
+                      "batches were not acknowledged and the devices will send them again",
+                      "check the registry's disk space and that no other process holds it locked")
 
 
 def _print_table(rows: list[dict], elapsed: float, Table) -> None:

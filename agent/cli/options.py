@@ -44,3 +44,29 @@ class Duration(click.ParamType):
 
 
 DURATION = Duration()
+
+
+def check_regular_file(path, what: str = "file") -> None:
+    """Raise unless ``path`` is a regular file this process can read, naming
+    what it is instead (a folder, a character device such as /dev/zero)."""
+    import os
+    import stat
+
+    from edge_agent.errors import BadInput, NotFound
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise NotFound(f"{what} {path} does not exist", "check the path") from None
+    except OSError as e:
+        raise BadInput(f"cannot use {what} {path}: {e.strerror}", "check the path") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a folder" if stat.S_ISDIR(st.st_mode) else
+                "a character device" if stat.S_ISCHR(st.st_mode) else
+                "a block device" if stat.S_ISBLK(st.st_mode) else
+                "a named pipe" if stat.S_ISFIFO(st.st_mode) else
+                "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
+        raise BadInput(f"{what} {path} is {kind}, not a regular file", "pass the path of a file")
+    if not os.access(path, os.R_OK):
+        raise BadInput(f"{what} {path} is not readable (permission denied)",
+                       "fix its permissions, or run as a user who may read it")
