@@ -38,7 +38,7 @@ class BoardLink:
             self._claim.release()
             # mpremote reports every failure as "failed to access": ask the
             # kernel's lock table, so a busy port is named as such.
-            raise ports.open_error(port, e.__cause__ or e) from e
+            raise ports.open_error(port, e.__cause__ or e, claimed=True) from e
         except BaseException:
             self._claim.release()
             raise

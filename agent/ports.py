@@ -136,11 +136,14 @@ def _kernel_holder(port: str) -> Holder | None:
 def _program_of(command: str) -> str:
     """``mpremote`` for ``/usr/bin/python3 /x/bin/mpremote connect ...``."""
     words = command.split()
-    for w in words:
-        base = os.path.basename(w)
-        if base and not base.startswith("python") and not base.startswith("-"):
-            return base
-    return os.path.basename(words[0]) if words else ""
+    if not words:
+        return ""
+    if os.path.basename(words[0]).startswith("python") and len(words) > 1:
+        if words[1] == "-m" and len(words) > 2:
+            return words[2]
+        if not words[1].startswith("-"):
+            return os.path.basename(words[1])
+    return os.path.basename(words[0])
 
 
 def busy_error(port: str, holder: Holder | None) -> Busy:
@@ -176,7 +179,7 @@ class Claim:
         try:
             ser = serial.serial_for_url(self.port, exclusive=True, **kwargs)
         except (serial.SerialException, OSError, ValueError) as e:
-            raise open_error(self.port, e) from None
+            raise open_error(self.port, e, claimed=True) from None
         fd = getattr(ser, "fd", None)
         if isinstance(fd, int):
             self.exclusive(fd)
@@ -194,13 +197,16 @@ class Claim:
         """Close a port opened by :meth:`open`, clearing TIOCEXCL first: a
         virtual board's supervisor keeps its pty open, and the flag would
         outlive us."""
+        self._clear_exclusive()
+        ser.close()
+
+    def _clear_exclusive(self) -> None:
         if self._tty is not None:
             try:
                 fcntl.ioctl(self._tty, termios.TIOCNXCL)
             except OSError:
                 pass
             self._tty = None
-        ser.close()
 
     def release(self) -> None:
         """Give the port back (the lock file goes)."""
@@ -216,12 +222,7 @@ class Claim:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._tty is not None:
-            try:
-                fcntl.ioctl(self._tty, termios.TIOCNXCL)
-            except OSError:
-                pass
-            self._tty = None
+        self._clear_exclusive()
         self.release()
 
 
@@ -293,10 +294,14 @@ def ensure_free(port: str) -> None:
         raise busy_error(port, who)
 
 
-def open_error(port: str, e: BaseException) -> Busy | NotFound:
-    """The error for a port that would not open: Busy if someone holds it, else NotFound."""
+def open_error(port: str, e: BaseException, claimed: bool = False) -> Busy | NotFound:
+    """The error for a port that would not open: Busy if someone holds it, else NotFound.
+
+    ``claimed``: we hold the port's lock file ourselves, so only the kernel's
+    lock table can name the other program.
+    """
     text = str(e).lower()
-    who = holder(port)
+    who = _kernel_holder(port) if claimed and not is_url(port) else holder(port)
     if who is not None or getattr(e, "errno", None) == errno.EBUSY or "lock" in text or "busy" in text:
         return busy_error(port, who)
     return NotFound(f"cannot open port {port}: {e}",

@@ -52,9 +52,11 @@ def monitor(port, baud, raw, listen_only, duration):
     program and pid. mpremote and esptool take pyserial's lock too and fail
     at once ("failed to access" / "could not open port"), as root as well.
     Programs that take no lock (cat, screen, minicom) are refused by TIOCEXCL
-    unless they run as root, which the kernel lets through: as root, do not
-    point them at a port an edge command holds. A port that goes away while
-    monitored exits 6.
+    unless they run as root: the kernel lets root open the port, and then
+    both read it, each getting part of the bytes (ingest counts a bad frame;
+    the board sends the unacknowledged batch again). As root, do not point
+    such programs at a port an edge command holds. A port that goes away
+    while monitored exits 6.
 
     \b
     Example:

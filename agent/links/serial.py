@@ -155,7 +155,8 @@ class QuietWatch:
 
     def check(self, stats: dict[str, LinkStats], now: float) -> tuple[list[tuple[str, LinkStats, float]], list[str]]:
         """(links that just went quiet with their silence in seconds, links that resumed)."""
-        went, resumed = [], []
+        went: list[tuple[str, LinkStats, float]] = []
+        resumed: list[str] = []
         if self.after is None:
             return went, resumed
         for port, s in stats.items():

@@ -23,6 +23,7 @@ from edge_agent.cli.options import DURATION
 from edge_agent.errors import DeviceError
 
 from .test_ingest_cli import board  # noqa: F401  (a scripted device on a pty)
+from .test_port_ownership import tty  # noqa: F401  (a pty nobody writes to)
 
 EDGE = str(Path(sys.executable).parent / "edge")
 COLOUR = re.compile(r"\x1b\[[0-9;]*(3[0-9]|9[0-7]|38;)[0-9;]*m")
@@ -36,14 +37,6 @@ def home(tmp_path, monkeypatch):
     return tmp_path / "home"
 
 
-@pytest.fixture
-def silent_tty():
-    master, slave = pty.openpty()
-    yield os.ttyname(slave)
-    os.close(master)
-    os.close(slave)
-
-
 @pytest.mark.parametrize("text, seconds", [("30", 30), ("2.5", 2.5), ("30s", 30), ("500ms", 0.5),
                                            ("10m", 600), ("1h", 3600), ("0", 0)])
 def test_a_duration_is_seconds_or_a_number_with_a_unit(text, seconds):
@@ -55,8 +48,8 @@ def test_a_duration_is_seconds_or_a_number_with_a_unit(text, seconds):
 @pytest.mark.parametrize("value, words", [("-5", "negative"), ("nan", "not a duration"),
                                           ("inf", "not a duration"), ("1e400", "not a finite"),
                                           ("5 parsecs", "not a duration")])
-def test_every_duration_option_refuses_what_would_end_at_once_or_never(home, silent_tty, option, value, words):
-    args = [*option[:-1], *([silent_tty] if option[0] == "monitor" or option[1] == "ingest" else []),
+def test_every_duration_option_refuses_what_would_end_at_once_or_never(home, tty, option, value, words):
+    args = [*option[:-1], *([tty] if option[0] == "monitor" or option[1] == "ingest" else []),
             option[-1], value]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2, result.output
@@ -97,9 +90,9 @@ def test_no_color_removes_colour_from_click_and_rich_output(home, board):  # noq
     assert not COLOUR.search(shown.output), repr(shown.output)
 
 
-def test_idle_ends_a_run_whose_ports_never_send(home, silent_tty):
+def test_idle_ends_a_run_whose_ports_never_send(home, tty):
     t0 = time.monotonic()
-    result = CliRunner().invoke(main, ["telemetry", "ingest", silent_tty, "--idle", "1", "--json"])
+    result = CliRunner().invoke(main, ["telemetry", "ingest", tty, "--idle", "1", "--json"])
     assert result.exit_code == 0, result.output
     assert time.monotonic() - t0 < 5
     [row] = json.loads(result.stdout)["ports"]

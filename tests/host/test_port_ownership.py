@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent import ports
+from edge_agent.board_link import BoardLink
 from edge_agent.errors import BadInput, Busy, NotFound
 
 BIN = Path(sys.executable).parent
@@ -150,3 +151,25 @@ def test_two_edge_commands_and_mpremote_on_one_virtual_board(tmp_path):
         assert again.returncode == 0 and "BATCH" in again.stdout, again.stderr
     finally:
         edge("sim", "down", env=env)
+
+
+def test_a_port_another_program_holds_is_busy_naming_that_program(run_dir, tty):
+    # mpremote and esptool hold ports with pyserial's exclusive lock; edge
+    # comes second and names the holder from the kernel's lock table.
+    term_master, term = pty.openpty()       # miniterm wants a terminal of its own
+    other = subprocess.Popen([sys.executable, "-m", "serial.tools.miniterm", tty],
+                             stdin=term, stdout=term, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while ports.holder(tty) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for opener in (lambda: ports.open_serial(tty), lambda: BoardLink(tty)):
+            with pytest.raises(Busy) as e:
+                opener()
+            assert f"in use by serial.tools.miniterm (pid {other.pid})" in e.value.message
+            assert not ports.lock_path(tty).exists(), "a refused opener leaves no lock behind"
+    finally:
+        other.kill()
+        other.wait()
+        os.close(term_master)
+        os.close(term)
