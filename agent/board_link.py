@@ -42,7 +42,9 @@ class BoardLink:
         except BaseException:
             self._claim.release()
             raise
-        self._claim.exclusive(self._t.serial.fd)
+        fd = getattr(self._t.serial, "fd", None)    # a socket:// or rfc2217:// URL has none
+        if isinstance(fd, int):
+            self._claim.exclusive(fd)
         self._raw = False
         self._entering = False
 
