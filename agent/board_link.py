@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from typing import Callable
 
-from edge_agent.errors import Busy, DeviceError, NotFound
+from edge_agent.errors import DeviceError
 
 Progress = Callable[[int, int], None]
 
@@ -22,20 +22,31 @@ class BoardLink:
         from mpremote.transport import TransportError
         from mpremote.transport_serial import SerialTransport
 
+        from edge_agent import ports
+
         self.port = port
+        # The port is this session's alone (see edge_agent.ports): a second
+        # edge command, mpremote or esptool fails at once naming us, instead
+        # of both reading half of the board's answers.
+        self._claim = ports.claim(port)
         try:
             # A read timeout: mpremote reads a pty byte by byte and would wait
             # forever on a silent board (one powered off, or in its bootloader).
+            # mpremote opens the port with pyserial's exclusive lock.
             self._t = SerialTransport(port, baudrate=baud, timeout=io_timeout)
         except (TransportError, OSError) as e:
-            # mpremote reports every failure as "failed to access": ask
-            # pyserial directly why, so a busy port is named as such.
-            if _held_by_another(port):
-                raise Busy(f"port {port} is in use by another program",
-                           "close it (a serial monitor, another edge command) and retry") from e
-            raise NotFound(f"cannot open port {port}: {e}",
-                           "check the cable and the port name (`edge flash --all` lists boards)") from e
+            self._claim.release()
+            # mpremote reports every failure as "failed to access": ask the
+            # kernel's lock table, so a busy port is named as such.
+            raise ports.open_error(port, e.__cause__ or e, claimed=True) from e
+        except BaseException:
+            self._claim.release()
+            raise
+        fd = getattr(self._t.serial, "fd", None)    # a socket:// or rfc2217:// URL has none
+        if isinstance(fd, int):
+            self._claim.exclusive(fd)
         self._raw = False
+        self._entering = False
 
     def __enter__(self) -> "BoardLink":
         return self
@@ -45,14 +56,17 @@ class BoardLink:
 
     def close(self) -> None:
         try:
-            if self._raw:
+            # Also after a failed entry: the board may have reached the raw
+            # REPL after we gave up, and would stay there, its agent stopped.
+            if self._raw or self._entering:
                 self._t.exit_raw_repl()
         except Exception:  # the board may be gone; closing must not hide the real error
             pass
         try:
-            self._t.close()
+            self._claim.close_port(self._t)
         except Exception:
             pass
+        self._claim.release()
 
     def _enter(self) -> None:
         from mpremote.transport import TransportError
@@ -67,6 +81,7 @@ class BoardLink:
         # which runs no main.py there: the session starts from a clean heap,
         # not one the stopped agent still holds. A Ctrl-C that arrives while
         # the board is still booting can be lost: try a few times.
+        self._entering = True
         for _ in range(3):
             try:
                 self._t.serial.write(b"\r\x03\x03")
@@ -74,6 +89,7 @@ class BoardLink:
                 self._t.serial.reset_input_buffer()
                 self._t.enter_raw_repl(soft_reset=True, timeout_overall=4)
                 self._raw = True
+                self._entering = False
                 return
             except (TransportError, OSError) as e:
                 last = e
@@ -94,8 +110,7 @@ class BoardLink:
                               "check the cable, then run the command again") from e
         stdout, stderr = out
         if stderr:
-            raise DeviceError(f"the board on {self.port} raised: {stderr.decode(errors='replace').strip()}",
-                              "see the traceback above")
+            raise board_raised(self.port, stderr.decode(errors="replace"))
         return stdout.decode(errors="replace")
 
     def put(self, remote: str, data: bytes, progress: Progress | None = None) -> None:
@@ -157,18 +172,22 @@ class BoardLink:
                               "check the cable, then run the command again") from None
 
 
-def _held_by_another(port: str) -> bool:
-    """Whether ``port`` exists but another program holds its exclusive lock."""
-    import serial
-
-    try:
-        probe = serial.serial_for_url(port, exclusive=True)
-    except serial.SerialException as e:
-        return "lock" in str(e).lower() or "busy" in str(e).lower()
-    except (OSError, ValueError):
-        return False
-    probe.close()
-    return False
+def board_raised(port: str, traceback: str) -> DeviceError:
+    """The error for code that raised on the board: what it said (the last
+    line of its traceback, which names the exception) and what to do, the
+    whole traceback kept on the error for logs."""
+    lines = [line.strip() for line in traceback.strip().splitlines() if line.strip()]
+    said = lines[-1] if lines else "an exception with no message"
+    hint = "check the board's free space and files (`mpremote connect PORT fs ls`), then retry"
+    if "MemoryError" in said:
+        hint = "the board ran out of heap: reset it (a fresh heap) and retry"
+    elif "ImportError" in said:
+        hint = "a module is missing on the board: run `edge flash` again to deploy the agent"
+    elif "ENOSPC" in said or "28]" in said:
+        hint = "the board's filesystem is full: remove files (`mpremote connect PORT fs rm ...`), then retry"
+    err = DeviceError(f"the board on {port} raised {said}", hint.replace("PORT", port))
+    err.traceback = traceback
+    return err
 
 
 def file_digest(data: bytes) -> bytes:

@@ -42,3 +42,27 @@ class BadInput(EdgeError):
 
 class DeviceError(EdgeError):
     exit_code = EXIT_DEVICE
+
+
+class Partial(EdgeError):
+    """Some of several targets (ports, boards, batches) failed; the rest succeeded."""
+
+    exit_code = EXIT_PARTIAL
+
+
+def from_os_error(e: OSError) -> EdgeError:
+    """An OS error about a path that no command turned into its own error
+    (a run folder under /proc, a file where a folder should be), as an
+    EdgeError naming the path and the cause."""
+    import errno
+
+    what = e.filename if e.filename is not None else "a file"
+    cause = e.strerror or str(e)
+    if e.filename2 is not None:
+        what = f"{what} -> {e.filename2}"
+    if e.errno == errno.ENOENT:
+        return NotFound(f"cannot use {what}: {cause}", "check the path: its parent folder must exist")
+    if e.errno in (errno.EBUSY, errno.EAGAIN):
+        return Busy(f"cannot use {what}: {cause}", "close the program holding it, then retry")
+    return BadInput(f"cannot use {what}: {cause}",
+                    "pick a folder or file you can write (not under /proc or /sys, not read-only)")

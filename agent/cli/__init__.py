@@ -7,25 +7,73 @@ here; modules import their heavy dependencies inside the commands so that
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 
 import click
 
 from edge_agent import __version__
-from edge_agent.errors import EdgeError
+from edge_agent.errors import EdgeError, from_os_error
+
+
+def no_color() -> bool:
+    """Whether the user asked for no colour (https://no-color.org: set and not empty)."""
+    return bool(os.environ.get("NO_COLOR"))
 
 
 class EdgeGroup(click.Group):
-    """Turns an :class:`EdgeError` into ``error:``/``fix:`` lines and its exit code."""
+    """Reports every error of its commands the same way, once for all of them.
+
+    An :class:`EdgeError` (and an OS error about a path no command handled)
+    becomes ``error:``/``  fix:`` lines on stderr and its kind's exit code.
+    With ``--json`` anywhere on the command line, the error (click's usage
+    errors too) is instead one line of JSON on stderr, ``{"error", "fix",
+    "exit_code"}``: stdout keeps only results. ``NO_COLOR`` turns click's
+    colours off (rich reads it by itself).
+    """
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        if parent is None:
+            # ctx.meta is shared by every sub-context: the leaf command's
+            # error reaches us after its context is gone.
+            words = list(args)
+            words = words[:words.index("--")] if "--" in words else words
+            ctx = super().make_context(info_name, args, parent=parent, **extra)
+            ctx.meta["edge.json"] = "--json" in words
+            if no_color():
+                ctx.color = False
+            return ctx
+        return super().make_context(info_name, args, parent=parent, **extra)
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except EdgeError as e:
-            click.secho(f"error: {e.message}", fg="red", err=True)
-            if e.hint:
-                click.echo(f"  fix: {e.hint}", err=True)
-            sys.exit(e.exit_code)
+            report(ctx, e.message, e.hint, e.exit_code)
+        except click.ClickException as e:
+            if not ctx.meta.get("edge.json"):
+                raise
+            hint = None
+            if isinstance(e, click.UsageError) and e.ctx is not None:
+                hint = f"see `{e.ctx.command_path} --help`"
+            report(ctx, e.format_message(), hint, e.exit_code)
+        except OSError as e:
+            if e.filename is None:
+                raise
+            err = from_os_error(e)
+            report(ctx, err.message, err.hint, err.exit_code)
+
+
+def report(ctx: click.Context, message: str, hint: str | None, code: int) -> None:
+    """Print an error as the user asked (text or JSON, see :class:`EdgeGroup`) and exit with ``code``."""
+    if ctx.meta.get("edge.json"):
+        click.echo(json.dumps({"error": message, "fix": hint, "exit_code": code}), err=True)
+    else:
+        click.secho(f"error: {message}", fg="red", err=True)
+        if hint:
+            click.echo(f"  fix: {hint}", err=True)
+    sys.exit(code)
 
 
 @click.group(cls=EdgeGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -41,6 +89,12 @@ def main() -> None:
       edge sim down
 
     The registry is a SQLite file: --db, $EDGE_DB, or ~/.local/share/edge/registry.db.
+
+    Errors are `error:` and `  fix:` lines on stderr; with --json they are one
+    line of JSON on stderr instead ({"error": ..., "fix": ..., "exit_code": N})
+    and stdout carries only results. Exit codes: 2 usage, 3 not found, 4 busy
+    (a port another command holds), 5 bad input, 6 board did not answer,
+    7 some of several targets failed. NO_COLOR=1 turns colours off.
     """
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from edge_agent.cli.options import check_regular_file
 from edge_agent.errors import EXIT_PARTIAL, BadInput, EdgeError, NotFound
 from edge_agent.paths import default_db, default_sim_dir
 
@@ -159,8 +160,11 @@ def flash(board, ports, all_boards, sim_dir, firmware, reprovision, jobs, as_jso
     sim_dir = sim_dir or default_sim_dir()
     targets = _targets(board, list(ports), all_boards, sim_dir)
     fw = Path(firmware) if firmware else None
-    if fw is not None and not fw.is_file():
-        raise NotFound(f"firmware image {fw} does not exist", "check the --firmware path")
+    if fw is not None:
+        check_regular_file(fw, "firmware image")
+    from edge_agent.ports import ensure_free
+    for t in targets:   # before the registry and the OTA root key are made
+        ensure_free(t.port)
     progress = Progress(TextColumn("{task.fields[board]:<12}"), TextColumn("{task.fields[step]:<9}"),
                         BarColumn(), TextColumn("{task.fields[detail]:>15}"), TimeElapsedColumn(),
                         console=_stderr_console(), disable=as_json)

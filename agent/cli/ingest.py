@@ -8,7 +8,8 @@ import time
 
 import click
 
-from edge_agent.errors import EXIT_PARTIAL, NotFound
+from edge_agent.cli.options import DURATION
+from edge_agent.errors import NotFound, Partial
 from edge_agent.links.serial import MAX_BAUD, MIN_BAUD
 from edge_agent.paths import default_db, default_sim_dir
 
@@ -29,16 +30,21 @@ def sim_ports(run_dir) -> list[str]:
               help="Run folder of the virtual bench [default: $EDGE_SIM_DIR or ~/.local/share/edge/sim].")
 @click.option("--db", type=click.Path(dir_okay=False), default=None,
               help="Registry file [default: $EDGE_DB or ~/.local/share/edge/registry.db].")
-@click.option("--for", "duration", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
-              help="Stop after this many seconds (default: run until Ctrl-C).")
-@click.option("--idle", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
-              help="Stop once no new record has arrived for this long (after the first).")
+@click.option("--for", "duration", type=DURATION, default=None,
+              help="Stop after this long: 30, 30s, 10m, 1h (default: run until Ctrl-C).")
+@click.option("--idle", type=DURATION, default=None,
+              help="Stop once no port has delivered a new record for this long, counted from the "
+                   "start: for boards that stop sending (a drained journal, a test device). Boards "
+                   "that stream never go idle: combine with --for.")
+@click.option("--quiet-after", type=DURATION, default=30.0, show_default=True,
+              help="Warn when a port that delivered records sends none for this long (its agent "
+                   "stopped, the board lost power); counted as `quiet` in the summary.")
 @click.option("--baud", type=click.IntRange(MIN_BAUD, MAX_BAUD), default=115200, show_default=True,
               help="Serial speed of real ports (ignored by ptys and socket:// URLs).")
 @click.option("--console", is_flag=True, help="Also print each board's console text.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("-v", "--verbose", count=True, help="Log each connection and bad frame.")
-def ingest(ports, use_sim, sim_dir, db, duration, idle, baud, console, as_json, verbose):
+def ingest(ports, use_sim, sim_dir, db, duration, idle, quiet_after, baud, console, as_json, verbose):
     """Read telemetry frames from serial PORTS and store them in the registry.
 
     Each record is stored once under (device, sequence) and acknowledged only
@@ -49,11 +55,15 @@ def ingest(ports, use_sim, sim_dir, db, duration, idle, baud, console, as_json, 
     registry (the devices keep those records and send them again). PORTS are device paths
     (/dev/ttyUSB0, /dev/pts/5) or pyserial URLs (socket://host:port, rfc2217://...).
 
+    Each port is taken exclusively for the whole run (see `edge monitor
+    --help`): a port another command holds exits 4 naming it, a missing one
+    exits 3, before anything is written.
+
     \b
     Examples:
       edge telemetry ingest /dev/ttyUSB0 /dev/ttyACM0
       edge telemetry ingest --sim --for 30
-      edge telemetry ingest --sim --idle 5 --json
+      edge telemetry ingest --sim --for 10m --idle 5 --json   # ends when the boards fall silent, or after 10 min
     """
     from rich.console import Console
     from rich.table import Table
@@ -71,6 +81,10 @@ def ingest(ports, use_sim, sim_dir, db, duration, idle, baud, console, as_json, 
         ports += found
     if not ports:
         raise click.UsageError("give at least one PORT, or --sim")
+    from edge_agent.ports import check_port
+
+    for p in ports:     # before the registry is made, and before "ingesting" is said
+        check_port(p)
     db = str(db or default_db())
     err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -81,13 +95,16 @@ def ingest(ports, use_sim, sim_dir, db, duration, idle, baud, console, as_json, 
     if not as_json:
         err.print(Text(f"ingesting from {len(ports)} port(s) into {db}; Ctrl-C to stop"))
     outcome: list[IngestResult] = []
-    stats = run_ports(ports, db, duration=duration, idle=idle, baud=baud,
-                      on_console=show_console if console else None, result=outcome)
+    stats = run_ports(ports, db, duration=duration, idle=idle, baud=baud, quiet_after=quiet_after,
+                      on_console=show_console if console else None,
+                      on_quiet=lambda line: err.print(Text(line, style="yellow")), result=outcome)
     elapsed = time.time() - started
     failures = outcome[0].failures if outcome else 0
+    quiet = outcome[0].quiet if outcome else {}
     rows = [{"port": p, "devices": sorted(s.devices), "batches": s.batches, "records": s.records,
              "duplicates": s.duplicates, "conflicts": s.conflicts, "refused": s.refused,
-             "failed": s.failed, "bad_frames": dict(s.bad), "connects": s.connects}
+             "failed": s.failed, "bad_frames": dict(s.bad), "connects": s.connects,
+             "quiet": quiet.get(p, 0)}
             for p, s in stats.items()]
     if as_json:
         click.echo(json.dumps({"db": db, "seconds": round(elapsed, 2), "ports": rows,
@@ -96,10 +113,9 @@ def ingest(ports, use_sim, sim_dir, db, duration, idle, baud, console, as_json, 
     else:
         _print_table(rows, elapsed, Table)
     if failures:
-        err.print(Text(f"error: {failures} registry write(s) failed ({outcome[0].last_error}); those "
-                       "batches were not acknowledged and the devices will send them again", style="red"))
-        err.print(Text("  fix: check the registry's disk space and that no other process holds it locked"))
-        raise click.exceptions.Exit(EXIT_PARTIAL)
+        raise Partial(f"{failures} registry write(s) failed ({outcome[0].last_error}); those "
+                      "batches were not acknowledged and the devices will send them again",
+                      "check the registry's disk space and that no other process holds it locked")
 
 
 def _print_table(rows: list[dict], elapsed: float, Table) -> None:
@@ -107,14 +123,14 @@ def _print_table(rows: list[dict], elapsed: float, Table) -> None:
 
     t = Table(title=f"ingested in {elapsed:.1f} s")
     for col in ("port", "devices", "batches", "records", "dupes", "conflicts", "refused", "failed",
-                "bad frames", "connects"):
+                "bad frames", "connects", "quiet"):
         t.add_column(col, justify="right" if col not in ("port", "devices") else "left",
                      no_wrap=col in ("port", "devices"))
     for r in rows:
         bad = ", ".join(f"{k}={v}" for k, v in r["bad_frames"].items()) or "0"
         t.add_row(*[Text(str(v)) for v in (
             r["port"], ", ".join(r["devices"]) or "-", r["batches"], r["records"], r["duplicates"],
-            r["conflicts"], r["refused"], r["failed"], bad, r["connects"])])
+            r["conflicts"], r["refused"], r["failed"], bad, r["connects"], r["quiet"])])
     from edge_agent.cli import table_console
 
     table_console().print(t)

@@ -8,20 +8,32 @@ import threading
 
 import click
 
-from edge_agent.errors import Busy, NotFound
+from edge_agent.cli.options import DURATION
+from edge_agent.errors import DeviceError
 
 _EXIT_KEY = b"\x1d"  # Ctrl-], as in miniterm and telnet
+
+
+def raw_text(data: bytes) -> str:
+    """Console bytes as they came, for ``--raw``: UTF-8 text as is (a bad
+    byte as U+FFFD), line ends and tabs kept, and every other control byte
+    as ``\\xNN``, so the frames' own characters show and no stray byte can
+    drive the terminal."""
+    text = data.decode("utf-8", errors="replace")
+    return "".join(c if c >= " " or c in "\r\n\t" else f"\\x{ord(c):02x}" for c in text)
 
 
 @click.command()
 @click.argument("port")
 @click.option("--baud", type=click.IntRange(50, 12_000_000), default=115200, show_default=True)
-@click.option("--raw", is_flag=True, help="Show frames as they are, not decoded.")
+@click.option("--raw", is_flag=True,
+              help="Show the bytes as they arrive (frames undecoded; UTF-8 with bad bytes as U+FFFD, "
+                   "control bytes other than CR, LF and TAB as \\xNN).")
 @click.option("--listen-only", is_flag=True,
               help="Send nothing on opening the port (by default the monitor asks the agent to "
                    "announce itself, so HELLO, SENSORS and the pending batch show at once).")
-@click.option("--for", "duration", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
-              help="Stop after this many seconds (for scripts; default: until Ctrl-]).")
+@click.option("--for", "duration", type=DURATION, default=None,
+              help="Stop after this long: 30, 30s, 10m (default: until Ctrl-]).")
 def monitor(port, baud, raw, listen_only, duration):
     """Show a board's console, with telemetry frames decoded inline.
 
@@ -32,42 +44,63 @@ def monitor(port, baud, raw, listen_only, duration):
     asking the agent to announce itself (protocol 2 sends records only to a
     host that has sent TIME); `--listen-only` sends nothing.
 
+    One program at a time owns a port. Every edge command that opens one
+    (monitor, telemetry ingest, flash, provision) takes it exclusively: a
+    lock file naming it (in $EDGE_RUN_DIR, $XDG_RUNTIME_DIR/edge or
+    /tmp/edge-UID), pyserial's exclusive lock, and TIOCEXCL on the tty. A
+    second edge command on the port exits 4 at once, naming the holder's
+    program and pid. mpremote and esptool take pyserial's lock too and fail
+    at once ("failed to access" / "could not open port"), as root as well.
+    Programs that take no lock (cat, screen, minicom) are refused by TIOCEXCL
+    unless they run as root: the kernel lets root open the port, and then
+    both read it, each getting part of the bytes (ingest counts a bad frame;
+    the board sends the unacknowledged batch again). As root, do not point
+    such programs at a port an edge command holds. A port that goes away
+    while monitored exits 6.
+
     \b
     Example:
       edge monitor /dev/ttyUSB0
-      edge monitor $(edge sim ls --json | jq -r '.[0].port')
+      edge monitor $(edge sim ls --json | jq -r '.[0].port') --for 10s
     """
+    import select
+    import time
+
     import serial
     from rich.console import Console
 
     from edge_agent.frames import FrameDecoder
     from edge_agent.monitor import render
+    from edge_agent.ports import open_serial
 
-    try:
-        ser = serial.serial_for_url(port, baudrate=baud, timeout=0.05)
-    except serial.SerialException as e:
-        text = str(e)
-        if "busy" in text.lower() or "lock" in text.lower():
-            raise Busy(f"port {port} is in use", "close the other program using it") from e
-        raise NotFound(f"cannot open port {port}: {e}",
-                       "check the cable and the name (`ls /dev/tty*`, or `edge sim ls` for virtual boards)") from e
+    ser = open_serial(port, baudrate=baud, timeout=0.05)
     console = Console(highlight=False, soft_wrap=True)
     styles = {"frame": "dim cyan", "bad": "red"}
     decoder = FrameDecoder()
     stop = threading.Event()
+    lost: list[BaseException] = []
+
+    def show_raw(data: bytes) -> None:
+        sys.stdout.write(raw_text(data))
+        sys.stdout.flush()
 
     def reader():
         shown = ""  # a partial line (a prompt) already on screen
         while not stop.is_set():
             try:
                 data = ser.read(4096)
-            except (serial.SerialException, OSError):
-                console.print("[red]port closed[/]")
-                stop.set()
+            except (serial.SerialException, OSError) as e:
+                if not stop.is_set():
+                    lost.append(e)
+                    stop.set()
                 return
+            if raw:
+                if data:
+                    show_raw(data)
+                continue
             for ev in decoder.feed(data) if data else ():
                 try:
-                    style, text = render(ev) if not raw else ("", repr(ev))
+                    style, text = render(ev)
                 except Exception as e:   # one line lost at worst, never the reader
                     style, text = "bad", f"⟨could not show this line: {e}⟩"
                 if shown:
@@ -86,12 +119,11 @@ def monitor(port, baud, raw, listen_only, duration):
     t = threading.Thread(target=reader, daemon=True)
     t.start()
     if not listen_only:
-        import time
-
         from edge_agent.frames import encode_frame
         from edge_agent.messages import Time, encode_message
 
         ser.write(encode_frame(encode_message(Time(unix_ms=int(time.time() * 1000), hello=True))))
+    deadline = None if duration is None else time.monotonic() + duration
     interactive = sys.stdin.isatty()
     old = None
     if interactive:
@@ -108,6 +140,13 @@ def monitor(port, baud, raw, listen_only, duration):
     try:
         if interactive:
             while not stop.is_set():
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                # Wake up for the deadline and to notice a lost port, not only for keys.
+                ready, _, _ = select.select([sys.stdin.fileno()], [], [], min(left or 0.2, 0.2))
+                if not ready:
+                    continue
                 key = os.read(sys.stdin.fileno(), 64)
                 if not key or _EXIT_KEY in key:
                     break
@@ -128,3 +167,7 @@ def monitor(port, baud, raw, listen_only, duration):
             termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, old)
         t.join(timeout=1)
         ser.close()
+    if lost:
+        raise DeviceError(f"lost port {port} ({lost[0]})",
+                          "check the cable, or whether the board (or the virtual bench) was stopped; "
+                          "then run the monitor again")

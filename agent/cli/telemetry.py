@@ -31,6 +31,7 @@ from typing import IO, TYPE_CHECKING, Any, Iterable
 import click
 
 from edge_agent.cli import EdgeGroup
+from edge_agent.cli.options import Duration
 from edge_agent.errors import BadInput
 from edge_agent.paths import default_db
 
@@ -565,11 +566,11 @@ class LiveView:
 @telemetry.command()
 @db_option
 @click.option("--device", "-d", default=None, help="Only this device id.")
-@click.option("--interval", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
-              metavar="SECONDS", help="Time between refreshes.")
+@click.option("--interval", type=Duration(min=0.05), default=1.0, show_default=True,
+              help="Time between refreshes: 1, 500ms, 2s.")
 @click.option("--once", is_flag=True, help="Print the table once and exit.")
-@click.option("--duration", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
-              help="Stop after this long (default: run until Ctrl-C).")
+@click.option("--duration", type=Duration(), default=None,
+              help="Stop after this long: 30, 30s, 10m (default: run until Ctrl-C).")
 def live(db, device, interval, once, duration):
     """Watch the last value of every sensor and the records/s of every device.
 
