@@ -38,13 +38,14 @@ from edge_agent.paths import default_db
 if TYPE_CHECKING:
     from rich.text import JustifyMethod
 
-_RELATIVE = re.compile(r"-\s*(\d+(?:\.\d*)?)\s*(s|m|h|d|w)", re.IGNORECASE)
+_RELATIVE = re.compile(r"-?\s*(\d+(?:\.\d*)?)\s*(s|m|h|d|w)(?:\s+ago)?", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-TIME_HELP = "ISO-8601 (2026-11-23T14:05:00Z) or relative (-10m, -2h, -1d)"
+TIME_HELP = "ISO-8601 (2026-11-23T14:05:00Z) or a time ago (10m, 2h, 1d; also -10m)"
 
 
 def parse_time(text: str, now: float | None = None) -> float:
-    """Unix seconds for an ISO-8601 time (UTC if no offset), ``now``, or ``-N[smhdw]``.
+    """Unix seconds for an ISO-8601 time (UTC if no offset), ``now``, or a time
+    ago: ``N[smhdw]``, ``-N[smhdw]`` or ``N[smhdw] ago``.
 
     Raises ValueError naming the accepted forms.
     """

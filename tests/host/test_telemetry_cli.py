@@ -67,9 +67,12 @@ def test_parse_time_reads_iso_8601_and_relative_times():
     assert parse_time("-1.5d", now) == now - 1.5 * 86400
     assert parse_time("-30s", now) == now - 30
     assert parse_time("now", now) == now
+    # A time ago, as `--since 10m` reads to a person (and journalctl's "10m ago").
+    assert parse_time("10m", now) == now - 600
+    assert parse_time("2h ago", now) == now - 7200
 
 
-@pytest.mark.parametrize("bad", ["yesterday", "10m", "-10x", "2026-13-01", ""])
+@pytest.mark.parametrize("bad", ["yesterday", "10", "-10x", "10m later", "2026-13-01", ""])
 def test_a_bad_time_gets_a_usage_error_naming_the_accepted_forms(db, bad):
     result = edge("telemetry", "show", "--db", str(db), "--since", bad)
     assert result.exit_code == EXIT_USAGE
