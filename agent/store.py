@@ -433,8 +433,8 @@ class Store:
                 demo = Path(".edge") / "registry.db"
                 if demo.is_file() and demo.resolve() != self.path.resolve():
                     # `make demo` keeps its state in the checkout's .edge/.
-                    hint = (f"the registry of `make demo` is {demo.resolve()}: run "
-                            f"`export EDGE_HOME={Path('.edge').resolve()}` first, or pass --db {demo}")
+                    hint += (f"; the registry of `make demo` is {demo.resolve()}: "
+                             f"`export EDGE_HOME={Path('.edge').resolve()}` reaches it")
                 raise NotFound(f"no registry at {self.path}", hint)
             try:
                 private_dir(self.path.parent)
