@@ -125,8 +125,27 @@ def find_port(port: str, sim_dir: Path | str | None = None,
 
 # What a board's MicroPython says of itself: sys.platform and
 # sys.implementation._machine ("Generic ESP32C3 module with ESP32C3",
-# "Raspberry Pi Pico W with RP2040", ...).
-PLATFORM_PROBE = "import sys\nprint(sys.platform)\nprint(getattr(sys.implementation, '_machine', ''))"
+# "Raspberry Pi Pico W with RP2040", ...). A board that stands in for another
+# chip (a virtual board runs the Unix port) states the platform and machine
+# of the chip it stands for in its ``machine`` module, as ``PLATFORM`` and
+# ``MACHINE``; one probe serves every kind of board.
+PLATFORM_PROBE = """\
+import sys
+_p, _m = sys.platform, getattr(sys.implementation, '_machine', '')
+try:
+    import machine
+    _p, _m = machine.PLATFORM, machine.MACHINE
+except (ImportError, AttributeError):
+    pass
+print(_p)
+print(_m)
+"""
+
+
+def read_identity(link) -> tuple[str, str]:
+    """(platform, machine) as the board on ``link`` states them."""
+    lines = [s.strip() for s in link.exec(PLATFORM_PROBE).splitlines()]
+    return (lines[0] if lines else ""), (lines[1] if len(lines) > 1 else "")
 
 
 def board_from_platform(platform: str, machine: str, choices: Iterable[str] | None = None) -> str | None:
@@ -147,7 +166,4 @@ def board_from_platform(platform: str, machine: str, choices: Iterable[str] | No
 
 def ask_board(link, choices: Iterable[str] | None = None) -> str | None:
     """Ask the board on ``link`` (a BoardLink) which board type it is."""
-    lines = link.exec(PLATFORM_PROBE).splitlines()
-    platform = lines[0].strip() if lines else ""
-    machine = lines[1].strip() if len(lines) > 1 else ""
-    return board_from_platform(platform, machine, choices)
+    return board_from_platform(*read_identity(link), choices)

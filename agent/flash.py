@@ -221,6 +221,30 @@ def check_micropython(link, target: Target, want: tuple[int, int, int]) -> str:
     return lines[2]
 
 
+def check_board_type(link, target: Target, board: dict) -> None:
+    """Check the board on ``link`` is of the type ``target.board`` names, by
+    what it says it is (:func:`edge_agent.discover.read_identity`); raise
+    BadInput naming both types and the ``--board`` that fits."""
+    from edge_agent.boards import board_says_it_is, known_boards, load_board
+    from edge_agent.discover import board_from_platform, read_identity
+
+    platform, machine = read_identity(link)
+    if board_says_it_is(board, platform, machine):
+        return
+    fits = [n for n in known_boards() if board_says_it_is(load_board(n), platform, machine)]
+    guess = board_from_platform(platform, machine, fits)
+    if guess is not None:
+        fits.sort(key=lambda n: n != guess)
+    says = f"{platform or '?'}, {machine!r}" if machine else (platform or "nothing")
+    if fits:
+        raise BadInput(f"{target.name} on {target.port} is not of board type {target.board!r}: it says "
+                       f"{says}, which is board type {fits[0]!r}",
+                       f"pass --board {fits[0]}" + (f" (or one of: {', '.join(fits[1:])})" if fits[1:] else ""))
+    raise BadInput(f"{target.name} on {target.port} is not of board type {target.board!r}: it says {says}, "
+                   "which no board file describes",
+                   "pass the --board it is, or add a board file for it to boards/")
+
+
 _HASHES = """\
 import hashlib, binascii, json
 _out = {}
@@ -487,6 +511,7 @@ def flash_board(target: Target, store_path: Path | str, *, firmware: Path | None
                 fw_version = check_micropython(link, target, bundle.mpy)
             except DeviceError as e:
                 raise _explain_mode(target, e) from None
+            check_board_type(link, target, board)
             result.steps.append("check")
             progress(step, 1, 1)
 

@@ -116,7 +116,8 @@ class BoardSpec:
     """What the supervisor needs to run one board (one entry of ``bench.json``)."""
 
     def __init__(self, name: str, board: str, heap_bytes: int, fs: str, console_log: str, home: str,
-                 chip: str | None = None, family: str | None = None, flash_size: int = 0):
+                 chip: str | None = None, family: str | None = None, flash_size: int = 0,
+                 machine: str = ""):
         self.name = name
         self.board = board
         self.heap_bytes = heap_bytes
@@ -126,6 +127,7 @@ class BoardSpec:
         self.chip = chip                # "esp32", "esp32s3", "rp2040", ...
         self.family = family            # the board file's micropython_port: "esp32", "rp2", "unix"
         self.flash_size = flash_size    # bytes; 0: no flash file
+        self.machine = machine          # what the board says it is (its machine string)
 
     @property
     def bootloader(self) -> str | None:
@@ -151,7 +153,14 @@ class BoardSpec:
     @classmethod
     def from_dict(cls, d: dict) -> "BoardSpec":
         return cls(d["name"], d["board"], int(d["heap_bytes"]), d["fs"], d["console_log"], d["home"],
-                   d.get("chip"), d.get("family"), int(d.get("flash_size") or 0))
+                   d.get("chip"), d.get("family"), int(d.get("flash_size") or 0), d.get("machine") or "")
+
+    @property
+    def platform(self) -> str:
+        """The ``sys.platform`` of the chip the board stands for."""
+        from edge_agent.boards import PORT_PLATFORMS
+
+        return PORT_PLATFORMS.get(self.family or "", "linux")
 
 
 class VirtualBoard:
@@ -568,6 +577,9 @@ class VirtualBoard:
         env = dict(os.environ)
         env["HOME"] = self.spec.home        # the REPL keeps its history there
         env.pop("MICROPYINSPECT", None)
+        # The identity the board states (vmachine.py): the chip it stands for.
+        env["EDGE_BOARD_PLATFORM"] = self.spec.platform
+        env["EDGE_BOARD_MACHINE"] = self.spec.machine
         # The agent frozen into the board's "flash" (rom.py) when it boots to
         # run main.py: the heap holds the board's budget plus the image and
         # its names, which stand for the flash. A raw-REPL session (mpremote,

@@ -61,6 +61,13 @@ def plan_names(boards: list[str], count: int = 1) -> list[tuple[str, str]]:
     return out
 
 
+def virtual_machine(board: dict) -> str:
+    """The machine string a virtual board of type ``board`` states, as
+    MicroPython builds one ("<board> with <MCU>"), so the host's one check of
+    a board's type (edge_agent.boards.board_says_it_is) applies to it."""
+    return f"Virtual {board.get('title') or board['name']} with {str(board.get('chip', '')).upper()}"
+
+
 class Bench:
     """A virtual bench in a run folder (default ``$EDGE_SIM_DIR`` or ~/.local/share/edge/sim)."""
 
@@ -110,7 +117,8 @@ class Bench:
                 specs.append({"name": name, "board": board, "heap_bytes": int(f["heap_bytes"]),
                               "fs": str(fs), "console_log": str(home / "console.log"), "home": str(home),
                               "chip": f.get("chip"), "family": f.get("micropython_port"),
-                              "flash_size": int((f.get("flash") or {}).get("size") or 0)})
+                              "flash_size": int((f.get("flash") or {}).get("size") or 0),
+                              "machine": virtual_machine(f)})
             st.write_json_atomic(bench.rundir / st.BENCH, {"micropython": micropython, "boards": specs})
             with open(bench.rundir / st.LOG, "ab") as logf:
                 launcher = subprocess.Popen(
