@@ -52,7 +52,6 @@ if TYPE_CHECKING:
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 SALT_BYTES = 16
 ID_HEX = 12
-_BOARD_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 
 
 class Identity(NamedTuple):
@@ -209,10 +208,11 @@ def provision(link: BoardLink, store: Store, board: dict, *, reprovision: bool =
     does not know (both fixed by ``reprovision=True``) and when the board
     does not answer.
     """
+    from edge_agent.boards import is_board_name
     from edge_ota.keys import root_public_key
 
     name = board.get("name") if isinstance(board, dict) else None
-    if not isinstance(name, str) or not _BOARD_NAME.fullmatch(name):
+    if not is_board_name(name):
         raise BadInput(f"board name {name!r} is not usable in a device id",
                        "use a board file whose name is lowercase letters, digits and '-'")
     state, config = _board_state(link)
