@@ -43,6 +43,7 @@ import secrets
 import socket
 from typing import TYPE_CHECKING, NamedTuple
 
+from edge_agent import device_fs
 from edge_agent.errors import BadInput, DeviceError
 
 if TYPE_CHECKING:
@@ -153,7 +154,7 @@ def _board_state(link: BoardLink) -> tuple[dict, dict]:
     except (ValueError, IndexError):
         raise DeviceError(f"the board on {link.port} answered the identity check with {out!r}",
                           "check that it runs this version of the agent (`edge flash`)") from None
-    raw = link.get("config.json")
+    raw = link.get(device_fs.CONFIG_JSON)
     config: dict = {}
     if raw:
         try:
@@ -260,7 +261,7 @@ def provision(link: BoardLink, store: Store, board: dict, *, reprovision: bool =
     link.exec(_PRELUDE + f"_i.write_setup('', {code!r})")
     _ensure_anchors(link, anchor)
     config = {**config, "device_id": device_id, "board": name}
-    link.put("config.json", (json.dumps(config) + "\n").encode())   # last: marks it complete
+    link.put(device_fs.CONFIG_JSON, device_fs.config_json(config))   # last: marks it complete
     return Identity(device_id, pub, fp, code, True)
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
+import tempfile
 from pathlib import Path
 
+from edge_agent import device_fs
 from edge_agent.boards import load_board
 from edge_agent.errors import BadInput, NotFound
 from edge_agent.paths import BOARDS_DIR, FIRMWARE_DIR
@@ -35,24 +37,23 @@ def install_firmware(fs_dir: Path, board_name: str, device_id: str, *, reflash: 
     """
     fs_dir = Path(fs_dir)
     firmware_dir = Path(firmware_dir)
-    main_py = firmware_dir / "main.py"
-    package = firmware_dir / "edgefw"
+    main_py = firmware_dir / device_fs.MAIN_PY
+    package = firmware_dir / device_fs.PACKAGE_DIR
     if not main_py.is_file() or not package.is_dir():
         raise NotFound(f"no firmware to install: {main_py} or {package}/ is missing",
                        hint="build the firmware first, or start blank boards with --blank")
     board = load_board(board_name, boards_dir)
     fs_dir.mkdir(parents=True, exist_ok=True)
-    if reflash or not (fs_dir / "main.py").exists():
-        from edge_agent.firmware import build
-
-        if (fs_dir / "edgefw").is_dir():
-            shutil.rmtree(fs_dir / "edgefw")
+    if reflash or not (fs_dir / device_fs.MAIN_PY).exists():
+        if (fs_dir / device_fs.PACKAGE_DIR).is_dir():
+            shutil.rmtree(fs_dir / device_fs.PACKAGE_DIR)
         # Bytecode only (no native code), so it runs on the host's
         # interpreter whatever the board's own architecture.
-        build(fs_dir, None, source=firmware_dir)
-    if reflash or not (fs_dir / "board.json").exists():
-        _write_json(fs_dir / "board.json", board)
-    config = fs_dir / "config.json"
+        with tempfile.TemporaryDirectory(prefix="edge-sim-") as tmp:
+            device_fs.write_files(fs_dir, device_fs.agent_files(Path(tmp), None, firmware_dir))
+    if reflash or not (fs_dir / device_fs.BOARD_JSON).exists():
+        device_fs.write_files(fs_dir, [(device_fs.BOARD_JSON, device_fs.board_json(board))])
+    config = fs_dir / device_fs.CONFIG_JSON
     try:
         existing = json.loads(config.read_text())
         return str(existing["device_id"])
@@ -61,14 +62,6 @@ def install_firmware(fs_dir: Path, board_name: str, device_id: str, *, reflash: 
     except (ValueError, KeyError, TypeError):
         raise BadInput(f"{config} is not a valid board config",
                        hint="fix it, or delete it to give the board a new identity") from None
-    # Virtual boards sample every second (a real board's file says 5 s) so a
-    # bench shows data at once; config.json can change it like on any board.
-    _write_json(config, {"device_id": device_id, "board": board_name, "sample_period_ms": 1000})
+    config_data = {"device_id": device_id, "board": board_name, **device_fs.BENCH_CONFIG}
+    device_fs.write_files(fs_dir, [(device_fs.CONFIG_JSON, device_fs.config_json(config_data))])
     return device_id
-
-
-def _write_json(path: Path, obj) -> None:
-    # Written to a new name and renamed: a crash leaves the old file or the new one.
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    tmp.replace(path)

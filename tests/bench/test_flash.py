@@ -19,6 +19,7 @@ from edge_agent.discover import board_from_platform, serial_candidates, usb_tabl
 from edge_agent.errors import EXIT_PARTIAL, BadInput, DeviceError
 from edge_agent.flash import Target, check_image, check_micropython, flash_board
 from edge_agent.store import Store
+from edge_hil.virtual.drivers import board as virtual_board
 from tests.test_cli_e2e import edge
 
 
@@ -237,7 +238,7 @@ def power_cut_at(bench_dir, name, step, after_bytes=0):
 def test_a_board_that_loses_power_is_reported_failed_not_provisioned_and_a_rerun_completes_it(env, step, after):
     board = sim_up(env, "esp32")[0]
     bench, progress = power_cut_at(env["EDGE_SIM_DIR"], board["name"], step, after_bytes=after)
-    target = Target(board["name"], board["port"], "esp32", True, None, Path(env["EDGE_SIM_DIR"]))
+    target = Target(board["name"], board["port"], "esp32", virtual_board(env["EDGE_SIM_DIR"], board["name"]))
     r = flash_board(target, env["EDGE_DB"], progress=progress, io_timeout=1.5, selftest_timeout=4)
     assert not r.ok and r.failed_step == step, r
     assert r.error and r.hint
@@ -263,7 +264,7 @@ def test_a_board_that_loses_power_is_reported_failed_not_provisioned_and_a_rerun
 
 def test_a_deploy_cut_after_half_the_files_resumes_with_the_copied_files_skipped(env, monkeypatch):
     board = sim_up(env, "picow")[0]
-    target = Target(board["name"], board["port"], "picow", True, None, Path(env["EDGE_SIM_DIR"]))
+    target = Target(board["name"], board["port"], "picow", virtual_board(env["EDGE_SIM_DIR"], board["name"]))
     real_put = BoardLink.put
     puts: list[str] = []
 
