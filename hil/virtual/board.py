@@ -58,14 +58,13 @@ from edge_hil.virtual.esp_rom import CHIPS
 from edge_hil.virtual.flash import FlashImage
 from edge_hil.virtual.lifecycle import Lifecycle, State
 from edge_hil.virtual.peripherals import BootselDrive, EspDownloadMode, Peripheral
+from edge_hil.virtual.pty_port import PtyPort, nonblock, raw_termios
 from edge_hil.virtual.rom import ROM_HEAP_SLACK, build_rom, qstr_bytes
 
 log = logging.getLogger("edge_hil.virtual.board")
 
 CTRL_A = b"\x01"
 CTRL_C = 0x03
-PORT_BACKLOG_MAX = 64 * 1024        # output kept for a port whose reader lags
-PORT_STALL_S = 2.0                  # a reader this stuck is gone: drop, as a UART would
 INPUT_BACKLOG_MAX = 256 * 1024      # port input kept while the interpreter restarts
 INTERRUPT_HOLD_S = 2.0              # longest wait for the REPL after a Ctrl-C
 RAW_ENTRY_S = 5.0                   # longest wait for the raw REPL after a soft reset
@@ -73,23 +72,6 @@ QUICK_EXIT_S = 1.0
 CRASH_LOOP_RUNS = 5
 CRASH_LOOP_BACKOFF_S = 10.0
 CONSOLE_LOG_MAX = 16 * 1024 * 1024  # console.log rolls over to console.log.1 past this
-
-
-def _raw_termios(fd: int, lflag: int = 0) -> None:
-    """No echo, no signals, no line editing, no output processing, 8 bits."""
-    a = termios.tcgetattr(fd)
-    a[0] = 0
-    a[1] = 0
-    a[2] = termios.CS8 | termios.CREAD | termios.CLOCAL
-    a[3] = lflag
-    a[6][termios.VMIN] = 1
-    a[6][termios.VTIME] = 0
-    termios.tcsetattr(fd, termios.TCSANOW, a)
-
-
-def _nonblock(fd: int) -> None:
-    fl = fcntl.fcntl(fd, fcntl.F_GETFL)
-    fcntl.fcntl(fd, fcntl.F_SETFL, fl | os.O_NONBLOCK)
 
 
 def _take_controlling_tty() -> None:  # runs in the child, after setsid()
@@ -173,12 +155,9 @@ class VirtualBoard:
         self.restarts = 0
         self.console = ConsoleFilter()
         self._loop = asyncio.get_running_loop()
-        self._pm = self._ps = -1        # port master / slave
+        self.pty = PtyPort(spec.name, self._loop, lambda data: self._serial_input(data, "pty"))
         self._im = -1                   # interpreter master (current run)
         self._log: BinaryIO | None = None
-        self._to_port = bytearray()
-        self._port_writer = False
-        self._port_progress = 0.0
         self._to_interp = bytearray()
         self._interp_writer = False
         self._held = bytearray()        # port input waiting for the interpreter
@@ -218,11 +197,8 @@ class VirtualBoard:
         """Create the serial port and the console log; the board stays off."""
         Path(self.spec.console_log).parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.spec.console_log, "ab", buffering=0)
-        self._pm, self._ps = os.openpty()
-        _raw_termios(self._ps)
-        _nonblock(self._pm)
-        self.port = os.ttyname(self._ps)
-        self._loop.add_reader(self._pm, self._on_port_readable)
+        self.pty.open()
+        self.port = self.pty.path
         if self.spec.flash_size:
             self.flash = FlashImage(self.spec.flash_file, self.spec.flash_size)
         if self.spec.bootloader == "esp-rom":
@@ -292,15 +268,7 @@ class VirtualBoard:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        for fd in (self._pm, self._ps):
-            if fd >= 0:
-                try:
-                    self._loop.remove_reader(fd)
-                    self._loop.remove_writer(fd)
-                except (ValueError, OSError):
-                    pass
-                os.close(fd)
-        self._pm = self._ps = -1
+        self.pty.close()
         if self._log:
             self._log.close()
         if self.flash is not None:
@@ -378,7 +346,7 @@ class VirtualBoard:
         if log_it and self._log:
             self._log.write(data)
         if to in (None, "pty"):
-            self._write_port(data, keep_all=to == "pty")
+            self.pty.write(data, keep_all=to == "pty")
         if to in (None, "link") and self.link is not None:
             self.link.send(data)
 
@@ -463,8 +431,8 @@ class VirtualBoard:
         """Run one interpreter until it ends; return its exit code."""
         m, s = os.openpty()
         # NOFLSH marks "running code": the REPL's raw mode clears every lflag bit.
-        _raw_termios(s, termios.NOFLSH)
-        _nonblock(m)
+        raw_termios(s, termios.NOFLSH)
+        nonblock(m)
         env = dict(os.environ)
         env["HOME"] = self.spec.home        # the REPL keeps its history there
         env.pop("MICROPYINSPECT", None)
@@ -610,66 +578,9 @@ class VirtualBoard:
             self._log.write(data)
         if self.link is not None:
             self.link.send(data)
-        self._write_port(data)
-
-    def _write_port(self, data: bytes, keep_all: bool = False) -> None:
-        """Queue ``data`` for the pty (dropped when nobody reads it, as a UART's would be).
-
-        ``keep_all``: never trim the backlog (the ROM's replies, e.g. a whole
-        streamed flash read, must arrive intact; a reader that stalls still
-        loses them after PORT_STALL_S).
-        """
-        if self._pm < 0:
-            return
-        if not self._to_port:
-            self._port_progress = time.monotonic()
-        self._to_port += data
-        if not keep_all and len(self._to_port) > PORT_BACKLOG_MAX:
-            del self._to_port[:len(self._to_port) - PORT_BACKLOG_MAX]
-        self._flush_port()
-
-    def _flush_port(self) -> None:
-        while self._to_port:
-            try:
-                n = os.write(self._pm, self._to_port[:4096])
-            except BlockingIOError:
-                n = 0
-            except OSError as e:
-                log.warning("%s: writing the port: %s", self.spec.name, e)
-                self._to_port.clear()
-                break
-            if n <= 0:
-                if time.monotonic() - self._port_progress > PORT_STALL_S:
-                    # Nobody reads the port: what a UART sends then is lost.
-                    self._to_port.clear()
-                    try:
-                        termios.tcflush(self._ps, termios.TCIFLUSH)
-                    except termios.error:
-                        pass
-                    break
-                if not self._port_writer:
-                    self._loop.add_writer(self._pm, self._flush_port)
-                    self._port_writer = True
-                    self._loop.call_later(PORT_STALL_S + 0.1, self._flush_port)
-                return
-            del self._to_port[:n]
-            self._port_progress = time.monotonic()
-        if self._port_writer:
-            self._loop.remove_writer(self._pm)
-            self._port_writer = False
+        self.pty.write(data)
 
     # ---- port -> interpreter ----------------------------------------------
-
-    def _on_port_readable(self) -> None:
-        try:
-            data = os.read(self._pm, 65536)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as e:
-            if e.errno == errno.EIO:
-                return
-            raise
-        self._serial_input(data, "pty")
 
     def _serial_input(self, data: bytes, src: str) -> None:
         """Bytes into the board's UART, from the pty or the bridge."""

@@ -13,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from edge_hil.virtual.esp_rom import EspRomLoader
 from edge_hil.virtual.flash import FlashImage, record_write
 from edge_hil.virtual.lifecycle import State
 from edge_hil.virtual.uf2_drive import Uf2Drive, Uf2Error, parse_uf2
+
+if TYPE_CHECKING:
+    from edge_hil.virtual.board import BoardSpec
 
 log = logging.getLogger("edge_hil.virtual.peripherals")
 
@@ -32,7 +35,7 @@ DOWNLOAD_BANNER = (b"\r\nets Jun  8 2016 00:22:57\r\n\r\nrst:0x1 (POWERON_RESET)
 class BoardSurface(Protocol):
     """What a peripheral may do to the board it sits on."""
 
-    spec: object                    # BoardSpec: name, board, chip, flash files
+    spec: BoardSpec
     flash: FlashImage | None
 
     @property
