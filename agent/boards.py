@@ -31,6 +31,14 @@ BOARD_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}\Z")
 def is_board_name(text: object) -> bool:
     """True if ``text`` can name a board type: 1-32 of ``a-z 0-9 -``, first a letter or digit."""
     return type(text) is str and BOARD_NAME.match(text) is not None
+
+
+def board_name(text: object, what: str = "board name") -> str:
+    """``text`` if it is a board type name (:func:`is_board_name`), else BadInput naming the rule."""
+    if type(text) is not str or not is_board_name(text):
+        raise BadInput(f"{what} {text!r} is not a board type name (it starts every device id)",
+                       "use a board file whose name is 1-32 lowercase letters, digits and '-'")
+    return text
 _MAX_ERRORS = 5          # errors listed for one file; the rest are counted
 
 

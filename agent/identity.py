@@ -209,13 +209,10 @@ def provision(link: BoardLink, store: Store, board: dict, *, reprovision: bool =
     does not know (both fixed by ``reprovision=True``) and when the board
     does not answer.
     """
-    from edge_agent.boards import is_board_name
+    from edge_agent.boards import board_name
     from edge_ota.keys import root_public_key
 
-    name = board.get("name") if isinstance(board, dict) else None
-    if not is_board_name(name):
-        raise BadInput(f"board name {name!r} is not usable in a device id",
-                       "use a board file whose name is lowercase letters, digits and '-'")
+    name = board_name(board.get("name") if isinstance(board, dict) else None)
     state, config = _board_state(link)
     key_state, pub_hex = state.get("key"), state.get("pub")
     old_id = config.get("device_id") if isinstance(config.get("device_id"), str) else None
