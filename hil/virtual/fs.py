@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -14,19 +13,18 @@ from edge_agent.errors import BadInput, NotFound
 from edge_agent.paths import BOARDS_DIR, FIRMWARE_DIR
 
 
-def new_device_id(name: str) -> str:
-    """A fresh identity for board ``name``: ``<name>-<6 random hex digits>``."""
-    return f"{name}-{secrets.token_hex(3)}"
-
-
-def install_firmware(fs_dir: Path, board_name: str, device_id: str, *, reflash: bool = False,
-                     firmware_dir: Path = FIRMWARE_DIR, boards_dir: Path = BOARDS_DIR) -> str:
+def install_firmware(fs_dir: Path, board_name: str, device_id: str | None = None, *, reflash: bool = False,
+                     firmware_dir: Path = FIRMWARE_DIR, boards_dir: Path = BOARDS_DIR) -> str | None:
     """Put the Edge Agent on the board whose filesystem is ``fs_dir``; return its device id.
 
     ``board_name`` is the board type (a file in ``boards/``). Writes
     ``main.py``, the ``edgefw`` package compiled to ``.mpy`` (as on a real
     board: see :mod:`edge_agent.firmware`), ``board.json``
-    (the board file) and ``config.json`` (``{"device_id", "board"}``).
+    (the board file) and ``config.json`` (``board`` and the bench's
+    settings, plus ``device_id`` when one is given: a board's identity is
+    normally minted on it by :func:`edge_agent.identity.provision`, which
+    ``edge sim up`` runs next; until then the agent waits in safe mode,
+    saying its config has no device id).
 
     A board that already has a ``main.py`` keeps its firmware, and a board
     that has a ``config.json`` always keeps its identity (``device_id`` is
@@ -56,12 +54,16 @@ def install_firmware(fs_dir: Path, board_name: str, device_id: str, *, reflash: 
     config = fs_dir / device_fs.CONFIG_JSON
     try:
         existing = json.loads(config.read_text())
-        return str(existing["device_id"])
+        if not isinstance(existing, dict):
+            raise TypeError
+        return existing.get("device_id")
     except FileNotFoundError:
         pass
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, TypeError):
         raise BadInput(f"{config} is not a valid board config",
                        hint="fix it, or delete it to give the board a new identity") from None
-    config_data = {"device_id": device_id, "board": board_name, **device_fs.BENCH_CONFIG}
+    config_data = {"board": board_name, **device_fs.BENCH_CONFIG}
+    if device_id is not None:
+        config_data = {"device_id": device_id, **config_data}
     device_fs.write_files(fs_dir, [(device_fs.CONFIG_JSON, device_fs.config_json(config_data))])
     return device_id

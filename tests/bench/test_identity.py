@@ -193,7 +193,7 @@ def bench(tmp_path_factory):
     rundir = home / "sim"
     try:
         r = edge("sim", "up", "--dir", str(rundir), "--board", "esp32", "--board", "picow",
-                 "--board", "virtual", "--json", home=home)
+                 "--board", "virtual", "--unprovisioned", "--json", home=home)
         assert r.exit_code == 0, r.output
         boards = {b["name"]: b for b in json.loads(r.stdout)}
         yield SimpleNamespace(home=home, db=home / "registry.db", boards=boards)
