@@ -6,25 +6,14 @@ labelled and paired; the identity survives `sim down` / `sim up`."""
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 
-import pytest
 from Crypto.PublicKey import ECC
 
 from edge_agent.identity import device_id_for
 from edge_agent.store import Store
+from tests.bench.test_flash import env  # noqa: F401  (the bench's registry, home and run folder)
 from tests.test_cli_e2e import edge
-
-
-@pytest.fixture
-def env(tmp_path):
-    e = {**os.environ, "EDGE_HOME": str(tmp_path / "home"), "EDGE_SIM_DIR": str(tmp_path / "sim"),
-         "EDGE_DB": str(tmp_path / "registry.db"),
-         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    yield e
-    edge("sim", "down", env=e, check=False)
 
 
 def public_key(fs: str) -> bytes:
