@@ -12,6 +12,7 @@ board (they become SenML names).
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,6 +20,25 @@ from edge_agent.errors import BadInput, NotFound
 from edge_agent.paths import BOARDS_DIR
 
 SCHEMA_FILE = "schema.json"
+
+# The one rule for board type names (the schema's ``name`` pattern says the
+# same; a test keeps them equal). No '_' and no capitals: a board name starts
+# every device id (docs/protocol.md section 2.2 allows a-z 0-9 '-' '.') and is
+# carried upper-cased in the QR code's alphanumeric mode, which has no '_'.
+BOARD_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}\Z")
+
+
+def is_board_name(text: object) -> bool:
+    """True if ``text`` can name a board type: 1-32 of ``a-z 0-9 -``, first a letter or digit."""
+    return type(text) is str and BOARD_NAME.match(text) is not None
+
+
+def board_name(text: object, what: str = "board name") -> str:
+    """``text`` if it is a board type name (:func:`is_board_name`), else BadInput naming the rule."""
+    if type(text) is not str or not is_board_name(text):
+        raise BadInput(f"{what} {text!r} is not a board type name (it starts every device id)",
+                       "use a board file whose name is 1-32 lowercase letters, digits and '-'")
+    return text
 _MAX_ERRORS = 5          # errors listed for one file; the rest are counted
 
 
@@ -49,6 +69,26 @@ def load_board(board: str, boards_dir: Path = BOARDS_DIR) -> dict:
                        hint="fix the JSON syntax at that line and column") from None
     check_board(data, path)
     return data
+
+
+# What ``sys.platform`` says on each MicroPython port a board file names.
+PORT_PLATFORMS = {"esp32": "esp32", "rp2": "rp2", "unix": "linux"}
+
+
+def chip_of(machine: str) -> str:
+    """The chip a MicroPython machine string names: "Generic ESP32C3 module
+    with ESP32C3" -> "esp32c3" (MicroPython builds it as "<board> with <MCU>")."""
+    return machine.rsplit(" with ", 1)[-1].strip().lower().replace("-", "") if " with " in machine else ""
+
+
+def board_says_it_is(board: dict, platform: str, machine: str) -> bool:
+    """Whether a board whose MicroPython says ``platform``/``machine`` (its
+    ``sys.platform`` and machine string) can be one of type ``board``: the
+    same MicroPython port and the same chip. A custom board file for the same
+    chip (a copy of esp32.json) matches as the stock one does."""
+    want = PORT_PLATFORMS.get(board.get("micropython_port", ""))
+    chip = str(board.get("chip", "")).lower().replace("-", "")
+    return want is not None and platform == want and chip_of(machine) == chip
 
 
 def check_board(data: object, path: Path | str = "<board file>") -> None:

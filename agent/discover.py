@@ -1,11 +1,13 @@
 """Finding the boards on a bench: USB serial ports whose vendor/product id a
-board file lists, and every board of a running virtual bench.
+board file lists, and every board the registered board sources
+(:func:`edge_agent.drivers.register_source`: a virtual bench, emulated chips)
+report.
 
 A USB id does not always say which board it is: a CP210x or CH34x bridge sits
 on ESP32, ESP32-C3 and ESP32-S3 boards alike. Such a port is a candidate with
 several ``choices`` and no ``board``; the caller settles it with ``--board``
-or by asking the board itself (:func:`board_from_platform`). Virtual boards
-know their type.
+or by asking the board itself (:func:`board_from_platform`). Boards of a
+source know their type.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from edge_agent.errors import EdgeError
 class Candidate:
     """A board that ``edge flash`` could work on.
 
-    ``board`` is its type when known (a virtual board, or a USB id only one
-    board file lists), else None with the possible types in ``choices``.
-    ``flash_url``/``uf2_drive``/``sim_dir`` are set for virtual boards only.
+    ``board`` is its type when known (a board of a source, or a USB id only
+    one board file lists), else None with the possible types in ``choices``.
+    ``driver`` (:class:`edge_agent.drivers.BoardDriver`) drives it; None
+    means a USB board on ``port``.
     """
 
     name: str
@@ -34,14 +37,15 @@ class Candidate:
     choices: list[str] = field(default_factory=list)
     usb_id: str | None = None          # "vid:pid", lowercase hex
     description: str = ""
-    virtual: bool = False
-    flash_url: str | None = None
-    sim_dir: Path | None = None
+    driver: Any = None
+
+    @property
+    def kind(self) -> str:
+        return self.driver.kind if self.driver is not None else "usb"
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "port": self.port, "board": self.board, "choices": self.choices,
-                "usb_id": self.usb_id, "description": self.description, "virtual": self.virtual,
-                "flash_url": self.flash_url, "sim_dir": str(self.sim_dir) if self.sim_dir else None}
+                "usb_id": self.usb_id, "description": self.description, "kind": self.kind}
 
 
 def usb_table(boards: Iterable[dict] | None = None) -> dict[tuple[int, int], list[str]]:
@@ -87,34 +91,24 @@ def serial_candidates(ports: Iterable[Any] | None = None,
     return sorted(out, key=lambda c: c.port)
 
 
-def virtual_candidates(sim_dir: Path | str | None) -> list[Candidate]:
-    """The boards of the virtual bench running in ``sim_dir`` (none if no bench runs there)."""
-    from edge_hil.virtual.control import Bench
+def source_candidates(bench_dir: Path | str | None) -> list[Candidate]:
+    """The boards every registered board source reports for ``bench_dir``."""
+    from edge_agent.drivers import sources
 
-    bench = Bench(sim_dir)
-    if not bench.is_running():
-        return []
-    try:
-        rows = bench.boards()
-    except EdgeError:
-        return []
-    return [Candidate(name=r["name"], port=r["port"], board=r["board"], choices=[r["board"]],
-                      description=f"virtual {r['board']}", virtual=True,
-                      flash_url=r.get("flash_url"), sim_dir=bench.rundir)
-            for r in rows]
+    return [c for src in sources() for c in src.boards(bench_dir)]
 
 
-def discover(sim_dir: Path | str | None = None, *, serial: bool = True,
+def discover(bench_dir: Path | str | None = None, *, serial: bool = True,
              ports: Iterable[Any] | None = None) -> list[Candidate]:
-    """Every attached USB board (if ``serial``) plus every running virtual board."""
+    """Every attached USB board (if ``serial``) plus every board of the sources."""
     found = serial_candidates(ports) if serial else []
-    return found + virtual_candidates(sim_dir)
+    return found + source_candidates(bench_dir)
 
 
-def find_port(port: str, sim_dir: Path | str | None = None,
+def find_port(port: str, bench_dir: Path | str | None = None,
               ports: Iterable[Any] | None = None) -> Candidate | None:
-    """The candidate on ``port`` (a virtual board of ``sim_dir`` or a known USB board), if any."""
-    for c in virtual_candidates(sim_dir):
+    """The candidate on ``port`` (a board of a source or a known USB board), if any."""
+    for c in source_candidates(bench_dir):
         if c.port == port or Path(c.port).resolve() == Path(port).resolve():
             return c
     for c in serial_candidates(ports):
@@ -125,8 +119,27 @@ def find_port(port: str, sim_dir: Path | str | None = None,
 
 # What a board's MicroPython says of itself: sys.platform and
 # sys.implementation._machine ("Generic ESP32C3 module with ESP32C3",
-# "Raspberry Pi Pico W with RP2040", ...).
-PLATFORM_PROBE = "import sys\nprint(sys.platform)\nprint(getattr(sys.implementation, '_machine', ''))"
+# "Raspberry Pi Pico W with RP2040", ...). A board that stands in for another
+# chip (a virtual board runs the Unix port) states the platform and machine
+# of the chip it stands for in its ``machine`` module, as ``PLATFORM`` and
+# ``MACHINE``; one probe serves every kind of board.
+PLATFORM_PROBE = """\
+import sys
+_p, _m = sys.platform, getattr(sys.implementation, '_machine', '')
+try:
+    import machine
+    _p, _m = machine.PLATFORM, machine.MACHINE
+except (ImportError, AttributeError):
+    pass
+print(_p)
+print(_m)
+"""
+
+
+def read_identity(link) -> tuple[str, str]:
+    """(platform, machine) as the board on ``link`` states them."""
+    lines = [s.strip() for s in link.exec(PLATFORM_PROBE).splitlines()]
+    return (lines[0] if lines else ""), (lines[1] if len(lines) > 1 else "")
 
 
 def board_from_platform(platform: str, machine: str, choices: Iterable[str] | None = None) -> str | None:
@@ -147,7 +160,4 @@ def board_from_platform(platform: str, machine: str, choices: Iterable[str] | No
 
 def ask_board(link, choices: Iterable[str] | None = None) -> str | None:
     """Ask the board on ``link`` (a BoardLink) which board type it is."""
-    lines = link.exec(PLATFORM_PROBE).splitlines()
-    platform = lines[0].strip() if lines else ""
-    machine = lines[1].strip() if len(lines) > 1 else ""
-    return board_from_platform(platform, machine, choices)
+    return board_from_platform(*read_identity(link), choices)

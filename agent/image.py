@@ -1,25 +1,22 @@
-"""Step 1 of ``edge flash``: writing a MicroPython image onto a board.
+"""Step 1 of ``edge flash``: a MicroPython image, checked and written.
 
-ESP family: esptool, in this process, on the board's port (a virtual ESP
-board's ROM loader is reached at its ``flash_url``), its output routed per
-thread so boards flashed at once keep their own progress. Pico W: the board
-is rebooted into BOOTSEL and the UF2 copied to its drive.
+ESP family: esptool, in this process, on the port a board's flasher names
+(:mod:`edge_agent.drivers`), its output routed per thread so boards flashed
+at once keep their own progress. Pico W: the UF2 copied to the BOOTSEL drive
+the board's flasher found.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING
 
 from edge_agent.errors import BadInput, DeviceError, NotFound
 
 if TYPE_CHECKING:
-    from edge_agent.flash import Progress, Target
-
-BOOTSEL_TIMEOUT_S = 30.0
+    from edge_agent.flash import Progress
 ESP_IMAGE_MAGIC = 0xE9
 UF2_MAGIC = b"UF2\n"
 UF2_MAGIC2 = 0x9E5D5157
@@ -120,99 +117,36 @@ def esptool_args(board: dict, port: str, image: Path, baud: int = 460800) -> lis
     return args
 
 
-def write_esp_image(target: Target, board: dict, image: Path, progress: Progress,
+def write_esp_image(name: str, port: str, board: dict, image: Path, progress: Progress,
                     extra_args: list[str] | None = None) -> None:
-    """Write ``image`` with esptool (in this process) to the board's port or ``flash_url``."""
+    """Write ``image`` with esptool (in this process) to board ``name`` on ``port`` (a device or URL)."""
     import esptool
     import serial
 
     _install_esptool_logger()
-    port = target.flash_url or target.port
-    if target.virtual and not target.flash_url:
-        raise DeviceError(f"virtual board {target.name} has no ROM loader (no flash_url)",
-                          "update the virtual bench (edge sim down; edge sim up) or deploy without --firmware")
     sink = _EsptoolSink(progress)
     _esptool_local.sink = sink
     args = list(extra_args or []) + esptool_args(board, port, image)
     try:
         esptool.main(args)
     except esptool.FatalError as e:
-        raise DeviceError(f"esptool could not flash {target.name} on {port}: {e}",
+        raise DeviceError(f"esptool could not flash {name} on {port}: {e}",
                           "hold BOOT while plugging it in (or press BOOT+EN), check the cable, retry") from None
     except serial.SerialException as e:
         raise DeviceError(f"esptool could not open {port}: {e}",
                           "check the port name and that no other program uses it") from None
     except SystemExit as e:
-        raise DeviceError(f"esptool stopped on {target.name} (exit {e.code}): "
+        raise DeviceError(f"esptool stopped on {name} (exit {e.code}): "
                           + " | ".join(sink.lines[-3:]), "see esptool's message above") from None
     finally:
         _esptool_local.sink = None
 
 
-def _rp2_drives() -> set[Path]:
-    """Mounted RP2040 BOOTSEL drives: folders holding INFO_UF2.TXT."""
-    found = set()
-    for base in ("/media", "/run/media", "/Volumes"):
-        root = Path(base)
-        if not root.is_dir():
-            continue
-        for info in list(root.glob("*/INFO_UF2.TXT")) + list(root.glob("*/*/INFO_UF2.TXT")):
-            found.add(info.parent)
-    return found
-
-
-_bootsel_lock = threading.Lock()
-
-
-def write_uf2(target: Target, open_link: Callable[[str], Any], image: Path, data: bytes, progress: Progress,
-              timeout: float = BOOTSEL_TIMEOUT_S) -> None:
-    """Reboot the board into BOOTSEL, copy the UF2 to its drive, wait for MicroPython again."""
-    bench = target.bench()
-    before = set() if bench else _rp2_drives()
-    # Real drives are told apart only by appearing; one board at a time does that.
-    lock = _bootsel_lock if bench is None else threading.Lock()
-    with lock:
-        try:
-            with open_link(target.port) as link:
-                link.exec("import machine\nmachine.bootloader()", timeout=2)
-        except DeviceError:
-            pass   # the board left for its bootloader mid-answer, as expected
-        deadline = time.monotonic() + timeout
-        drive = None
-        while drive is None:
-            if bench is not None:
-                d = bench.board(target.name).get("uf2_drive")
-                if d and (Path(d) / "INFO_UF2.TXT").is_file():
-                    drive = Path(d)
-            else:
-                new = _rp2_drives() - before
-                if len(new) == 1:
-                    drive = new.pop()
-            if drive is None:
-                if time.monotonic() > deadline:
-                    raise DeviceError(f"{target.name}: no RPI-RP2 drive appeared within {timeout:.0f} s",
-                                      "hold BOOTSEL while plugging the board in, then run again")
-                time.sleep(0.1)
-        dest = drive / image.name
-        with open(dest, "wb") as f:
-            for i in range(0, len(data), 65536):
-                f.write(data[i:i + 65536])
-                progress("firmware", min(i + 65536, len(data)), len(data))
-            f.flush()
-            os.fsync(f.fileno())
-    wait_micropython(target, deadline=time.monotonic() + timeout)
-
-
-def wait_micropython(target: Target, deadline: float) -> None:
-    bench = target.bench()
-    if bench is None:
-        time.sleep(1.0)   # a real board's port goes away before it comes back
-    while time.monotonic() < deadline:
-        if bench is not None:
-            if target.mode() in (None, "micropython"):
-                return
-        elif Path(target.port).exists():
-            return
-        time.sleep(0.1)
-    raise DeviceError(f"{target.name} did not come back as MicroPython after the UF2 copy",
-                      "unplug and replug it; check that the .uf2 is MicroPython for this board")
+def copy_uf2(dest: Path, data: bytes, progress: Progress) -> None:
+    """Copy a UF2 image onto a BOOTSEL drive, synced before it returns."""
+    with open(dest, "wb") as f:
+        for i in range(0, len(data), 65536):
+            f.write(data[i:i + 65536])
+            progress("firmware", min(i + 65536, len(data)), len(data))
+        f.flush()
+        os.fsync(f.fileno())

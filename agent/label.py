@@ -21,7 +21,6 @@ from edge_agent.paths import private_dir
 PREFIX = "EA1"
 MAX_PAYLOAD = 128
 _ID = re.compile(r"[A-Z0-9.-]{1,64}")
-_BOARD = re.compile(r"[A-Z0-9-]{1,32}")
 _CODE = re.compile(r"[0-9]{8}")
 _FP = re.compile(r"[0-9A-F]{16}")
 
@@ -47,8 +46,12 @@ def pairing_payload(device_id: str, setup_code: str, fingerprint: str, board: st
     8). Ids and board names are lowercase by construction; anything else
     cannot be carried and raises :class:`BadInput`.
     """
+    from edge_agent.boards import is_board_name
+
+    if not is_board_name(board):
+        raise BadInput(f"the board {board!r} cannot go into a pairing payload",
+                       "use a board file whose name is lowercase letters, digits and '-'")
     for what, value, pattern in (("device id", device_id, r"[a-z0-9.-]{1,64}"),
-                                 ("board", board, r"[a-z0-9-]{1,32}"),
                                  ("setup code", setup_code, r"[0-9]{8}"),
                                  ("key fingerprint", fingerprint, r"[0-9a-f]{16}")):
         if not isinstance(value, str) or not re.fullmatch(pattern, value):
@@ -71,11 +74,16 @@ def parse_pairing_payload(text: str) -> Pairing:
         raise BadInput(f"a pairing payload has 5 fields separated by ':', this one has {len(fields)}",
                        fix)
     _, device_id, code, fp, board = fields
+    from edge_agent.boards import is_board_name
+
     for what, value, pattern in (("device id", device_id, _ID), ("setup code", code, _CODE),
-                                 ("key fingerprint", fp, _FP), ("board", board, _BOARD)):
+                                 ("key fingerprint", fp, _FP)):
         if not pattern.fullmatch(value):
             raise BadInput(f"the pairing payload's {what} {value!r} is malformed "
                            f"(expected {pattern.pattern})", fix)
+    if board != board.upper() or not is_board_name(board.lower()):
+        raise BadInput(f"the pairing payload's board {board!r} is malformed "
+                       "(expected 1-32 of A-Z 0-9 '-')", fix)
     return Pairing(device_id.lower(), code, fp.lower(), board.lower())
 
 

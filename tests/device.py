@@ -37,12 +37,14 @@ import main
 
 def install(fs: Path, board: str = "esp32", device_id: str = "dev-1", **config) -> Path:
     """Copy the firmware, the board file and a config into a board folder."""
+    from edge_agent import device_fs
+    from edge_agent.boards import load_board
     from edge_agent.firmware import build
 
     fs.mkdir(parents=True, exist_ok=True)
     build(fs)
-    (fs / "board.json").write_text((BOARDS / f"{board}.json").read_text())
-    (fs / "config.json").write_text(json.dumps({"device_id": device_id, **config}))
+    device_fs.write_files(fs, [(device_fs.BOARD_JSON, device_fs.board_json(load_board(board))),
+                               (device_fs.CONFIG_JSON, device_fs.config_json({"device_id": device_id, **config}))])
     return fs
 
 

@@ -59,7 +59,7 @@ def test_three_virtual_boards_stream_into_the_registry_and_survive_a_power_cut(b
     assert len(devices) == 3
     for d in devices.values():
         assert d["records"] > 20 and d["gaps"] == 0 and d["dropped"] == 0, d
-    cut = next(d for d in devices if d.startswith(boards[0]["name"]))
+    cut = boards[0]["device_id"]
     store = Store(Path(env["EDGE_HOME"]) / "registry.db")
     try:
         rows = list(store.query(device=cut))
@@ -78,7 +78,7 @@ def test_three_virtual_boards_stream_into_the_registry_and_survive_a_power_cut(b
 def test_monitor_shows_the_console_with_frames_decoded(bench):
     env, boards = bench
     out = edge("monitor", boards[1]["port"], "--for", "4", env=env, timeout=30).stdout
-    assert "BATCH " + boards[1]["name"] in out, out
+    assert "BATCH " + boards[1]["device_id"] in out, out
     assert "#EA:" not in out, "frames are shown decoded, not raw"
 
 

@@ -99,8 +99,18 @@ def main() -> None:
 
 
 def _register() -> None:
+    """The composition root: the one place the host meets the virtual bench
+    (its ``edge sim`` commands and its boards, a source of
+    :mod:`edge_agent.drivers`)."""
     from edge_agent.cli import ingest, monitor, telemetry
+    from edge_agent.drivers import register_source
     from edge_hil.virtual import cli as sim
+
+    def virtual_boards():
+        from edge_hil.virtual.drivers import VirtualBoards
+        return VirtualBoards()
+
+    register_source("virtual", virtual_boards)
 
     main.add_command(sim.sim)
     telemetry.telemetry.add_command(ingest.ingest)

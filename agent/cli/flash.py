@@ -28,22 +28,18 @@ def _targets(board, ports, all_boards, sim_dir) -> list:
     if ports:
         for port in ports:
             found = find_port(port, sim_dir)
-            if found is not None and found.virtual:
-                if board and board != found.board:
-                    raise BadInput(f"{port} is virtual board {found.name}, a {found.board}, not a {board}",
-                                   f"drop --board, or pass --board {found.board}")
-                targets.append(Target(found.name, port, found.board, True, found.flash_url, found.sim_dir))
-                continue
-            if "://" not in port and not Path(port).exists():
+            if found is None and "://" not in port and not Path(port).exists():
                 raise NotFound(f"serial port {port} does not exist",
                                "plug the board in and check the name (`edge flash --all` finds "
                                "attached boards; ls /dev/ttyUSB* /dev/ttyACM*)")
+            # Whatever --board says, the check step asks the board what it is.
             kind = board or (found.board if found else None)
             if kind is None:
                 choices = found.choices if found else known_boards()
                 raise click.UsageError(f"which board is on {port}? pass --board "
                                        f"(one of: {', '.join(choices)})")
-            targets.append(Target(Path(port).name, port, kind))
+            targets.append(Target(found.name if found else Path(port).name, port, kind,
+                                  found.driver if found else None))
         return targets
     found = discover(sim_dir)
     if not found:
@@ -55,10 +51,10 @@ def _targets(board, ports, all_boards, sim_dir) -> list:
         raise click.UsageError("several boards found (" + ", ".join(f"{c.name} on {c.port}" for c in found)
                                + "): pass --all to flash them all, or --port to pick one")
     for c in found:
-        kind = c.board if c.virtual else (board if board in c.choices else c.board)
+        kind = board if board in c.choices else c.board
         if kind is None:
             kind = _ask(c)
-        targets.append(Target(c.name, c.port, kind, c.virtual, c.flash_url, c.sim_dir))
+        targets.append(Target(c.name, c.port, kind, c.driver))
     return targets
 
 

@@ -15,11 +15,11 @@ from edge_agent.paths import default_db, default_sim_dir
 
 
 def sim_ports(run_dir) -> list[str]:
-    """The console ports of the virtual boards running in ``run_dir``."""
-    from edge_hil.virtual.control import Bench
+    """The console ports of the boards the board sources report in ``run_dir``
+    (:mod:`edge_agent.drivers`; the virtual bench is one)."""
+    from edge_agent.discover import source_candidates
 
-    boards = Bench(run_dir).boards()
-    return [b["port"] for b in boards if b.get("alive", True)]
+    return [c.driver.console_port() for c in source_candidates(run_dir)]
 
 
 @click.command()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from edge_agent import device_fs
 from edge_agent.errors import NotFound
 from edge_agent.paths import default_db, state_dir
 
@@ -74,7 +75,7 @@ def provision(port, board_name, reprovision, operator, db, as_json):
 def _board_on(link) -> str:
     from edge_agent.errors import BadInput
 
-    raw = link.get("board.json")
+    raw = link.get(device_fs.BOARD_JSON)
     if raw is None:
         raise NotFound(f"the board on {link.port} has no board.json",
                        "pass --board NAME, or deploy the agent with `edge flash`")

@@ -26,17 +26,17 @@ bytes between the two masters, appends everything the board prints to
   ``power_off`` kills it and keeps it off; ``power_on`` boots it.
 * Crash loop. Interpreters that die within a second of starting, with no
   input from the port, five times in a row, pause restarts for a while.
-* Bootloaders. An ESP-family board has a flash file and a USB-serial bridge
+* Bootloaders, behind the peripheral seam (:mod:`.peripherals`). An
+  ESP-family board has a flash file and a USB-serial bridge
   (:mod:`.serial_link`, RFC 2217) whose DTR/RTS lines drive EN and IO0
-  through the classic auto-reset circuit. EN released while IO0 is low (or
-  pulled low within :data:`STRAP_WINDOW_S`, as the RC delay on a real EN pin
-  allows) starts the ROM download mode: the interpreter is gone and
-  :class:`~edge_hil.virtual.esp_rom.EspRomLoader` answers the UART (on the
-  pty and on the bridge). EN released with IO0 high boots MicroPython again.
-  An rp2 board enters BOOTSEL (``machine.bootloader()`` or a request): the
-  interpreter is gone and the folder drive of :mod:`.uf2_drive` takes a .uf2.
-  Either way the image lands in ``flash.bin`` and ``flash.json`` records it;
-  the interpreter itself does not change (a virtual board cannot run it).
+  through the classic auto-reset circuit into the ROM download mode
+  (:class:`~.peripherals.EspDownloadMode`); an rp2 board enters BOOTSEL
+  (``machine.bootloader()`` or a request) and a folder drive takes a .uf2
+  (:class:`~.peripherals.BootselDrive`). Either way the image lands in
+  ``flash.bin`` and ``flash.json`` records it; the interpreter itself does
+  not change (a virtual board cannot run it).
+* States. The chip's state (off, starting, running, backoff, held,
+  download, bootsel, stopped) moves only as :mod:`.lifecycle`'s table allows.
 """
 
 from __future__ import annotations
@@ -54,17 +54,17 @@ from pathlib import Path
 from typing import BinaryIO
 
 from edge_hil.virtual.console import ConsoleFilter
-from edge_hil.virtual.esp_rom import CHIPS, EspRomLoader
-from edge_hil.virtual.flash import FlashImage, record_write
+from edge_hil.virtual.esp_rom import CHIPS
+from edge_hil.virtual.flash import FlashImage
+from edge_hil.virtual.lifecycle import Lifecycle, State
+from edge_hil.virtual.peripherals import BootselDrive, EspDownloadMode, Peripheral
+from edge_hil.virtual.pty_port import PtyPort, nonblock, raw_termios
 from edge_hil.virtual.rom import ROM_HEAP_SLACK, build_rom, qstr_bytes
-from edge_hil.virtual.uf2_drive import Uf2Drive, Uf2Error, parse_uf2
 
 log = logging.getLogger("edge_hil.virtual.board")
 
 CTRL_A = b"\x01"
 CTRL_C = 0x03
-PORT_BACKLOG_MAX = 64 * 1024        # output kept for a port whose reader lags
-PORT_STALL_S = 2.0                  # a reader this stuck is gone: drop, as a UART would
 INPUT_BACKLOG_MAX = 256 * 1024      # port input kept while the interpreter restarts
 INTERRUPT_HOLD_S = 2.0              # longest wait for the REPL after a Ctrl-C
 RAW_ENTRY_S = 5.0                   # longest wait for the raw REPL after a soft reset
@@ -72,28 +72,6 @@ QUICK_EXIT_S = 1.0
 CRASH_LOOP_RUNS = 5
 CRASH_LOOP_BACKOFF_S = 10.0
 CONSOLE_LOG_MAX = 16 * 1024 * 1024  # console.log rolls over to console.log.1 past this
-STRAP_WINDOW_S = 0.3                # IO0 sampled this long after EN rises (pyserial's RFC 2217
-                                    # client needs >= 50 ms per line change)
-UF2_POLL_S = 0.1
-DOWNLOAD_BANNER = (b"\r\nets Jun  8 2016 00:22:57\r\n\r\nrst:0x1 (POWERON_RESET),boot:0x3 "
-                   b"(DOWNLOAD_BOOT(UART0/UART1/SDIO_REI_REO_V2))\r\nwaiting for download\r\n")
-
-
-def _raw_termios(fd: int, lflag: int = 0) -> None:
-    """No echo, no signals, no line editing, no output processing, 8 bits."""
-    a = termios.tcgetattr(fd)
-    a[0] = 0
-    a[1] = 0
-    a[2] = termios.CS8 | termios.CREAD | termios.CLOCAL
-    a[3] = lflag
-    a[6][termios.VMIN] = 1
-    a[6][termios.VTIME] = 0
-    termios.tcsetattr(fd, termios.TCSANOW, a)
-
-
-def _nonblock(fd: int) -> None:
-    fl = fcntl.fcntl(fd, fcntl.F_GETFL)
-    fcntl.fcntl(fd, fcntl.F_SETFL, fl | os.O_NONBLOCK)
 
 
 def _take_controlling_tty() -> None:  # runs in the child, after setsid()
@@ -116,7 +94,8 @@ class BoardSpec:
     """What the supervisor needs to run one board (one entry of ``bench.json``)."""
 
     def __init__(self, name: str, board: str, heap_bytes: int, fs: str, console_log: str, home: str,
-                 chip: str | None = None, family: str | None = None, flash_size: int = 0):
+                 chip: str | None = None, family: str | None = None, flash_size: int = 0,
+                 machine: str = ""):
         self.name = name
         self.board = board
         self.heap_bytes = heap_bytes
@@ -126,6 +105,7 @@ class BoardSpec:
         self.chip = chip                # "esp32", "esp32s3", "rp2040", ...
         self.family = family            # the board file's micropython_port: "esp32", "rp2", "unix"
         self.flash_size = flash_size    # bytes; 0: no flash file
+        self.machine = machine          # what the board says it is (its machine string)
 
     @property
     def bootloader(self) -> str | None:
@@ -151,7 +131,14 @@ class BoardSpec:
     @classmethod
     def from_dict(cls, d: dict) -> "BoardSpec":
         return cls(d["name"], d["board"], int(d["heap_bytes"]), d["fs"], d["console_log"], d["home"],
-                   d.get("chip"), d.get("family"), int(d.get("flash_size") or 0))
+                   d.get("chip"), d.get("family"), int(d.get("flash_size") or 0), d.get("machine") or "")
+
+    @property
+    def platform(self) -> str:
+        """The ``sys.platform`` of the chip the board stands for."""
+        from edge_agent.boards import PORT_PLATFORMS
+
+        return PORT_PLATFORMS.get(self.family or "", "linux")
 
 
 class VirtualBoard:
@@ -164,17 +151,13 @@ class VirtualBoard:
         self.on_change = on_change or (lambda: None)
         self.port = ""
         self.proc: subprocess.Popen | None = None
-        self.powered = False
-        self.state = "off"              # off | starting | running | backoff | stopped
+        self.life = Lifecycle()
         self.restarts = 0
         self.console = ConsoleFilter()
         self._loop = asyncio.get_running_loop()
-        self._pm = self._ps = -1        # port master / slave
+        self.pty = PtyPort(spec.name, self._loop, lambda data: self._serial_input(data, "pty"))
         self._im = -1                   # interpreter master (current run)
         self._log: BinaryIO | None = None
-        self._to_port = bytearray()
-        self._port_writer = False
-        self._port_progress = 0.0
         self._to_interp = bytearray()
         self._interp_writer = False
         self._held = bytearray()        # port input waiting for the interpreter
@@ -191,16 +174,22 @@ class VirtualBoard:
         self._next_mode = "boot"
         self._boot_line = b""
         self._await_raw = False         # port input waits for the raw REPL after a soft reset
-        # Bootloaders (see the module doc).
-        self.mode = "micropython"       # micropython | download | bootsel | held (EN low)
         self.flash: FlashImage | None = None
-        self.rom: EspRomLoader | None = None
-        self._rom_src = "pty"           # where the ROM's last request came from: it answers there
-        self.link = None                # SerialLink (ESP boards)
-        self._en = True
-        self._strap_timer: asyncio.TimerHandle | None = None
-        self.drive: Uf2Drive | None = None
-        self._drive_timer: asyncio.TimerHandle | None = None
+        self.link = None                # SerialLink (ESP boards): a second UART path, with DTR/RTS
+        self.peripherals: list[Peripheral] = []
+
+    @property
+    def state(self) -> State:
+        return self.life.state
+
+    @property
+    def powered(self) -> bool:
+        return self.life.powered
+
+    @property
+    def mode(self) -> str:
+        """"micropython" | "download" | "bootsel" | "held" (EN low)."""
+        return self.life.mode
 
     # ---- life cycle -------------------------------------------------------
 
@@ -208,15 +197,14 @@ class VirtualBoard:
         """Create the serial port and the console log; the board stays off."""
         Path(self.spec.console_log).parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.spec.console_log, "ab", buffering=0)
-        self._pm, self._ps = os.openpty()
-        _raw_termios(self._ps)
-        _nonblock(self._pm)
-        self.port = os.ttyname(self._ps)
-        self._loop.add_reader(self._pm, self._on_port_readable)
+        self.pty.open()
+        self.port = self.pty.path
         if self.spec.flash_size:
             self.flash = FlashImage(self.spec.flash_file, self.spec.flash_size)
-        if self.spec.bootloader == "uf2":
-            Uf2Drive(self.spec.uf2_drive).remove()     # a drive left by a killed supervisor
+        if self.spec.bootloader == "esp-rom":
+            self.peripherals.append(EspDownloadMode(self, self._loop))
+        elif self.spec.bootloader == "uf2":
+            self.peripherals.append(BootselDrive(self, self._loop))
         self._task = self._loop.create_task(self._lifecycle())
 
     async def start_link(self) -> None:
@@ -238,7 +226,7 @@ class VirtualBoard:
         if self.powered:
             return
         self._started.clear()
-        self.powered = True
+        self.life.go(State.STARTING)
         self._leave_bootloader()
         self._next_mode = "boot"
         self._boot_line = b"\r\nrst: power-on reset (virtual %s)\r\n" % self.spec.board.encode()
@@ -249,7 +237,7 @@ class VirtualBoard:
         """Cut the power: SIGKILL the interpreter; the board stays off."""
         if not self.powered:
             return
-        self.powered = False
+        self.life.go(State.OFF)
         self._leave_bootloader()
         await self._end_run("off")
 
@@ -259,6 +247,7 @@ class VirtualBoard:
             raise RuntimeError(f"board {self.spec.name} is powered off, so it cannot be reset")
         self._started.clear()
         self._leave_bootloader()
+        self.life.go(State.STARTING)
         self._next_mode = "boot"
         self._boot_line = b"\r\nrst: hard reset (virtual %s)\r\n" % self.spec.board.encode()
         await self._end_run("reset")
@@ -266,9 +255,10 @@ class VirtualBoard:
 
     async def stop(self) -> None:
         """Stop for good: kill the interpreter, close the port."""
-        self.powered = False
-        self.state = "stopped"
+        self.life.go(State.STOPPED)
         self._leave_bootloader()
+        for p in self.peripherals:
+            p.close()
         if self.link is not None:
             self.link.close()
         await self._end_run("stop")
@@ -278,15 +268,7 @@ class VirtualBoard:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        for fd in (self._pm, self._ps):
-            if fd >= 0:
-                try:
-                    self._loop.remove_reader(fd)
-                    self._loop.remove_writer(fd)
-                except (ValueError, OSError):
-                    pass
-                os.close(fd)
-        self._pm = self._ps = -1
+        self.pty.close()
         if self._log:
             self._log.close()
         if self.flash is not None:
@@ -302,194 +284,82 @@ class VirtualBoard:
     def status(self) -> dict:
         """Live facts for ``sim ls``."""
         pid = self.proc.pid if self.proc is not None and self.proc.poll() is None else None
-        return {"name": self.spec.name, "state": self.state, "power": "on" if self.powered else "off",
+        return {"name": self.spec.name, "state": self.state.value, "power": "on" if self.powered else "off",
                 "pid": pid, "alive": pid is not None,
                 "repl": "raw" if self.console.raw else "friendly", "restarts": self.restarts,
                 "mode": self.public_mode, "flash_url": self.flash_url, "flash_file": self.spec.flash_file,
                 "uf2_drive": self.spec.uf2_drive if self.mode == "bootsel" and self.powered else None}
 
-    # ---- bootloaders --------------------------------------------------------
+    # ---- peripherals (see :mod:`.peripherals`) -------------------------------
 
     def set_lines(self, dtr: bool, rts: bool) -> None:
-        """DTR/RTS from the USB-serial bridge, through the auto-reset circuit to EN and IO0."""
-        en = not (rts and not dtr)
-        io0 = not (dtr and not rts)
-        if not self.powered or self.spec.bootloader != "esp-rom":
-            self._en = en
-            return
-        if not en:
-            if self._en:
-                self._en = False
-                self._hold_in_reset()
-            return
-        if not self._en:
-            self._en = True
-            if not io0:
-                self.enter_download()
-            else:
-                self._cancel_strap()
-                self._strap_timer = self._loop.call_later(STRAP_WINDOW_S, self._strap_high)
-            return
-        if not io0 and self._strap_timer is not None:
-            self.enter_download()       # IO0 went low while EN was still rising
+        """DTR/RTS from the USB-serial bridge, to the peripherals wired to them."""
+        for p in self.peripherals:
+            p.on_lines(dtr, rts)
 
-    def _cancel_strap(self) -> None:
-        if self._strap_timer is not None:
-            self._strap_timer.cancel()
-            self._strap_timer = None
+    def _peripheral(self, kind: type, what: str):
+        found = next((p for p in self.peripherals if isinstance(p, kind)), None)
+        if found is None:
+            raise RuntimeError(f"board {self.spec.name} ({self.spec.board}) has no {what}")
+        if not self.powered:
+            raise RuntimeError(f"board {self.spec.name} is powered off")
+        return found
 
-    def _strap_high(self) -> None:
-        self._strap_timer = None
-        if self.powered and self.mode == "held":
-            self._boot_micropython(b"\r\nrst: EN reset, IO0 high (virtual %s)\r\n" % self.spec.board.encode())
+    def enter_download(self) -> None:
+        """ESP boards: reset into the ROM serial download mode (as with IO0 held low)."""
+        self._peripheral(EspDownloadMode, "ESP ROM download mode").enter()
 
-    def _stop_interpreter(self) -> None:
-        """The chip stops running code (reset held, bootloader): kill the interpreter, keep the power."""
+    def enter_bootsel(self) -> None:
+        """rp2 boards: reset into BOOTSEL; the RPI-RP2 drive folder appears."""
+        self._peripheral(BootselDrive, "BOOTSEL mode (only RP2040 boards do)").enter()
+
+    def _leave_bootloader(self) -> None:
+        """Whatever bootloader ran stops (reset, power); a write in progress ends where it is."""
+        for p in self.peripherals:
+            p.on_leave()
+
+    # The surface the peripherals act through (peripherals.BoardSurface).
+
+    def stop_chip(self, state: State) -> None:
+        """The chip stops running code (reset held, a bootloader): kill the
+        interpreter, keep the power, enter ``state``."""
+        self._leave_bootloader()
+        self.life.go(state)
         if self.proc is not None and self.proc.poll() is None:
             self._action = "hold"
             self._kill(self.proc)
         self._held.clear()
         self._wake.set()
-
-    def _hold_in_reset(self) -> None:
-        self._cancel_strap()
-        self._leave_bootloader()
-        self.mode = "held"
-        self.state = "held"
-        self._stop_interpreter()
         self.on_change()
 
-    def enter_download(self) -> None:
-        """ESP boards: reset into the ROM serial download mode (as with IO0 held low)."""
-        if self.spec.bootloader != "esp-rom":
-            raise RuntimeError(f"board {self.spec.name} ({self.spec.board}) has no ESP ROM download mode")
-        if not self.powered:
-            raise RuntimeError(f"board {self.spec.name} is powered off")
-        self._cancel_strap()
+    def boot_micropython(self, line: bytes) -> None:
         self._leave_bootloader()
-        self._stop_interpreter()
-        self.mode = "download"
-        self.state = "download"
-        self._en = True
-        self.rom = EspRomLoader(self.spec.chip, self.flash, self._mac())
-        self._emit_uart(DOWNLOAD_BANNER, log_it=True)
-        log.info("%s: ROM download mode", self.spec.name)
-        self.on_change()
-
-    def enter_bootsel(self) -> None:
-        """rp2 boards: reset into BOOTSEL; the RPI-RP2 drive folder appears."""
-        if self.spec.bootloader != "uf2":
-            raise RuntimeError(f"board {self.spec.name} ({self.spec.board}) has no BOOTSEL mode "
-                               "(only RP2040 boards do)")
-        if not self.powered:
-            raise RuntimeError(f"board {self.spec.name} is powered off")
-        self._leave_bootloader()
-        self._stop_interpreter()
-        self.mode = "bootsel"
-        self.state = "bootsel"
-        self.drive = Uf2Drive(self.spec.uf2_drive)
-        self.drive.create()
-        self._log_note(b"\r\n[edge sim] BOOTSEL: USB drive RPI-RP2 at %s\r\n" % self.spec.uf2_drive.encode())
-        self._drive_timer = self._loop.call_later(UF2_POLL_S, self._poll_drive)
-        log.info("%s: BOOTSEL, drive %s", self.spec.name, self.spec.uf2_drive)
-        self.on_change()
-
-    def _leave_bootloader(self) -> None:
-        """Whatever bootloader ran stops (reset, power); a write in progress ends where it is."""
-        if self.rom is not None:
-            rom, self.rom = self.rom, None
-            rom.close()
-            self._rom_events(rom)
-        if self._drive_timer is not None:
-            self._drive_timer.cancel()
-            self._drive_timer = None
-        if self.drive is not None:
-            self.drive.remove()
-            self.drive = None
-        if self.mode != "micropython":
-            self.mode = "micropython"
-            self.on_change()
-
-    def _boot_micropython(self, line: bytes) -> None:
-        self._leave_bootloader()
-        self.mode = "micropython"
+        self.life.go(State.STARTING)
         self._next_mode = "boot"
         self._boot_line = line
         self._wake.set()
         self.on_change()
 
-    def _mac(self) -> bytes:
-        import hashlib
-        return b"\x24\x0a\xc4" + hashlib.sha256(self.spec.name.encode()).digest()[:3]
+    def uart_out(self, data: bytes, to: str | None = None, log_it: bool = False) -> None:
+        """What the chip's UART sends outside MicroPython: to the pty and the
+        bridge, or only ``to`` (a reply goes where its request came from)."""
+        if log_it and self._log:
+            self._log.write(data)
+        if to in (None, "pty"):
+            self.pty.write(data, keep_all=to == "pty")
+        if to in (None, "link") and self.link is not None:
+            self.link.send(data)
 
-    def _to_rom(self, data: bytes, src: str) -> None:
-        rom = self.rom
-        if rom is None:
-            return
-        self._rom_src = src
-        rom.receive_data(data)
-        out = rom.data_to_send()
-        if out:
-            if src == "link":
-                if self.link is not None:
-                    self.link.send(out)
-            else:
-                self._write_port(out, keep_all=True)
-        self._rom_events(rom)
+    def changed(self) -> None:
+        self.on_change()
 
-    def _rom_events(self, rom: EspRomLoader) -> None:
-        for ev in rom.next_events():
-            if ev[0] == "written":
-                _, offset, size, complete = ev
-                via = "esptool" + ("" if complete else " (interrupted)")
-                entry = record_write(self.spec.flash_record, self.flash, offset, size, via)
-                log.info("%s: flash written at 0x%x, %d bytes, sha256 %s%s", self.spec.name, offset, size,
-                         entry["sha256"], "" if complete else " (interrupted)")
-            elif ev[0] == "run" and rom is self.rom:
-                self._boot_micropython(b"\r\nrst: leaving download mode (virtual %s)\r\n"
-                                       % self.spec.board.encode())
-
-    def _poll_drive(self) -> None:
-        self._drive_timer = None
-        drive = self.drive
-        if drive is None or self.mode != "bootsel":
-            return
-        for name, data in drive.poll():
-            try:
-                blocks = parse_uf2(data, self.spec.flash_size)
-            except Uf2Error as e:
-                log.warning("%s: %s ignored: %s", self.spec.name, name, e)
-                self._log_note(b"\r\n[edge sim] BOOTSEL: %s ignored (the RP2040 would not write it): %s\r\n"
-                               % (name.encode(), str(e).encode()))
-                continue
-            flash = self.flash
-            assert flash is not None, "an rp2 board always has a flash image"
-            for offset in sorted({o - o % 4096 for o, _ in blocks}):
-                flash.erase(offset, 4096)      # the boot ROM erases each sector it writes
-            for offset, payload in blocks:
-                flash.write(offset, payload)
-            lo = min(o for o, _ in blocks)
-            hi = max(o + len(p) for o, p in blocks)
-            entry = record_write(self.spec.flash_record, self.flash, lo, hi - lo, "uf2")
-            log.info("%s: %s written at 0x%x, %d bytes, sha256 %s", self.spec.name, name, lo, hi - lo,
-                     entry["sha256"])
-            self._boot_micropython(b"\r\nrst: UF2 %s written, rebooting (virtual %s)\r\n"
-                                   % (name.encode(), self.spec.board.encode()))
-            return
-        self._drive_timer = self._loop.call_later(UF2_POLL_S, self._poll_drive)
+    def log_note(self, note: bytes) -> None:
+        self._log_note(note)
 
     def _log_note(self, note: bytes) -> None:
         """A line in console.log only (the board's serial port is gone in BOOTSEL)."""
         if self._log:
             self._log.write(note)
-
-    def _emit_uart(self, data: bytes, log_it: bool = False) -> None:
-        """What the chip's UART sends outside MicroPython: to the pty and the bridge."""
-        if log_it and self._log:
-            self._log.write(data)
-        self._write_port(data)
-        if self.link is not None:
-            self.link.send(data)
 
     async def _end_run(self, why: str) -> None:
         """Kill the current interpreter (if any) and wait until its run is over."""
@@ -514,9 +384,7 @@ class VirtualBoard:
     async def _lifecycle(self) -> None:
         quick = 0
         while True:
-            if not self.powered or self.mode != "micropython":
-                if self.state != "stopped":
-                    self.state = "off" if not self.powered else self.mode
+            if self.life.idle:
                 self._held.clear()
                 self.on_change()
                 self._wake.clear()
@@ -550,7 +418,7 @@ class VirtualBoard:
                            b"(last exit code %s); next start in %d s\r\n"
                            % (quick, str(rc).encode(), CRASH_LOOP_BACKOFF_S))
                 quick = 0
-                self.state = "backoff"
+                self.life.go(State.BACKOFF)
                 self.on_change()
                 self._wake.clear()
                 try:
@@ -563,11 +431,14 @@ class VirtualBoard:
         """Run one interpreter until it ends; return its exit code."""
         m, s = os.openpty()
         # NOFLSH marks "running code": the REPL's raw mode clears every lflag bit.
-        _raw_termios(s, termios.NOFLSH)
-        _nonblock(m)
+        raw_termios(s, termios.NOFLSH)
+        nonblock(m)
         env = dict(os.environ)
         env["HOME"] = self.spec.home        # the REPL keeps its history there
         env.pop("MICROPYINSPECT", None)
+        # The identity the board states (vmachine.py): the chip it stands for.
+        env["EDGE_BOARD_PLATFORM"] = self.spec.platform
+        env["EDGE_BOARD_MACHINE"] = self.spec.machine
         # The agent frozen into the board's "flash" (rom.py) when it boots to
         # run main.py: the heap holds the board's budget plus the image and
         # its names, which stand for the flash. A raw-REPL session (mpremote,
@@ -580,7 +451,7 @@ class VirtualBoard:
         argv = [self.micropython, "-X", f"heapsize={heap}", "-i", self.runner, self.spec.fs, mode]
         if rom_size:
             argv.append(str(rom))
-        self.state = "starting"
+        self.life.go(State.STARTING)
         try:
             # umask 077: what the board writes (identity/key, identity/setup)
             # is its owner's alone, as a real board's flash is nobody else's.
@@ -601,7 +472,7 @@ class VirtualBoard:
         self._to_interp.clear()
         self._ended = self._loop.create_future()
         self._loop.add_reader(m, self._on_interp_readable)
-        self.state = "running"
+        self.life.go(State.RUNNING)
         if mode == "raw":
             # Port input waits until Ctrl-A is on its way to the friendly REPL.
             self._await_raw = True
@@ -694,13 +565,9 @@ class VirtualBoard:
                 self._action = "soft"
                 self._kill(self.proc)
             elif ev == "bootloader":
-                # machine.bootloader(): ESP chips reset into download mode, the RP2040 into BOOTSEL.
-                kind = self.spec.bootloader
-                if kind == "esp-rom":
-                    self.enter_download()
-                elif kind == "uf2":
-                    self.enter_bootsel()
-                elif self.proc is not None:
+                # machine.bootloader(): a peripheral takes the chip (ESP download
+                # mode, RP2040 BOOTSEL); a board with none soft-resets.
+                if not any(p.on_bootloader() for p in self.peripherals) and self.proc is not None:
                     self._action = "soft"
                     self._kill(self.proc)
 
@@ -714,75 +581,18 @@ class VirtualBoard:
             self._log.write(data)
         if self.link is not None:
             self.link.send(data)
-        self._write_port(data)
-
-    def _write_port(self, data: bytes, keep_all: bool = False) -> None:
-        """Queue ``data`` for the pty (dropped when nobody reads it, as a UART's would be).
-
-        ``keep_all``: never trim the backlog (the ROM's replies, e.g. a whole
-        streamed flash read, must arrive intact; a reader that stalls still
-        loses them after PORT_STALL_S).
-        """
-        if self._pm < 0:
-            return
-        if not self._to_port:
-            self._port_progress = time.monotonic()
-        self._to_port += data
-        if not keep_all and len(self._to_port) > PORT_BACKLOG_MAX:
-            del self._to_port[:len(self._to_port) - PORT_BACKLOG_MAX]
-        self._flush_port()
-
-    def _flush_port(self) -> None:
-        while self._to_port:
-            try:
-                n = os.write(self._pm, self._to_port[:4096])
-            except BlockingIOError:
-                n = 0
-            except OSError as e:
-                log.warning("%s: writing the port: %s", self.spec.name, e)
-                self._to_port.clear()
-                break
-            if n <= 0:
-                if time.monotonic() - self._port_progress > PORT_STALL_S:
-                    # Nobody reads the port: what a UART sends then is lost.
-                    self._to_port.clear()
-                    try:
-                        termios.tcflush(self._ps, termios.TCIFLUSH)
-                    except termios.error:
-                        pass
-                    break
-                if not self._port_writer:
-                    self._loop.add_writer(self._pm, self._flush_port)
-                    self._port_writer = True
-                    self._loop.call_later(PORT_STALL_S + 0.1, self._flush_port)
-                return
-            del self._to_port[:n]
-            self._port_progress = time.monotonic()
-        if self._port_writer:
-            self._loop.remove_writer(self._pm)
-            self._port_writer = False
+        self.pty.write(data)
 
     # ---- port -> interpreter ----------------------------------------------
-
-    def _on_port_readable(self) -> None:
-        try:
-            data = os.read(self._pm, 65536)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as e:
-            if e.errno == errno.EIO:
-                return
-            raise
-        self._serial_input(data, "pty")
 
     def _serial_input(self, data: bytes, src: str) -> None:
         """Bytes into the board's UART, from the pty or the bridge."""
         if not data or not self.powered:
             return                      # a board that is off hears nothing
         if self.mode != "micropython":
-            if self.mode == "download":
-                self._to_rom(data, src)
-            return                      # held in reset / BOOTSEL: the UART is not running
+            # Held in reset / a bootloader: MicroPython's UART is not running.
+            any(p.on_uart(data, src) for p in self.peripherals)
+            return
         self._input_seen = True
         self._held += data
         if len(self._held) > INPUT_BACKLOG_MAX:

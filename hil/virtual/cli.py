@@ -76,11 +76,15 @@ def sim() -> None:
               help="How many boards of each --board type.")
 @_dir_option
 @click.option("--blank", is_flag=True, help="Do not install the firmware: empty filesystems.")
+@click.option("--unprovisioned", is_flag=True,
+              help="Install the firmware but mint no identity (as a board before `edge provision`).")
+@click.option("--db", type=click.Path(dir_okay=False), default=None,
+              help="Registry the identities go to [default: $EDGE_DB or ~/.local/share/edge/registry.db].")
 @click.option("--reflash", is_flag=True,
               help="Replace the firmware (main.py, edgefw/, board.json) of boards that have one; "
                    "identity (config.json) and data stay.")
 @click.option("--json", "as_json", is_flag=True, help="Print the boards as JSON.")
-def up(boards, count, rundir, blank, reflash, as_json):
+def up(boards, count, rundir, blank, unprovisioned, db, reflash, as_json):
     """Start virtual boards; return once they all run.
 
     Boards are named <type>-<k> (esp32-1, esp32-2, picow-1, ...); their
@@ -89,13 +93,20 @@ def up(boards, count, rundir, blank, reflash, as_json):
     the same name keeps its identity and journal. A board that has firmware
     keeps it unless --reflash.
 
+    Each board gets its identity as `edge flash` gives it: a key made on the
+    board, recorded in the registry with a setup code (print its label with
+    `edge label DEVICE`); a board that has one keeps it. --unprovisioned
+    leaves that to `edge provision`; --blank installs nothing.
+
     One bench per run folder: if a bench already runs in RUNDIR this fails
     (exit code 4); stop it with `edge sim down` or use another --dir.
     """
     from edge_hil.virtual.control import Bench
 
+    from edge_agent.paths import default_db
+
     bench = Bench.up(list(boards), count=count, rundir=rundir if rundir is not None else default_sim_dir(),
-                     blank=blank, reflash=reflash)
+                     blank=blank, reflash=reflash, registry=None if unprovisioned else (db or default_db()))
     rows = bench.boards()
     if as_json:
         click.echo(json.dumps([_public(r) for r in rows], indent=2))

@@ -31,7 +31,7 @@ from edge_agent.errors import BadInput, Busy, DeviceError, EdgeError, NotFound
 from edge_agent.paths import default_sim_dir
 from edge_hil.virtual import state as st
 from edge_agent.boards import known_boards, load_board
-from edge_hil.virtual.fs import install_firmware, new_device_id
+from edge_hil.virtual.fs import install_firmware
 
 START_TIMEOUT_S = 30.0
 REQUEST_TIMEOUT_S = 30.0
@@ -61,6 +61,13 @@ def plan_names(boards: list[str], count: int = 1) -> list[tuple[str, str]]:
     return out
 
 
+def virtual_machine(board: dict) -> str:
+    """The machine string a virtual board of type ``board`` states, as
+    MicroPython builds one ("<board> with <MCU>"), so the host's one check of
+    a board's type (edge_agent.boards.board_says_it_is) applies to it."""
+    return f"Virtual {board.get('title') or board['name']} with {str(board.get('chip', '')).upper()}"
+
+
 class Bench:
     """A virtual bench in a run folder (default ``$EDGE_SIM_DIR`` or ~/.local/share/edge/sim)."""
 
@@ -71,12 +78,14 @@ class Bench:
 
     @classmethod
     def up(cls, boards: list[str] | None = None, *, count: int = 1, rundir: Path | str | None = None,
-           blank: bool = False, reflash: bool = False, timeout: float = START_TIMEOUT_S) -> "Bench":
+           blank: bool = False, reflash: bool = False, registry: Path | str | None = None,
+           timeout: float = START_TIMEOUT_S) -> "Bench":
         """Start ``count`` boards of each type in ``boards`` (default: one ``virtual``).
 
         Unless ``blank``, each board's filesystem gets the firmware (see
-        :func:`install_firmware`). Raises :class:`Busy` if a bench already
-        runs in the folder.
+        :func:`install_firmware`), and with a ``registry`` each board gets its
+        identity as ``edge flash`` gives it (:meth:`provision`). Raises
+        :class:`Busy` if a bench already runs in the folder.
         """
         bench = cls(rundir)
         if count < 1:
@@ -105,12 +114,13 @@ class Bench:
                 fs = home / "fs"
                 fs.mkdir(parents=True, exist_ok=True)
                 if not blank:
-                    install_firmware(fs, board, new_device_id(name), reflash=reflash)
+                    install_firmware(fs, board, reflash=reflash)
                 f = files[board]
                 specs.append({"name": name, "board": board, "heap_bytes": int(f["heap_bytes"]),
                               "fs": str(fs), "console_log": str(home / "console.log"), "home": str(home),
                               "chip": f.get("chip"), "family": f.get("micropython_port"),
-                              "flash_size": int((f.get("flash") or {}).get("size") or 0)})
+                              "flash_size": int((f.get("flash") or {}).get("size") or 0),
+                              "machine": virtual_machine(f)})
             st.write_json_atomic(bench.rundir / st.BENCH, {"micropython": micropython, "boards": specs})
             with open(bench.rundir / st.LOG, "ab") as logf:
                 launcher = subprocess.Popen(
@@ -122,7 +132,43 @@ class Bench:
         finally:
             lock.close()
         bench._wait_ready(timeout)
+        if registry is not None and not blank:
+            try:
+                bench.provision(registry)
+            except EdgeError:
+                bench.down()
+                raise
         return bench
+
+    def provision(self, registry: Path | str, names: list[str] | None = None) -> list:
+        """Give each board (or those in ``names``) its identity through the
+        host's one provisioning path (:func:`edge_agent.identity.provision`
+        over the board's port: a key made on the board, recorded in
+        ``registry`` with a setup code); a board with a complete identity the
+        registry knows keeps it. Boards given a new identity are reset so the
+        agent runs with it. Returns the :class:`~edge_agent.identity.Identity`
+        of each board, in board order."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from edge_agent.board_link import BoardLink
+        from edge_agent.identity import provision
+        from edge_agent.store import Store
+        from edge_ota.keys import root_public_key
+
+        rows = [b for b in self.boards() if names is None or b["name"] in names]
+        # Made once, before the boards' threads would race to create them.
+        root_public_key()
+        Store(registry).close()
+
+        def one(row: dict):
+            with BoardLink(row["port"]) as link, Store(registry) as store:
+                ident = provision(link, store, load_board(row["board"]))
+            if ident.created:
+                self.reset(row["name"])
+            return ident
+
+        with ThreadPoolExecutor(max_workers=max(1, len(rows))) as pool:
+            return list(pool.map(one, rows))
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -3,28 +3,28 @@
 from __future__ import annotations
 
 import json
-import secrets
 import shutil
+import tempfile
 from pathlib import Path
 
+from edge_agent import device_fs
 from edge_agent.boards import load_board
 from edge_agent.errors import BadInput, NotFound
 from edge_agent.paths import BOARDS_DIR, FIRMWARE_DIR
 
 
-def new_device_id(name: str) -> str:
-    """A fresh identity for board ``name``: ``<name>-<6 random hex digits>``."""
-    return f"{name}-{secrets.token_hex(3)}"
-
-
-def install_firmware(fs_dir: Path, board_name: str, device_id: str, *, reflash: bool = False,
-                     firmware_dir: Path = FIRMWARE_DIR, boards_dir: Path = BOARDS_DIR) -> str:
+def install_firmware(fs_dir: Path, board_name: str, device_id: str | None = None, *, reflash: bool = False,
+                     firmware_dir: Path = FIRMWARE_DIR, boards_dir: Path = BOARDS_DIR) -> str | None:
     """Put the Edge Agent on the board whose filesystem is ``fs_dir``; return its device id.
 
     ``board_name`` is the board type (a file in ``boards/``). Writes
     ``main.py``, the ``edgefw`` package compiled to ``.mpy`` (as on a real
     board: see :mod:`edge_agent.firmware`), ``board.json``
-    (the board file) and ``config.json`` (``{"device_id", "board"}``).
+    (the board file) and ``config.json`` (``board`` and the bench's
+    settings, plus ``device_id`` when one is given: a board's identity is
+    normally minted on it by :func:`edge_agent.identity.provision`, which
+    ``edge sim up`` runs next; until then the agent waits in safe mode,
+    saying its config has no device id).
 
     A board that already has a ``main.py`` keeps its firmware, and a board
     that has a ``config.json`` always keeps its identity (``device_id`` is
@@ -35,40 +35,35 @@ def install_firmware(fs_dir: Path, board_name: str, device_id: str, *, reflash: 
     """
     fs_dir = Path(fs_dir)
     firmware_dir = Path(firmware_dir)
-    main_py = firmware_dir / "main.py"
-    package = firmware_dir / "edgefw"
+    main_py = firmware_dir / device_fs.MAIN_PY
+    package = firmware_dir / device_fs.PACKAGE_DIR
     if not main_py.is_file() or not package.is_dir():
         raise NotFound(f"no firmware to install: {main_py} or {package}/ is missing",
                        hint="build the firmware first, or start blank boards with --blank")
     board = load_board(board_name, boards_dir)
     fs_dir.mkdir(parents=True, exist_ok=True)
-    if reflash or not (fs_dir / "main.py").exists():
-        from edge_agent.firmware import build
-
-        if (fs_dir / "edgefw").is_dir():
-            shutil.rmtree(fs_dir / "edgefw")
+    if reflash or not (fs_dir / device_fs.MAIN_PY).exists():
+        if (fs_dir / device_fs.PACKAGE_DIR).is_dir():
+            shutil.rmtree(fs_dir / device_fs.PACKAGE_DIR)
         # Bytecode only (no native code), so it runs on the host's
         # interpreter whatever the board's own architecture.
-        build(fs_dir, None, source=firmware_dir)
-    if reflash or not (fs_dir / "board.json").exists():
-        _write_json(fs_dir / "board.json", board)
-    config = fs_dir / "config.json"
+        with tempfile.TemporaryDirectory(prefix="edge-sim-") as tmp:
+            device_fs.write_files(fs_dir, device_fs.agent_files(Path(tmp), None, firmware_dir))
+    if reflash or not (fs_dir / device_fs.BOARD_JSON).exists():
+        device_fs.write_files(fs_dir, [(device_fs.BOARD_JSON, device_fs.board_json(board))])
+    config = fs_dir / device_fs.CONFIG_JSON
     try:
         existing = json.loads(config.read_text())
-        return str(existing["device_id"])
+        if not isinstance(existing, dict):
+            raise TypeError
+        return existing.get("device_id")
     except FileNotFoundError:
         pass
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, TypeError):
         raise BadInput(f"{config} is not a valid board config",
                        hint="fix it, or delete it to give the board a new identity") from None
-    # Virtual boards sample every second (a real board's file says 5 s) so a
-    # bench shows data at once; config.json can change it like on any board.
-    _write_json(config, {"device_id": device_id, "board": board_name, "sample_period_ms": 1000})
+    config_data = {"board": board_name, **device_fs.BENCH_CONFIG}
+    if device_id is not None:
+        config_data = {"device_id": device_id, **config_data}
+    device_fs.write_files(fs_dir, [(device_fs.CONFIG_JSON, device_fs.config_json(config_data))])
     return device_id
-
-
-def _write_json(path: Path, obj) -> None:
-    # Written to a new name and renamed: a crash leaves the old file or the new one.
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    tmp.replace(path)

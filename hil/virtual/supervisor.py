@@ -27,6 +27,7 @@ import signal
 import sys
 from pathlib import Path
 
+from edge_agent import device_fs
 from edge_hil.virtual import state as st
 from edge_hil.virtual.board import BoardSpec, VirtualBoard
 
@@ -177,7 +178,7 @@ class Supervisor:
 
 def _device_id(fs: str) -> str | None:
     try:
-        return json.loads((Path(fs) / "config.json").read_text()).get("device_id")
+        return json.loads((Path(fs) / device_fs.CONFIG_JSON).read_text()).get("device_id")
     except (OSError, ValueError, AttributeError):
         return None
 

@@ -270,3 +270,47 @@ def test_board_files_are_unchanged_by_loading():
     for name in FILES:
         load_board(name)["sensors"].clear()       # the caller's copy only
     assert before == {p: p.read_bytes() for p in Path(BOARDS_DIR).glob("*.json")}
+
+
+# -- one rule for board type names ---------------------------------------------------
+
+NAMES = ["esp32", "my-board", "a", "x" * 32, "2nd-rev",          # fit
+         "my_board", "My-board", "-lead", "x" * 33, "", "a.b", "esp32 ", "ésp32", "a/b"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_schema_provisioning_and_labels_agree_on_every_board_name(name):
+    from edge_agent.boards import is_board_name
+    from edge_agent.label import pairing_payload, parse_pairing_payload
+
+    schema = json.loads((BOARDS_DIR / "schema.json").read_text())
+    name_rule = schema["properties"]["name"]
+    by_schema = not list(Draft202012Validator(name_rule).iter_errors(name))
+    assert by_schema == is_board_name(name)
+    try:
+        payload = pairing_payload("dev-0123456789ab", "48151623", "0123456789abcdef", name)
+        by_label = parse_pairing_payload(payload).board == name
+    except BadInput:
+        by_label = False
+    assert by_label == is_board_name(name)
+
+
+def test_a_board_file_named_with_an_underscore_is_refused_by_the_schema_with_the_fix(tmp_path):
+    data = json.loads((BOARDS_DIR / "esp32.json").read_text())
+    data["name"] = "my_board"
+    (tmp_path / "my_board.json").write_text(json.dumps(data))
+    with pytest.raises(BadInput) as e:
+        load_board("my_board", tmp_path)
+    assert "my_board.json" in e.value.message and "$.name" in e.value.message
+    assert "'_'" in e.value.hint and "my-board" in e.value.hint
+
+
+def test_a_board_file_named_with_a_hyphen_loads_and_can_be_provisioned(tmp_path):
+    from edge_agent.identity import device_id_for
+    from edge_agent.names import is_device_id
+
+    data = json.loads((BOARDS_DIR / "esp32.json").read_text())
+    data["name"] = "my-board"
+    (tmp_path / "my-board.json").write_text(json.dumps(data))
+    assert load_board("my-board", tmp_path)["name"] == "my-board"
+    assert is_device_id(device_id_for("my-board", bytes(32)))

@@ -19,6 +19,7 @@ from edge_agent.discover import board_from_platform, serial_candidates, usb_tabl
 from edge_agent.errors import EXIT_PARTIAL, BadInput, DeviceError
 from edge_agent.flash import Target, check_image, check_micropython, flash_board
 from edge_agent.store import Store
+from edge_hil.virtual.drivers import board as virtual_board
 from tests.test_cli_e2e import edge
 
 
@@ -64,6 +65,37 @@ def test_a_board_names_its_type_through_sys_platform_and_machine():
 
 
 # -- checks that refuse before touching a board ------------------------------------
+
+class IdentityLink:
+    """Answers the identity probe as a board whose MicroPython says ``platform``/``machine``."""
+
+    port = "/dev/ttyFAKE"
+
+    def __init__(self, platform, machine):
+        self.out = f"{platform}\r\n{machine}\r\n"
+
+    def exec(self, code, timeout=10):
+        return self.out
+
+
+def test_a_board_is_accepted_only_as_the_type_it_says_it_is():
+    from edge_agent.flash import check_board_type
+
+    pico = IdentityLink("rp2", "Raspberry Pi Pico W with RP2040")
+    check_board_type(pico, Target("b", "/dev/ttyACM0", "picow"), load_board("picow"))
+    with pytest.raises(BadInput) as e:
+        check_board_type(pico, Target("b", "/dev/ttyACM0", "esp32"), load_board("esp32"))
+    assert e.value.exit_code == 5
+    assert "esp32" in e.value.message and "picow" in e.value.message
+    assert "--board picow" in e.value.hint
+    # The chip decides among the ESP32 family.
+    c3 = IdentityLink("esp32", "Generic ESP32C3 module with ESP32C3")
+    check_board_type(c3, Target("b", "/dev/ttyACM0", "esp32c3"), load_board("esp32c3"))
+    with pytest.raises(BadInput) as e:
+        check_board_type(c3, Target("b", "/dev/ttyACM0", "esp32"), load_board("esp32"))
+    assert "--board esp32c3" in e.value.hint
+
+
 
 class FakeLink:
     """Answers the MicroPython probe like a board whose sys.implementation._mpy is ``mpy``."""
@@ -206,7 +238,7 @@ def power_cut_at(bench_dir, name, step, after_bytes=0):
 def test_a_board_that_loses_power_is_reported_failed_not_provisioned_and_a_rerun_completes_it(env, step, after):
     board = sim_up(env, "esp32")[0]
     bench, progress = power_cut_at(env["EDGE_SIM_DIR"], board["name"], step, after_bytes=after)
-    target = Target(board["name"], board["port"], "esp32", True, None, Path(env["EDGE_SIM_DIR"]))
+    target = Target(board["name"], board["port"], "esp32", virtual_board(env["EDGE_SIM_DIR"], board["name"]))
     r = flash_board(target, env["EDGE_DB"], progress=progress, io_timeout=1.5, selftest_timeout=4)
     assert not r.ok and r.failed_step == step, r
     assert r.error and r.hint
@@ -232,7 +264,7 @@ def test_a_board_that_loses_power_is_reported_failed_not_provisioned_and_a_rerun
 
 def test_a_deploy_cut_after_half_the_files_resumes_with_the_copied_files_skipped(env, monkeypatch):
     board = sim_up(env, "picow")[0]
-    target = Target(board["name"], board["port"], "picow", True, None, Path(env["EDGE_SIM_DIR"]))
+    target = Target(board["name"], board["port"], "picow", virtual_board(env["EDGE_SIM_DIR"], board["name"]))
     real_put = BoardLink.put
     puts: list[str] = []
 
@@ -339,6 +371,25 @@ def test_an_esp32_gets_its_image_through_esptool_then_the_agent(env, tmp_path):
     last = Bench(env["EDGE_SIM_DIR"]).flash_record(board["name"])["last"]
     assert last["offset"] == 0x1000 and last["sha256"] == hashlib.sha256(image).hexdigest()
     assert Bench(env["EDGE_SIM_DIR"]).mode(board["name"]) == "micropython"
+
+
+def test_a_pico_w_flashed_as_an_esp32_fails_the_check_and_is_not_registered(env, tmp_path):
+    # The board is reached as a plain serial port (no bench in --sim-dir), as a
+    # real Pico W on /dev/ttyACM0 is: only what the board says can tell.
+    board = sim_up(env, "picow")[0]
+    proc = edge("flash", "--port", board["port"], "--board", "esp32", "--sim-dir", str(tmp_path / "none"),
+                "--json", env=env, check=False)
+    assert proc.returncode == 5, proc.stderr
+    (r,) = json.loads(proc.stdout)
+    assert not r["ok"] and r["failed_step"] == "check"
+    assert "esp32" in r["error"] and "picow" in r["error"] and "--board picow" in r["hint"]
+    assert r["device_id"] is None
+    with registry(env) as store:
+        assert store.devices() == []
+    # Named as what it is, the same board flashes.
+    (r,) = json.loads(edge("flash", "--port", board["port"], "--board", "picow", "--sim-dir",
+                           str(tmp_path / "none"), "--json", env=env).stdout)
+    assert r["ok"], r
 
 
 def test_an_esp_board_left_in_download_mode_is_named_as_such(env):

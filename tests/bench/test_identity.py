@@ -85,7 +85,7 @@ def test_pairing_payload_example_of_the_protocol_document():
 
 @settings(max_examples=200)
 @given(st.from_regex(r"[a-z0-9.-]{1,64}", fullmatch=True), st.from_regex(r"[0-9]{8}", fullmatch=True),
-       st.binary(min_size=8, max_size=8), st.from_regex(r"[a-z0-9-]{1,32}", fullmatch=True))
+       st.binary(min_size=8, max_size=8), st.from_regex(r"[a-z0-9][a-z0-9-]{0,31}", fullmatch=True))  # edge_agent.boards.BOARD_NAME
 def test_pairing_payload_round_trips(device_id, code, fp, board):
     text = pairing_payload(device_id, code, fp.hex(), board)
     assert parse_pairing_payload(text) == (device_id, code, fp.hex(), board)
@@ -193,7 +193,7 @@ def bench(tmp_path_factory):
     rundir = home / "sim"
     try:
         r = edge("sim", "up", "--dir", str(rundir), "--board", "esp32", "--board", "picow",
-                 "--board", "virtual", "--json", home=home)
+                 "--board", "virtual", "--unprovisioned", "--json", home=home)
         assert r.exit_code == 0, r.output
         boards = {b["name"]: b for b in json.loads(r.stdout)}
         yield SimpleNamespace(home=home, db=home / "registry.db", boards=boards)

@@ -100,7 +100,9 @@ class Sim:
         self.started = False
 
     def cli(self, *args: str):
-        return CliRunner().invoke(sim, [*args, "--dir", str(self.rundir)], catch_exceptions=False)
+        # Identities go to a registry of this test, never the user's.
+        env = {"EDGE_HOME": str(self.rundir.parent / "home"), "EDGE_DB": str(self.rundir.parent / "registry.db")}
+        return CliRunner().invoke(sim, [*args, "--dir", str(self.rundir)], catch_exceptions=False, env=env)
 
     def up(self, *args: str) -> dict[str, dict]:
         r = self.cli("up", "--blank", "--json", *args)
@@ -427,7 +429,7 @@ def fake_firmware(tmp_path):
     fw = tmp_path / "firmware"
     (fw / "edgefw" / "sub" / "__pycache__").mkdir(parents=True)
     (fw / "main.py").write_text(
-        "import json\nprint('id=' + json.load(open('/config.json'))['device_id'])\n")
+        "import json\nprint('board=' + json.load(open('/config.json'))['board'])\n")
     (fw / "edgefw" / "__init__.py").write_text("VERSION = '1'\n")
     (fw / "edgefw" / "sub" / "mod.py").write_text("X = 1\n")
     (fw / "edgefw" / "sub" / "__pycache__" / "mod.cpython-311.pyc").write_bytes(b"\0")
@@ -471,19 +473,20 @@ def test_install_firmware_refuses_a_broken_config_and_a_missing_firmware(tmp_pat
     assert "--blank" in e.value.hint
 
 
-def test_sim_up_installs_the_firmware_and_a_board_keeps_its_identity_across_down_and_up(
+def test_sim_up_unprovisioned_installs_the_firmware_and_a_board_keeps_its_files_across_down_and_up(
         simbench, fake_firmware, monkeypatch):
     monkeypatch.setattr(control, "install_firmware",
                         functools.partial(install_firmware, firmware_dir=fake_firmware))
-    r = simbench.cli("up", "--board", "picow", "--json")
+    r = simbench.cli("up", "--board", "picow", "--unprovisioned", "--json")
     assert r.exit_code == 0, r.output
     first = json.loads(r.output)[0]
-    dev = first["device_id"]
-    assert dev.startswith("picow-1-") and len(dev) == len("picow-1-") + 6
-    simbench.bench.wait_console("picow-1", f"id={dev}".encode(), 10)
+    # No identity until `edge provision` (or `edge sim up` without --unprovisioned) mints one.
+    assert first["device_id"] is None
+    simbench.bench.wait_console("picow-1", b"board=picow", 10)
+    (Path(first["fs"]) / "journal").write_text("records")
     simbench.down()
-    again = json.loads(simbench.cli("up", "--board", "picow", "--json").output)[0]
-    assert again["device_id"] == dev and again["fs"] == first["fs"]
+    again = json.loads(simbench.cli("up", "--board", "picow", "--unprovisioned", "--json").output)[0]
+    assert again["fs"] == first["fs"] and (Path(again["fs"]) / "journal").read_text() == "records"
 
 
 # ---- the console filter (sans-I/O) ------------------------------------------
@@ -611,7 +614,7 @@ def agent_board(simbench):
     """One virtual board (default board file) running the real agent."""
     r = simbench.cli("up", "--board", "virtual", "--json")
     assert r.exit_code == 0, r.output
-    board = json.loads(r.output)[0]
+    board = json.loads(r.stdout)[0]     # stderr says the OTA root key was made
     simbench.bench.wait_console(board["name"], b"edge: agent", 15)
     return board
 
