@@ -1,0 +1,23 @@
+"""Fixtures shared by every test: a user's state folder and a virtual bench
+(see tests/harness.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.harness import Home
+
+
+@pytest.fixture
+def edge_home(tmp_path) -> Home:
+    """A fresh ``EDGE_HOME`` (registry, bench folder, keys) and the environment for `edge`."""
+    return Home(tmp_path / "home")
+
+
+@pytest.fixture
+def bench(edge_home):
+    """``edge_home`` whose ``up()`` starts virtual boards; they are stopped after the test."""
+    try:
+        yield edge_home
+    finally:
+        edge_home.down()
