@@ -119,17 +119,24 @@ def ingest(ports, use_sim, sim_dir, db, duration, idle, quiet_after, baud, conso
 
 
 def _print_table(rows: list[dict], elapsed: float, Table) -> None:
+    """The summary, whole in 120 columns (a pipe's width, see
+    :func:`~edge_agent.cli.table_console`): no vertical rules, one space
+    between columns, each number column at least as wide as its one-word
+    header, one device id and one kind of bad frame a line; a port longer
+    than its share folds onto more lines, so no cell is ever cut."""
+    from rich import box
     from rich.text import Text
 
-    t = Table(title=f"ingested in {elapsed:.1f} s")
+    t = Table(title=f"ingested in {elapsed:.1f} s", box=box.SIMPLE_HEAD, show_edge=False, padding=0)
     for col in ("port", "devices", "batches", "records", "dupes", "conflicts", "refused", "failed",
-                "bad frames", "connects", "quiet"):
-        t.add_column(col, justify="right" if col not in ("port", "devices") else "left",
-                     no_wrap=col in ("port", "devices"))
+                "bad", "connects", "quiet"):
+        text = col in ("port", "devices", "bad")
+        t.add_column(col, justify="left" if col in ("port", "devices") else "right", overflow="fold",
+                     no_wrap=not text, min_width={"port": 12, "devices": 20, "bad": 9}.get(col, len(col)))
     for r in rows:
-        bad = ", ".join(f"{k}={v}" for k, v in r["bad_frames"].items()) or "0"
+        bad = "\n".join(f"{k}={v}" for k, v in r["bad_frames"].items()) or "0"
         t.add_row(*[Text(str(v)) for v in (
-            r["port"], ", ".join(r["devices"]) or "-", r["batches"], r["records"], r["duplicates"],
+            r["port"], "\n".join(r["devices"]) or "-", r["batches"], r["records"], r["duplicates"],
             r["conflicts"], r["refused"], r["failed"], bad, r["connects"], r["quiet"])])
     from edge_agent.cli import table_console
 
