@@ -89,6 +89,11 @@ class BoardDriver(Protocol):
         """``config.json`` keys a fresh board of this kind starts with."""
         ...
 
+    def stored_device_id(self) -> str | None:
+        """The device id the board holds, when it can be read without opening
+        its port (which another command may hold); None when unknown."""
+        ...
+
 
 # -- USB hardware ------------------------------------------------------------------------
 
@@ -276,6 +281,10 @@ class UsbBoard:
 
     def config_defaults(self) -> dict:
         return {}
+
+    def stored_device_id(self) -> str | None:
+        # Only the board knows, and asking it means opening its port.
+        return None
 
 
 # -- board sources: where boards of other kinds come from ---------------------------------

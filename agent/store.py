@@ -957,6 +957,15 @@ class Store:
         names = [c[0] for c in cur.description]
         return [dict(zip(names, row)) for row in cur]
 
+    def last_ports(self) -> dict[str, str]:
+        """device id -> the link (port) its latest stored batch came on, for
+        the devices whose batches say one."""
+        cur = self._db.execute(
+            "SELECT d.device_id, b.source FROM devices d JOIN batches b ON b.dev = d.dev "
+            "WHERE b.source != '' AND b.received = (SELECT max(received) FROM batches "
+            "WHERE dev = d.dev AND source != '')")
+        return dict(cur.fetchall())
+
     def bad_frames(self) -> list[dict]:
         """The rejected-input counters, one dict per (source, reason)."""
         cur = self._db.execute("SELECT source, reason, count, first_seen, last_seen, sample FROM ingest_errors ORDER BY source, reason")

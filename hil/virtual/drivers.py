@@ -18,6 +18,7 @@ from edge_agent.discover import Candidate
 from edge_agent.drivers import ByFlashMethod
 from edge_agent.errors import DeviceError, EdgeError
 from edge_hil.virtual.control import Bench
+from edge_hil.virtual.fs import device_id_of
 
 
 class BenchPower:
@@ -74,7 +75,7 @@ class VirtualBoard:
 
     def why_not_running(self) -> EdgeError | None:
         mode = self.mode()
-        d = f" --dir {self.bench.rundir}"
+        d = f" --sim-dir {self.bench.rundir}"
         if mode == "download":
             return DeviceError(f"virtual board {self.name} is in its ROM download mode, not running "
                                "MicroPython", f"reset it (`edge sim reset {self.name}{d}`), or write "
@@ -102,6 +103,10 @@ class VirtualBoard:
 
     def config_defaults(self) -> dict:
         return dict(device_fs.BENCH_CONFIG)
+
+    def stored_device_id(self) -> str | None:
+        # Its filesystem is a folder on this host: read without the port.
+        return device_id_of(self.row["fs"])
 
 
 def board(bench_dir: Path | str | None, name: str) -> VirtualBoard:

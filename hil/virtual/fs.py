@@ -67,3 +67,13 @@ def install_firmware(fs_dir: Path, board_name: str, device_id: str | None = None
         config_data = {"device_id": device_id, **config_data}
     device_fs.write_files(fs_dir, [(device_fs.CONFIG_JSON, device_fs.config_json(config_data))])
     return device_id
+
+
+def device_id_of(fs_dir: Path | str) -> str | None:
+    """The device id in the ``config.json`` of the filesystem ``fs_dir``, or
+    None (no identity yet, or a file that is not a config)."""
+    try:
+        device_id = json.loads((Path(fs_dir) / device_fs.CONFIG_JSON).read_text()).get("device_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return device_id if isinstance(device_id, str) else None

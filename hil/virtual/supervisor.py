@@ -30,6 +30,7 @@ from pathlib import Path
 from edge_agent import device_fs
 from edge_hil.virtual import state as st
 from edge_hil.virtual.board import BoardSpec, VirtualBoard
+from edge_hil.virtual.fs import device_id_of
 
 log = logging.getLogger("edge_hil.virtual.supervisor")
 
@@ -110,7 +111,7 @@ class Supervisor:
             boards.append({
                 "name": b.spec.name, "board": b.spec.board, "port": b.port, "fs": b.spec.fs,
                 "console_log": b.spec.console_log, "pid": s["pid"], "ble_address": None,
-                "device_id": _device_id(b.spec.fs), "power": s["power"],
+                "device_id": device_id_of(b.spec.fs), "power": s["power"],
                 "mode": s["mode"], "flash_url": s["flash_url"], "flash_file": s["flash_file"],
                 "flash_record": b.spec.flash_record if b.spec.flash_size else None,
                 "uf2_drive": s["uf2_drive"],
@@ -174,13 +175,6 @@ class Supervisor:
         except RuntimeError as e:
             return {"ok": False, "error": str(e), "hint": f"power it on: edge sim power {name} on"}
         return {"ok": True, "board": board.status()}
-
-
-def _device_id(fs: str) -> str | None:
-    try:
-        return json.loads((Path(fs) / device_fs.CONFIG_JSON).read_text()).get("device_id")
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 def _detach() -> None:
