@@ -118,6 +118,8 @@ def _register() -> None:
     main.add_command(monitor.monitor)
     from edge_agent.cli import flash; main.add_command(flash.flash)  # noqa: E702
     from edge_agent.cli import provision; main.add_command(provision.provision); main.add_command(provision.label)  # noqa: E702
+    from edge_agent.cli import devices; main.add_command(devices.devs)  # noqa: E702
+    from edge_agent.cli import complete; main.add_command(complete.completion)  # noqa: E702
 
 
 _register()

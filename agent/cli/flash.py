@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from edge_agent.cli.options import check_regular_file
+from edge_agent.cli import complete
+from edge_agent.cli.options import check_regular_file, port_resolver, sim_dir_option
 from edge_agent.errors import EXIT_PARTIAL, BadInput, EdgeError, NotFound
 from edge_agent.paths import default_db, default_sim_dir
 
@@ -106,20 +107,20 @@ def _table(results) -> None:
 
 
 @click.command()
-@click.option("--board", default=None, metavar="NAME",
+@click.option("--board", default=None, metavar="NAME", shell_complete=complete.board_types,
               help="Board type (a file in boards/) of the board on --port, or of attached boards "
                    "whose USB id several boards share.")
-@click.option("--port", "ports", multiple=True, metavar="PORT",
-              help="Serial port or pyserial URL of a board; repeat for more.")
+@click.option("-p", "--port", "ports", multiple=True, metavar="PORT", shell_complete=complete.ports,
+              help="Serial port or pyserial URL of a board, or its name in `edge devs` (esp32-1, a "
+                   "device id); repeat for more.")
 @click.option("--all", "all_boards", is_flag=True,
               help="Flash every attached board and every running virtual board, at once.")
-@click.option("--sim-dir", type=click.Path(file_okay=False), default=None,
-              help="Run folder of the virtual bench [default: $EDGE_SIM_DIR or ~/.local/share/edge/sim].")
+@sim_dir_option()
 @click.option("--firmware", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="MicroPython image to write first: .bin (ESP family, via esptool) or .uf2 (Pico W).")
 @click.option("--reprovision", is_flag=True,
               help="Mint a new identity even if the board has one (owners must pair again).")
-@click.option("--jobs", type=click.IntRange(min=1), default=None,
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
               help="Boards flashed at once [default: all of them].")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--db", type=click.Path(dir_okay=False), default=None,
@@ -139,6 +140,7 @@ def flash(board, ports, all_boards, sim_dir, firmware, reprovision, jobs, as_jso
       edge flash --all                               # every attached and virtual board
       edge flash --board esp32 --port /dev/ttyUSB0 --firmware ESP32_GENERIC-v1.29.bin
       edge flash --board picow --port /dev/ttyACM0 --firmware RPI_PICO_W-v1.29.uf2
+      edge flash -p esp32-1 -p picow-1               # virtual boards, by name
       edge sim up --blank --board esp32 --board picow && edge flash --all --json
 
     A Raspberry Pi (--board rpi) runs the agent under CPython, not
@@ -154,7 +156,8 @@ def flash(board, ports, all_boards, sim_dir, firmware, reprovision, jobs, as_jso
     from edge_agent.flash import flash_many
 
     sim_dir = sim_dir or default_sim_dir()
-    targets = _targets(board, list(ports), all_boards, sim_dir)
+    ports = [port_resolver(sim_dir, db)(p) for p in ports]
+    targets = _targets(board, ports, all_boards, sim_dir)
     fw = Path(firmware) if firmware else None
     if fw is not None:
         check_regular_file(fw, "firmware image")

@@ -8,7 +8,8 @@ import time
 
 import click
 
-from edge_agent.cli.options import DURATION
+from edge_agent.cli import complete
+from edge_agent.cli.options import DURATION, port_resolver, sim_dir_option
 from edge_agent.errors import NotFound, Partial
 from edge_agent.links.serial import MAX_BAUD, MIN_BAUD
 from edge_agent.paths import default_db, default_sim_dir
@@ -23,11 +24,10 @@ def sim_ports(run_dir) -> list[str]:
 
 
 @click.command()
-@click.argument("ports", nargs=-1)
+@click.argument("ports", nargs=-1, shell_complete=complete.ports)
 @click.option("--sim", "use_sim", is_flag=True,
               help="Also ingest from every running virtual board (edge sim up).")
-@click.option("--sim-dir", type=click.Path(file_okay=False), default=None,
-              help="Run folder of the virtual bench [default: $EDGE_SIM_DIR or ~/.local/share/edge/sim].")
+@sim_dir_option()
 @click.option("--db", type=click.Path(dir_okay=False), default=None,
               help="Registry file [default: $EDGE_DB or ~/.local/share/edge/registry.db].")
 @click.option("--for", "duration", type=DURATION, default=None,
@@ -39,7 +39,7 @@ def sim_ports(run_dir) -> list[str]:
 @click.option("--quiet-after", type=DURATION, default=30.0, show_default=True,
               help="Warn when a port that delivered records sends none for this long (its agent "
                    "stopped, the board lost power); counted as `quiet` in the summary.")
-@click.option("--baud", type=click.IntRange(MIN_BAUD, MAX_BAUD), default=115200, show_default=True,
+@click.option("-b", "--baud", type=click.IntRange(MIN_BAUD, MAX_BAUD), default=115200, show_default=True,
               help="Serial speed of real ports (ignored by ptys and socket:// URLs).")
 @click.option("--console", is_flag=True, help="Also print each board's console text.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -53,7 +53,8 @@ def ingest(ports, use_sim, sim_dir, db, duration, idle, quiet_after, baud, conso
     refused and kept (`edge telemetry show`); a port that goes away is reopened
     when it comes back. Exits 7 if some batch could not be written to the
     registry (the devices keep those records and send them again). PORTS are device paths
-    (/dev/ttyUSB0, /dev/pts/5) or pyserial URLs (socket://host:port, rfc2217://...).
+    (/dev/ttyUSB0, /dev/pts/5), pyserial URLs (socket://host:port, rfc2217://...)
+    or names from `edge devs` (a virtual board's name, esp32-1, or a device id).
 
     Each port is taken exclusively for the whole run (see `edge monitor
     --help`): a port another command holds exits 4 naming it, a missing one
@@ -62,6 +63,7 @@ def ingest(ports, use_sim, sim_dir, db, duration, idle, quiet_after, baud, conso
     \b
     Examples:
       edge telemetry ingest /dev/ttyUSB0 /dev/ttyACM0
+      edge telemetry ingest esp32-1 picow-1 --for 30
       edge telemetry ingest --sim --for 30
       edge telemetry ingest --sim --for 10m --idle 5 --json   # ends when the boards fall silent, or after 10 min
     """
@@ -73,7 +75,7 @@ def ingest(ports, use_sim, sim_dir, db, duration, idle, quiet_after, baud, conso
 
     logging.basicConfig(level=logging.WARNING - 10 * min(verbose, 1),
                         format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    ports = list(ports)
+    ports = [port_resolver(sim_dir, db)(p) for p in ports]
     if use_sim:
         found = sim_ports(sim_dir or default_sim_dir())
         if not found:

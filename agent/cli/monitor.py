@@ -8,7 +8,8 @@ import threading
 
 import click
 
-from edge_agent.cli.options import DURATION
+from edge_agent.cli import complete
+from edge_agent.cli.options import DURATION, port_resolver, sim_dir_option
 from edge_agent.errors import DeviceError
 
 _EXIT_KEY = b"\x1d"  # Ctrl-], as in miniterm and telnet
@@ -19,13 +20,17 @@ def raw_text(data: bytes) -> str:
     byte as U+FFFD), line ends and tabs kept, and every other control byte
     as ``\\xNN``, so the frames' own characters show and no stray byte can
     drive the terminal."""
-    text = data.decode("utf-8", errors="replace")
+    return printable(data.decode("utf-8", errors="replace"))
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character but CR, LF and TAB as ``\\xNN``."""
     return "".join(c if c >= " " or c in "\r\n\t" else f"\\x{ord(c):02x}" for c in text)
 
 
 @click.command()
-@click.argument("port")
-@click.option("--baud", type=click.IntRange(50, 12_000_000), default=115200, show_default=True)
+@click.argument("port", shell_complete=complete.ports)
+@click.option("-b", "--baud", type=click.IntRange(50, 12_000_000), default=115200, show_default=True)
 @click.option("--raw", is_flag=True,
               help="Show the bytes as they arrive (frames undecoded; UTF-8 with bad bytes as U+FFFD, "
                    "control bytes other than CR, LF and TAB as \\xNN).")
@@ -34,8 +39,14 @@ def raw_text(data: bytes) -> str:
                    "announce itself, so HELLO, SENSORS and the pending batch show at once).")
 @click.option("--for", "duration", type=DURATION, default=None,
               help="Stop after this long: 30, 30s, 10m (default: until Ctrl-]).")
-def monitor(port, baud, raw, listen_only, duration):
-    """Show a board's console, with telemetry frames decoded inline.
+@sim_dir_option()
+@click.option("--db", type=click.Path(dir_okay=False), default=None,
+              help="Registry whose device ids name ports [default: $EDGE_DB or ~/.local/share/edge/registry.db].")
+def monitor(port, baud, raw, listen_only, duration, sim_dir, db):
+    """Show the console of the board on PORT, with telemetry frames decoded inline.
+
+    PORT is a device path (/dev/ttyUSB0), a pyserial URL, or a name from
+    `edge devs`: a virtual board's name (esp32-1) or a device id.
 
     Keys you type go to the board (the REPL works: Ctrl-C stops the agent
     and leaves you at the REPL, Ctrl-D soft-resets); Ctrl-] quits. The monitor only listens: it
@@ -61,7 +72,7 @@ def monitor(port, baud, raw, listen_only, duration):
     \b
     Example:
       edge monitor /dev/ttyUSB0
-      edge monitor $(edge sim ls --json | jq -r '.[0].port') --for 10s
+      edge monitor esp32-1 --for 10s
     """
     import select
     import time
@@ -73,6 +84,7 @@ def monitor(port, baud, raw, listen_only, duration):
     from edge_agent.monitor import render
     from edge_agent.ports import open_serial
 
+    port = port_resolver(sim_dir, db)(port)
     ser = open_serial(port, baudrate=baud, timeout=0.05)
     console = Console(highlight=False, soft_wrap=True)
     styles = {"frame": "dim cyan", "bad": "red"}

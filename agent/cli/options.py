@@ -70,3 +70,23 @@ def check_regular_file(path, what: str = "file") -> None:
     if not os.access(path, os.R_OK):
         raise BadInput(f"{what} {path} is not readable (permission denied)",
                        "fix its permissions, or run as a user who may read it")
+
+
+SIM_DIR_HELP = "Run folder of the virtual bench [default: $EDGE_SIM_DIR or ~/.local/share/edge/sim]."
+
+
+def sim_dir_option(*aliases: str, dest: str = "sim_dir"):
+    """``--sim-dir``, the one spelling of the bench's run folder in every
+    command (``aliases`` keep an older spelling working)."""
+    return click.option("--sim-dir", *aliases, dest, type=click.Path(file_okay=False), default=None,
+                        help=SIM_DIR_HELP)
+
+
+def port_resolver(sim_dir, db):
+    """A function from what the user typed (a port, a board name, a device
+    id: :mod:`edge_agent.board_names`) to the port, for the bench in
+    ``sim_dir`` and the registry ``db`` (their defaults when None)."""
+    from edge_agent.board_names import resolve_port
+    from edge_agent.paths import default_sim_dir
+
+    return lambda text: resolve_port(text, sim_dir or default_sim_dir(), db)

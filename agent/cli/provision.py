@@ -10,6 +10,8 @@ from pathlib import Path
 import click
 
 from edge_agent import device_fs
+from edge_agent.cli import complete
+from edge_agent.cli.options import port_resolver, sim_dir_option
 from edge_agent.errors import NotFound
 from edge_agent.paths import default_db, state_dir
 
@@ -17,16 +19,18 @@ _DB_HELP = "Registry file [default: $EDGE_DB or ~/.local/share/edge/registry.db]
 
 
 @click.command()
-@click.option("--port", required=True, metavar="PORT",
-              help="The board's serial port (/dev/ttyUSB0, a virtual board's /dev/pts/N, a pyserial URL).")
-@click.option("--board", "board_name", default=None, metavar="NAME",
+@click.option("-p", "--port", required=True, metavar="PORT", shell_complete=complete.ports,
+              help="The board's serial port (/dev/ttyUSB0, a virtual board's /dev/pts/N, a pyserial URL), "
+                   "or its name in `edge devs` (esp32-1, a device id).")
+@click.option("--board", "board_name", default=None, metavar="NAME", shell_complete=complete.board_types,
               help="Board type (a file in boards/) [default: the board.json on the board].")
 @click.option("--reprovision", is_flag=True,
               help="Mint a new identity even if the board has one (owners must pair again).")
 @click.option("--operator", default=None, help="Who provisions, for the registry [default: user@host].")
 @click.option("--db", type=click.Path(dir_okay=False), default=None, help=_DB_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the identity as JSON.")
-def provision(port, board_name, reprovision, operator, db, as_json):
+@sim_dir_option()
+def provision(port, board_name, reprovision, operator, db, as_json, sim_dir):
     """Mint the identity of the board on PORT and record it in the registry.
 
     The board makes its own X25519 key pair (only the public key leaves it);
@@ -41,6 +45,7 @@ def provision(port, board_name, reprovision, operator, db, as_json):
 
     \b
       edge provision --port /dev/ttyUSB0
+      edge provision -p esp32-1
       edge provision --port /dev/pts/5 --board esp32 --json
       edge provision --port /dev/ttyACM0 --reprovision
       edge label esp32-3f9a0c12b7d4          # then print its label
@@ -50,6 +55,7 @@ def provision(port, board_name, reprovision, operator, db, as_json):
     from edge_agent.identity import provision as run
     from edge_agent.store import Store
 
+    port = port_resolver(sim_dir, db)(port)
     with BoardLink(port) as link:
         if board_name is None:
             board_name = _board_on(link)
@@ -89,7 +95,7 @@ def _board_on(link) -> str:
 
 
 @click.command()
-@click.argument("device")
+@click.argument("device", shell_complete=complete.device_ids)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Folder for DEVICE.png and DEVICE.svg [default: $EDGE_HOME/labels].")
 @click.option("--no-terminal", is_flag=True, help="Do not draw the QR code in the terminal.")

@@ -30,7 +30,7 @@ from typing import IO, TYPE_CHECKING, Any, Iterable
 
 import click
 
-from edge_agent.cli import EdgeGroup
+from edge_agent.cli import EdgeGroup, complete
 from edge_agent.cli.options import Duration
 from edge_agent.errors import BadInput
 from edge_agent.paths import default_db
@@ -184,7 +184,8 @@ def db_option(f):
 
 def filter_options(f):
     for option in reversed([
-        click.option("--device", "-d", default=None, help="Only this device id."),
+        click.option("--device", "-d", default=None, help="Only this device id.",
+                     shell_complete=complete.device_ids),
         click.option("--since", type=TIME, default=None, help=f"From this time, inclusive: {TIME_HELP}."),
         click.option("--until", type=TIME, default=None, help="Before this time, exclusive."),
         click.option("--name", "-n", default=None, help="Only sensors matching this glob (temp, temp*)."),
@@ -566,13 +567,16 @@ class LiveView:
 
 @telemetry.command()
 @db_option
-@click.option("--device", "-d", default=None, help="Only this device id.")
+@click.option("--device", "-d", default=None, help="Only this device id.",
+              shell_complete=complete.device_ids)
 @click.option("--interval", type=Duration(min=0.05), default=1.0, show_default=True,
               help="Time between refreshes: 1, 500ms, 2s.")
 @click.option("--once", is_flag=True, help="Print the table once and exit.")
-@click.option("--duration", type=Duration(), default=None,
+@click.option("--for", "duration", type=Duration(), default=None,
               help="Stop after this long: 30, 30s, 10m (default: run until Ctrl-C).")
-def live(db, device, interval, once, duration):
+@click.option("--duration", "old_duration", type=Duration(), default=None, hidden=True,
+              help="The former spelling of --for.")
+def live(db, device, interval, once, duration, old_duration):
     """Watch the last value of every sensor and the records/s of every device.
 
     Reads only; run it beside `edge telemetry ingest` (another terminal).
@@ -580,6 +584,9 @@ def live(db, device, interval, once, duration):
     from rich.console import Console
     from rich.live import Live
 
+    if duration is not None and old_duration is not None:
+        raise click.UsageError("give --for once (--duration is its former spelling)")
+    duration = duration if duration is not None else old_duration
     store = _open_store(db)
     console = Console(highlight=False)
     try:
