@@ -6,13 +6,18 @@ import json
 
 import click
 
+from edge_agent.cli import complete
+from edge_agent.cli.options import DURATION, sim_dir_option
 from edge_agent.paths import default_sim_dir
-
-DIR_HELP = "Run folder of the bench [default: $EDGE_SIM_DIR or ~/.local/share/edge/sim]."
 
 
 def _dir_option(f):
-    return click.option("--dir", "rundir", type=click.Path(file_okay=False), default=None, help=DIR_HELP)(f)
+    # --sim-dir as in every other command; --dir, its first spelling here, stays.
+    return sim_dir_option("--dir", dest="rundir")(f)
+
+
+def _name_argument(f):
+    return click.argument("name", shell_complete=complete.sim_boards)(f)
 
 
 def _bench(rundir):
@@ -70,7 +75,7 @@ def sim() -> None:
 
 
 @sim.command()
-@click.option("--board", "boards", multiple=True, metavar="NAME",
+@click.option("--board", "boards", multiple=True, metavar="NAME", shell_complete=complete.board_types,
               help="Board type (a file in boards/); repeat for more. [default: virtual]")
 @click.option("-n", "count", type=click.IntRange(min=1), default=1, show_default=True,
               help="How many boards of each --board type.")
@@ -99,7 +104,7 @@ def up(boards, count, rundir, blank, unprovisioned, db, reflash, as_json):
     leaves that to `edge provision`; --blank installs nothing.
 
     One bench per run folder: if a bench already runs in RUNDIR this fails
-    (exit code 4); stop it with `edge sim down` or use another --dir.
+    (exit code 4); stop it with `edge sim down` or use another --sim-dir.
     """
     from edge_hil.virtual.control import Bench
 
@@ -141,7 +146,7 @@ def ls(rundir, as_json):
     _table(rows, live=True)
     if not bench.is_running():
         click.echo(f"the bench in {bench.rundir} is not running (its supervisor died); "
-                   f"`edge sim down --dir {bench.rundir}` cleans up")
+                   f"`edge sim down --sim-dir {bench.rundir}` cleans up")
 
 
 @sim.command()
@@ -158,7 +163,7 @@ def down(rundir):
 
 
 @sim.command()
-@click.argument("name")
+@_name_argument
 @_dir_option
 def reset(name, rundir):
     """Hard-reset board NAME: it boots again and runs main.py."""
@@ -167,7 +172,7 @@ def reset(name, rundir):
 
 
 @sim.command()
-@click.argument("name")
+@_name_argument
 @click.argument("state", type=click.Choice(["on", "off"]))
 @_dir_option
 def power(name, state, rundir):
@@ -178,7 +183,7 @@ def power(name, state, rundir):
 
 
 @sim.command()
-@click.argument("name")
+@_name_argument
 @_dir_option
 def bootsel(name, rundir):
     """Reset rp2 board NAME into BOOTSEL: its RPI-RP2 drive folder appears.
@@ -195,7 +200,7 @@ def bootsel(name, rundir):
 
 
 @sim.command()
-@click.argument("name")
+@_name_argument
 @_dir_option
 def download(name, rundir):
     """Reset ESP board NAME into its ROM download mode (as holding BOOT and pressing EN).
@@ -209,3 +214,93 @@ def download(name, rundir):
     """
     row = _bench(rundir).download_mode(name)
     click.echo(f"{name}: download mode, {row.get('flash_url')}")
+
+
+def _console_log(rundir, name: str):
+    """The console log of board ``name``: RUNDIR/<name>/console.log, there
+    while the bench runs and after `sim down` too."""
+    from pathlib import Path
+
+    from edge_agent.errors import NotFound
+
+    root = Path(rundir if rundir is not None else default_sim_dir())
+    path = root / name / "console.log"
+    if path.is_file():
+        return path
+    known = sorted(p.parent.name for p in root.glob("*/console.log"))
+    raise NotFound(f"no console log of a board named {name!r} in {root}",
+                   "boards with a log: " + ", ".join(known) if known else
+                   f"start boards with `edge sim up --sim-dir {root}`")
+
+
+def last_lines(data: bytes, n: int) -> bytes:
+    """The last ``n`` lines of ``data`` (a last line without its newline counts)."""
+    if n == 0:
+        return b""
+    lines = data.splitlines(keepends=True)
+    return b"".join(lines[-n:])
+
+
+@sim.command()
+@_name_argument
+@click.option("-n", "--lines", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Print only the last N lines (then follow, with -f).")
+@click.option("-f", "--follow", is_flag=True,
+              help="Keep printing what the board prints, as `tail -f`, until Ctrl-C (or --for).")
+@click.option("--for", "duration", type=DURATION, default=None,
+              help="With --follow, stop after this long: 30, 30s, 10m.")
+@_dir_option
+def logs(name, lines, follow, duration, rundir):
+    """Print the console log of board NAME: what it printed since it was made.
+
+    The log (RUNDIR/NAME/console.log) is kept across `sim down` and `sim
+    up`; past 16 MB it moves to console.log.1 and a new one starts, which
+    --follow notices. It is printed as `edge monitor --raw` shows a
+    console: telemetry frames (#EA: lines) undecoded, control bytes other
+    than CR, LF and TAB as \\xNN (the raw REPL's), a bad UTF-8 byte as
+    U+FFFD; `edge monitor NAME` decodes the frames, but takes the board's
+    port. The file itself holds the bytes as sent.
+
+    \b
+      edge sim logs esp32-1 -n 20
+      edge sim logs picow-1 -f
+      edge sim logs picow-1 -f --for 10s
+    """
+    import codecs
+    import os
+    import time
+
+    from edge_agent.cli.monitor import printable
+
+    path = _console_log(rundir, name)
+    text = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def show(data: bytes) -> None:
+        # A character cut between two reads is joined, not shown as two U+FFFD.
+        click.echo(printable(text.decode(data)), nl=False)
+
+    f = open(path, "rb")
+    try:
+        data = f.read()
+        show(data if lines is None else last_lines(data, lines))
+        if not follow:
+            return
+        deadline = None if duration is None else time.monotonic() + duration
+        while deadline is None or time.monotonic() < deadline:
+            chunk = f.read(65536)
+            if chunk:
+                show(chunk)
+                continue
+            try:
+                moved = os.stat(path).st_ino != os.fstat(f.fileno()).st_ino
+            except FileNotFoundError:
+                moved = False     # between the rename and the new file
+            if moved:             # rolled over: the old file is drained, read the new one
+                f.close()
+                f = open(path, "rb")
+                continue
+            time.sleep(0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic())))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        f.close()

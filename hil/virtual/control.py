@@ -196,7 +196,7 @@ class Bench:
         pid = s.get("supervisor_pid")
         who = f" (supervisor pid {pid})" if pid else ""
         return Busy(f"a virtual bench is already running in {self.rundir}{who}",
-                    hint=f"stop it with `edge sim down --dir {self.rundir}`, or use another --dir")
+                    hint=f"stop it with `edge sim down --sim-dir {self.rundir}`, or use another --sim-dir")
 
     def down(self, timeout: float = STOP_TIMEOUT_S) -> int:
         """Stop the bench: every interpreter and the supervisor; return how many boards ran."""
@@ -254,7 +254,7 @@ class Bench:
         s = st.read_state(self.rundir)
         if not s or not self.is_running():
             raise NotFound(f"no virtual bench is running in {self.rundir}",
-                           hint=f"start one with `edge sim up --dir {self.rundir}`")
+                           hint=f"start one with `edge sim up --sim-dir {self.rundir}`")
         return s["boards"]
 
     def board(self, name: str) -> dict:
@@ -361,7 +361,7 @@ class Bench:
         """Send one request to the supervisor; return its reply or raise its error."""
         if not self.is_running():
             raise NotFound(f"no virtual bench is running in {self.rundir}",
-                           hint=f"start one with `edge sim up --dir {self.rundir}`")
+                           hint=f"start one with `edge sim up --sim-dir {self.rundir}`")
         msg = json.dumps({"cmd": cmd, **args}).encode() + b"\n"
         try:
             with st.control_socket_path(self.rundir) as path, \
@@ -377,7 +377,7 @@ class Bench:
                     data += chunk
         except OSError as e:
             raise DeviceError(f"the supervisor of {self.rundir} does not answer: {e}",
-                              hint=f"see {self.rundir / st.LOG}; `edge sim down --dir {self.rundir}` stops it")
+                              hint=f"see {self.rundir / st.LOG}; `edge sim down --sim-dir {self.rundir}` stops it")
         try:
             reply = json.loads(data)
         except ValueError:
