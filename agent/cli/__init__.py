@@ -84,6 +84,7 @@ def main() -> None:
     \b
     Start here:
       edge sim up --board esp32 --board esp32c3 --board picow
+      edge devs                      # what is attached; its names work as ports
       edge telemetry ingest --sim --for 20
       edge telemetry show
       edge sim down

@@ -64,7 +64,7 @@ def _provisioned(row: dict) -> str:
               help="Registry file [default: $EDGE_DB or ~/.local/share/edge/registry.db].")
 @click.option("--json", "as_json", is_flag=True, help="Print the boards as JSON.")
 def devs(sim_dir, db, as_json):
-    """List attached boards: USB serial ports and running virtual boards.
+    """List attached boards: USB serial ports and running virtual boards (as `mpremote devs`).
 
     A USB port is listed when a board file (boards/*.json) lists its USB id;
     its board type shows as the choices when several boards share the id (a
