@@ -6,9 +6,9 @@ import re
 
 import click
 import pytest
-from click.testing import CliRunner
 
 from edge_agent.cli import main
+from tests.harness import invoke
 from tests.mpy import REPO
 
 
@@ -27,7 +27,7 @@ TESTS = "\n".join(p.read_text() for p in (REPO / "tests").rglob("test_*.py")
 
 @pytest.mark.parametrize("path", [p for p, _ in ALL], ids=[" ".join(p) for p, _ in ALL])
 def test_every_command_has_help_that_explains_it(path):
-    result = CliRunner().invoke(main, [*path, "--help"])
+    result = invoke(*path, "--help")
     assert result.exit_code == 0, result.output
     cmd = dict(ALL)[path]
     assert cmd.help and len(cmd.help.split()) >= 5, f"edge {' '.join(path)} needs a real docstring"
