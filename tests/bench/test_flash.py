@@ -517,3 +517,26 @@ def test_a_board_with_nothing_frozen_gets_the_agent_copied(tmp_path):
     copied, _, _ = deploy(board, bundle, lambda *a: None, result)
     assert copied == len(bundle.files) and result.frozen is None and result.warning is None
     assert (fs / "edgefw" / "uplink.mpy").exists()
+
+
+# -- again and again -----------------------------------------------------------------
+
+@pytest.mark.slow
+def test_flash_all_on_a_plain_sim_up_succeeds_twenty_times_in_a_row(bench):
+    """Boards that already run the agent (as `edge sim up` leaves them) are
+    flashed over and over: every run reaches every board, with the heap to do it."""
+    boards = bench.up("esp32", "esp32c3", "picow")
+    since = {b["name"]: Path(b["console_log"]).stat().st_size for b in boards}
+    for run in range(20):
+        proc = bench.edge("flash", "--all", "--json", timeout=120, check=False)
+        assert proc.returncode == 0, f"run {run + 1}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        results = json.loads(proc.stdout)
+        assert [r["name"] for r in results] == [b["name"] for b in boards], f"run {run + 1}"
+        bad = [r for r in results if not r["ok"]]
+        assert not bad, f"run {run + 1}: {bad}"
+        assert "MemoryError" not in proc.stdout + proc.stderr, f"run {run + 1}"
+        assert [r["device_id"] for r in results] == [b["device_id"] for b in boards], f"run {run + 1}"
+    for b in boards:
+        with open(b["console_log"], "rb") as f:
+            f.seek(since[b["name"]])
+            assert b"MemoryError" not in f.read(), f"{b['name']}'s console shows a MemoryError"
