@@ -334,6 +334,7 @@ def test_a_pico_w_gets_its_uf2_through_the_bootsel_drive_then_the_agent(bench, t
     assert last["via"] == "uf2" and last["sha256"] == hashlib.sha256(image).hexdigest()
 
 
+@pytest.mark.slow
 def test_an_esp32_gets_its_image_through_esptool_then_the_agent(bench, tmp_path):
     import hashlib
 

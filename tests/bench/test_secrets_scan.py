@@ -125,6 +125,7 @@ def scan_everything(bench, boards, secrets: Secrets, runs: list, out: Path, phas
     return leaks
 
 
+@pytest.mark.slow
 def test_no_output_export_or_log_holds_a_setup_code_verifier_or_private_key(bench, tmp_path):
     boards = bench.up("esp32", "picow", blank=True)
     ids = [r["device_id"] for r in json.loads(bench.edge("flash", "--all", "--json").stdout)]

@@ -186,6 +186,7 @@ def test_uf2_parser_refuses_other_families_and_addresses_outside_the_flash():
 # ---- the real esptool against a virtual ESP32 ----------------------------------------
 
 
+@pytest.mark.slow
 def test_esptool_resets_over_rfc2217_writes_verifies_and_board_boots_micropython_again(bench, tmp_path):
     esp = bench.board("esp32-1")
     assert esp["flash_url"].startswith("rfc2217://127.0.0.1:") and bench.mode("esp32-1") == "micropython"

@@ -102,6 +102,7 @@ def test_only_serial_devices_are_claimed(run_dir, path, error, words):
     assert not run_dir.exists() or not any(run_dir.rglob("*.lock"))
 
 
+@pytest.mark.slow
 def test_two_edge_commands_and_mpremote_on_one_virtual_board(bench, tmp_path):
     """The ingest that came first keeps the port and streams on; monitor, a
     second ingest, flash and mpremote are each refused at once."""
