@@ -8,10 +8,8 @@ import os
 import pty
 import re
 import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import click
 import pytest
@@ -23,9 +21,8 @@ from edge_agent.errors import DeviceError
 
 from .test_ingest_cli import board  # noqa: F401  (a scripted device on a pty)
 from .test_port_ownership import tty  # noqa: F401  (a pty nobody writes to)
-from tests.harness import invoke
+from tests.harness import EDGE, invoke
 
-EDGE = str(Path(sys.executable).parent / "edge")
 COLOUR = re.compile(r"\x1b\[[0-9;]*(3[0-9]|9[0-7]|38;)[0-9;]*m")
 
 
