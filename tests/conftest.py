@@ -21,3 +21,13 @@ def bench(edge_home):
         yield edge_home
     finally:
         edge_home.down()
+
+
+@pytest.fixture(scope="module")
+def module_bench(tmp_path_factory):
+    """A :class:`Home` shared by the tests of one module; its boards are stopped after the module."""
+    home = Home(tmp_path_factory.mktemp("edge-home"))
+    try:
+        yield home
+    finally:
+        home.down()

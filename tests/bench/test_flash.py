@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,6 @@ from edge_agent.errors import EXIT_PARTIAL, BadInput, DeviceError
 from edge_agent.flash import Target, check_image, check_micropython, flash_board
 from edge_agent.store import Store
 from edge_hil.virtual.drivers import board as virtual_board
-from tests.test_cli_e2e import edge
 
 
 # -- discovery (no boards needed) ------------------------------------------------
@@ -143,20 +141,6 @@ def test_images_of_the_wrong_kind_or_too_big_are_refused(tmp_path):
 
 # -- the command, against virtual boards ---------------------------------------------
 
-@pytest.fixture
-def env(tmp_path):
-    e = {**os.environ, "EDGE_HOME": str(tmp_path / "home"), "EDGE_SIM_DIR": str(tmp_path / "sim"),
-         "EDGE_DB": str(tmp_path / "registry.db"),
-         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    yield e
-    edge("sim", "down", env=e, check=False)
-
-
-def sim_up(env, *boards: str) -> list[dict]:
-    args = [a for b in boards for a in ("--board", b)]
-    return json.loads(edge("sim", "up", "--blank", *args, "--json", env=env).stdout)
-
-
 def bundle_size() -> int:
     """How many files `edge flash` deploys: the agent's modules, main.py and board.json."""
     from edge_agent.flash import Builds
@@ -165,14 +149,10 @@ def bundle_size() -> int:
         return len(builds.bundle(load_board("esp32"), None).files)
 
 
-def registry(env) -> Store:
-    return Store(env["EDGE_DB"])
-
-
-def test_flash_all_brings_three_blank_boards_to_provisioned_and_streaming(env, tmp_path):
-    boards = sim_up(env, "esp32", "esp32c3", "picow")
+def test_flash_all_brings_three_blank_boards_to_provisioned_and_streaming(bench, tmp_path):
+    boards = bench.up("esp32", "esp32c3", "picow", blank=True)
     assert not any(Path(b["fs"], "main.py").exists() for b in boards), "boards start blank"
-    out = edge("flash", "--all", "--json", env=env)
+    out = bench.edge("flash", "--all", "--json")
     results = json.loads(out.stdout)
     assert [r["name"] for r in results] == ["esp32-1", "esp32c3-1", "picow-1"]
     for r, b in zip(results, boards):
@@ -186,7 +166,7 @@ def test_flash_all_brings_three_blank_boards_to_provisioned_and_streaming(env, t
         assert json.loads((fs / "config.json").read_text())["device_id"] == r["device_id"]
         assert json.loads((fs / "board.json").read_text())["name"] == b["board"]
     ids = [r["device_id"] for r in results]
-    store = registry(env)
+    store = Store(bench.db)
     try:
         for r in results:
             ident = store.identity(r["device_id"])
@@ -196,12 +176,12 @@ def test_flash_all_brings_three_blank_boards_to_provisioned_and_streaming(env, t
         store.close()
 
     # The label of a new identity renders.
-    edge("label", ids[0], "--out", str(tmp_path / "labels"), env=env)
+    bench.edge("label", ids[0], "--out", str(tmp_path / "labels"))
     assert list((tmp_path / "labels").glob("*.png")) and list((tmp_path / "labels").glob("*.svg"))
 
     # Each board runs the agent: its telemetry reaches the registry.
-    out = edge("telemetry", "ingest", "--sim", "--for", "5", "--json", env=env, timeout=60)
-    store = registry(env)
+    out = bench.edge("telemetry", "ingest", "--sim", "--for", "5", "--json", timeout=60)
+    store = Store(bench.db)
     try:
         for d in ids:
             assert len(list(store.query(device=d))) > 0, f"no telemetry from {d}"
@@ -209,16 +189,16 @@ def test_flash_all_brings_three_blank_boards_to_provisioned_and_streaming(env, t
         store.close()
 
     # Again: nothing to copy, same identities, still provisioned.
-    again = json.loads(edge("flash", "--all", "--json", env=env).stdout)
+    again = json.loads(bench.edge("flash", "--all", "--json").stdout)
     assert [r["device_id"] for r in again] == ids
     for r in again:
         assert r["ok"] and r["files_copied"] == 0 and r["files_skipped"] == bundle_size()
         assert not r["identity_created"]
 
 
-def test_a_table_of_results_by_default(env):
-    sim_up(env, "esp32c3")
-    out = edge("flash", "--all", env=env).stdout
+def test_a_table_of_results_by_default(bench):
+    bench.up("esp32c3", blank=True)
+    out = bench.edge("flash", "--all").stdout
     assert "esp32c3-1" in out and "ok" in out and "device id" in out
 
 
@@ -235,36 +215,36 @@ def power_cut_at(bench_dir, name, step, after_bytes=0):
 
 
 @pytest.mark.parametrize("step, after", [("deploy", 6000), ("selftest", 0)])
-def test_a_board_that_loses_power_is_reported_failed_not_provisioned_and_a_rerun_completes_it(env, step, after):
-    board = sim_up(env, "esp32")[0]
-    bench, progress = power_cut_at(env["EDGE_SIM_DIR"], board["name"], step, after_bytes=after)
-    target = Target(board["name"], board["port"], "esp32", virtual_board(env["EDGE_SIM_DIR"], board["name"]))
-    r = flash_board(target, env["EDGE_DB"], progress=progress, io_timeout=1.5, selftest_timeout=4)
+def test_a_board_that_loses_power_is_reported_failed_not_provisioned_and_a_rerun_completes_it(bench, step, after):
+    board = bench.up("esp32", blank=True)[0]
+    control, progress = power_cut_at(bench.sim_dir, board["name"], step, after_bytes=after)
+    target = Target(board["name"], board["port"], "esp32", virtual_board(bench.sim_dir, board["name"]))
+    r = flash_board(target, bench.db, progress=progress, io_timeout=1.5, selftest_timeout=4)
     assert not r.ok and r.failed_step == step, r
     assert r.error and r.hint
-    store = registry(env)
+    store = Store(bench.db)
     try:
         ident = store.identity(r.device_id) if r.device_id else None
         assert ident is None or not ident["provisioned"]
     finally:
         store.close()
 
-    bench.power_on(board["name"])
-    out = edge("flash", "--port", board["port"], "--json", env=env)
+    control.power_on(board["name"])
+    out = bench.edge("flash", "--port", board["port"], "--json")
     (again,) = json.loads(out.stdout)
     assert again["ok"], (again["failed_step"], again["error"])
     if step == "selftest":
         assert again["device_id"] == r.device_id and not again["identity_created"]
-    store = registry(env)
+    store = Store(bench.db)
     try:
         assert store.identity(again["device_id"])["provisioned"]
     finally:
         store.close()
 
 
-def test_a_deploy_cut_after_half_the_files_resumes_with_the_copied_files_skipped(env, monkeypatch):
-    board = sim_up(env, "picow")[0]
-    target = Target(board["name"], board["port"], "picow", virtual_board(env["EDGE_SIM_DIR"], board["name"]))
+def test_a_deploy_cut_after_half_the_files_resumes_with_the_copied_files_skipped(bench, monkeypatch):
+    board = bench.up("picow", blank=True)[0]
+    target = Target(board["name"], board["port"], "picow", virtual_board(bench.sim_dir, board["name"]))
     real_put = BoardLink.put
     puts: list[str] = []
 
@@ -275,26 +255,26 @@ def test_a_deploy_cut_after_half_the_files_resumes_with_the_copied_files_skipped
         puts.append(remote)
 
     monkeypatch.setattr(BoardLink, "put", failing_put)
-    r = flash_board(target, env["EDGE_DB"])
+    r = flash_board(target, bench.db)
     assert not r.ok and r.failed_step == "deploy" and "cable pulled" in r.error
     assert r.files_copied == 10 and r.device_id is None
     assert not (Path(board["fs"]) / "config.json").exists()
     monkeypatch.setattr(BoardLink, "put", real_put)
 
-    r = flash_board(target, env["EDGE_DB"])
+    r = flash_board(target, bench.db)
     assert r.ok, r
     assert r.files_skipped == 10 and r.files_copied == bundle_size() - 10
-    store = registry(env)
+    store = Store(bench.db)
     try:
         assert store.identity(r.device_id)["provisioned"]
     finally:
         store.close()
 
 
-def test_one_failing_board_does_not_stop_the_others_and_the_exit_code_says_partial(env):
-    boards = sim_up(env, "esp32", "picow")
-    edge("sim", "power", boards[1]["name"], "off", env=env)
-    proc = edge("flash", "--all", "--json", env=env, check=False)
+def test_one_failing_board_does_not_stop_the_others_and_the_exit_code_says_partial(bench):
+    boards = bench.up("esp32", "picow", blank=True)
+    bench.edge("sim", "power", boards[1]["name"], "off")
+    proc = bench.edge("flash", "--all", "--json", check=False)
     assert proc.returncode == EXIT_PARTIAL, proc.stderr
     results = {r["name"]: r for r in json.loads(proc.stdout)}
     assert results["esp32-1"]["ok"]
@@ -303,26 +283,26 @@ def test_one_failing_board_does_not_stop_the_others_and_the_exit_code_says_parti
     assert "powered off" in bad["error"] and "edge sim power picow-1 on" in bad["hint"]
 
 
-def test_a_wrong_board_name_lists_the_known_ones(env):
-    proc = edge("flash", "--board", "esp33", "--port", "/dev/null", env=env, check=False)
+def test_a_wrong_board_name_lists_the_known_ones(bench):
+    proc = bench.edge("flash", "--board", "esp33", "--port", "/dev/null", check=False)
     assert proc.returncode == 3
     assert "unknown board 'esp33'" in proc.stderr and "esp32c3" in proc.stderr and "picow" in proc.stderr
 
 
-def test_an_absent_port_is_named_with_the_fix(env):
-    proc = edge("flash", "--board", "esp32", "--port", "/dev/ttyUSB97", env=env, check=False)
+def test_an_absent_port_is_named_with_the_fix(bench):
+    proc = bench.edge("flash", "--board", "esp32", "--port", "/dev/ttyUSB97", check=False)
     assert proc.returncode == 3
     assert "/dev/ttyUSB97 does not exist" in proc.stderr and "fix:" in proc.stderr
 
 
-def test_a_raspberry_pi_gets_instructions_not_a_pretend_flash(env):
-    proc = edge("flash", "--board", "rpi", "--port", "/dev/ttyUSB0", env=env, check=False)
+def test_a_raspberry_pi_gets_instructions_not_a_pretend_flash(bench):
+    proc = bench.edge("flash", "--board", "rpi", "--port", "/dev/ttyUSB0", check=False)
     assert proc.returncode != 0
     assert "CPython" in proc.stderr and "pip install" in proc.stderr and "firmware/main.py" in proc.stderr
 
 
-def test_no_board_anywhere_says_how_to_get_one(env):
-    proc = edge("flash", "--all", env=env, check=False)
+def test_no_board_anywhere_says_how_to_get_one(bench):
+    proc = bench.edge("flash", "--all", check=False)
     assert proc.returncode == 3 and "no board found" in proc.stderr
 
 
@@ -341,105 +321,100 @@ def uf2_image(data: bytes) -> bytes:
     return bytes(out)
 
 
-def test_a_pico_w_gets_its_uf2_through_the_bootsel_drive_then_the_agent(env, tmp_path):
+def test_a_pico_w_gets_its_uf2_through_the_bootsel_drive_then_the_agent(bench, tmp_path):
     import hashlib
 
-    from edge_hil.virtual.control import Bench
-
-    board = sim_up(env, "picow")[0]
+    board = bench.up("picow", blank=True)[0]
     image = os.urandom(32 * 1024)
     fw = tmp_path / "micropython.uf2"
     fw.write_bytes(uf2_image(image))
-    (r,) = json.loads(edge("flash", "--port", board["port"], "--firmware", str(fw), "--json", env=env).stdout)
+    (r,) = json.loads(bench.edge("flash", "--port", board["port"], "--firmware", str(fw), "--json").stdout)
     assert r["ok"] and r["steps"][0] == "firmware", r
-    last = Bench(env["EDGE_SIM_DIR"]).flash_record(board["name"])["last"]
+    last = bench.control.flash_record(board["name"])["last"]
     assert last["via"] == "uf2" and last["sha256"] == hashlib.sha256(image).hexdigest()
 
 
-def test_an_esp32_gets_its_image_through_esptool_then_the_agent(env, tmp_path):
+@pytest.mark.slow
+def test_an_esp32_gets_its_image_through_esptool_then_the_agent(bench, tmp_path):
     import hashlib
 
-    from edge_hil.virtual.control import Bench
-
-    board = sim_up(env, "esp32")[0]
+    board = bench.up("esp32", blank=True)[0]
     image = b"\xe9" + os.urandom(16 * 1024 - 1)
     fw = tmp_path / "micropython.bin"
     fw.write_bytes(image)
-    (r,) = json.loads(edge("flash", "--port", board["port"], "--firmware", str(fw), "--json",
-                           env=env, timeout=120).stdout)
+    (r,) = json.loads(bench.edge("flash", "--port", board["port"], "--firmware", str(fw), "--json",
+                           timeout=120).stdout)
     assert r["ok"] and r["steps"][0] == "firmware", r
-    last = Bench(env["EDGE_SIM_DIR"]).flash_record(board["name"])["last"]
+    last = bench.control.flash_record(board["name"])["last"]
     assert last["offset"] == 0x1000 and last["sha256"] == hashlib.sha256(image).hexdigest()
-    assert Bench(env["EDGE_SIM_DIR"]).mode(board["name"]) == "micropython"
+    assert bench.control.mode(board["name"]) == "micropython"
 
 
-def test_a_pico_w_flashed_as_an_esp32_fails_the_check_and_is_not_registered(env, tmp_path):
+def test_a_pico_w_flashed_as_an_esp32_fails_the_check_and_is_not_registered(bench, tmp_path):
     # The board is reached as a plain serial port (no bench in --sim-dir), as a
     # real Pico W on /dev/ttyACM0 is: only what the board says can tell.
-    board = sim_up(env, "picow")[0]
-    proc = edge("flash", "--port", board["port"], "--board", "esp32", "--sim-dir", str(tmp_path / "none"),
-                "--json", env=env, check=False)
+    board = bench.up("picow", blank=True)[0]
+    proc = bench.edge("flash", "--port", board["port"], "--board", "esp32", "--sim-dir", str(tmp_path / "none"),
+                "--json", check=False)
     assert proc.returncode == 5, proc.stderr
     (r,) = json.loads(proc.stdout)
     assert not r["ok"] and r["failed_step"] == "check"
     assert "esp32" in r["error"] and "picow" in r["error"] and "--board picow" in r["hint"]
     assert r["device_id"] is None
-    with registry(env) as store:
+    with Store(bench.db) as store:
         assert store.devices() == []
     # Named as what it is, the same board flashes.
-    (r,) = json.loads(edge("flash", "--port", board["port"], "--board", "picow", "--sim-dir",
-                           str(tmp_path / "none"), "--json", env=env).stdout)
+    (r,) = json.loads(bench.edge("flash", "--port", board["port"], "--board", "picow", "--sim-dir",
+                           str(tmp_path / "none"), "--json").stdout)
     assert r["ok"], r
 
 
-def test_an_esp_board_left_in_download_mode_is_named_as_such(env):
-    from edge_hil.virtual.control import Bench
-
-    board = sim_up(env, "esp32c3")[0]
-    Bench(env["EDGE_SIM_DIR"]).download_mode(board["name"])
-    proc = edge("flash", "--port", board["port"], env=env, check=False)
+def test_an_esp_board_left_in_download_mode_is_named_as_such(bench):
+    board = bench.up("esp32c3", blank=True)[0]
+    bench.control.download_mode(board["name"])
+    proc = bench.edge("flash", "--port", board["port"], check=False)
     assert proc.returncode == 6
     assert "download mode" in proc.stderr and f"edge sim reset {board['name']}" in proc.stderr
 
 
-def test_a_port_held_by_another_program_is_named_busy(env):
+def test_a_port_held_by_another_program_is_named_busy(bench):
     import serial
 
-    board = sim_up(env, "esp32")[0]
+    board = bench.up("esp32", blank=True)[0]
     holder = serial.Serial(board["port"], exclusive=True)  # a serial monitor left open
     try:
-        proc = edge("flash", "--board", "esp32", "--port", board["port"], env=env, check=False)
+        proc = bench.edge("flash", "--board", "esp32", "--port", board["port"], check=False)
     finally:
         holder.close()
     assert proc.returncode in (4, 7), proc.stderr + proc.stdout
     assert "in use" in (proc.stderr + proc.stdout) and "fix" in (proc.stderr + proc.stdout)
 
 
-def test_a_board_in_safe_mode_after_repeated_crashes_is_brought_back_by_edge_flash(env):
+def test_a_board_in_safe_mode_after_repeated_crashes_is_brought_back_by_edge_flash(bench):
     import struct
     import zlib
 
     import cbor2
 
-    board = sim_up(env, "esp32c3")[0]
-    (first,) = json.loads(edge("flash", "--port", board["port"], "--json", env=env).stdout)
+    board = bench.up("esp32c3", blank=True)[0]
+    (first,) = json.loads(bench.edge("flash", "--port", board["port"], "--json").stdout)
     assert first["ok"], first
     # Three crashes in a row, as state/crashes records them (atomic file:
     # data, then its CRC-32): the next boot stops in safe mode.
     data = cbor2.dumps([3, "RuntimeError('boom')"])
     crashes = Path(board["fs"], "state", "crashes")
     crashes.write_bytes(data + struct.pack(">I", zlib.crc32(data)))
-    edge("sim", "reset", board["name"], env=env)
-    out = edge("flash", "--port", board["port"], "--json", env=env, check=False)
+    bench.edge("sim", "reset", board["name"])
+    out = bench.edge("flash", "--port", board["port"], "--json", check=False)
     (again,) = json.loads(out.stdout)
     assert again["ok"], (again["failed_step"], again["error"])
     assert again["device_id"] == first["device_id"]
     assert not crashes.exists()
 
 
-def test_a_board_session_starts_from_a_clean_heap_not_one_the_stopped_agent_holds(env):
-    board = sim_up(env, "esp32")[0]
-    (first,) = json.loads(edge("flash", "--port", board["port"], "--json", env=env).stdout)
+def test_a_board_session_starts_from_a_clean_heap_not_one_the_stopped_agent_holds(bench):
+    board = bench.up("esp32", blank=True)[0]
+    (first,) = json.loads(bench.edge("flash", "--port", board["port"], "--json").stdout)
     assert first["ok"], first
     # The agent runs and holds much of the heap; a session (deploy, provision)
     # must still have most of the board's budget for itself.
@@ -543,3 +518,26 @@ def test_a_board_with_nothing_frozen_gets_the_agent_copied(tmp_path):
     copied, _, _ = deploy(board, bundle, lambda *a: None, result)
     assert copied == len(bundle.files) and result.frozen is None and result.warning is None
     assert (fs / "edgefw" / "uplink.mpy").exists()
+
+
+# -- again and again -----------------------------------------------------------------
+
+@pytest.mark.slow
+def test_flash_all_on_a_plain_sim_up_succeeds_twenty_times_in_a_row(bench):
+    """Boards that already run the agent (as `edge sim up` leaves them) are
+    flashed over and over: every run reaches every board, with the heap to do it."""
+    boards = bench.up("esp32", "esp32c3", "picow")
+    since = {b["name"]: Path(b["console_log"]).stat().st_size for b in boards}
+    for run in range(20):
+        proc = bench.edge("flash", "--all", "--json", timeout=120, check=False)
+        assert proc.returncode == 0, f"run {run + 1}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        results = json.loads(proc.stdout)
+        assert [r["name"] for r in results] == [b["name"] for b in boards], f"run {run + 1}"
+        bad = [r for r in results if not r["ok"]]
+        assert not bad, f"run {run + 1}: {bad}"
+        assert "MemoryError" not in proc.stdout + proc.stderr, f"run {run + 1}"
+        assert [r["device_id"] for r in results] == [b["device_id"] for b in boards], f"run {run + 1}"
+    for b in boards:
+        with open(b["console_log"], "rb") as f:
+            f.seek(since[b["name"]])
+            assert b"MemoryError" not in f.read(), f"{b['name']}'s console shows a MemoryError"

@@ -15,17 +15,14 @@ import stat
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
-from click.testing import CliRunner
 from Crypto.PublicKey import ECC
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_agent.board_link import BoardLink
 from edge_agent.boards import load_board
-from edge_agent.cli import main
 from edge_agent.errors import BadInput, DeviceError, NotFound
 from edge_agent.identity import (check_setup_code, device_id_for, fingerprint, is_weak_code,
                                  new_setup_code, provision, setup_verifier)
@@ -181,24 +178,14 @@ def test_the_ota_root_key_is_created_once_private_and_announced(tmp_path, monkey
 
 # -- end to end on virtual boards
 
-def edge(*args: str, home: Path) -> "CliRunner.invoke":
-    return CliRunner().invoke(main, list(args), env={"EDGE_HOME": str(home), "EDGE_DB": None})
-
-
 @pytest.fixture(scope="module")
-def bench(tmp_path_factory):
-    home = tmp_path_factory.mktemp("edge-home")
+def bench(module_bench):
     saved = os.environ.get("EDGE_HOME")
-    os.environ["EDGE_HOME"] = str(home)     # the library reads the OTA key from here
-    rundir = home / "sim"
+    os.environ["EDGE_HOME"] = str(module_bench.root)     # the library reads the OTA key from here
     try:
-        r = edge("sim", "up", "--dir", str(rundir), "--board", "esp32", "--board", "picow",
-                 "--board", "virtual", "--unprovisioned", "--json", home=home)
-        assert r.exit_code == 0, r.output
-        boards = {b["name"]: b for b in json.loads(r.stdout)}
-        yield SimpleNamespace(home=home, db=home / "registry.db", boards=boards)
+        module_bench.up("esp32", "picow", "virtual", extra=("--unprovisioned",))
+        yield module_bench
     finally:
-        edge("sim", "down", "--dir", str(rundir), home=home)
         if saved is None:
             os.environ.pop("EDGE_HOME", None)
         else:
@@ -235,7 +222,7 @@ def wait_for_agent(board: dict, since: int, timeout: float = 20) -> None:
 
 
 def provision_board(bench, name: str, **kw):
-    b = bench.boards[name]
+    b = bench.board(name)
     with BoardLink(b["port"]) as link, Store(bench.db) as store:
         return provision(link, store, load_board(b["board"]), **kw)
 
@@ -245,7 +232,7 @@ def test_provision_mints_the_identity_on_the_board_and_records_it(bench):
 
     before = time.time()
     ident = provision_board(bench, "esp32-1", operator="tech@bench-3")
-    fs = Path(bench.boards["esp32-1"]["fs"])
+    fs = Path(bench.board("esp32-1")["fs"])
     assert ident.created and re.fullmatch(r"[0-9]{8}", ident.setup_code)
     key = key_on_board(str(fs))
     pub = ECC.construct(curve="curve25519", seed=key).public_key().export_key(format="raw")
@@ -267,25 +254,25 @@ def test_provision_mints_the_identity_on_the_board_and_records_it(bench):
     assert row["provisioned"] is False                          # `edge flash` marks it after the self-test
     assert row["provisioned_by"] == "tech@bench-3" and before <= row["provisioned_at"] <= time.time()
     # The bench never holds the device's private key, in any form.
-    for path in host_files(bench.home):
+    for path in host_files(bench.root):
         data = path.read_bytes()
         assert key not in data and key.hex().encode() not in data, path
 
 
 def test_provisioning_again_keeps_the_identity(bench):
     first = provision_board(bench, "virtual-1")
-    key = key_on_board(bench.boards["virtual-1"]["fs"])
+    key = key_on_board(bench.board("virtual-1")["fs"])
     again = provision_board(bench, "virtual-1")
     assert not again.created and again.setup_code is None
     assert (again.device_id, again.public_key) == (first.device_id, first.public_key)
-    assert key_on_board(bench.boards["virtual-1"]["fs"]) == key
+    assert key_on_board(bench.board("virtual-1")["fs"]) == key
 
 
 def test_reprovision_mints_a_new_identity_and_retires_the_old_code(bench):
-    b = bench.boards["virtual-1"]
+    b = bench.board("virtual-1")
     old = provision_board(bench, "virtual-1").device_id
     since = Path(b["console_log"]).stat().st_size
-    r = edge("provision", "--port", b["port"], "--reprovision", "--json", home=bench.home)
+    r = bench.invoke("provision", "--port", b["port"], "--reprovision", "--json")
     assert r.exit_code == 0, r.output
     wait_for_agent(b, since)                   # the agent runs again under its new id
     out = json.loads(r.stdout)
@@ -297,8 +284,8 @@ def test_reprovision_mints_a_new_identity_and_retires_the_old_code(bench):
 
 
 def test_label_renders_png_and_svg_with_the_payload_then_forgets_the_code(bench, tmp_path):
-    b = bench.boards["picow-1"]
-    r = edge("provision", "--port", b["port"], home=bench.home)
+    b = bench.board("picow-1")
+    r = bench.invoke("provision", "--port", b["port"])
     assert r.exit_code == 0, r.output
     device = re.search(r"(picow-[0-9a-f]{12}): identity minted", r.stdout).group(1)
     assert f"edge label {device}" in r.stdout
@@ -306,7 +293,7 @@ def test_label_renders_png_and_svg_with_the_payload_then_forgets_the_code(bench,
         ident = store.identity(device)
     code, fp = ident["setup_code_pending"], ident["key_fingerprint"]
 
-    r = edge("label", device, "--out", str(tmp_path), home=bench.home)
+    r = bench.invoke("label", device, "--out", str(tmp_path))
     assert r.exit_code == 0, r.output
     assert f"{code[:4]}-{code[4:]}" in r.stdout and "█" in r.stdout      # QR drawn in the terminal
     payload = pairing_payload(device, code, fp, "picow")
@@ -340,14 +327,14 @@ def test_label_renders_png_and_svg_with_the_payload_then_forgets_the_code(bench,
     for path in bench.db.parent.glob("registry.db*"):
         assert code.encode() not in path.read_bytes(), path
 
-    again = edge("label", device, "--out", str(tmp_path), home=bench.home)
+    again = bench.invoke("label", device, "--out", str(tmp_path))
     assert again.exit_code == 3
     assert "already printed" in again.output and "--reprovision" in again.output
 
 
 def test_label_json_lists_files_and_payload(bench, tmp_path):
     ident = provision_board(bench, "virtual-1", reprovision=True)
-    r = edge("label", ident.device_id, "--out", str(tmp_path), "--json", home=bench.home)
+    r = bench.invoke("label", ident.device_id, "--out", str(tmp_path), "--json")
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert parse_pairing_payload(out["payload"]).setup_code == ident.setup_code
@@ -356,18 +343,18 @@ def test_label_json_lists_files_and_payload(bench, tmp_path):
 
 
 def test_label_for_an_unknown_device_is_refused(bench):
-    Store(Path(bench.home) / "registry.db").close()  # a registry without that device
-    r = edge("label", "esp32-000000000000", "--no-terminal", home=bench.home)
+    Store(bench.db).close()  # a registry without that device
+    r = bench.invoke("label", "esp32-000000000000", "--no-terminal")
     assert r.exit_code == 3 and "no identity" in r.output and "edge provision" in r.output
 
 
 def test_provision_on_a_port_that_does_not_exist_is_not_found(bench, tmp_path):
-    r = edge("provision", "--port", str(tmp_path / "ttyUSB9"), "--board", "esp32", home=bench.home)
+    r = bench.invoke("provision", "--port", str(tmp_path / "ttyUSB9"), "--board", "esp32")
     assert r.exit_code == 3 and f"{tmp_path / 'ttyUSB9'} does not exist" in r.output
 
 
 def test_a_corrupt_key_is_reported_and_replaced_only_with_reprovision(bench):
-    b = bench.boards["esp32-1"]
+    b = bench.board("esp32-1")
     provision_board(bench, "esp32-1")
     path = Path(b["fs"]) / "identity" / "key"
     raw = bytearray(path.read_bytes())
@@ -376,10 +363,10 @@ def test_a_corrupt_key_is_reported_and_replaced_only_with_reprovision(bench):
     with pytest.raises(DeviceError, match="corrupt"):
         provision_board(bench, "esp32-1")
     assert path.read_bytes() == bytes(raw)          # nothing replaced without --reprovision
-    r = edge("provision", "--port", b["port"], home=bench.home)
+    r = bench.invoke("provision", "--port", b["port"])
     assert r.exit_code == 6 and "--reprovision" in r.output
     since = Path(b["console_log"]).stat().st_size
-    r = edge("provision", "--port", b["port"], "--reprovision", home=bench.home)
+    r = bench.invoke("provision", "--port", b["port"], "--reprovision")
     assert r.exit_code == 0, r.output
     assert path.read_bytes() != bytes(raw)
     wait_for_agent(b, since)
@@ -390,7 +377,7 @@ def test_a_key_left_by_an_interrupted_run_is_replaced_without_reprovision(bench)
     # The key is written first and config.json last: a key whose config does
     # not name it was never completed, so nobody can have paired with it.
     first = provision_board(bench, "esp32-1", reprovision=True)
-    fs = Path(bench.boards["esp32-1"]["fs"])
+    fs = Path(bench.board("esp32-1")["fs"])
     config = json.loads((fs / "config.json").read_text())
     (fs / "config.json").write_text(json.dumps({**config, "device_id": "esp32-1-old"}))
     again = provision_board(bench, "esp32-1")
@@ -399,7 +386,7 @@ def test_a_key_left_by_an_interrupted_run_is_replaced_without_reprovision(bench)
 
 def test_an_identity_the_registry_does_not_know_is_kept_until_reprovision(bench, tmp_path):
     known = provision_board(bench, "esp32-1")
-    b = bench.boards["esp32-1"]
+    b = bench.board("esp32-1")
     with BoardLink(b["port"]) as link, Store(tmp_path / "other.db") as other:
         with pytest.raises(DeviceError, match="does not know"):
             provision(link, other, load_board("esp32"))
@@ -410,7 +397,7 @@ def test_an_identity_the_registry_does_not_know_is_kept_until_reprovision(bench,
 def test_a_board_without_urandom_gets_a_bench_made_key_sent_once(bench):
     from edge_agent.identity import _generate_on_board
 
-    b = bench.boards["picow-1"]
+    b = bench.board("picow-1")
     with BoardLink(b["port"]) as link:
         pub = _generate_on_board(link, urandom=False)
     key = key_on_board(b["fs"])

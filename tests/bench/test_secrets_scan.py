@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,31 +24,8 @@ from edge_agent.errors import DeviceError
 from edge_agent.identity import provision
 from edge_agent.label import format_code
 from edge_agent.store import Store
-from tests.test_cli_e2e import EDGE, edge
 
 FORMATS = ["csv", "json", "jsonl", "senml-json", "senml-cbor"]
-
-
-@pytest.fixture
-def env(tmp_path):
-    e = {**os.environ, "EDGE_HOME": str(tmp_path / "home"), "EDGE_SIM_DIR": str(tmp_path / "sim"),
-         "EDGE_DB": str(tmp_path / "registry.db"),
-         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    yield e
-    edge("sim", "down", env=e, check=False)
-
-
-def sim_up(env, *boards: str) -> list[dict]:
-    args = [a for b in boards for a in ("--board", b)]
-    return json.loads(edge("sim", "up", "--blank", *args, "--json", env=env).stdout)
-
-
-def run(*args: str, env: dict, check: bool = True) -> subprocess.CompletedProcess:
-    """`edge ARGS`, its output kept as bytes (a CBOR export is not text)."""
-    proc = subprocess.run([EDGE, *args], capture_output=True, timeout=90, env=env, stdin=subprocess.DEVNULL)
-    if check:
-        assert proc.returncode == 0, f"edge {' '.join(args)} exited {proc.returncode}:\n{proc.stderr!r}"
-    return proc
 
 
 def _b64_forms(data: bytes) -> list[bytes]:
@@ -99,9 +73,9 @@ class Secrets:
         return hits
 
 
-def take_secrets(env, boards) -> Secrets:
+def take_secrets(bench, boards) -> Secrets:
     secrets = Secrets()
-    with Store(env["EDGE_DB"]) as store:
+    with Store(bench.db) as store:
         for d in store.devices():
             ident = store.identity(d["device_id"])
             if ident is None:
@@ -116,7 +90,7 @@ def take_secrets(env, boards) -> Secrets:
     return secrets
 
 
-def reading_commands(env, boards, ids, out: Path) -> list[tuple[str, ...]]:
+def reading_commands(bench, boards, ids, out: Path) -> list[tuple[str, ...]]:
     port = boards[0]["port"]
     cmds: list[tuple[str, ...]] = [
         ("telemetry", "show"), ("telemetry", "show", "--json"), ("telemetry", "show", "-r"),
@@ -138,55 +112,56 @@ def reading_commands(env, boards, ids, out: Path) -> list[tuple[str, ...]]:
     return cmds
 
 
-def scan_everything(env, boards, secrets: Secrets, runs: list, out: Path, phase: str) -> list[str]:
+def scan_everything(bench, boards, secrets: Secrets, runs: list, out: Path, phase: str) -> list[str]:
     leaks = []
     for args, proc in runs:
         for name, text in (("stdout", proc.stdout), ("stderr", proc.stderr)):
             leaks += [f"{phase}: edge {' '.join(args)} {name}: {hit}" for hit in secrets.found(text)]
-    logs = [p for p in Path(env["EDGE_SIM_DIR"]).rglob("*.log")] + \
-        [p for p in Path(env["EDGE_HOME"]).rglob("*.log")]
+    logs = [p for p in bench.sim_dir.rglob("*.log")] + \
+        [p for p in bench.root.rglob("*.log")]
     assert any(p.name == "console.log" for p in logs)
     for path in logs + [p for p in out.iterdir() if p.is_file()]:
         leaks += [f"{phase}: {path}: {hit}" for hit in secrets.found(path.read_bytes())]
     return leaks
 
 
-def test_no_output_export_or_log_holds_a_setup_code_verifier_or_private_key(env, tmp_path):
-    boards = sim_up(env, "esp32", "picow")
-    ids = [r["device_id"] for r in json.loads(edge("flash", "--all", "--json", env=env).stdout)]
-    edge("telemetry", "ingest", "--sim", "--for", "3", env=env, timeout=60)
-    secrets = take_secrets(env, boards)
+@pytest.mark.slow
+def test_no_output_export_or_log_holds_a_setup_code_verifier_or_private_key(bench, tmp_path):
+    boards = bench.up("esp32", "picow", blank=True)
+    ids = [r["device_id"] for r in json.loads(bench.edge("flash", "--all", "--json").stdout)]
+    bench.edge("telemetry", "ingest", "--sim", "--for", "3", timeout=60)
+    secrets = take_secrets(bench, boards)
     assert len(secrets.codes) == 4, "each board's code, from the registry and from its flash"
     out = tmp_path / "exports"
     out.mkdir()
 
     # Before the labels: only `edge label` may show a code.
-    runs = [(args, run(*args, env=env)) for args in reading_commands(env, boards, ids, out)]
-    assert not scan_everything(env, boards, secrets, runs, out, "before the labels")
+    runs = [(args, bench.edge(*args, text=False, timeout=90)) for args in reading_commands(bench, boards, ids, out)]
+    assert not scan_everything(bench, boards, secrets, runs, out, "before the labels")
 
     labels = tmp_path / "labels"
     for device in ids:
-        made = edge("label", device, "--out", str(labels), env=env)
+        made = bench.edge("label", device, "--out", str(labels))
         assert [c for c in secrets.codes if format_code(c) in made.stdout], "the label shows its code"
-    with Store(env["EDGE_DB"]) as store:
+    with Store(bench.db) as store:
         assert all(store.identity(d)["setup_code_pending"] is None for d in ids)
-    held = b"".join(p.read_bytes() for p in Path(env["EDGE_DB"]).parent.glob("registry.db*"))
+    held = b"".join(p.read_bytes() for p in Path(bench.db).parent.glob("registry.db*"))
     assert not [c for c in secrets.codes if c.encode() in held], "the registry file forgot the codes"
 
     # After the labels: nowhere, the label command included.
     for p in out.iterdir():
         p.unlink()
-    runs = [(args, run(*args, env=env)) for args in reading_commands(env, boards, ids, out)]
-    runs += [(("label", d), run("label", d, "--out", str(labels), env=env, check=False)) for d in ids]
-    runs += [(("label", d, "--json"), run("label", d, "--json", env=env, check=False)) for d in ids]
+    runs = [(args, bench.edge(*args, text=False, timeout=90)) for args in reading_commands(bench, boards, ids, out)]
+    runs += [(("label", d), bench.edge("label", d, "--out", str(labels), check=False, text=False)) for d in ids]
+    runs += [(("label", d, "--json"), bench.edge("label", d, "--json", check=False, text=False)) for d in ids]
     assert all(p.returncode == 3 for a, p in runs if a[0] == "label")
-    assert not scan_everything(env, boards, secrets, runs, out, "after the labels")
+    assert not scan_everything(bench, boards, secrets, runs, out, "after the labels")
     assert len(list(out.iterdir())) == len(FORMATS) + 3, "every -o export was written and scanned"
 
 
-def test_a_virtual_boards_identity_files_are_readable_only_by_their_owner(env):
-    (board,) = sim_up(env, "esp32c3")
-    edge("flash", "--all", env=env)
+def test_a_virtual_boards_identity_files_are_readable_only_by_their_owner(bench):
+    (board,) = bench.up("esp32c3", blank=True)
+    bench.edge("flash", "--all")
     ident = Path(board["fs"]) / "identity"
     assert stat.S_IMODE(ident.stat().st_mode) == 0o700
     for name in ("key", "setup"):
@@ -212,9 +187,9 @@ class CutAfter:
         return self.link.exec(code, *a, **kw)
 
 
-def provision_cut(env, board) -> str | None:
+def provision_cut(bench, board) -> str | None:
     """Provision ``board`` with the cut; the device id the registry row was written for."""
-    with BoardLink(board["port"]) as link, Store(env["EDGE_DB"]) as store:
+    with BoardLink(board["port"]) as link, Store(bench.db) as store:
         seen: list[str] = []
         record = store.record_identity
         store.record_identity = lambda device_id, *a, **kw: (seen.append(device_id), record(device_id, *a, **kw))
@@ -223,43 +198,43 @@ def provision_cut(env, board) -> str | None:
         return seen[0] if seen else None
 
 
-def test_a_provisioning_cut_after_the_registry_row_leaves_no_orphan_and_the_rerun_is_whole(env):
-    (board,) = sim_up(env, "esp32")
-    first = json.loads(edge("flash", "--all", "--json", env=env).stdout)[0]["device_id"]
+def test_a_provisioning_cut_after_the_registry_row_leaves_no_orphan_and_the_rerun_is_whole(bench):
+    (board,) = bench.up("esp32", blank=True)
+    first = json.loads(bench.edge("flash", "--all", "--json").stdout)[0]["device_id"]
     # A config not naming the board's key: the next provisioning mints a new identity.
     (Path(board["fs"]) / "config.json").write_text(json.dumps({"device_id": "esp32-cut"}))
 
-    orphan = provision_cut(env, board)
+    orphan = provision_cut(bench, board)
     assert orphan
-    with Store(env["EDGE_DB"]) as store:
+    with Store(bench.db) as store:
         assert store.identity(orphan) is None and store.orphans() == []
-    r = edge("label", orphan, env=env, check=False)
+    r = bench.edge("label", orphan, check=False)
     assert r.returncode == 3 and not re.search(r"\b\d{4}-\d{4}\b", r.stdout + r.stderr)
 
-    again = json.loads(edge("flash", "--all", "--json", env=env).stdout)[0]
+    again = json.loads(bench.edge("flash", "--all", "--json").stdout)[0]
     assert again["ok"] and again["identity_created"] and again["device_id"] not in (orphan, first)
-    with Store(env["EDGE_DB"]) as store:
+    with Store(bench.db) as store:
         assert store.orphans() == [] and store.identity(again["device_id"])["provisioned"]
-    assert json.loads(edge("label", again["device_id"], "--json", env=env).stdout)["setup_code"]
+    assert json.loads(bench.edge("label", again["device_id"], "--json").stdout)["setup_code"]
 
 
 def test_an_orphan_left_by_a_bench_that_stopped_is_refused_by_label_and_removed_by_the_rerun(
-        env, monkeypatch):
-    (board,) = sim_up(env, "picow")
-    edge("flash", "--all", env=env)
+        bench, monkeypatch):
+    (board,) = bench.up("picow", blank=True)
+    bench.edge("flash", "--all")
     # The bench itself stops between the row and the board's files: nothing
     # cleans up (its own clean-up never runs).
     monkeypatch.setattr(Store, "drop_orphan", lambda self, device_id: False)
     (Path(board["fs"]) / "config.json").write_text(json.dumps({"device_id": "picow-cut"}))
-    orphan = provision_cut(env, board)
+    orphan = provision_cut(bench, board)
     monkeypatch.undo()
-    with Store(env["EDGE_DB"]) as store:
+    with Store(bench.db) as store:
         assert store.orphans() == [orphan] and store.identity(orphan)["setup_code_pending"]
-    r = edge("label", orphan, env=env, check=False)
+    r = bench.edge("label", orphan, check=False)
     assert r.returncode == 3 and "cut short" in r.stderr
     assert not re.search(r"\b\d{4}-?\d{4}\b", r.stdout + r.stderr)
 
-    again = json.loads(edge("flash", "--all", "--json", env=env).stdout)[0]
+    again = json.loads(bench.edge("flash", "--all", "--json").stdout)[0]
     assert again["ok"] and again["identity_created"]
-    with Store(env["EDGE_DB"]) as store:
+    with Store(bench.db) as store:
         assert store.orphans() == [] and store.identity(orphan) is None

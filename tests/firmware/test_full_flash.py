@@ -60,6 +60,7 @@ def run_until_full(small_fs: Path) -> PipeDevice:
     return dev
 
 
+@pytest.mark.slow
 def test_a_full_flash_keeps_the_agent_running_and_says_so(small_fs):
     dev = run_until_full(small_fs)
     host = SpecHost()
@@ -77,6 +78,7 @@ def test_a_full_flash_keeps_the_agent_running_and_says_so(small_fs):
         dev.stop()
 
 
+@pytest.mark.slow
 def test_after_a_full_flash_the_journal_is_sent_and_sampling_resumes(small_fs):
     dev = run_until_full(small_fs)
     host = SpecHost()

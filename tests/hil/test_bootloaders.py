@@ -23,31 +23,19 @@ from pathlib import Path
 
 import pytest
 
-from edge_hil.virtual.control import Bench
 from edge_hil.virtual.esp_rom import EspRomLoader, checksum, slip_encode
 from edge_hil.virtual.flash import FlashImage
 from edge_hil.virtual.uf2_drive import RP2040_FAMILY, Uf2Error, parse_uf2
+from tests.harness import invoke, mpremote, wait_mode
 
 BIN = Path(sys.executable).parent
 ESPTOOL = [str(BIN / "python"), "-m", "esptool"]
-MPREMOTE = str(BIN / "mpremote")
 FLASH_BASE = 0x10000000
 
 
 def esptool(*args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     """Run the real, unmodified esptool."""
     return subprocess.run([*ESPTOOL, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd)
-
-
-def mpremote(port: str, *args: str, timeout: float = 20) -> subprocess.CompletedProcess:
-    return subprocess.run([MPREMOTE, "connect", port, *args], capture_output=True, text=True, timeout=timeout)
-
-
-def wait_mode(bench: Bench, name: str, mode: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while bench.mode(name) != mode:
-        assert time.monotonic() < deadline, f"{name} is {bench.mode(name)!r}, not {mode!r}"
-        time.sleep(0.05)
 
 
 def answers_python(port: str, timeout: float = 20) -> bool:
@@ -70,12 +58,10 @@ def uf2(image: bytes, base: int = FLASH_BASE, family: int = RP2040_FAMILY, flags
 
 
 @pytest.fixture
-def bench(tmp_path):
-    b = Bench.up(["esp32", "picow"], rundir=tmp_path / "sim")
-    try:
-        yield b
-    finally:
-        b.down()
+def bench(bench):
+    """An ESP32 and a Pico W with MicroPython and the agent but no identity; the bench's control API."""
+    bench.up("esp32", "picow", extra=("--unprovisioned",))
+    return bench.control
 
 
 # ---- the sans-I/O ROM loader ------------------------------------------------
@@ -200,6 +186,7 @@ def test_uf2_parser_refuses_other_families_and_addresses_outside_the_flash():
 # ---- the real esptool against a virtual ESP32 ----------------------------------------
 
 
+@pytest.mark.slow
 def test_esptool_resets_over_rfc2217_writes_verifies_and_board_boots_micropython_again(bench, tmp_path):
     esp = bench.board("esp32-1")
     assert esp["flash_url"].startswith("rfc2217://127.0.0.1:") and bench.mode("esp32-1") == "micropython"
@@ -323,18 +310,13 @@ def _write(path: Path, data: bytes) -> Path:
 
 
 def test_sim_cli_lists_flash_url_and_enters_bootsel(bench):
-    from click.testing import CliRunner
-
-    from edge_agent.cli import main
-
-    runner = CliRunner()
-    r = runner.invoke(main, ["sim", "ls", "--dir", str(bench.rundir), "--json"])
+    r = invoke("sim", "ls", "--dir", str(bench.rundir), "--json")
     rows = {row["name"]: row for row in json.loads(r.output)}
     assert rows["esp32-1"]["flash_url"].startswith("rfc2217://") and rows["picow-1"]["flash_url"] is None
     assert rows["esp32-1"]["mode"] == "micropython"
-    r = runner.invoke(main, ["sim", "bootsel", "picow-1", "--dir", str(bench.rundir)])
+    r = invoke("sim", "bootsel", "picow-1", "--dir", str(bench.rundir))
     assert r.exit_code == 0 and "BOOTSEL" in r.output
-    r = runner.invoke(main, ["sim", "bootsel", "esp32-1", "--dir", str(bench.rundir)])
+    r = invoke("sim", "bootsel", "esp32-1", "--dir", str(bench.rundir))
     assert r.exit_code != 0
-    r = runner.invoke(main, ["sim", "download", "esp32-1", "--dir", str(bench.rundir)])
+    r = invoke("sim", "download", "esp32-1", "--dir", str(bench.rundir))
     assert r.exit_code == 0 and bench.mode("esp32-1") == "download"

@@ -12,8 +12,6 @@ from Crypto.PublicKey import ECC
 
 from edge_agent.identity import device_id_for
 from edge_agent.store import Store
-from tests.bench.test_flash import env  # noqa: F401  (the bench's registry, home and run folder)
-from tests.test_cli_e2e import edge
 
 
 def public_key(fs: str) -> bytes:
@@ -21,10 +19,9 @@ def public_key(fs: str) -> bytes:
     return ECC.construct(curve="curve25519", seed=seed).public_key().export_key(format="raw")
 
 
-def test_sim_up_mints_each_board_a_key_on_the_board_recorded_and_labelled_like_edge_flash(env, tmp_path):
-    up = edge("sim", "up", "--board", "esp32", "--board", "picow", "--json", env=env, timeout=120)
-    boards = json.loads(up.stdout)
-    with Store(env["EDGE_DB"]) as store:
+def test_sim_up_mints_each_board_a_key_on_the_board_recorded_and_labelled_like_edge_flash(bench, tmp_path):
+    boards = bench.up("esp32", "picow")
+    with Store(bench.db) as store:
         for b in boards:
             pub = public_key(b["fs"])
             assert b["device_id"] == device_id_for(b["board"], pub)
@@ -34,20 +31,19 @@ def test_sim_up_mints_each_board_a_key_on_the_board_recorded_and_labelled_like_e
             assert row is not None and row["public_key"] == pub
     # The agent runs with it: its HELLO names the new id.
     for b in boards:
-        shown = edge("monitor", b["port"], "--for", "3", env=env, timeout=30).stdout
+        shown = bench.edge("monitor", b["port"], "--for", "3", timeout=30).stdout
         assert f"HELLO {b['device_id']} " in shown, shown[-500:]
     # A label can be printed for each, as after `edge flash`.
-    label = edge("label", boards[0]["device_id"], "--out", str(tmp_path), "--json", env=env)
+    label = bench.edge("label", boards[0]["device_id"], "--out", str(tmp_path), "--json")
     assert json.loads(label.stdout)
     # Down and up: the boards keep their identities.
-    edge("sim", "down", env=env)
-    again = json.loads(edge("sim", "up", "--board", "esp32", "--board", "picow", "--json", env=env,
-                            timeout=120).stdout)
+    bench.edge("sim", "down")
+    again = bench.up("esp32", "picow")
     assert [b["device_id"] for b in again] == [b["device_id"] for b in boards]
 
 
-def test_sim_up_unprovisioned_leaves_the_identity_to_edge_provision(env):
-    (b,) = json.loads(edge("sim", "up", "--board", "virtual", "--unprovisioned", "--json", env=env).stdout)
+def test_sim_up_unprovisioned_leaves_the_identity_to_edge_provision(bench):
+    (b,) = bench.up("virtual", extra=("--unprovisioned",))
     assert not (Path(b["fs"]) / "identity" / "key").exists()
-    prov = edge("provision", "--port", b["port"], "--json", env=env)
+    prov = bench.edge("provision", "--port", b["port"], "--json")
     assert json.loads(prov.stdout)["device_id"].startswith("virtual-")

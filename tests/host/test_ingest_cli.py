@@ -10,14 +10,13 @@ import sqlite3
 import threading
 
 import pytest
-from click.testing import CliRunner
 
-from edge_agent.cli import main
 from edge_agent.errors import EXIT_PARTIAL
 from edge_agent.frames import Frame, FrameDecoder, encode_frame
 from edge_agent.store import Store
 
 from .fake_device import FakeDevice
+from tests.harness import invoke
 
 
 @pytest.fixture
@@ -58,8 +57,8 @@ def board():
 
 def test_ingest_stores_a_v2_device_and_reports_it(board, tmp_path):
     port, dev = board
-    result = CliRunner().invoke(main, ["telemetry", "ingest", port, "--idle", "0.5", "--for", "10", "--json",
-                                       "--db", str(tmp_path / "r.db")])
+    result = invoke("telemetry", "ingest", port, "--idle", "0.5", "--for", "10", "--json",
+                                       "--db", str(tmp_path / "r.db"))
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output[result.output.index("{"):])
     [row] = summary["ports"]
@@ -78,8 +77,8 @@ def test_ingest_reports_registry_failures_and_exits_7(board, tmp_path, monkeypat
         raise sqlite3.OperationalError("database or disk is full")
     monkeypatch.setattr(Store, "insert_samples", disk_full)
     port, dev = board
-    result = CliRunner().invoke(main, ["telemetry", "ingest", port, "--for", "1.5",
-                                       "--db", str(tmp_path / "r.db")])
+    result = invoke("telemetry", "ingest", port, "--for", "1.5",
+                                       "--db", str(tmp_path / "r.db"))
     assert result.exit_code == EXIT_PARTIAL, result.output
     assert "database or disk is full" in result.output and "send them again" in result.output
     assert dev.acked == 0

@@ -10,11 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from edge_agent.cli import main
 from edge_agent.frames import Frame
 from edge_agent.monitor import describe, render
+from tests.harness import invoke
 
 VECTORS = Path(__file__).parents[1] / "vectors"
 ALL = json.loads((VECTORS / "messages.json").read_text()) + json.loads((VECTORS / "bad_messages.json").read_text())
@@ -45,8 +44,8 @@ def test_ingest_console_prints_board_text_as_text_not_markup(tmp_path):
         os.write(master, b"boom [/] [link=file:///etc/passwd]click[/link] [bold]x\r\n")
     threading.Thread(target=board, daemon=True).start()
     try:
-        result = CliRunner().invoke(main, ["telemetry", "ingest", port, "--console", "--for", "1.5",
-                                           "--db", str(tmp_path / "r.db")])
+        result = invoke("telemetry", "ingest", port, "--console", "--for", "1.5",
+                                           "--db", str(tmp_path / "r.db"))
     finally:
         os.close(master)
         os.close(slave)

@@ -11,16 +11,13 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from edge_agent import ports
 from edge_agent.board_link import BoardLink
 from edge_agent.errors import BadInput, Busy, NotFound
-
-BIN = Path(sys.executable).parent
-EDGE = str(BIN / "edge")
+from tests.harness import mpremote
 
 
 @pytest.fixture
@@ -105,52 +102,40 @@ def test_only_serial_devices_are_claimed(run_dir, path, error, words):
     assert not run_dir.exists() or not any(run_dir.rglob("*.lock"))
 
 
-def edge(*args, env, timeout=60):
-    return subprocess.run([EDGE, *args], capture_output=True, text=True, timeout=timeout, env=env,
-                          stdin=subprocess.DEVNULL)
-
-
-def test_two_edge_commands_and_mpremote_on_one_virtual_board(tmp_path):
+@pytest.mark.slow
+def test_two_edge_commands_and_mpremote_on_one_virtual_board(bench, tmp_path):
     """The ingest that came first keeps the port and streams on; monitor, a
     second ingest, flash and mpremote are each refused at once."""
-    env = {**os.environ, "EDGE_HOME": str(tmp_path / "home"), "EDGE_RUN_DIR": str(tmp_path / "run"),
-           "PATH": f"{BIN}:{os.environ['PATH']}"}
-    up = edge("sim", "up", "--board", "esp32", "--json", env=env)
-    assert up.returncode == 0, up.stderr
-    [board] = json.loads(up.stdout)
+    bench.env["EDGE_RUN_DIR"] = str(tmp_path / "run")
+    [board] = bench.up("esp32")
     port = board["port"]
-    try:
-        first = subprocess.Popen([EDGE, "telemetry", "ingest", port, "--for", "16", "--json"],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        deadline = time.monotonic() + 10
-        while not list((tmp_path / "run").rglob("*.lock")) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(2)
-        for args in (["monitor", port, "--for", "5"],
-                     ["telemetry", "ingest", port, "--for", "5"],
-                     ["flash", "--port", port]):
-            t0 = time.monotonic()
-            second = edge(*args, env=env)
-            assert second.returncode == 4, (args, second.stdout, second.stderr)
-            assert f"in use by edge telemetry ingest (pid {first.pid}" in second.stderr, second.stderr
-            assert f"kill {first.pid}" in second.stderr
-            assert time.monotonic() - t0 < 5, f"edge {args[0]} waited instead of failing at once"
+    first = bench.start("telemetry", "ingest", port, "--for", "16", "--json")
+    deadline = time.monotonic() + 10
+    while not list((tmp_path / "run").rglob("*.lock")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(2)
+    for args in (["monitor", port, "--for", "5"],
+                 ["telemetry", "ingest", port, "--for", "5"],
+                 ["flash", "--port", port]):
         t0 = time.monotonic()
-        mp = subprocess.run([str(BIN / "mpremote"), "connect", port, "exec", "print(1)"],
-                            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-        assert mp.returncode != 0 and "failed to access" in mp.stdout + mp.stderr, (mp.stdout, mp.stderr)
-        assert time.monotonic() - t0 < 5, "mpremote hung on the held port"
-        out, err = first.communicate(timeout=60)
-        assert first.returncode == 0, err
-        [row] = json.loads(out)["ports"]
-        # Undisturbed: one connection, records all along, no bad frame, no quiet spell.
-        assert row["connects"] == 1 and row["quiet"] == 0 and row["bad_frames"] == {}, row
-        assert row["records"] > 30, row
-        assert not list((tmp_path / "run").rglob("*.lock")), "the lock file outlived its holder"
-        again = edge("monitor", port, "--for", "2", env=env)
-        assert again.returncode == 0 and "BATCH" in again.stdout, again.stderr
-    finally:
-        edge("sim", "down", env=env)
+        second = bench.edge(*args, check=False)
+        assert second.returncode == 4, (args, second.stdout, second.stderr)
+        assert f"in use by edge telemetry ingest (pid {first.pid}" in second.stderr, second.stderr
+        assert f"kill {first.pid}" in second.stderr
+        assert time.monotonic() - t0 < 5, f"edge {args[0]} waited instead of failing at once"
+    t0 = time.monotonic()
+    mp = mpremote(port, "exec", "print(1)", timeout=60)
+    assert mp.returncode != 0 and "failed to access" in mp.stdout + mp.stderr, (mp.stdout, mp.stderr)
+    assert time.monotonic() - t0 < 5, "mpremote hung on the held port"
+    out, err = first.communicate(timeout=60)
+    assert first.returncode == 0, err
+    [row] = json.loads(out)["ports"]
+    # Undisturbed: one connection, records all along, no bad frame, no quiet spell.
+    assert row["connects"] == 1 and row["quiet"] == 0 and row["bad_frames"] == {}, row
+    assert row["records"] > 30, row
+    assert not list((tmp_path / "run").rglob("*.lock")), "the lock file outlived its holder"
+    again = bench.edge("monitor", port, "--for", "2", check=False)
+    assert again.returncode == 0 and "BATCH" in again.stdout, again.stderr
 
 
 def test_a_port_another_program_holds_is_busy_naming_that_program(run_dir, tty):

@@ -15,11 +15,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from edge_agent.cli import main
 from edge_agent.errors import BadInput
 from edge_agent.store import Record, Store, registry_error
+from tests.harness import invoke
 
 T0 = 1_700_000_000_000
 
@@ -45,10 +44,6 @@ def corrupt_a_samples_page(path: Path) -> None:
         f.write(bytes([0x0D, 0xFF, 0xFF, 0xFF]) + b"\xA5" * (size - 4))
 
 
-def cli(*args: str):
-    return CliRunner().invoke(main, list(args))
-
-
 def test_a_registry_with_a_malformed_page_is_refused_for_writing_and_named_corrupt(tmp_path):
     db = filled(tmp_path / "registry.db")
     corrupt_a_samples_page(db)
@@ -64,13 +59,13 @@ def test_a_registry_with_a_malformed_page_is_refused_for_writing_and_named_corru
 def test_export_of_a_corrupt_registry_names_the_corruption_and_writes_nothing(tmp_path, fmt):
     db = filled(tmp_path / "registry.db")
     corrupt_a_samples_page(db)
-    r = cli("telemetry", "export", "--format", fmt, "--db", str(db))
+    r = invoke("telemetry", "export", "--format", fmt, "--db", str(db))
     assert r.exit_code == 5, r.output
     assert r.stdout_bytes == b"", "not one byte of a half export"
     assert "corrupt" in r.stderr and "Traceback" not in r.output
     out = tmp_path / "out"
     out.write_text("the previous export\n")
-    r = cli("telemetry", "export", "--format", fmt, "--db", str(db), "-o", str(out))
+    r = invoke("telemetry", "export", "--format", fmt, "--db", str(db), "-o", str(out))
     assert r.exit_code == 5 and "corrupt" in r.stderr
     assert out.read_text() == "the previous export\n"
     assert not [p.name for p in tmp_path.iterdir() if "partial" in p.name], "no temporary file left"
@@ -79,7 +74,7 @@ def test_export_of_a_corrupt_registry_names_the_corruption_and_writes_nothing(tm
 def test_show_of_a_corrupt_registry_is_an_error_naming_the_corruption_not_a_traceback(tmp_path):
     db = filled(tmp_path / "registry.db")
     corrupt_a_samples_page(db)
-    r = cli("telemetry", "show", "--records", "--limit", "5000", "--db", str(db))
+    r = invoke("telemetry", "show", "--records", "--limit", "5000", "--db", str(db))
     assert r.exit_code == 5, r.output
     assert r.stdout == "" and "corrupt" in r.stderr and "move" not in r.stderr
 
@@ -175,7 +170,7 @@ def test_export_refuses_a_symlink_a_fifo_and_a_device_and_leaves_them_as_they_we
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     for target, kind in ((link, "symbolic link"), (fifo, "FIFO"), (Path("/dev/null"), "device")):
-        r = cli("telemetry", "export", "--db", str(db), "-o", str(target))
+        r = invoke("telemetry", "export", "--db", str(db), "-o", str(target))
         assert r.exit_code == 5, r.output
         assert f"is a {kind}" in r.stderr and "> PATH" in r.stderr
     assert link.is_symlink() and real.read_text() == "kept\n"
@@ -189,12 +184,12 @@ def test_export_replaces_a_regular_file_keeping_its_mode_and_makes_new_ones_by_t
     old = tmp_path / "old.csv"
     old.write_text("x\n")
     os.chmod(old, 0o640)
-    r = cli("telemetry", "export", "--db", str(db), "-o", str(old))
+    r = invoke("telemetry", "export", "--db", str(db), "-o", str(old))
     assert r.exit_code == 0, r.output
     assert stat.S_IMODE(old.stat().st_mode) == 0o640 and old.read_text().count("\n") == 6
     mask = os.umask(0o022)
     try:
-        r = cli("telemetry", "export", "--db", str(db), "-o", str(tmp_path / "new.csv"))
+        r = invoke("telemetry", "export", "--db", str(db), "-o", str(tmp_path / "new.csv"))
     finally:
         os.umask(mask)
     assert r.exit_code == 0 and stat.S_IMODE((tmp_path / "new.csv").stat().st_mode) == 0o644
@@ -202,9 +197,9 @@ def test_export_replaces_a_regular_file_keeping_its_mode_and_makes_new_ones_by_t
 
 def test_export_to_stdout_still_streams_every_format_whole(tmp_path):
     db = filled(tmp_path / "registry.db", records=50)
-    r = cli("telemetry", "export", "--db", str(db))
+    r = invoke("telemetry", "export", "--db", str(db))
     assert r.exit_code == 0 and r.stdout.count("\n") == 51
-    r = CliRunner().invoke(main, ["telemetry", "export", "--format", "senml-cbor", "--db", str(db)])
+    r = invoke("telemetry", "export", "--format", "senml-cbor", "--db", str(db))
     import cbor2
 
     assert r.exit_code == 0 and len(cbor2.loads(r.stdout_bytes)) >= 50

@@ -14,13 +14,12 @@ import stat
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from edge_agent.cli import main
 from edge_agent.identity import fingerprint, setup_verifier
 from edge_agent.label import render
 from edge_agent.paths import private_dir
 from edge_agent.store import DEVICE_COLUMNS, Store
+from tests.harness import invoke
 
 CODE = "48213907"
 PUB = bytes(range(100, 132))
@@ -43,7 +42,7 @@ def provisioned_registry(path: Path) -> str:
 def test_show_json_of_a_registry_with_provisioned_devices_prints_no_key_verifier_or_code(tmp_path):
     db = tmp_path / "registry.db"
     verifier = provisioned_registry(db)
-    r = CliRunner().invoke(main, ["telemetry", "show", "--json", "--db", str(db)])
+    r = invoke("telemetry", "show", "--json", "--db", str(db))
     assert r.exit_code == 0, r.output
     (device,) = json.loads(r.stdout)["devices"]
     assert device["device_id"] == "esp32-0a0b0c0d0e0f" and device["key_fingerprint"] == fingerprint(PUB)
@@ -122,8 +121,8 @@ def test_edge_label_refuses_an_identity_whose_provisioning_was_cut_short_and_pri
         s.record_identity("esp32-0a0b0c0d0e0f", "esp32", PUB, fingerprint(PUB), setup_verifier(CODE),
                           CODE, "t")         # the board never got its files: an orphan
         assert s.orphans() == ["esp32-0a0b0c0d0e0f"]
-    r = CliRunner().invoke(main, ["label", "esp32-0a0b0c0d0e0f", "--db", str(db),
-                                  "--out", str(tmp_path / "labels")])
+    r = invoke("label", "esp32-0a0b0c0d0e0f", "--db", str(db),
+                                  "--out", str(tmp_path / "labels"))
     assert r.exit_code == 3, r.output
     assert "cut short" in r.output and "provision the board again" in r.output
     assert CODE not in r.output and CODE[:4] + "-" + CODE[4:] not in r.output

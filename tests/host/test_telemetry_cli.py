@@ -10,13 +10,12 @@ import time
 from datetime import datetime, timezone
 
 import pytest
-from click.testing import CliRunner
 
-from edge_agent.cli import main
 from edge_agent.cli.telemetry import LiveView, parse_time
 from edge_agent.errors import EXIT_BAD_INPUT, EXIT_NOT_FOUND, EXIT_USAGE
 from edge_agent.messages import Hello
 from edge_agent.store import Record, Store
+from tests.harness import invoke
 
 T0 = datetime(2026, 11, 23, 14, 0, tzinfo=timezone.utc).timestamp()
 
@@ -43,13 +42,6 @@ def db(tmp_path):
     return path
 
 
-def edge(*args, env=None):
-    result = CliRunner().invoke(main, list(args), env={"COLUMNS": "200", **(env or {})})
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
-
-
 def at(seconds: float) -> str:
     return datetime.fromtimestamp(T0 + seconds, timezone.utc).isoformat().replace("+00:00", "Z")
 
@@ -74,7 +66,7 @@ def test_parse_time_reads_iso_8601_and_relative_times():
 
 @pytest.mark.parametrize("bad", ["yesterday", "10", "-10x", "10m later", "2026-13-01", ""])
 def test_a_bad_time_gets_a_usage_error_naming_the_accepted_forms(db, bad):
-    result = edge("telemetry", "show", "--db", str(db), "--since", bad)
+    result = invoke("telemetry", "show", "--db", str(db), "--since", bad)
     assert result.exit_code == EXIT_USAGE
     assert "is not a time" in result.output and "-10m" in result.output and "ISO-8601" in result.output
 
@@ -82,7 +74,7 @@ def test_a_bad_time_gets_a_usage_error_naming_the_accepted_forms(db, bad):
 # -- show
 
 def test_show_summarises_each_device(db):
-    result = edge("telemetry", "show", "--db", str(db))
+    result = invoke("telemetry", "show", "--db", str(db))
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     esp = next(line for line in lines if line.startswith("esp32-a"))
@@ -95,7 +87,7 @@ def test_show_summarises_each_device(db):
 
 
 def test_show_json_summary(db):
-    result = edge("telemetry", "show", "--db", str(db), "--json")
+    result = invoke("telemetry", "show", "--db", str(db), "--json")
     data = json.loads(result.output)
     esp = next(d for d in data["devices"] if d["device_id"] == "esp32-a")
     assert (esp["records"], esp["gaps"], esp["dropped"], esp["estimated"]) == (12, 2, 4, 1)
@@ -105,20 +97,20 @@ def test_show_json_summary(db):
 
 
 def test_show_device_lists_its_latest_records_oldest_first(db):
-    result = edge("telemetry", "show", "--db", str(db), "--device", "esp32-a", "--limit", "3", "--json")
+    result = invoke("telemetry", "show", "--db", str(db), "--device", "esp32-a", "--limit", "3", "--json")
     rows = json.loads(result.output)
     assert [r["seq"] for r in rows] == [9, 12, 13]
     assert rows[1]["value"] is True and rows[2]["value"] == "idle, ok" and rows[2]["estimated"]
-    table = edge("telemetry", "show", "--db", str(db), "--device", "esp32-a", "--limit", "3").output
+    table = invoke("telemetry", "show", "--db", str(db), "--device", "esp32-a", "--limit", "3").output
     assert "estimated" in table and "idle, ok" in table and "true" in table
 
 
 def test_show_filters_by_time_range_and_name(db):
-    rows = json.loads(edge("telemetry", "show", "--db", str(db), "--since", at(20), "--until", at(50),
+    rows = json.loads(invoke("telemetry", "show", "--db", str(db), "--since", at(20), "--until", at(50),
                            "--json").output)
     assert [(r["device_id"], r["seq"]) for r in rows] == [   # [20 s, 50 s), by time
         ("esp32-a", 2), ("picow-b", 2), ("esp32-a", 3), ("picow-b", 3), ("esp32-a", 4), ("picow-b", 4)]
-    rows = json.loads(edge("telemetry", "show", "--db", str(db), "-n", "hum*", "--json").output)
+    rows = json.loads(invoke("telemetry", "show", "--db", str(db), "-n", "hum*", "--json").output)
     assert {r["name"] for r in rows} == {"humidity"} and len(rows) == 5
 
 
@@ -128,17 +120,17 @@ def test_show_relative_times_count_back_from_now(tmp_path):
     with Store(path) as s:
         s.add_batch("d", [rec(0, "old", None, 1, now - 3600, False, 0),
                           rec(1, "new", None, 2, now - 60, False, 0)], now)
-    rows = json.loads(edge("telemetry", "show", "--db", str(path), "--since", "-10m", "--json").output)
+    rows = json.loads(invoke("telemetry", "show", "--db", str(path), "--since", "-10m", "--json").output)
     assert [r["name"] for r in rows] == ["new"]
 
 
 def test_show_says_so_when_nothing_matches(db):
-    result = edge("telemetry", "show", "--db", str(db), "--device", "nobody")
+    result = invoke("telemetry", "show", "--db", str(db), "--device", "nobody")
     assert result.exit_code == 0 and "no records" in result.output
 
 
 def test_show_on_a_missing_registry_says_how_to_make_one(tmp_path):
-    result = edge("telemetry", "show", "--db", str(tmp_path / "none.db"))
+    result = invoke("telemetry", "show", "--db", str(tmp_path / "none.db"))
     assert result.exit_code == EXIT_NOT_FOUND
     assert "error: no registry at" in result.output
     assert "fix: run `edge telemetry ingest` first" in result.output
@@ -148,20 +140,20 @@ def test_show_on_a_missing_registry_says_how_to_make_one(tmp_path):
 def test_show_on_a_file_that_is_not_a_registry_is_a_bad_input_error(tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("hello\n" * 200)
-    result = edge("telemetry", "show", "--db", str(path))
+    result = invoke("telemetry", "show", "--db", str(path))
     assert result.exit_code == EXIT_BAD_INPUT
     assert "not an Edge registry" in result.output and "fix:" in result.output
 
 
 def test_db_defaults_to_edge_db_environment_variable(db):
-    result = edge("telemetry", "show", "--json", env={"EDGE_DB": str(db)})
+    result = invoke("telemetry", "show", "--json", env={"EDGE_DB": str(db)})
     assert {d["device_id"] for d in json.loads(result.output)["devices"]} == {"esp32-a", "picow-b"}
 
 
 # -- export
 
 def test_export_csv_streams_every_record_with_iso_utc_times(db):
-    result = edge("telemetry", "export", "--db", str(db))
+    result = invoke("telemetry", "export", "--db", str(db))
     assert result.exit_code == 0
     rows = list(csv.DictReader(io.StringIO(result.output)))
     assert len(rows) == 17
@@ -175,7 +167,7 @@ def test_export_csv_streams_every_record_with_iso_utc_times(db):
 
 
 def test_export_json_with_filters_is_a_json_array(db):
-    result = edge("telemetry", "export", "--db", str(db), "--format", "json", "--device", "picow-b",
+    result = invoke("telemetry", "export", "--db", str(db), "--format", "json", "--device", "picow-b",
                   "--since", at(15), "--until", at(40))
     rows = json.loads(result.output)
     assert [(r["seq"], r["value"], r["time"]) for r in rows] == [
@@ -184,25 +176,25 @@ def test_export_json_with_filters_is_a_json_array(db):
 
 
 def test_export_json_of_nothing_is_an_empty_array(db):
-    assert json.loads(edge("telemetry", "export", "--db", str(db), "--format", "json",
+    assert json.loads(invoke("telemetry", "export", "--db", str(db), "--format", "json",
                            "--device", "nobody").output) == []
 
 
 def test_export_jsonl_has_one_record_per_line(db):
-    lines = edge("telemetry", "export", "--db", str(db), "--format", "jsonl", "-n", "temp").output.splitlines()
+    lines = invoke("telemetry", "export", "--db", str(db), "--format", "jsonl", "-n", "temp").output.splitlines()
     assert len(lines) == 10 and all(json.loads(line)["name"] == "temp" for line in lines)
 
 
 def test_export_to_a_file_leaves_no_partial_file(db, tmp_path):
     out = tmp_path / "out.json"
-    result = edge("telemetry", "export", "--db", str(db), "--format", "json", "-o", str(out))
+    result = invoke("telemetry", "export", "--db", str(db), "--format", "json", "-o", str(out))
     assert result.exit_code == 0 and "exported 17 records" in result.output
     assert len(json.loads(out.read_text())) == 17
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("out")) == ["out.json"]
 
 
 def test_export_to_a_folder_that_does_not_exist_is_a_clear_error(db, tmp_path):
-    result = edge("telemetry", "export", "--db", str(db), "-o", str(tmp_path / "nope" / "out.csv"))
+    result = invoke("telemetry", "export", "--db", str(db), "-o", str(tmp_path / "nope" / "out.csv"))
     assert result.exit_code == EXIT_BAD_INPUT
     assert "cannot write the export" in result.output and "fix:" in result.output
 
@@ -210,7 +202,7 @@ def test_export_to_a_folder_that_does_not_exist_is_a_clear_error(db, tmp_path):
 # -- live
 
 def test_live_once_shows_the_last_value_of_every_sensor(db):
-    result = edge("telemetry", "live", "--db", str(db), "--once")
+    result = invoke("telemetry", "live", "--db", str(db), "--once")
     assert result.exit_code == 0
     line = next(line for line in result.output.splitlines() if "humidity" in line)
     assert "picow-b" in line and "44.25" in line and "%RH" in line
@@ -228,7 +220,7 @@ def test_live_runs_for_its_duration_and_picks_up_new_records(db):
     thread = threading.Thread(target=writer)
     started = time.monotonic()
     thread.start()
-    result = edge("telemetry", "live", "--db", str(db), "--duration", "1.0", "--interval", "0.1")
+    result = invoke("telemetry", "live", "--db", str(db), "--duration", "1.0", "--interval", "0.1")
     thread.join()
     assert result.exit_code == 0
     assert 1.0 <= time.monotonic() - started < 10
@@ -266,15 +258,15 @@ def v2db(tmp_path):
 
 
 def test_export_keeps_integers_exact_and_times_to_the_millisecond(v2db):
-    rows = json.loads(edge("telemetry", "export", "--format", "json", "--db", str(v2db)).output)
+    rows = json.loads(invoke("telemetry", "export", "--format", "json", "--db", str(v2db)).output)
     assert [r["value"] for r in rows[:2]] == [2**53 + 1, 48112]
     assert rows[0]["time"] == "2025-11-23T14:00:00.999Z" and rows[0]["t_ms"] == 1_763_906_400_999
-    out = edge("telemetry", "export", "--db", str(v2db)).output
+    out = invoke("telemetry", "export", "--db", str(v2db)).output
     assert "9007199254740993" in out and "2025-11-23T14:00:00.999Z" in out
 
 
 def test_export_senml_json_names_records_device_slash_sensor(v2db):
-    pack = json.loads(edge("telemetry", "export", "--format", "senml-json", "--db", str(v2db)).output)
+    pack = json.loads(invoke("telemetry", "export", "--format", "senml-json", "--db", str(v2db)).output)
     assert pack[0] == {"n": "esp32-a/uptime", "u": "ms", "v": 2**53 + 1, "t": 1763906400.999}
     assert pack[2]["vs"].startswith("[link=") and "u" not in pack[2] and pack[2]["t"] == 1763906401
 
@@ -283,23 +275,23 @@ def test_export_senml_cbor_is_a_pack_with_integer_labels(v2db, tmp_path):
     import cbor2
 
     target = tmp_path / "out.cbor"
-    result = edge("telemetry", "export", "--format", "senml-cbor", "-o", str(target), "--db", str(v2db))
+    result = invoke("telemetry", "export", "--format", "senml-cbor", "-o", str(target), "--db", str(v2db))
     assert result.exit_code == 0
     pack = cbor2.loads(target.read_bytes())
     assert pack[1] == {0: "esp32-a/heap_free", 1: "B", 2: 48112, 6: 1763906400.999}
 
 
 def test_export_refused_lists_the_kept_batches(v2db):
-    [b] = json.loads(edge("telemetry", "export", "--refused", "--json", "--db", str(v2db)).output)
+    [b] = json.loads(invoke("telemetry", "export", "--refused", "--json", "--db", str(v2db)).output)
     assert (b["device_id"], b["first_seq"], b["end_seq"], b["reason"]) == ("esp32-a", 3, 5, "time_range")
     assert b["payload_hex"] == "a10007" and b["received"] == "2025-11-23T14:00:02.000Z"
-    assert "time_range" in edge("telemetry", "export", "--refused", "--db", str(v2db)).output
+    assert "time_range" in invoke("telemetry", "export", "--refused", "--db", str(v2db)).output
 
 
 def test_show_lists_refused_batches_and_prints_device_text_as_text(v2db):
-    out = edge("telemetry", "show", "--db", str(v2db)).output
+    out = invoke("telemetry", "show", "--db", str(v2db)).output
     assert "refused batches: 1" in out and "records 3..4: time_range" in out
-    records = edge("telemetry", "show", "-r", "--db", str(v2db)).output
+    records = invoke("telemetry", "show", "-r", "--db", str(v2db)).output
     assert "[link=file:///etc/passwd]x[/link] [/]" in records
 
 
@@ -310,11 +302,11 @@ def test_read_commands_survive_any_stored_time(tmp_path, t_ms):
         s.add_batch("esp32-a", [Record(0, "temp", "Cel", 1.5, t_ms, False, 1)], T0)
     for args in (["show"], ["show", "-r"], ["show", "--json"], ["export"], ["export", "--json"],
                  ["export", "--format", "senml-json"], ["live", "--once"]):
-        result = edge("telemetry", *args, "--db", str(path))
+        result = invoke("telemetry", *args, "--db", str(path))
         assert result.exit_code == 0, (args, result.output)
 
 
 @pytest.mark.parametrize("option", [["--baud", "-1"], ["--baud", "0"], ["--for", "-5"], ["--idle", "-1"]])
 def test_ingest_refuses_bad_options_up_front(tmp_path, option):
-    result = edge("telemetry", "ingest", "/dev/null-port", "--db", str(tmp_path / "r.db"), *option)
+    result = invoke("telemetry", "ingest", "/dev/null-port", "--db", str(tmp_path / "r.db"), *option)
     assert result.exit_code == EXIT_USAGE and "Invalid value" in result.output
