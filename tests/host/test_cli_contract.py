@@ -142,6 +142,21 @@ def bootsel(proc, s):
     mode("picow-1", "bootsel")(proc, s)
 
 
+def devs(proc, s):
+    rows = {r["name"]: r for r in json.loads(proc.stdout) if r.get("name") in ("esp32-1", "picow-1")}
+    assert {r["device_id"] for r in rows.values()} == {s.known["esp_id"], s.known["picow_id"]}, rows
+    assert all(r["provisioned"] for r in rows.values()), rows
+
+
+def logged(proc, s):
+    # What the board printed: the banner of its interpreter and its agent's frames.
+    assert "MicroPython" in proc.stdout and "#EA:" in proc.stdout, proc.stdout[-500:]
+
+
+def completion(proc, s):
+    assert "_EDGE_COMPLETE" in proc.stdout and "complete" in proc.stdout, proc.stdout[:300]
+
+
 def stopped(proc, s):
     assert json.loads(s.home.edge("sim", "ls", "--json").stdout) == []
 
@@ -157,6 +172,9 @@ STEPS: list[tuple[tuple[str, ...], Callable]] = [
     (("telemetry", "export", "--format", "csv"), exported),
     (("telemetry", "live", "--once"), live),
     (("monitor", "{esp_port}", "--for", "3"), monitored),
+    (("devs", "--json"), devs),
+    (("sim", "logs", "esp32-1", "-n", "200"), logged),
+    (("completion", "bash"), completion),
     (("sim", "power", "esp32-1", "off"), mode("esp32-1", "off")),
     (("sim", "power", "esp32-1", "on"), mode("esp32-1", "micropython")),
     (("sim", "download", "esp32-1"), mode("esp32-1", "download")),
