@@ -72,6 +72,11 @@ def load(root):
     except ValueError as e:
         raise ConfigError("board.json: %s; %s" % (e, fix_board))
     dev = cfg.get("device_id")
+    if dev is None:
+        # A board that has the agent but no identity yet (as `edge sim up
+        # --unprovisioned` leaves it, or a copy made by hand): waiting, not broken.
+        raise ConfigError("not provisioned yet (config.json has no device_id); run `edge flash` "
+                          "or `edge provision` on its port")
     if not messages.valid_id(dev):
         raise ConfigError("config.json: device_id must be 1-64 of a-z 0-9 - . starting with a letter "
                           "or a digit (docs/protocol.md 2.2); " + fix_cfg)

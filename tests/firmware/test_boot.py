@@ -64,6 +64,8 @@ BAD_FILES = {
     "config.json not JSON": ("config.json", b'{"device_id": "dev', "config.json is not valid JSON"),
     "config.json truncated to nothing": ("config.json", b"", "config.json is not valid JSON"),
     "config.json a list": ("config.json", b"[1, 2]", "must hold a JSON object"),
+    "no identity yet": ("config.json", json.dumps({"sample_period_ms": 1000}).encode(),
+                        "not provisioned yet (config.json has no device_id); run `edge flash`"),
     "device id with a slash": ("config.json", json.dumps({"device_id": "a/b"}).encode(), "device_id must be"),
     "device id far too long": ("config.json", json.dumps({"device_id": "x" * 500}).encode(), "device_id must be"),
     "sample period zero": ("config.json", json.dumps({"device_id": "d", "sample_period_ms": 0}).encode(),
