@@ -11,11 +11,14 @@ covering what the others cannot:
 - pyserial's ``exclusive=True``: an flock on the device node itself. mpremote
   and esptool open ports with it too, so they and edge refuse each other at
   once, as root too.
-- ``TIOCEXCL`` on the open tty: the kernel refuses any further open of it
-  (EBUSY), also by programs that take no lock (``cat``, ``screen``), unless
-  the opener is root (CAP_SYS_ADMIN bypasses it). It is cleared on close: a
-  virtual board's supervisor keeps its pty open, so a flag left behind would
-  outlive us.
+- ``TIOCEXCL`` on an open serial tty: the kernel refuses any further open of
+  it (EBUSY), also by programs that take no lock (``cat``, ``screen``),
+  unless the opener is root (CAP_SYS_ADMIN bypasses it). The kernel forgets
+  it when the port's last descriptor closes, so a holder killed with SIGKILL
+  leaves nothing behind. Not on a pseudo-terminal: a virtual board's
+  supervisor keeps its pty open for good, so a flag left by a killed holder
+  would lock every other user out until the bench restarts. There, programs
+  that take no lock are not refused.
 
 A port is named by its resolved path (``/dev/serial/by-id/...`` and the
 ``/dev/ttyUSB0`` it points to are one port); pyserial URLs by their text.
@@ -186,7 +189,10 @@ class Claim:
         return ser
 
     def exclusive(self, tty_fd: int) -> None:
-        """Make the open tty refuse further opens (TIOCEXCL) until it is closed here."""
+        """Make the open serial tty refuse further opens (TIOCEXCL) until it is
+        closed here; a pseudo-terminal is left alone (see the module's text)."""
+        if is_pty(tty_fd):
+            return
         try:
             fcntl.ioctl(tty_fd, termios.TIOCEXCL)
             self._tty = tty_fd
@@ -366,6 +372,15 @@ def check_port(port: str) -> None:
     if driver is not None and not driver.startswith(("tty", "pts")):
         raise BadInput(f"{port} is a {driver} device, not a serial port",
                        "pass the board's port (`ls /dev/serial/by-id`, or `edge sim ls`)")
+
+
+def is_pty(fd: int) -> bool:
+    """Whether ``fd`` is a pseudo-terminal (a virtual board's port, not a serial device)."""
+    try:
+        rdev = os.fstat(fd).st_rdev
+    except OSError:
+        return False
+    return _char_driver(os.major(rdev), os.minor(rdev)) == "pts"
 
 
 def _char_driver(major: int, minor: int) -> str | None:

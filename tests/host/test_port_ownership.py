@@ -72,7 +72,24 @@ def test_the_lock_of_a_killed_holder_is_taken_over(run_dir, tty):
         assert json.loads(ports.lock_path(tty).read_text())["pid"] == os.getpid()
 
 
-def test_an_open_port_refuses_pyserial_and_non_root_openers(run_dir, tty):
+def as_nobody(*argv: str) -> subprocess.CompletedProcess:
+    """Run ``argv`` as user nobody (the tests run as root, whom TIOCEXCL lets in)."""
+    return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv],
+                          capture_output=True, text=True, timeout=10)
+
+
+def serial_tty() -> str | None:
+    """A real serial tty this machine lets us open (its UART's driver answers), or None."""
+    for path in ("/dev/ttyS0", "/dev/ttyS1"):
+        try:
+            os.close(os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK))
+            return path
+        except OSError:
+            pass
+    return None
+
+
+def test_an_open_port_refuses_pyserial_openers(run_dir, tty):
     import serial
 
     ser = ports.open_serial(tty, timeout=0.05)
@@ -80,15 +97,41 @@ def test_an_open_port_refuses_pyserial_and_non_root_openers(run_dir, tty):
         # mpremote and esptool open ports with pyserial's exclusive lock: refused, root or not.
         with pytest.raises(serial.SerialException, match="exclusively lock"):
             serial.Serial(tty, exclusive=True)
-        if os.geteuid() == 0 and shutil.which("setpriv"):
-            # Programs that take no lock meet TIOCEXCL: refused unless they run as root.
-            os.chmod(tty, 0o666)
-            cat = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                                  "cat", tty], capture_output=True, text=True, timeout=10)
-            assert cat.returncode != 0 and "busy" in cat.stderr.lower(), cat.stderr
     finally:
         ser.close()
-    serial.Serial(tty, exclusive=True).close()      # closed: TIOCEXCL and the lock are cleared
+    serial.Serial(tty, exclusive=True).close()      # closed: the lock is cleared
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root to act as nobody")
+def test_a_serial_tty_refuses_non_root_openers_and_a_pty_is_not_left_locked_by_a_killed_holder(run_dir, tty):
+    # A real serial port (a board's USB UART; here the machine's own UART):
+    # TIOCEXCL refuses programs that take no lock, and the kernel forgets it
+    # when the holder is gone.
+    dev = serial_tty()
+    assert dev is not None, "this machine has no serial tty to test TIOCEXCL on"
+    mode = os.stat(dev).st_mode
+    os.chmod(dev, 0o666)
+    try:
+        with ports.open_serial(dev, timeout=0.05):
+            cat = as_nobody(sys.executable, "-c", f"import os; os.open({dev!r}, os.O_RDWR | os.O_NONBLOCK)")
+            assert cat.returncode != 0 and "busy" in cat.stderr.lower(), cat.stderr
+        assert as_nobody(sys.executable, "-c", f"import os; os.open({dev!r}, os.O_RDWR | os.O_NONBLOCK)"
+                         ).returncode == 0
+    finally:
+        os.chmod(dev, mode)
+    # A virtual board's pty stays open in its supervisor (here: this test's
+    # fixture holds both ends): a holder killed with SIGKILL must not leave
+    # it refusing every other user until the bench restarts.
+    os.chmod(tty, 0o666)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import time; from edge_agent import ports; "
+        f"s = ports.open_serial({tty!r}, timeout=0.05); print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "EDGE_RUN_DIR": str(run_dir)})
+    assert holder.stdout.readline().strip() == "held"
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    opened = as_nobody(sys.executable, "-c", f"import os; os.open({tty!r}, os.O_RDWR | os.O_NONBLOCK)")
+    assert opened.returncode == 0, opened.stderr
 
 
 @pytest.mark.parametrize("path, error, words", [
