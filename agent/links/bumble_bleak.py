@@ -246,6 +246,7 @@ class BumbleClient(BaseBleakClient):
         self._connection: Connection | None = None
         self._peer: Peer | None = None
         self._subscriptions: dict[int, Callable[[bytes], None]] = {}
+        self._releasing: asyncio.Future[None] | None = None
 
     # -- connection -------------------------------------------------------
 
@@ -268,27 +269,29 @@ class BumbleClient(BaseBleakClient):
             log.info("pair=True ignored: the Bumble backend does not pair at the link layer")
         if self._connection is not None:
             return
-        stack = await _Stack.acquire(self._spec)
+        stack = self._stack = await _Stack.acquire(self._spec)
         try:
             target = self._target or await self._resolve(stack)
             assert stack.device is not None
-            # Device.connect can wait forever on a stale emulated link (FACTS):
-            # the timeout is ours, not only the stack's.
+            # Bumble's own timeout cancels the pending connection in the
+            # controller; ours, a little later, guards against Device.connect
+            # waiting forever on a stale emulated link (FACTS).
             connection = await asyncio.wait_for(
-                stack.device.connect(target, timeout=self._timeout), self._timeout)
+                stack.device.connect(target, timeout=self._timeout), self._timeout + 2)
             connection.on(Connection.EVENT_DISCONNECTION, self._on_disconnection)
-            self._stack, self._connection, self._peer = stack, connection, Peer(connection)
+            self._connection, self._peer = connection, Peer(connection)
             await self._peer.request_mtu(CENTRAL_MTU)
             self.services = await self._discover(self._peer)
-        except asyncio.TimeoutError:
-            await self._teardown(stack)
-            raise BleakDeviceNotFoundError(self.address, f"{self.address}: no connection within "
-                                           f"{self._timeout:g} s (out of range or not advertising)") from None
+        except (asyncio.TimeoutError, core.TimeoutError):
+            await self._abandon()
+            # bleak's platform backends raise TimeoutError for a connect timeout.
+            raise TimeoutError(f"{self.address}: no connection within {self._timeout:g} s "
+                               "(out of range, or the peripheral stopped advertising)") from None
         except core.BaseBumbleError as e:
-            await self._teardown(stack)
+            await self._abandon()
             raise BleakError(f"{self.address}: connection failed: {e}") from e
         except BaseException:
-            await self._teardown(stack)
+            await self._abandon()
             raise
 
     async def _resolve(self, stack: _Stack) -> hci.Address:
@@ -343,24 +346,28 @@ class BumbleClient(BaseBleakClient):
         return collection
 
     def _on_disconnection(self, reason: int) -> None:
-        stack = self._stack
         self._connection = self._peer = None
-        self._stack = None
         self._subscriptions.clear()
-        if stack is not None:
-            stack.loop.create_task(stack.release())
+        self._releasing = asyncio.ensure_future(self._release_stack())
         if self._disconnected_callback is not None:
             self._disconnected_callback()
 
-    async def _teardown(self, stack: _Stack) -> None:
-        connection, self._connection, self._peer, self._stack = self._connection, None, None, None
+    async def _release_stack(self) -> None:
+        """Let go of the shared stack, once per connect."""
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.release()
+
+    async def _abandon(self) -> None:
+        """Undo a connect that failed part way."""
+        connection, self._connection, self._peer = self._connection, None, None
         if connection is not None:
             connection.remove_listener(Connection.EVENT_DISCONNECTION, self._on_disconnection)
             try:
                 await connection.disconnect()
-            except Exception:
-                pass
-        await stack.release()
+            except core.BaseBumbleError as e:
+                log.debug("disconnect of %s after a failed connect: %s", self.address, e)
+        await self._release_stack()
 
     async def disconnect(self) -> None:
         connection = self._connection
@@ -378,6 +385,8 @@ class BumbleClient(BaseBleakClient):
             # Already going away (the peer disconnected first).
             log.debug("disconnect of %s: %s", self.address, e)
         await asyncio.wait_for(disconnected, self._timeout)
+        if self._releasing is not None:
+            await self._releasing
 
     async def pair(self, *args: Any, **kwargs: Any) -> None:
         raise NotImplementedError(
