@@ -48,6 +48,8 @@ TRANSPORT_ENV = "EDGE_BLE_HCI"
 # The largest ATT MTU a central offers (BlueZ offers the same); the peripheral
 # answers with its own limit and the smaller one applies.
 CENTRAL_MTU = 517
+# Reset and setup of the host take a few milliseconds on an emulated controller.
+POWER_ON_TIMEOUT = 10.0
 
 # AD types read into bleak's AdvertisementData, with the size of the UUIDs
 # each carries (Core Supplement Part A 1.1 and 1.11).
@@ -159,7 +161,13 @@ class _Stack:
         # address (if any) is not used as our own.
         device = Device.with_hci("edge-host", hci.Address.generate_static_address(),
                                  self._transport.source, self._transport.sink)
-        await device.power_on()
+        try:
+            await asyncio.wait_for(device.power_on(), POWER_ON_TIMEOUT)
+        except (asyncio.TimeoutError, core.BaseBumbleError) as e:
+            await self._transport.close()
+            self._transport = None
+            raise BleakError(f"the controller behind {self.spec!r} did not answer the host's reset "
+                             f"({e or 'no reply'}): is the virtual air up (edge sim up)?") from e
         self.device = device
 
     async def release(self) -> None:
@@ -177,8 +185,8 @@ class _Stack:
 
 
 class BumbleScanner(BaseBleakScanner):
-    """Scans through the shared Bumble host; merges scan responses the way
-    Bumble's accumulator does and reports every advertisement to bleak."""
+    """Scans through the shared Bumble host and reports every advertisement
+    to bleak (Bumble's host merges a scan response into its advertisement)."""
 
     def __init__(self, detection_callback: AdvertisementDataCallback | None,
                  service_uuids: list[str] | None, scanning_mode: str = "active", **kwargs: Any):

@@ -204,3 +204,11 @@ def test_the_ble_bench_runs_and_prints_its_table():
     assert out.returncode == 0, out.stderr
     assert "scan+connect" in out.stdout and "notif/s" in out.stdout
     assert [line.split()[1] for line in out.stdout.splitlines()[2:]] == ["23", "185", "247", "517"]
+
+
+async def test_a_transport_with_nothing_behind_it_is_a_bleak_error_that_says_so(monkeypatch, tmp_path):
+    from bleak.exc import BleakError
+    monkeypatch.setenv("EDGE_BLE", "sim")
+    monkeypatch.setenv("EDGE_BLE_HCI", f"unix:{tmp_path}/absent.hci")
+    with pytest.raises(BleakError, match="absent.hci"):
+        await BleakScanner.discover(0.1, **scanner_kwargs())
