@@ -391,9 +391,8 @@ async def run(hci: str, socket_path: str, address: str | None, once: bool) -> in
     busy = asyncio.Lock()
 
     async def on_board(reader, writer):
-        if busy.locked():  # one board per radio
-            writer.close()
-            return
+        # One board per radio: a rebooted board's session waits until the
+        # last one's reset is done.
         async with busy:
             await serve_board(peripheral, reader, writer)
         if once and not stop.done():

@@ -38,7 +38,7 @@ from bumble.transport.common import AsyncPipeSink  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 RUNNER = REPO / "hil" / "virtual" / "runner.py"
 SERVICE = "7e0a0001-5eed-4ed5-a8b4-3f0c2d9e6a10"
-TX = "7e0a0002-5eed-4ed5-a8b4-3f0c2d9e6a10"     # read + notify
+TX = "7e0a0002-5eed-4ed5-a8b4-3f0c2d9e6a10"     # read + notify + indicate
 RX = "7e0a0003-5eed-4ed5-a8b4-3f0c2d9e6a10"     # write
 LOG = "7e0a0004-5eed-4ed5-a8b4-3f0c2d9e6a10"    # write, appended into a 32-byte buffer
 NAME = "edge-vb"
@@ -51,7 +51,7 @@ ble = bluetooth.BLE()
 ble.active(True)
 ble.config(gap_name={NAME!r}, mtu=200)
 SVC = bluetooth.UUID({SERVICE!r})
-TX = (bluetooth.UUID({TX!r}), bluetooth.FLAG_READ | bluetooth.FLAG_NOTIFY)
+TX = (bluetooth.UUID({TX!r}), bluetooth.FLAG_READ | bluetooth.FLAG_NOTIFY | bluetooth.FLAG_INDICATE)
 RX = (bluetooth.UUID({RX!r}), bluetooth.FLAG_WRITE)
 LOG = (bluetooth.UUID({LOG!r}), bluetooth.FLAG_WRITE | bluetooth.FLAG_WRITE_NO_RESPONSE)
 ((tx, rx, lg),) = ble.gatts_register_services(((SVC, (TX, RX, LOG)),))
@@ -74,10 +74,17 @@ def irq(event, data):
                 print("gap_disconnect", ble.gap_disconnect(conn))
             elif v == b"log?":
                 ble.gatts_notify(conn, tx, ble.gatts_read(lg))
+            elif v == b"ind":
+                ble.gatts_write(tx, b"indicated")
+                ble.gatts_indicate(conn, tx)
+            elif v.startswith(b"upd:"):
+                ble.gatts_write(tx, v[4:], True)
             else:
                 ble.gatts_notify(conn, tx, b"echo:" + v)
         elif h == lg:
             print("write-log", conn)
+    elif event == 20:
+        print("indicate-done", data[0], data[1], data[2])
     elif event == 21:
         print("mtu", data[0], data[1])
 
@@ -313,6 +320,47 @@ print("active", ble.active())""")
             assert await board.expect("refused") == ["19"]  # ENODEV: no radio any more
             assert await board.expect("active") == ["False"]
             assert await asyncio.wait_for(board.proc.wait(), 5) == 0
+
+    await asyncio.wait_for(scenario(), 15)
+
+
+async def test_indications_are_confirmed_to_the_board_and_a_local_write_can_update_subscribers(short_dir):
+    async def scenario():
+        async with Air(short_dir) as air:
+            await air.start_bridge("--once")
+            board = await air.start_board()
+            tx_h, *_ = await board.expect("ready")
+            connection, peer, tx, rx, _ = await connect(air)
+            conn, *_ = await board.expect("connect")
+            indicated = asyncio.Queue()
+            await peer.subscribe(tx, indicated.put_nowait, prefer_notify=False)
+            await peer.write_value(rx, b"ind", with_response=True)
+            assert await asyncio.wait_for(indicated.get(), 5) == b"indicated"
+            assert await board.expect("indicate-done") == [conn, tx_h, "0"]
+            await peer.write_value(rx, b"upd:fresh", with_response=True)
+            assert await asyncio.wait_for(indicated.get(), 5) == b"fresh"
+            assert await peer.read_value(tx) == b"fresh"
+            await connection.disconnect()
+            await board.expect("end")
+
+    await asyncio.wait_for(scenario(), 15)
+
+
+async def test_a_rebooted_board_finds_a_fresh_radio_on_the_same_bridge(short_dir):
+    async def scenario():
+        async with Air(short_dir) as air:
+            await air.start_bridge()
+            for boot in range(2):
+                board = await air.start_board()
+                ready = await board.expect("ready")
+                connection, peer, tx, rx, _ = await connect(air)
+                # The same services at the same handles: the last boot's are forgotten.
+                assert (tx.handle, rx.handle) == (int(ready[0]), int(ready[1]))
+                assert len([s for s in peer.services if str(s.uuid).lower() == SERVICE]) == 1
+                await board.expect("connect")
+                await peer.write_value(rx, b"bye", with_response=True)
+                await board.expect("end")
+                assert await asyncio.wait_for(board.proc.wait(), 5) == 0
 
     await asyncio.wait_for(scenario(), 15)
 
