@@ -15,6 +15,9 @@
 #   the ESP32 and Pico W ports: a reader thread receives them, queues at most
 #   _QUEUE of them (a board's rxbuf ring drops the same way) and schedules one
 #   drain; handlers run on the main thread between bytecodes or during sleep.
+# - One call at a time: the scheduler may run between any two bytecodes of a
+#   call the main program is making; a drain that finds a call in progress is
+#   put off until it ends, so a handler's own calls never take its answer.
 # - The bridge gone (the radio died): events stop, open connections are
 #   reported disconnected, and every call raises OSError(ENODEV).
 # Wire: one JSON array per line each way; bytes travel as hex.
@@ -82,6 +85,8 @@ class _BLE:
         self._handler = None
         self._events = []
         self._scheduled = False
+        self._busy = False
+        self._deferred = False
         self._dropped = 0
         self._reply = None
         self._lock = None
@@ -158,6 +163,9 @@ class _BLE:
             self._dropped += 1
             return
         self._events.append((code, tuple(data)))
+        self._kick()
+
+    def _kick(self):
         if not self._scheduled:
             try:
                 micropython.schedule(self._drain, None)
@@ -167,6 +175,9 @@ class _BLE:
 
     def _drain(self, _):
         self._scheduled = False
+        if self._busy:
+            self._deferred = True
+            return
         while self._events:
             code, data = self._events.pop(0)
             if self._handler:
@@ -176,12 +187,19 @@ class _BLE:
         import json
         if self._dead or self._sock is None:
             raise OSError(_ENODEV)
+        self._busy = True
         try:
-            self._sock.write(json.dumps(msg) + "\n")
-        except OSError:
-            raise OSError(_ENODEV)
-        self._lock.acquire()
-        r = self._reply
+            try:
+                self._sock.write(json.dumps(msg) + "\n")
+            except OSError:
+                raise OSError(_ENODEV)
+            self._lock.acquire()
+            r = self._reply
+        finally:
+            self._busy = False
+            if self._deferred:
+                self._deferred = False
+                self._kick()
         if r is None:
             raise OSError(_ENODEV)
         if r[0] == "err":

@@ -70,7 +70,9 @@ def irq(event, data):
         if h == rx:
             v = ble.gatts_read(rx)
             print("write", conn, v.hex())
-            if v == b"bye":
+            if v == b"go":
+                state["go"] = conn
+            elif v == b"bye":
                 print("gap_disconnect", ble.gap_disconnect(conn))
             elif v == b"log?":
                 ble.gatts_notify(conn, tx, ble.gatts_read(lg))
@@ -107,7 +109,10 @@ class Board:
 
     async def expect(self, word: str, timeout: float = 10) -> list[str]:
         while True:
-            raw = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+            try:
+                raw = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+            except asyncio.TimeoutError:
+                raise AssertionError(f"board printed no {word!r} in {timeout} s; printed {self.lines}") from None
             if not raw:
                 err = (await self.proc.stderr.read()).decode(errors="replace")
                 raise AssertionError(f"board ended before {word!r}; printed {self.lines}\n{err}")
@@ -342,6 +347,47 @@ async def test_indications_are_confirmed_to_the_board_and_a_local_write_can_upda
             assert await peer.read_value(tx) == b"fresh"
             await connection.disconnect()
             await board.expect("end")
+
+    await asyncio.wait_for(scenario(), 15)
+
+
+async def test_a_main_program_streaming_notifications_and_a_handler_answering_writes_interleave_without_mixing_answers(short_dir):
+    # The main program streams notifications (one radio call after another)
+    # while the central's writes make the handler call gatts_read and
+    # gatts_notify: each call must get its own answer.
+    firmware = FIRMWARE.replace('while not state["done"]:', """while "go" not in state:
+    time.sleep_ms(5)
+for i in range(N):
+    ble.gatts_notify(state["go"], tx, b"n%d" % i)
+print("streamed")
+while not state["done"]:""", 1).replace("import bluetooth, time", "import bluetooth, time\nN = 1000")
+
+    async def scenario():
+        async with Air(short_dir) as air:
+            await air.start_bridge("--once")
+            board = await air.start_board(firmware)
+            await board.expect("ready")
+            connection, peer, tx, rx, _ = await connect(air)
+            await board.expect("connect")
+            notified = asyncio.Queue()
+            await peer.subscribe(tx, notified.put_nowait)
+            await peer.write_value(rx, b"go", with_response=True)
+            await board.expect("write")
+            stream: list[bytes] = []
+            for k in range(20):
+                # Each write waits for its echo: a value written over before
+                # the handler reads it is the API's rule, not what this tests.
+                await peer.write_value(rx, b"w%d" % k, with_response=True)
+                while (n := await asyncio.wait_for(notified.get(), 5)) != b"echo:w%d" % k:
+                    stream.append(n)
+            await board.expect("streamed")
+            while len(stream) < 1000:
+                stream.append(await asyncio.wait_for(notified.get(), 5))
+            assert stream == [b"n%d" % i for i in range(1000)]
+            await connection.disconnect()
+            await board.expect("end")
+            writes = [line.split()[2] for line in board.lines if line.startswith("write ")]
+            assert writes == [b"go".hex()] + [(b"w%d" % k).hex() for k in range(20)]
 
     await asyncio.wait_for(scenario(), 15)
 
