@@ -132,9 +132,12 @@ class _BLE:
                 line = s.readline()
             except OSError:
                 line = b""
-            if not line:
+            try:
+                msg = json.loads(line) if line else None
+            except ValueError:
+                msg = None  # a garbled line: the bridge is not to be trusted any more
+            if not msg:
                 break
-            msg = json.loads(line)
             if msg[0] == "ev":
                 self._queue(msg[1], msg[2])
             else:
@@ -214,7 +217,9 @@ class _BLE:
 
     def active(self, *args):
         if args:
-            if args[0] and not self._sock:
+            if args[0] and (not self._sock or self._dead):
+                if self._sock:
+                    self._sock.close()
                 self._open()
                 self._mac = self._call("hello")
             elif not args[0] and self._sock:

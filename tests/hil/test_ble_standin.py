@@ -301,13 +301,19 @@ async def test_the_board_disconnects_the_central_and_the_bridge_ends_with_the_bo
     await asyncio.wait_for(scenario(), 15)
 
 
-async def test_a_bridge_that_dies_drops_its_central_first_and_the_boards_radio_calls_then_fail(short_dir):
+async def test_a_bridge_that_dies_drops_its_central_first_the_boards_radio_calls_then_fail_until_a_new_bridge_comes(short_dir):
     firmware = FIRMWARE.replace('print("end")', """
 try:
     ble.gap_advertise(100000, b"")
 except OSError as e:
     print("refused", e.errno)
-print("active", ble.active())""")
+print("active", ble.active())
+while not ble.active():
+    try:
+        ble.active(True)
+    except OSError:
+        time.sleep_ms(20)
+print("back", ble.config("mac")[1].hex())""")
 
     async def scenario():
         async with Air(short_dir) as air:
@@ -324,6 +330,9 @@ print("active", ble.active())""")
             assert (await board.expect("disconnect"))[0] == conn
             assert await board.expect("refused") == ["19"]  # ENODEV: no radio any more
             assert await board.expect("active") == ["False"]
+            # A new radio on the same socket: the board can make it active again.
+            await air.start_bridge()
+            assert await board.expect("back") == [air.address.replace(":", "").lower()]
             assert await asyncio.wait_for(board.proc.wait(), 5) == 0
 
     await asyncio.wait_for(scenario(), 15)
