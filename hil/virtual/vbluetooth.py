@@ -146,9 +146,8 @@ class _BLE:
         if s is not self._sock:
             return
         self._dead = True
-        for conn, peer in self._conns.items():
+        for conn, peer in list(self._conns.items()):
             self._queue(_IRQ_CENTRAL_DISCONNECT, [conn, peer[0], peer[1]])
-        self._conns = {}
         self._reply = None
         try:
             self._lock.release()
@@ -157,11 +156,13 @@ class _BLE:
 
     def _queue(self, code, data):
         if code in (_IRQ_CENTRAL_CONNECT, _IRQ_CENTRAL_DISCONNECT):
-            data[2] = memoryview(_unhex(data[2]))
+            # Open connections are kept (address still in hex) so that a
+            # bridge that vanishes can be reported as their disconnection.
             if code == _IRQ_CENTRAL_CONNECT:
-                self._conns[data[0]] = (data[1], bytes(data[2]))
+                self._conns[data[0]] = (data[1], data[2])
             else:
                 self._conns.pop(data[0], None)
+            data[2] = memoryview(_unhex(data[2]))
         if len(self._events) >= _QUEUE:
             self._dropped += 1
             return

@@ -420,6 +420,21 @@ async def test_a_rebooted_board_finds_a_fresh_radio_on_the_same_bridge(short_dir
     await asyncio.wait_for(scenario(), 15)
 
 
+async def test_a_bridge_killed_outright_is_reported_to_the_board_as_the_end_of_its_connections(short_dir):
+    async def scenario():
+        async with Air(short_dir) as air:
+            bridge = await air.start_bridge()
+            board = await air.start_board()
+            await board.expect("ready")
+            await connect(air)
+            conn, addr_type, addr = await board.expect("connect")
+            bridge.kill()  # no reset: the stand-in alone sees the radio go
+            assert await board.expect("disconnect") == [conn, addr_type, addr]
+            await board.expect("end")
+
+    await asyncio.wait_for(scenario(), 15)
+
+
 def test_a_value_buffer_keeps_the_ports_rules():
     v = Value(flags=0x08)
     v.remote_write(bytes(30))
