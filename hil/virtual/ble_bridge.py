@@ -52,6 +52,7 @@ import os
 import signal
 import sys
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 log = logging.getLogger("edge_hil.ble_bridge")
 
@@ -118,7 +119,7 @@ class Peripheral:
     are handed to ``emit(code, data)``.
     """
 
-    def __init__(self, device, emit):
+    def __init__(self, device: Any, emit: Callable[[int, list], None]) -> None:
         self.device = device
         self.emit = emit
         self.values: dict[int, Value] = {}
@@ -219,7 +220,8 @@ class Peripheral:
         server.attributes_by_handle.clear()
         self.values.clear()
         self.device.add_default_services()
-        services, pending = [], []
+        services: list = []
+        pending: list[tuple[Any, int]] = []  # (attribute, flags): handles exist once added
         for service_uuid, chars in spec:
             characteristics = []
             for char_uuid, flags, descs in chars:
@@ -390,22 +392,25 @@ async def run(hci: str, socket_path: str, address: str | None, once: bool) -> in
     stop = asyncio.get_running_loop().create_future()
     busy = asyncio.Lock()
 
+    def finish(why: str) -> None:
+        if not stop.done():
+            stop.set_result(why)
+
     async def on_board(reader, writer):
         # One board per radio: a rebooted board's session waits until the
         # last one's reset is done.
         async with busy:
             await serve_board(peripheral, reader, writer)
-        if once and not stop.done():
-            stop.set_result("board gone")
+        if once:
+            finish("board gone")
 
     if os.path.exists(socket_path):
         os.unlink(socket_path)
     server = await asyncio.start_unix_server(on_board, socket_path)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result("signal"))
-    transport.source.terminated.add_done_callback(
-        lambda _: stop.done() or stop.set_result("controller gone"))
+        loop.add_signal_handler(sig, finish, "signal")
+    transport.source.terminated.add_done_callback(lambda _: finish("controller gone"))
     print(f"ble-bridge {address} on {socket_path}", flush=True)
     why = await stop
     log.info("stopping: %s", why)
