@@ -11,7 +11,8 @@
 #      "repl": nothing (the interpreter died of a Ctrl-C between scripts).
 # The supervisor reads in-band markers `ESC _ edge:<what> ESC \` (an APC
 # string, which terminals ignore) and strips them from the console;
-# `machine` is vmachine.py (adds machine.bootloader()).
+# `machine` is vmachine.py (adds machine.bootloader()); `bluetooth` is
+# vbluetooth.py when EDGE_BLE_SOCKET is set.
 # ROM_IMAGE (rom.py): the agent frozen as a ROMFS image, mounted at /rom ahead
 # of the folder on sys.path; its buffer is the heap's first allocation and
 # stands for the board's flash (the heap is the budget plus the image).
@@ -83,6 +84,11 @@ def _boot():
         sys.modules["machine"] = vmachine
     except ImportError:
         pass
+    # A radio (vbluetooth.py, bridged to the virtual air by ble_bridge.py)
+    # only on a board the supervisor gave one: it costs heap, as NimBLE does.
+    if os.getenv("EDGE_BLE_SOCKET"):
+        import vbluetooth
+        sys.modules["bluetooth"] = vbluetooth
     os.umount("/")
     os.mount(os.VfsPosix(fs), "/")
     os.chdir("/")
