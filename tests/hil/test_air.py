@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from edge_hil.virtual import state as st
+from tests.harness import Home
 
 PEER = str(Path(__file__).with_name("air_peer.py"))
 AD = "0201060a09656467652d7465737405ffffffed6e"     # what air_peer.py advertises
@@ -156,3 +157,45 @@ def test_sigterm_stops_the_air_and_removes_its_sockets(tmp_path, run):
     proc.proc.send_signal(signal.SIGTERM)
     assert proc.proc.wait(5) == 0
     assert list((tmp_path / "air").iterdir()) == []
+
+
+@pytest.mark.slow
+def test_sim_up_starts_the_air_with_the_boards_ls_shows_addresses_and_down_stops_it(bench):
+    rows = bench.up("esp32", "picow", extra=("--unprovisioned",))
+    listed = bench.json("sim", "ls")
+    assert {b["name"]: b["ble_address"] for b in listed} == {
+        b["name"]: st.board_ble_address(b["name"]) for b in rows}
+    assert all(b["ble_address"] for b in rows)
+    air = bench.control.air()
+    assert st.pid_alive(air["pid"]) and st.AIR_MODULE in st.pid_cmdline(air["pid"])
+    sockets = [st.board_hci_socket(bench.sim_dir, b["name"]) for b in rows] + [Path(p) for p in air["hosts"]]
+    assert len(air["hosts"]) == 2 and all(p.is_socket() for p in sockets)
+    bench.edge("sim", "down")
+    assert not st.pid_alive(air["pid"])
+    assert not any(p.exists() for p in sockets)
+
+
+@pytest.mark.slow
+def test_a_killed_supervisor_takes_the_air_with_it(bench):
+    bench.up("virtual", extra=("--unprovisioned",))
+    s = st.read_state(bench.sim_dir)
+    os.kill(s["supervisor_pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while st.pid_alive(s["air"]["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not st.pid_alive(s["air"]["pid"])
+    bench.edge("sim", "down")
+    assert list((bench.sim_dir / st.AIR_DIR).glob("*.hci")) == []
+
+
+@pytest.mark.slow
+def test_a_run_folder_too_deep_for_unix_sockets_gives_a_bench_without_ble_and_says_so(tmp_path):
+    home = Home(tmp_path / ("d" * 90))
+    try:
+        up = home.edge("sim", "up", "--board", "virtual", "--unprovisioned", "--json")
+        assert "the virtual air did not start" in up.stderr and "without BLE" in up.stderr
+        assert [b["ble_address"] for b in home.json("sim", "ls")] == [None]
+        assert "socket path too long" in (home.sim_dir / st.AIR_LOG).read_text()
+        assert home.edge("sim", "down").returncode == 0
+    finally:
+        home.down()
