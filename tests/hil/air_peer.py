@@ -1,11 +1,12 @@
 """A Bumble host in its own OS process, attached to one controller of the virtual air (test helper).
 
     python air_peer.py peripheral SOCKET ADDRESS   # advertises a GATT service, says what happens
-    python air_peer.py central SOCKET TARGET [--hold]  # scans, connects, reads and writes
+    python air_peer.py central SOCKET TARGET [--reset] [--hold]  # scans, connects, reads and writes
 
 Each prints one line per event on stdout (``advertising``, ``connected``,
 ``seen <adv hex>``, ``read <hex>``, ...), flushed, so a test in another
-process follows it. A central with ``--hold`` stays connected until killed.
+process follows it. A central with ``--reset`` then sends HCI_Reset with its
+link up; with ``--hold`` it stays attached until killed.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ async def peripheral(spec: str, address: str) -> None:
         await asyncio.Event().wait()
 
 
-async def central(spec: str, target: str, hold: bool) -> None:
+async def central(spec: str, target: str, hold: bool, reset: bool) -> None:
     async with await open_transport(spec) as t:
         device = Device.with_hci("edge-host", hci.Address.ANY_RANDOM, t.source, t.sink)
         await device.power_on()
@@ -73,6 +74,9 @@ async def central(spec: str, target: str, hold: bool) -> None:
         say("read", (await char.read_value()).hex())
         await char.write_value(b"edge", with_response=True)
         say("read", (await char.read_value()).hex())
+        if reset:       # as a host that restarts and resets its controller, link still up
+            await device.host.send_sync_command(hci.HCI_Reset_Command())
+            say("reset")
         if hold:
             say("holding")
             await asyncio.Event().wait()
@@ -85,7 +89,7 @@ def main() -> None:
     if role == "peripheral":
         asyncio.run(peripheral(spec, address))
     else:
-        asyncio.run(central(spec, address, "--hold" in sys.argv))
+        asyncio.run(central(spec, address, "--hold" in sys.argv, "--reset" in sys.argv))
 
 
 if __name__ == "__main__":

@@ -120,6 +120,16 @@ def test_a_host_killed_while_connected_leaves_no_stale_link(air, run):
     print(f"killed host to second host connected: {time.monotonic() - t0:.2f} s")
 
 
+def test_hci_reset_drops_the_links_of_the_controller_that_is_reset(air, run):
+    board = peripheral(run, air)
+    host = central(run, air, 0, "--reset", "--hold")
+    board.wait("connected")
+    host.wait("reset")
+    assert board.wait("disconnected", timeout=5) == "disconnected 8"
+    again = central(run, air, 1)        # the board advertises again: another host connects
+    again.wait("done")
+
+
 def test_a_controller_serves_one_host_at_a_time_and_takes_the_next_when_it_leaves(air, run):
     import socket
 
