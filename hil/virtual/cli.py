@@ -88,8 +88,10 @@ def sim() -> None:
 @click.option("--reflash", is_flag=True,
               help="Replace the firmware (main.py, edgefw/, board.json) of boards that have one; "
                    "identity (config.json) and data stay.")
+@click.option("--ble-hosts", type=click.IntRange(0, 16), default=2, show_default=True,
+              help="BLE controllers on the virtual air for host processes (RUNDIR/air/host-<k>.hci).")
 @click.option("--json", "as_json", is_flag=True, help="Print the boards as JSON.")
-def up(boards, count, rundir, blank, unprovisioned, db, reflash, as_json):
+def up(boards, count, rundir, blank, unprovisioned, db, reflash, ble_hosts, as_json):
     """Start virtual boards; return once they all run.
 
     Boards are named <type>-<k> (esp32-1, esp32-2, picow-1, ...); their
@@ -103,6 +105,14 @@ def up(boards, count, rundir, blank, unprovisioned, db, reflash, as_json):
     `edge label DEVICE`); a board that has one keeps it. --unprovisioned
     leaves that to `edge provision`; --blank installs nothing.
 
+    The bench has a virtual air: each board's BLE controller, at a static
+    random address derived from its name (the BLE address column), and
+    --ble-hosts controllers for host processes, all on one emulated link
+    (Bumble). Each is an HCI transport on a unix socket, RUNDIR/air/<name>.hci
+    and RUNDIR/air/host-<k>.hci (Bumble transport `unix:PATH`), serving one
+    host process at a time; a host that leaves, however it dies, takes its
+    connections with it.
+
     One bench per run folder: if a bench already runs in RUNDIR this fails
     (exit code 4); stop it with `edge sim down` or use another --sim-dir.
     """
@@ -111,8 +121,12 @@ def up(boards, count, rundir, blank, unprovisioned, db, reflash, as_json):
     from edge_agent.paths import default_db
 
     bench = Bench.up(list(boards), count=count, rundir=rundir if rundir is not None else default_sim_dir(),
-                     blank=blank, reflash=reflash, registry=None if unprovisioned else (db or default_db()))
+                     blank=blank, reflash=reflash, registry=None if unprovisioned else (db or default_db()),
+                     ble_hosts=ble_hosts)
     rows = bench.boards()
+    air_error = bench.air().get("error")
+    if air_error:
+        click.echo(f"warning: {air_error}; the boards run without BLE", err=True)
     if as_json:
         click.echo(json.dumps([_public(r) for r in rows], indent=2))
     else:

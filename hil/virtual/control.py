@@ -79,8 +79,13 @@ class Bench:
     @classmethod
     def up(cls, boards: list[str] | None = None, *, count: int = 1, rundir: Path | str | None = None,
            blank: bool = False, reflash: bool = False, registry: Path | str | None = None,
-           timeout: float = START_TIMEOUT_S) -> "Bench":
+           ble_hosts: int = 2, timeout: float = START_TIMEOUT_S) -> "Bench":
         """Start ``count`` boards of each type in ``boards`` (default: one ``virtual``).
+
+        The bench's virtual air has a BLE controller for each board and
+        ``ble_hosts`` for host processes (see :mod:`.air`). Boards cannot be
+        added to a running bench (:class:`Busy`): `sim down` and `sim up`
+        with them all restarts the air with them.
 
         Unless ``blank``, each board's filesystem gets the firmware (see
         :func:`install_firmware`), and with a ``registry`` each board gets its
@@ -121,7 +126,8 @@ class Bench:
                               "chip": f.get("chip"), "family": f.get("micropython_port"),
                               "flash_size": int((f.get("flash") or {}).get("size") or 0),
                               "machine": virtual_machine(f)})
-            st.write_json_atomic(bench.rundir / st.BENCH, {"micropython": micropython, "boards": specs})
+            st.write_json_atomic(bench.rundir / st.BENCH, {"micropython": micropython, "boards": specs,
+                                                           "ble_hosts": ble_hosts})
             with open(bench.rundir / st.LOG, "ab") as logf:
                 launcher = subprocess.Popen(
                     [sys.executable, "-m", st.SUPERVISOR_MODULE, "--detach", "--lock-fd", str(lock.fileno()),
@@ -228,7 +234,7 @@ class Bench:
         return True
 
     def _clean_stale(self) -> None:
-        """After a supervisor died: kill interpreters it left, remove its state file and socket."""
+        """After a supervisor died: kill interpreters and the air it left, remove its state file and sockets."""
         s = st.read_state(self.rundir) or {}
         for b in s.get("boards", []):
             pid = b.get("pid")
@@ -237,11 +243,19 @@ class Bench:
                     os.killpg(pid, signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):
                     pass
+        air = (s.get("air") or {}).get("pid")
+        if air and st.pid_alive(air) and st.AIR_MODULE in st.pid_cmdline(air):
+            try:
+                os.kill(air, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         for name in (st.STATE, st.SOCK):
             try:
                 (self.rundir / name).unlink()
             except FileNotFoundError:
                 pass
+        for path in (self.rundir / st.AIR_DIR).glob("*.hci"):
+            path.unlink(missing_ok=True)
 
     # ---- inspect ----------------------------------------------------------
 
@@ -249,13 +263,20 @@ class Bench:
         """Whether a supervisor runs this folder's bench."""
         return st.lock_is_held(self.rundir)
 
-    def boards(self) -> list[dict]:
-        """The boards of the running bench (from its state file): name, board, port, fs, ..."""
+    def _running_state(self) -> dict:
         s = st.read_state(self.rundir)
         if not s or not self.is_running():
             raise NotFound(f"no virtual bench is running in {self.rundir}",
                            hint=f"start one with `edge sim up --sim-dir {self.rundir}`")
-        return s["boards"]
+        return s
+
+    def boards(self) -> list[dict]:
+        """The boards of the running bench (from its state file): name, board, port, fs, ..."""
+        return self._running_state()["boards"]
+
+    def air(self) -> dict:
+        """The bench's virtual air: ``pid``, ``hosts`` (host controllers' socket paths), ``error``."""
+        return self._running_state().get("air") or {}
 
     def board(self, name: str) -> dict:
         """One board of the running bench, by name."""

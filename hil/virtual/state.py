@@ -18,12 +18,17 @@
                         written by esptool (ROM download mode) or a .uf2
       <board>/flash.json   what was written there: offset, size, sha256, via, when
       <board>/RPI-RP2/     rp2 boards in BOOTSEL only: the UF2 drive
+      air/<board>.hci   the virtual air (see :mod:`.air`): board NAME's BLE
+                        controller, an HCI transport (Bumble spec ``unix:PATH``)
+      air/host-<k>.hci  host controller k = 0, 1, ... for host processes
+      air.log           the air's log
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -34,6 +39,30 @@ LOCK = "lock"
 SOCK = "control.sock"
 LOG = "supervisor.log"
 SUPERVISOR_MODULE = "edge_hil.virtual.supervisor"
+AIR_MODULE = "edge_hil.virtual.air"
+AIR_DIR = "air"
+AIR_LOG = "air.log"
+
+
+def board_ble_address(name: str) -> str:
+    """The static random BLE address of virtual board ``name``: the same for the same name, on every run.
+
+    Six bytes of SHA-256 over the name with the two top bits set, as a
+    static random address requires (Bluetooth Core, Vol 6, Part B, 1.3.2.1).
+    """
+    raw = bytearray(hashlib.sha256(b"edge-agent virtual board " + name.encode()).digest()[:6])
+    raw[0] |= 0xC0
+    return ":".join(f"{b:02X}" for b in raw)
+
+
+def board_hci_socket(rundir: Path | str, name: str) -> Path:
+    """Where board ``name``'s BLE controller is served (Bumble transport ``unix:`` + this path)."""
+    return Path(rundir) / AIR_DIR / f"{name}.hci"
+
+
+def host_hci_socket(rundir: Path | str, k: int) -> Path:
+    """Where host controller ``k`` (0, 1, ...) of the air is served."""
+    return Path(rundir) / AIR_DIR / f"host-{k}.hci"
 
 
 def write_json_atomic(path: Path, obj) -> None:

@@ -8,6 +8,12 @@ boards run (and again whenever an interpreter pid changes), and on SIGTERM,
 SIGINT, SIGHUP or a ``stop`` request kills every interpreter, closes every
 port and removes its state file and socket.
 
+The bench's virtual air (:mod:`.air`: one BLE controller per board and
+``ble_hosts`` for host processes) is the supervisor's child: started with
+the boards (before any powers on, so a board's radio finds its controller at
+boot) and stopped after them. It also asks Linux to be sent SIGTERM if the
+supervisor dies, so it never outlives the bench.
+
 Control protocol: one JSON object per line each way. Requests:
 ``{"cmd": "status"}``, ``{"cmd": "reset"|"power_off"|"power_on", "board": NAME}``,
 ``{"cmd": "download"|"bootsel", "board": NAME}`` (reset into the ESP ROM
@@ -24,6 +30,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -35,7 +42,74 @@ from edge_hil.virtual.fs import device_id_of
 log = logging.getLogger("edge_hil.virtual.supervisor")
 
 BOOT_TIMEOUT_S = 20.0
+AIR_START_TIMEOUT_S = 15.0
+AIR_STOP_TIMEOUT_S = 5.0
+DEFAULT_BLE_HOSTS = 2
 RUNNER = str(Path(__file__).with_name("runner.py"))
+
+
+class AirProcess:
+    """The virtual air of a bench, run as ``python -m edge_hil.virtual.air`` (its log: ``RUNDIR/air.log``)."""
+
+    def __init__(self, rundir: Path, boards: list[str], hosts: int):
+        self.rundir = rundir
+        self.boards = boards
+        self.hosts = hosts
+        self.proc: subprocess.Popen | None = None
+        self.error: str | None = None
+
+    def spawn(self) -> None:
+        argv = [sys.executable, "-m", st.AIR_MODULE, "--rundir", str(self.rundir), "--hosts", str(self.hosts),
+                "--parent", str(os.getpid())]
+        for name in self.boards:
+            argv += ["--board", name]
+        with open(self.rundir / st.AIR_LOG, "ab") as logf:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=logf,
+                                         cwd=str(self.rundir))
+
+    async def ready(self, timeout: float = AIR_START_TIMEOUT_S) -> bool:
+        """Wait for the air to say every socket listens; on failure, record why and stop it."""
+        assert self.proc is not None and self.proc.stdout is not None
+        loop = asyncio.get_running_loop()
+        try:
+            line = await asyncio.wait_for(loop.run_in_executor(None, self.proc.stdout.readline), timeout)
+        except asyncio.TimeoutError:
+            line = b""
+        if line.strip() == b"ready":
+            return True
+        self.error = f"the virtual air did not start; see {self.rundir / st.AIR_LOG}"
+        await self.stop()
+        return False
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
+
+    def addresses(self) -> dict[str, str]:
+        """Each board's BLE address, while the air runs."""
+        return {n: st.board_ble_address(n) for n in self.boards} if self.pid else {}
+
+    def status(self) -> dict:
+        return {"pid": self.pid, "error": self.error,
+                "hosts": [str(st.host_hci_socket(self.rundir, k)) for k in range(self.hosts)] if self.pid else []}
+
+    async def stop(self) -> None:
+        """SIGTERM (the air removes its sockets), SIGKILL if it does not go."""
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            deadline = asyncio.get_running_loop().time() + AIR_STOP_TIMEOUT_S
+            while proc.poll() is None and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.02)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        for path in (self.rundir / st.AIR_DIR).glob("*.hci"):   # a killed air leaves its sockets
+            path.unlink(missing_ok=True)
 
 
 class Supervisor:
@@ -45,6 +119,8 @@ class Supervisor:
         self.rundir = rundir
         self.bench = bench
         self.boards: dict[str, VirtualBoard] = {}
+        self.air = AirProcess(rundir, [spec["name"] for spec in bench["boards"]],
+                              int(bench.get("ble_hosts", DEFAULT_BLE_HOSTS)))
         self._stop = asyncio.Event()
         self._ready = False
         self._write_pending = False
@@ -56,6 +132,7 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGCHLD, self._on_sigchld)
         server = None
         try:
+            self.air.spawn()        # its start overlaps the boards' opening
             for spec in self.bench["boards"]:
                 b = VirtualBoard(BoardSpec.from_dict(spec), self.bench["micropython"],
                                  self.bench.get("runner", RUNNER), on_change=self._schedule_state)
@@ -70,6 +147,10 @@ class Supervisor:
                 except FileNotFoundError:
                     pass
                 server = await asyncio.start_unix_server(self._serve, path=sock)
+            if await self.air.ready():
+                log.info("air: %s", ", ".join(f"{n} {a}" for n, a in self.air.addresses().items()))
+            else:
+                log.error("%s: the boards run without BLE", self.air.error)
             self._write_state()         # not ready yet, but `sim down` can find us
             await asyncio.wait_for(asyncio.gather(*(b.power_on() for b in self.boards.values())),
                                    BOOT_TIMEOUT_S)
@@ -82,6 +163,7 @@ class Supervisor:
             if server is not None:
                 server.close()
             await asyncio.gather(*(b.stop() for b in self.boards.values()), return_exceptions=True)
+            await self.air.stop()
             for name in (st.STATE, st.SOCK):
                 try:
                     (self.rundir / name).unlink()
@@ -106,11 +188,13 @@ class Supervisor:
         if self._stop.is_set():
             return
         boards = []
+        addresses = self.air.addresses()
         for b in self.boards.values():
             s = b.status()
             boards.append({
                 "name": b.spec.name, "board": b.spec.board, "port": b.port, "fs": b.spec.fs,
-                "console_log": b.spec.console_log, "pid": s["pid"], "ble_address": None,
+                "console_log": b.spec.console_log, "pid": s["pid"],
+                "ble_address": addresses.get(b.spec.name),
                 "device_id": device_id_of(b.spec.fs), "power": s["power"],
                 "mode": s["mode"], "flash_url": s["flash_url"], "flash_file": s["flash_file"],
                 "flash_record": b.spec.flash_record if b.spec.flash_size else None,
@@ -118,7 +202,7 @@ class Supervisor:
             })
         st.write_json_atomic(self.rundir / st.STATE, {
             "version": 1, "ready": self._ready, "supervisor_pid": os.getpid(), "rundir": str(self.rundir),
-            "boards": boards,
+            "air": self.air.status(), "boards": boards,
         })
 
     # ---- control socket ---------------------------------------------------
