@@ -31,6 +31,8 @@ from bumble.link import LocalLink
 from bumble.transport import open_transport
 from bumble.transport.common import AsyncPipeSink
 
+from edge_hil.virtual.air import AirController
+
 SERVICE = "6e1a0001-8f3c-4b7a-9d2e-5a0c3e7b1f00"
 CHAR = "6e1a0002-8f3c-4b7a-9d2e-5a0c3e7b1f00"
 CCCD = "00002902-0000-1000-8000-00805f9b34fb"
@@ -41,26 +43,6 @@ COMPANY, MANUFACTURER_DATA = 0xFFFF, b"edge"
 PERIPHERAL_ADDRESS = "C0:11:22:33:44:55"   # random static (top bits 11)
 BEACON_ADDRESS = "C0:11:22:33:44:66"
 ADVERTISING_INTERVAL_MS = 20
-
-
-class AirController(Controller):
-    """An emulated controller that cancels a pending connection as the Core
-    spec says (Vol 4 Part E 7.8.13: Command Complete, then an LE Connection
-    Complete with status Unknown Connection Identifier). Bumble 0.0.236's
-    answers success and keeps the connection pending, so once the peer
-    advertises again it connects for a host that gave up, and that host's
-    next connect is refused."""
-
-    def on_hci_le_create_connection_cancel_command(self, command):
-        pending, self.pending_le_connection = self.pending_le_connection, None
-        if pending is None:
-            return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.COMMAND_DISALLOWED_ERROR)
-        asyncio.get_running_loop().call_soon(self.send_hci_packet, hci.HCI_LE_Connection_Complete_Event(
-            status=hci.HCI_ErrorCode.UNKNOWN_CONNECTION_IDENTIFIER_ERROR, connection_handle=0,
-            role=hci.Role.CENTRAL, peer_address_type=pending.peer_address_type,
-            peer_address=pending.peer_address, connection_interval=0, peripheral_latency=0,
-            supervision_timeout=0, central_clock_accuracy=0))
-        return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.SUCCESS)
 
 
 def on_link(link: LocalLink, name: str, address: str) -> Device:
@@ -139,7 +121,7 @@ async def virtual_air() -> AsyncIterator[tuple[Peripheral, str]]:
     socket = os.path.join(folder, "host-0.hci")
     served = await open_transport(f"unix-server:{socket}")
     try:
-        AirController("host-0", host_source=served.source, host_sink=served.sink, link=link)
+        AirController("host-0", link, host_source=served.source, host_sink=served.sink)
         peripheral = Peripheral(link)
         await peripheral.start()
         await start_beacon(link)

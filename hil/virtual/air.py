@@ -57,8 +57,8 @@ MAX_SOCKET_PATH = 107
 class AirController(Controller):
     """An emulated controller that forgets its links when its host goes, and keeps a board's address."""
 
-    def __init__(self, name: str, link: LocalLink, address: str | None = None):
-        super().__init__(name, link=link)
+    def __init__(self, name: str, link: LocalLink, address: str | None = None, **kwargs):
+        super().__init__(name, link=link, **kwargs)
         self.fixed_address = hci.Address(address) if address else None
         self._power_on_state()
 
@@ -88,6 +88,21 @@ class AirController(Controller):
         self.drop_links()
         self._power_on_state()
         return super().on_hci_reset_command(command)
+
+    def on_hci_le_create_connection_cancel_command(self, command):
+        # As the Core spec says (Vol 4 Part E 7.8.13): Command Complete, then
+        # an LE Connection Complete with status Unknown Connection Identifier.
+        # Bumble's emulated controller answers success but keeps the
+        # connection pending, and connects later for a host that gave up.
+        pending, self.pending_le_connection = self.pending_le_connection, None
+        if pending is None:
+            return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.COMMAND_DISALLOWED_ERROR)
+        asyncio.get_running_loop().call_soon(self.send_hci_packet, hci.HCI_LE_Connection_Complete_Event(
+            status=hci.HCI_ErrorCode.UNKNOWN_CONNECTION_IDENTIFIER_ERROR, connection_handle=0,
+            role=hci.Role.CENTRAL, peer_address_type=pending.peer_address_type,
+            peer_address=pending.peer_address, connection_interval=0, peripheral_latency=0,
+            supervision_timeout=0, central_clock_accuracy=0))
+        return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.SUCCESS)
 
     def on_hci_le_set_random_address_command(
         self, command: hci.HCI_LE_Set_Random_Address_Command
