@@ -380,6 +380,11 @@ def _mount_point(folder: Path) -> Path:
     return folder
 
 
+
+# Registry files found intact by quick_check in this process: (device, inode,
+# size, mtime) of the main file, so a file written since is checked again.
+_INTACT: set[tuple[int, int, int, int]] = set()
+
 class StoredRecord(NamedTuple):
     """A telemetry record as the registry holds it (integers come back as integers)."""
 
@@ -505,10 +510,17 @@ class Store:
 
         Run when a writer opens the registry (ingest, flash, provision), not
         for each read: a write into a malformed page can spread the damage.
+        Once per process for the same file unchanged since (`edge flash`
+        opens it once per board; a 1 GB registry takes seconds to check).
         """
+        st = os.stat(self.path)
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        if key in _INTACT:
+            return
         problems = [row[0] for row in self._db.execute("PRAGMA quick_check(3)")]
         if problems != ["ok"]:
             raise sqlite3.DatabaseError("database disk image is malformed: " + "; ".join(problems))
+        _INTACT.add(key)
 
     def _pragma(self, name: str) -> int:
         return self._db.execute(f"PRAGMA {name}").fetchone()[0]
