@@ -43,6 +43,7 @@ package(
         "port.py",
         "port_esp32.py",
         "port_rp2.py",
+        "segments.py",
         "sensors.py",
         "sensors_build.py",
         "sensors_sim.py",
