@@ -36,6 +36,7 @@ package(
         "identity.py",
         "journal.py",
         "journal_open.py",
+        "link_ble.py",
         "link_serial.py",
         "messages.py",
         "messages_write.py",
