@@ -1,0 +1,126 @@
+"""A plain bleak central for the BLE link's bench tests, run as a separate
+host process (``python tests/hil/ble_central.py MODE [ADDRESS]``) with
+``EDGE_BLE=sim`` and no ``EDGE_BLE_HCI``, as ``edge`` commands run: the
+backend takes a free host controller of the running bench by itself.
+
+Modes print one JSON document on stdout:
+
+- ``scan``: every Edge advertisement seen in 3 s;
+- ``connect ADDRESS``: MTU, the service's characteristics and their
+  properties, after subscribing to control and telemetry;
+- ``hostile ADDRESS``: the writes of docs/protocol.md 5.2/5.3 a device must
+  survive, then one well-formed control message; what came back on control;
+- ``hold ADDRESS``: connects, prints, and waits for the link to drop (a
+  power cut), printing how long it took;
+- ``claim``: takes a host controller, prints it and sleeps 30 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+
+from bleak import BleakClient, BleakScanner
+
+from edge_agent.errors import EdgeError
+from edge_agent.links.ble_backend import claim_bench_host, client_kwargs, scanner_kwargs
+from edge_agent.segments import Reassembler, split
+
+SERVICE = "9ba40001-ec51-4948-832f-fdedb1cbf4a1"
+CONTROL = "9ba40002-ec51-4948-832f-fdedb1cbf4a1"
+TELEMETRY = "9ba40003-ec51-4948-832f-fdedb1cbf4a1"
+BULK = "9ba40004-ec51-4948-832f-fdedb1cbf4a1"
+
+
+async def scan() -> dict:
+    found = await BleakScanner.discover(timeout=3, return_adv=True, **scanner_kwargs())
+    out = {}
+    for address, (_device, adv) in found.items():
+        data = adv.manufacturer_data.get(0xFFFF)
+        if data and data[:1] == b"\xea":
+            out[address] = {"name": adv.local_name, "state": data[1]}
+    return out
+
+
+async def connect(address: str) -> dict:
+    async with BleakClient(address, **client_kwargs()) as c:
+        await c.start_notify(CONTROL, lambda _c, _d: None)
+        await c.start_notify(TELEMETRY, lambda _c, _d: None)
+        service = c.services.get_service(SERVICE)
+        return {"mtu": c.mtu_size,
+                "chars": {ch.uuid: sorted(ch.properties) for ch in service.characteristics}}
+
+
+async def hostile(address: str) -> dict:
+    got: list[bytes] = []
+    r = Reassembler()
+
+    def on_control(_c, data: bytearray) -> None:
+        m = r.feed(bytes(data))
+        if m is not None:
+            got.append(m)
+
+    async with BleakClient(address, **client_kwargs()) as c:
+        await c.start_notify(CONTROL, on_control)
+        await c.start_notify(TELEMETRY, lambda _c, _d: None)
+        size = c.mtu_size - 3
+        await c.write_gatt_char(BULK, b"\x80\x00\x01x", response=False)
+        await asyncio.sleep(0.5)
+        after_bulk = len(got)
+        for value in (b"\xde\xad\xbe\xef garbage", b"\xff\xff\xff", b"\x80\x7f\xff" + b"x" * 40,
+                      b"\x80\x00\x30abc", b"\x05wrong index", b"\x01nothing in progress"):
+            await c.write_gatt_char(CONTROL, value, response=True)
+        for value in (b"\x80\x00\x05plain", b"\x80\x00\x10a plain TIME...."):
+            await c.write_gatt_char(TELEMETRY, value, response=False)
+        try:
+            await c.write_gatt_char(CONTROL, b"\x80\x02\x58" + b"x" * 597, response=True)
+            long_write = "accepted"
+        except Exception as e:     # a stack may refuse a long write outright
+            long_write = type(e).__name__
+        await asyncio.sleep(0.3)
+        before = len(got)
+        # A well-formed message after all that: CBOR {0: 99}, no such type.
+        for seg in split(bytes.fromhex("a1001863"), size, 0):
+            await c.write_gatt_char(CONTROL, seg, response=True)
+        deadline = time.monotonic() + 5
+        while len(got) == before and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return {"after_bulk": [m.hex() for m in got[:after_bulk]], "replies": [m.hex() for m in got[before:]],
+                "long_write": long_write, "connected": c.is_connected}
+
+
+async def hold(address: str) -> dict:
+    gone = asyncio.Event()
+    async with BleakClient(address, disconnected_callback=lambda _c: gone.set(), **client_kwargs()) as c:
+        print(json.dumps({"connected": c.is_connected}), flush=True)
+        t0 = time.monotonic()
+        try:
+            await asyncio.wait_for(gone.wait(), 30)
+        except asyncio.TimeoutError:
+            return {"dropped": False}
+        return {"dropped": True, "after_s": round(time.monotonic() - t0, 2)}
+
+
+def main() -> None:
+    try:
+        run(sys.argv[1])
+    except EdgeError as e:
+        # As `edge` reports it: the error, then what to do.
+        print(f"error: {e.message}\nhint: {e.hint}", file=sys.stderr)
+        sys.exit(e.exit_code)
+
+
+def run(mode: str) -> None:
+    if mode == "claim":
+        print(json.dumps({"hci": str(claim_bench_host())}), flush=True)
+        time.sleep(30)
+        return
+    fn = {"scan": scan, "connect": connect, "hostile": hostile, "hold": hold}[mode]
+    out = asyncio.run(fn(*sys.argv[2:]))
+    print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    main()
