@@ -78,3 +78,84 @@ class CCM:
             return c.decrypt_and_verify(data[:n], data[n:])
         except ValueError:
             return None
+
+
+# -- CPace, CPACE-X25519-SHA512 (draft-irtf-cfrg-cpace-21)
+
+CPACE_DSI = b"CPace255"
+_P = 2**255 - 19
+_A = 486662
+
+
+def prepend_len(data: bytes) -> bytes:
+    """``data`` preceded by its length in LEB128."""
+    n = len(data)
+    head = bytearray()
+    while n >= 0x80:
+        head.append(n & 0x7F | 0x80)
+        n >>= 7
+    head.append(n)
+    return bytes(head) + data
+
+
+def lv_cat(*parts: bytes) -> bytes:
+    """The parts, each preceded by its length (the draft's lv_cat)."""
+    return b"".join(prepend_len(p) for p in parts)
+
+
+def generator_string(dsi: bytes, prs: bytes, ci: bytes, sid: bytes, s_in_bytes: int = 128) -> bytes:
+    """lv_cat(DSI, PRS, zero padding, CI, sid); the padding fills the hash's first block with DSI and PRS."""
+    zpad = max(0, s_in_bytes - 1 - len(prepend_len(prs)) - len(prepend_len(dsi)))
+    return lv_cat(dsi, prs, bytes(zpad), ci, sid)
+
+
+def transcript_ir(ya: bytes, ada: bytes, yb: bytes, adb: bytes) -> bytes:
+    """The initiator/responder transcript: lv_cat(Ya, ADa) || lv_cat(Yb, ADb)."""
+    return lv_cat(ya, ada) + lv_cat(yb, adb)
+
+
+def elligator2(r: int) -> int:
+    """The Curve25519 u-coordinate Elligator 2 maps field element ``r`` to (RFC 9380, Z = 2).
+
+    Neither 1 + 2r^2 nor v^3 + Av^2 + v can be 0 on this curve, so the
+    Legendre symbol picks v or -v - A.
+    """
+    v = -_A * pow(1 + 2 * r * r, -1, _P) % _P
+    square = pow(v * (v * (v + _A) + 1), (_P - 1) // 2, _P) == 1
+    return v if square else (-v - _A) % _P
+
+
+def cpace_generator(prs: bytes, ci: bytes, sid: bytes) -> bytes:
+    """The generator g (32-byte u-coordinate) for password ``prs``, channel identifier ``ci`` and session id ``sid``."""
+    h = SHA512.new(generator_string(CPACE_DSI, prs, ci, sid)).digest()
+    r = int.from_bytes(h[:32], "little") & (2**255 - 1)
+    return elligator2(r).to_bytes(32, "little")
+
+
+def sample_scalar() -> bytes:
+    """A fresh secret scalar: 32 random bytes (X25519 clamps them)."""
+    return secrets.token_bytes(32)
+
+
+def scalar_mult_vfy(y: bytes, X: bytes) -> bytes:
+    """X25519(y, X) (RFC 7748: y clamped, bit 255 of X ignored).
+
+    Raises ValueError when X is a low-order point (the result would be all
+    zeros, and the protocol must abort). pycryptodome refuses such points when
+    they are imported; the zero check covers the rest.
+    """
+    if len(y) != 32 or len(X) != 32:
+        raise ValueError("cpace: scalar and point must be 32 bytes")
+    try:
+        k = key_agreement(static_priv=import_x25519_private_key(y), static_pub=import_x25519_public_key(X),
+                          kdf=lambda x: x)
+    except ValueError:
+        raise ValueError("cpace: the peer's share is a low-order point") from None
+    if not any(k):
+        raise ValueError("cpace: the peer's share is a low-order point")
+    return bytes(k)
+
+
+def isk_ir(sid: bytes, K: bytes, ya: bytes, ada: bytes, yb: bytes, adb: bytes) -> bytes:
+    """The 64-byte intermediate session key of the initiator/responder setting."""
+    return SHA512.new(lv_cat(CPACE_DSI + b"_ISK", sid, K) + transcript_ir(ya, ada, yb, adb)).digest()

@@ -34,6 +34,7 @@ package(
         "clock.py",
         "clock_start.py",
         "config.py",
+        "cpace.py",
         "frame.py",
         "hkdf.py",
         "identity.py",

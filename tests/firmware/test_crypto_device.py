@@ -176,3 +176,113 @@ def test_ccm_agrees_with_pycryptodome_on_random_messages(items):
                   ("open", key.hex(), nonce.hex(), aad.hex(), (ct + tag).hex(), tag_len)]
         want += [(ct + tag).hex(), msg.hex()]
     assert on_device(cases) == want
+
+
+# -- CPace (CPACE-X25519-SHA512, draft-irtf-cfrg-cpace-21)
+
+def test_cpace_string_functions_give_the_drafts_vectors():
+    s = VECTORS["cpace_strings"]
+    c = VECTORS["cpace_x25519"]
+    cases = ([("prepend_len", d) for d, _ in s["prepend_len"]] + [("lv_cat", *s["lv_cat"]["args"])]
+             + [("transcript_ir", *args) for args, _ in s["transcript_ir"]]
+             + [("generator_string", c["prs"], c["ci"], c["sid"])])
+    assert on_device(cases) == ([out for _, out in s["prepend_len"]] + [s["lv_cat"]["out"]]
+                                + [out for _, out in s["transcript_ir"]] + [c["generator_string"]])
+
+
+def test_cpace_gives_the_drafts_x25519_vectors_from_generator_to_isk():
+    c = VECTORS["cpace_x25519"]
+    cases = [("generator", c["prs"], c["ci"], c["sid"]),
+             ("vfy", c["ya"], c["g"]), ("vfy", c["yb"], c["g"]),
+             ("vfy", c["ya"], c["Yb"]), ("vfy", c["yb"], c["Ya"]),
+             ("transcript_ir", c["Ya"], c["ADa"], c["Yb"], c["ADb"]),
+             ("isk_ir", c["sid"], c["K"], c["Ya"], c["ADa"], c["Yb"], c["ADb"])]
+    assert on_device(cases) == [c["g"], c["Ya"], c["Yb"], c["K"], c["K"], c["transcript_ir"], c["ISK_IR"]]
+
+
+def test_cpace_scalar_mult_vfy_refuses_the_low_order_points_and_masks_bit_255():
+    lo = VECTORS["cpace_x25519_low_order"]
+    got = on_device([("vfy", lo["s"], p["u"]) for p in lo["points"]])
+    assert got == ["ValueError" if p["q"] == "00" * 32 else p["q"] for p in lo["points"]]
+    # The draft: u0..u5 and u7 must abort.
+    assert [p["name"] for p, g in zip(lo["points"], got) if g == "ValueError"] == \
+        ["u0", "u1", "u2", "u3", "u4", "u5", "u7"]
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.binary(max_size=40), st.binary(max_size=150), st.binary(max_size=40),
+                          st.binary(min_size=32, max_size=32), st.binary(min_size=32, max_size=32),
+                          st.binary(max_size=20), st.binary(max_size=20)), min_size=1, max_size=3))
+def test_cpace_device_and_host_agree_on_random_inputs(runs):
+    # The host plays the responder of each run; the device computes the
+    # initiator's generator, share, K and ISK.
+    from edge_agent import crypto
+    cases: list[tuple] = []
+    want: list[str] = []
+    for prs, ci, sid, ya, yb, ada, adb in runs:
+        g = crypto.cpace_generator(prs, ci, sid)
+        Ya = crypto.scalar_mult_vfy(ya, g)
+        Yb = crypto.scalar_mult_vfy(yb, g)
+        K = crypto.scalar_mult_vfy(yb, Ya)
+        cases += [("generator", prs.hex(), ci.hex(), sid.hex()), ("vfy", ya.hex(), g.hex()),
+                  ("vfy", ya.hex(), Yb.hex()),
+                  ("isk_ir", sid.hex(), K.hex(), Ya.hex(), ada.hex(), Yb.hex(), adb.hex())]
+        want += [g.hex(), Ya.hex(), K.hex(), crypto.isk_ir(sid, K, Ya, ada, Yb, adb).hex()]
+    assert on_device(cases) == want
+
+
+# -- heap
+
+# One CPace side (generator, share, K, ISK) or one 1 KB CCM seal and open,
+# run after a ballast has taken all the heap but `free` bytes: it either
+# fits in that much free heap (collections included) or fails with
+# MemoryError. bench/bench_crypto_device.py searches the least that fits.
+IN_FREE_HEAP = """
+import gc
+from edgefw import cpace
+from edgefw.ccm import CCM
+
+
+def cpace_side():
+    sid = b"0123456789abcdef"
+    g = cpace.generator(b"48213907", b"\\x0bA_initiator\\x0bB_responder", sid)
+    y = cpace.sample_scalar()
+    Y = cpace.scalar_mult_vfy(y, g)
+    K = cpace.scalar_mult_vfy(y, Y)
+    cpace.isk_ir(sid, K, Y, b"a", Y, b"b")
+
+
+def ccm_1k():
+    c = CCM(bytes(16))
+    c.open(bytes(13), b"hdr", c.seal(bytes(13), b"hdr", bytes(1024)))
+
+
+# The ballast is many blocks: after the imports no single free block spans the heap.
+FREE = %d
+ballast = []
+size = 16384
+gc.collect()
+while size >= 16 and gc.mem_free() > FREE + 64:
+    try:
+        ballast.append(bytearray(min(size, gc.mem_free() - FREE - 48)))
+    except MemoryError:
+        size //= 2
+gc.collect()
+try:
+    %s()
+    print("fits")
+except MemoryError:
+    print("MemoryError")
+"""
+
+
+def fits_in_free_heap(what: str, free: int, heap: int | str = "picow") -> bool:
+    """Whether ``what`` ("cpace_side" or "ccm_1k") runs with only ``free`` bytes of heap left to it."""
+    out = run(IN_FREE_HEAP % (free, what), heap=heap, timeout=120).stdout.decode().split()
+    return out == ["fits"]
+
+
+def test_one_cpace_side_and_a_1k_ccm_round_run_in_a_small_part_of_a_pico_w_heap():
+    assert fits_in_free_heap("cpace_side", 16 * 1024)
+    assert fits_in_free_heap("ccm_1k", 24 * 1024)
+    assert not fits_in_free_heap("cpace_side", 256)    # the ballast does hold the rest
