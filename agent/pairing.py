@@ -30,13 +30,15 @@ from edge_agent import crypto
 from edge_agent.messages import MAX_MESSAGE, MessageError, _loads
 from edge_agent.names import is_device_id
 
+_lv = crypto.prepend_len  # CPace's lv(): LEB128 length, then the data
+
 PAIR_START, PAIR_REPLY, PAIR_CONFIRM, PAIR_DONE = 16, 17, 18, 19
 RESUME, RESUME_OK, UNPAIR, UNPAIR_DONE, ERROR = 20, 21, 22, 23, 31
 
 # type -> {key: check}; a check is ("bstr", exact length), ("id", 0),
 # ("tstr", max characters) or ("uint", 0). Keys marked optional may be absent.
 _KEYS: dict[int, dict[int, tuple[str, int]]] = {
-    PAIR_START: {1: ("bstr", 16), 2: ("bstr", 32), 3: ("id", 0), 4: ("bstr", 16)},
+    PAIR_START: {1: ("bstr", 16), 2: ("bstr", 32), 3: ("id", 0), 4: ("bstr", 16), 9: ("bstr", 32)},
     PAIR_REPLY: {2: ("bstr", 32), 5: ("bstr", 32), 6: ("bstr", 16)},
     PAIR_CONFIRM: {6: ("bstr", 16)},
     PAIR_DONE: {7: ("bstr", 8)},
@@ -50,6 +52,7 @@ _OPTIONAL = {(ERROR, 2), (ERROR, 3)}
 _TAG = 8
 _H2D, _D2H = 1, 2
 _LAST_COUNTER = 0xFFFFFFFF
+_BASE = b"\x09" + bytes(31)  # X25519's base point
 
 
 class PairingError(Exception):
@@ -73,18 +76,6 @@ class Bond:
     bond_id: bytes
     bond_key: bytes
     device_key: bytes
-
-
-def _lv(data: bytes) -> bytes:
-    """CPace's prepend_len: the length as LEB128, then the data."""
-    n = len(data)
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out) + data
 
 
 def _text_ok(v: Any, hi: int) -> bool:
@@ -226,15 +217,19 @@ class Initiator:
         self._state = "new"
 
     def start(self) -> bytes:
-        """PAIR_START {sid, Ya, account, host_id}."""
+        """PAIR_START {sid, Ya, account, host_id, Ea}."""
         if self._state != "new":
             raise PairingError("busy", "start() once per attempt")
         self._sid = self._rand(16) if self._rand else secrets.token_bytes(16)
         self._ya = self._rand(32) if self._rand else crypto.sample_scalar()
         g = crypto.cpace_generator(self._code, channel(self.device_id), self._sid)
         self._ya_pub = crypto.scalar_mult_vfy(self._ya, g)
+        # A second ephemeral, on the base point: S = X(ea, D) = X(d, Ea) proves d.
+        self._ea = self._rand(32) if self._rand else crypto.sample_scalar()
+        self._ea_pub = crypto.scalar_mult_vfy(self._ea, _BASE)
         self._state = "started"
-        return _encode(PAIR_START, {1: self._sid, 2: self._ya_pub, 3: self.account, 4: self.host_id})
+        return _encode(PAIR_START, {1: self._sid, 2: self._ya_pub, 3: self.account, 4: self.host_id,
+                                    9: self._ea_pub})
 
     def reply(self, payload: bytes) -> bytes:
         """PAIR_CONFIRM for a PAIR_REPLY; :class:`PairingError` for an ERROR or a bad reply."""
@@ -252,10 +247,10 @@ class Initiator:
             raise PairingError("wrong_device", f"{self.device_id}'s key does not match its label")
         try:
             k = crypto.scalar_mult_vfy(self._ya, yb_pub)
-            s = crypto.scalar_mult_vfy(self._ya, dpub)
+            s = crypto.scalar_mult_vfy(self._ea, dpub)
         except ValueError:
             raise PairingError("bad_message", "Yb or D is a low-order point") from None
-        ada = _lv(self.account.encode()) + _lv(self.host_id)
+        ada = _lv(self.account.encode()) + _lv(self.host_id) + _lv(self._ea_pub)
         isk = crypto.isk_ir(self._sid, k, self._ya_pub, ada, yb_pub, _lv(dpub))
         ikm = isk + s
 

@@ -23,7 +23,7 @@ _ID = const(3)
 
 # type -> ((key, kind, exact length of a bstr), ...); every key is required.
 _KEYS = {
-    T_PAIR_START: ((1, _BSTR, 16), (2, _BSTR, 32), (3, _ID, 0), (4, _BSTR, 16)),
+    T_PAIR_START: ((1, _BSTR, 16), (2, _BSTR, 32), (3, _ID, 0), (4, _BSTR, 16), (9, _BSTR, 32)),
     T_PAIR_CONFIRM: ((6, _BSTR, 16),),
     T_RESUME: ((7, _BSTR, 8), (8, _BSTR, 16)),
     T_UNPAIR: (),

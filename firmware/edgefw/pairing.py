@@ -54,6 +54,12 @@ def _error(reason, text, wait_ms=-1):
         drop("messages_pair")
 
 
+def _drop_crypto():
+    # The exchange's code and what it imported: loaded for one message.
+    for name in ("pairing_exchange", "cpace", "sha512", "hkdf"):
+        drop(name)
+
+
 def _encode(kind, fields):
     from edgefw import messages
     return messages.encode(kind, fields)
@@ -142,14 +148,13 @@ class Pairing:
         self._since = now_ms
         from edgefw import pairing_exchange
         try:
-            r = pairing_exchange.respond(code, self.device_id, f[1], f[2], f[3], f[4], d,
+            r = pairing_exchange.respond(code, self.device_id, f[1], f[2], f[3], f[4], f[9], d,
                                          self._dpub, self._rand)
         finally:
-            drop("pairing_exchange")
-            drop("cpace")
+            _drop_crypto()
         if r is None:
             self.bad_messages += 1
-            return _error("bad_message", "Ya is a low-order point")
+            return _error("bad_message", "Ya or Ea is a low-order point")
         yb, self._dpub, tag_d, tag_h, bond_id, bond_key = r
         self._pending = (tag_h, bond_id, bond_key, f[3], f[4], f[1], yb[:16])
         return _encode(_T_REPLY, {2: yb, 5: self._dpub, 6: tag_d})
@@ -175,11 +180,13 @@ class Pairing:
         nd = self._rand(16) if self._rand else os.urandom(16)
         from edgefw.hkdf import hmac_sha256
         tag = hmac_sha256(bond_key, b"edge resume" + bond_id + f[8] + nd)[:16]
+        drop("hkdf")
         return _encode(_T_RESUME_OK, {6: tag, 8: nd}), self._session(bond_key, bond_id, f[8], nd)
 
     def _session(self, bond_key, bond_id, nh, nd):
         from edgefw.session import Session, session_keys
         k_h2d, k_d2h = session_keys(bond_key, bond_id, nh, nd)
+        drop("hkdf")
         return Session(k_h2d, k_d2h)
 
     def sealed(self, message):

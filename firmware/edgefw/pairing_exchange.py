@@ -4,7 +4,7 @@
 # drops it at once; what PAIR_CONFIRM needs is returned as plain bytes.
 from edgefw.cpace import generator, isk_ir, prepend_len, sample_scalar, scalar_mult_vfy
 from edgefw.hkdf import hkdf_expand, hkdf_extract, hmac_sha256
-from edgefw.x25519 import public_key, x25519
+from edgefw.x25519 import public_key
 
 
 def channel(device_id):
@@ -12,21 +12,21 @@ def channel(device_id):
     return prepend_len(b"edge-ble-pair-1") + prepend_len(device_id.encode())
 
 
-def respond(code, device_id, sid, ya_pub, account, host_id, d, dpub, rand=None):
-    # -> (Yb, D, tag_d, tag_h, bond_id, bond_key), or None when Ya is a
-    # low-order point (K all zero). dpub: D if known, else computed from d.
+def respond(code, device_id, sid, ya_pub, account, host_id, ea_pub, d, dpub, rand=None):
+    # -> (Yb, D, tag_d, tag_h, bond_id, bond_key), or None when Ya or Ea is
+    # a low-order point (K or S all zero). dpub: D if known, else computed from d.
     # rand(n) replaces the random scalar (test vectors only).
     g = generator(code.encode(), channel(device_id), sid)
     yb = rand(32) if rand else sample_scalar()
     yb_pub = scalar_mult_vfy(yb, g)
     try:
         k = scalar_mult_vfy(yb, ya_pub)
+        s = scalar_mult_vfy(d, ea_pub)  # the static key's proof: X(d, Ea) = X(ea, D)
     except ValueError:
         return None
     dpub = dpub or public_key(d)
-    s = x25519(d, ya_pub)
-    isk = isk_ir(sid, k, ya_pub, prepend_len(account.encode()) + prepend_len(host_id),
-                 yb_pub, prepend_len(dpub))
+    ada = prepend_len(account.encode()) + prepend_len(host_id) + prepend_len(ea_pub)
+    isk = isk_ir(sid, k, ya_pub, ada, yb_pub, prepend_len(dpub))
     prk = hkdf_extract(sid, isk + s)
     tag_d = hmac_sha256(hkdf_expand(prk, b"edge pair confirm device", 32),
                         ya_pub + yb_pub + dpub)[:16]

@@ -45,7 +45,7 @@ def board(tmp_path) -> Path:
 
 # -- hostile input on the control characteristic
 
-START = {0: 16, 1: b"s" * 16, 2: b"\x09" + bytes(31), 3: "acme", 4: b"h" * 16}
+START = {0: 16, 1: b"s" * 16, 2: b"\x09" + bytes(31), 3: "acme", 4: b"h" * 16, 9: b"\x09" + bytes(31)}
 MALFORMED = {
     "not cbor": b"\xff",
     "truncated map": b"\xa5\x00\x10\x01",
@@ -245,3 +245,64 @@ def test_flipping_any_bit_of_counter_ciphertext_or_tag_or_cutting_the_message_is
 def test_a_device_message_cannot_be_reflected_back_to_the_device(linked):
     dev, host = linked
     assert dev.open(dev.seal(b"hello")) is None
+
+
+# -- against the shared vectors, and the heap it takes
+
+def vector_board(folder: Path) -> dict:
+    v = json.loads(VECTORS.read_text())
+    provision(folder, bytes.fromhex(v["device_private_key"]), v["code"])
+    return v
+
+
+def seal_at_counters(dev: Device, cases: list[dict]) -> None:
+    """The device seals the vector's message at counters 0, 1 and 7 (filler between)."""
+    want = {c["counter"]: c for c in cases if c["direction"] == "d2h"}
+    for n in range(max(want) + 1):
+        sealed = dev.seal(bytes.fromhex(want[n]["message"]) if n in want else b"filler")
+        if n in want:
+            assert sealed.hex() == want[n]["sealed"], n
+    for c in cases:
+        if c["direction"] == "h2d":
+            assert dev.open(bytes.fromhex(c["sealed"])).hex() == c["message"]
+
+
+@needs_cpace
+def test_the_device_reproduces_the_pairing_and_resume_of_the_vectors_across_a_reboot(tmp_path):
+    v = vector_board(tmp_path)
+    p, r = v["pairing"], v["resume"]
+    m = {k: bytes.fromhex(x) for k, x in {**p["messages"], **r["messages"]}.items()}
+    with Device(tmp_path, device_id=v["device_id"], randoms=[bytes.fromhex(p["randoms"]["yb"])]) as dev:
+        assert dev.control(m["PAIR_START"]) == (m["PAIR_REPLY"], False)
+        assert dev.control(m["PAIR_CONFIRM"]) == (m["PAIR_DONE"], True)
+        seal_at_counters(dev, p["sealed"])
+        assert dev.info()["paired"] == 1 and dev.info()["attempts"] == 0
+    with Device(tmp_path, device_id=v["device_id"], randoms=[bytes.fromhex(r["randoms"]["Nd"])]) as dev:
+        assert dev.state(0) == 0x11
+        assert dev.control(m["RESUME"]) == (m["RESUME_OK"], True)
+        seal_at_counters(dev, r["sealed"])
+
+
+@needs_cpace
+def test_one_pairing_completes_in_an_esp32_heap_and_the_idle_agent_pays_little_for_pairing(tmp_path, record_property):
+    """Live heap (after gc.collect) of an idle agent with and without Pairing, and
+    the largest live heap inside the exchange (measured where the random scalar
+    is drawn: g computed, the CPace and HKDF code loaded)."""
+    v = vector_board(tmp_path)
+    base = run("import gc\nfrom edgefw import messages, atomic, identity, cbor_read\n"
+               "gc.collect()\nprint(gc.mem_alloc())", cwd=tmp_path)
+    without = int(base.stdout.split()[-1])
+    p = v["pairing"]
+    m = {k: bytes.fromhex(x) for k, x in p["messages"].items()}
+    with Device(tmp_path, device_id=v["device_id"], randoms=[bytes.fromhex(p["randoms"]["yb"])]) as dev:
+        idle, _ = dev.heap()
+        assert dev.control(m["PAIR_START"])[0] == m["PAIR_REPLY"]
+        assert "pairing_exchange" not in dev.modules() and "cpace" not in dev.modules()
+        assert dev.control(m["PAIR_CONFIRM"]) == (m["PAIR_DONE"], True)
+        after, peak = dev.heap()
+    record_property("heap_bytes", {"imports_without_pairing": without, "idle_with_pairing": idle,
+                                   "peak_in_exchange": peak, "after_pairing_with_session": after})
+    print(f"\nheap: without pairing {without}, idle with Pairing {idle}, "
+          f"peak inside the exchange {peak}, after pairing (session open) {after}")
+    assert idle - without < 12_000
+    assert peak < 0.75 * 112_640

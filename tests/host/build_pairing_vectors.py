@@ -30,6 +30,7 @@ HOST_ID = bytes.fromhex("a0a1a2a3a4a5a6a7a8a9aaabacadaeaf")
 DEVICE_KEY = bytes(range(1, 33))      # the device's private key as written (clamped on use)
 SID = bytes.fromhex("7e4b4791d6a8ef019b936c79fb7f2c57")
 YA = bytes.fromhex("21b4f4bd9e64ed355c3eb676a28ebedaf6d8f17bdc365995b319097153044080")
+EA = bytes.fromhex("5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb")
 YB = bytes.fromhex("848b0779ff415f0af4ea14df9dd1d3c29ac41d836c7808896c4eba19c51ac40a")
 NH = bytes.fromhex("0f0e0d0c0b0a09080706050403020100")
 ND = bytes.fromhex("f0e1d2c3b4a5968778695a4b3c2d1e0f")
@@ -49,12 +50,12 @@ def queue(*values: bytes):
 def device_reply(start: dict[int, Any], d: bytes, dpub: bytes) -> tuple[bytes, dict[str, bytes]]:
     """The device's PAIR_REPLY by the formulas of 5.4.1 (independent of edgefw)."""
     lv = crypto.prepend_len
-    sid, ya_pub = start[1], start[2]
+    sid, ya_pub, ea_pub = start[1], start[2], start[9]
     g = crypto.cpace_generator(CODE.encode(), lv(b"edge-ble-pair-1") + lv(DEVICE_ID.encode()), sid)
     yb_pub = crypto.scalar_mult_vfy(YB, g)
     k = crypto.scalar_mult_vfy(YB, ya_pub)
-    s = crypto.scalar_mult_vfy(d, ya_pub)
-    isk = crypto.isk_ir(sid, k, ya_pub, lv(start[3].encode()) + lv(start[4]), yb_pub, lv(dpub))
+    s = crypto.scalar_mult_vfy(d, ea_pub)
+    isk = crypto.isk_ir(sid, k, ya_pub, lv(start[3].encode()) + lv(start[4]) + lv(ea_pub), yb_pub, lv(dpub))
     prk = crypto.hmac_sha256(sid, isk + s)
 
     def expand(info: bytes, n: int) -> bytes:
@@ -88,7 +89,7 @@ def build() -> dict[str, Any]:
     d[31] = (d[31] & 127) | 64
     d = bytes(d)
     dpub = crypto.scalar_mult_vfy(d, b"\x09" + bytes(31))
-    host = Initiator(DEVICE_ID, CODE, ACCOUNT, HOST_ID, device_key=dpub, rand=queue(SID, YA))
+    host = Initiator(DEVICE_ID, CODE, ACCOUNT, HOST_ID, device_key=dpub, rand=queue(SID, YA, EA))
     start = host.start()
     reply, keys = device_reply(cbor2.loads(start), d, dpub)
     confirm = host.reply(reply)
@@ -109,7 +110,7 @@ def build() -> dict[str, Any]:
         "device_private_key": DEVICE_KEY.hex(), "D": dpub.hex(),
         "fingerprint": hashlib.sha256(dpub).digest()[:8].hex(),
         "pairing": {
-            "randoms": {"sid": SID.hex(), "ya": YA.hex(), "yb": YB.hex()},
+            "randoms": {"sid": SID.hex(), "ya": YA.hex(), "ea": EA.hex(), "yb": YB.hex()},
             "messages": {"PAIR_START": start.hex(), "PAIR_REPLY": reply.hex(),
                          "PAIR_CONFIRM": confirm.hex(), "PAIR_DONE": done.hex()},
             "derived": h,

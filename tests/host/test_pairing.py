@@ -24,6 +24,10 @@ def queue(*values: bytes):
     return lambda n: items.pop(0)
 
 
+def host_randoms(p: dict) -> list[bytes]:
+    return [bytes.fromhex(p["randoms"][k]) for k in ("sid", "ya", "ea")]
+
+
 def vectors() -> dict:
     return json.loads(VECTORS.read_text())
 
@@ -108,7 +112,7 @@ def test_the_host_reproduces_the_pairing_and_resume_of_the_vectors():
     p, r = v["pairing"], v["resume"]
     init = Initiator(v["device_id"], v["code"], v["account"], bytes.fromhex(v["host_id"]),
                      fingerprint=bytes.fromhex(v["fingerprint"]),
-                     rand=queue(bytes.fromhex(p["randoms"]["sid"]), bytes.fromhex(p["randoms"]["ya"])))
+                     rand=queue(*host_randoms(p)))
     assert init.start().hex() == p["messages"]["PAIR_START"]
     assert init.reply(bytes.fromhex(p["messages"]["PAIR_REPLY"])).hex() == p["messages"]["PAIR_CONFIRM"]
     bond, session = init.done(bytes.fromhex(p["messages"]["PAIR_DONE"]))
@@ -142,7 +146,7 @@ def test_a_device_key_other_than_the_registered_one_or_the_labels_is_wrong_devic
     p = v["pairing"]
     for kw in ({"device_key": bytes(32)}, {"fingerprint": bytes(8)}):
         init = Initiator(v["device_id"], v["code"], v["account"], bytes.fromhex(v["host_id"]),
-                         rand=queue(bytes.fromhex(p["randoms"]["sid"]), bytes.fromhex(p["randoms"]["ya"])), **kw)
+                         rand=queue(*host_randoms(p)), **kw)
         init.start()
         with pytest.raises(PairingError) as e:
             init.reply(bytes.fromhex(p["messages"]["PAIR_REPLY"]))
@@ -154,7 +158,7 @@ def test_a_host_with_the_wrong_code_gets_wrong_code_from_tag_d_and_sends_no_conf
     v = vectors()
     p = v["pairing"]
     init = Initiator(v["device_id"], "00000001", v["account"], bytes.fromhex(v["host_id"]),
-                     rand=queue(bytes.fromhex(p["randoms"]["sid"]), bytes.fromhex(p["randoms"]["ya"])))
+                     rand=queue(*host_randoms(p)))
     init.start()
     with pytest.raises(PairingError) as e:
         init.reply(bytes.fromhex(p["messages"]["PAIR_REPLY"]))
@@ -169,7 +173,7 @@ def test_a_resume_ok_whose_tag_does_not_prove_the_bond_is_refused():
     r = v["resume"]
     bond = Bond(v["device_id"], v["account"], bytes(16), bytes.fromhex(v["pairing"]["derived"]["bond_id"]),
                 bytes(32), bytes(32))
-    resumer = Resumer(bond, rand=queue(bytes.fromhex(r["randoms"]["Nh"])))
+    resumer = Resumer(bond, rand=queue(bytes.fromhex(r["randoms"]["Nh"]), bytes(16)))
     resumer.start()
     with pytest.raises(PairingError) as e:
         resumer.reply(bytes.fromhex(r["messages"]["RESUME_OK"]))
