@@ -306,3 +306,19 @@ def test_one_pairing_completes_in_an_esp32_heap_and_the_idle_agent_pays_little_f
           f"peak inside the exchange {peak}, after pairing (session open) {after}")
     assert idle - without < 12_000
     assert peak < 0.75 * 112_640
+
+
+@needs_cpace
+def test_twenty_pairings_in_one_boot_complete_in_an_esp32_heap_and_leave_nothing_behind(tmp_path):
+    from edge_agent.pairing import Initiator, new_host_id
+    v = vector_board(tmp_path)
+    levels = []
+    with Device(tmp_path, device_id=v["device_id"]) as dev:
+        for _ in range(20):
+            host = Initiator(v["device_id"], v["code"], v["account"], new_host_id(),
+                             fingerprint=bytes.fromhex(v["fingerprint"]))
+            confirm = host.reply(dev.control(host.start())[0])
+            bond, session = host.done(dev.control(confirm)[0])
+            assert session.open(dev.seal(b"x")) == b"x"
+            levels.append(dev.heap()[0])
+    assert max(levels[5:]) - min(levels[5:]) < 1024, levels
