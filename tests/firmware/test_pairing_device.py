@@ -322,3 +322,32 @@ def test_twenty_pairings_in_one_boot_complete_in_an_esp32_heap_and_leave_nothing
             assert session.open(dev.seal(b"x")) == b"x"
             levels.append(dev.heap()[0])
     assert max(levels[5:]) - min(levels[5:]) < 1024, levels
+
+
+@needs_cpace
+def test_the_device_core_reproduces_the_vectors_under_cpython_as_on_a_raspberry_pi(tmp_path, monkeypatch):
+    from tests.mpy import firmware_on_path
+    firmware_on_path()
+    from edgefw.pairing import Pairing  # type: ignore[import-not-found]
+
+    v = vector_board(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    p, r = v["pairing"], v["resume"]
+    m = {k: bytes.fromhex(x) for k, x in {**p["messages"], **r["messages"]}.items()}
+
+    class Clock:
+        def uptime_ms(self) -> int:
+            return 0
+    randoms = [bytes.fromhex(p["randoms"]["yb"]), bytes.fromhex(r["randoms"]["Nd"])]
+    dev = Pairing(str(tmp_path), v["device_id"], Clock(), lambda n: randoms.pop(0))
+    assert dev.control(m["PAIR_START"], 0) == (m["PAIR_REPLY"], None)
+    reply, session = dev.control(m["PAIR_CONFIRM"], 0)
+    assert reply == m["PAIR_DONE"] and session is not None
+    sealed = {c["counter"]: c for c in p["sealed"] if c["direction"] == "d2h"}
+    assert session.seal(bytes.fromhex(sealed[0]["message"])).hex() == sealed[0]["sealed"]
+    dev = Pairing(str(tmp_path), v["device_id"], Clock(), lambda n: randoms.pop(0))  # a reboot
+    reply, session = dev.control(m["RESUME"], 0)
+    assert reply == m["RESUME_OK"]
+    for c in r["sealed"]:
+        if c["direction"] == "h2d":
+            assert session.open(bytes.fromhex(c["sealed"])).hex() == c["message"]
