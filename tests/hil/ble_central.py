@@ -10,6 +10,8 @@ Modes print one JSON document on stdout:
   properties, after subscribing to control and telemetry;
 - ``hostile ADDRESS``: the writes of docs/protocol.md 5.2/5.3 a device must
   survive, then one well-formed control message; what came back on control;
+- ``pair ADDRESS DEVICE_ID CODE [SECONDS]``: pairs with the setup code,
+  sends a sealed TIME and acknowledges the sealed BATCHes for SECONDS;
 - ``hold ADDRESS``: connects, prints, and waits for the link to drop (a
   power cut), printing how long it took;
 - ``claim``: takes a host controller, prints it and sleeps 30 s.
@@ -91,6 +93,59 @@ async def hostile(address: str) -> dict:
                 "long_write": long_write, "connected": c.is_connected}
 
 
+async def pair_and_stream(address: str, device_id: str, code: str, seconds: str = "6") -> dict:
+    """Pair with the setup code, then act as a host of section 2 over sealed telemetry."""
+    from edge_agent.messages import Ack, Batch, Time, decode_message, encode_message
+    from edge_agent.pairing import Initiator, new_host_id
+
+    control: asyncio.Queue[bytes] = asyncio.Queue()
+    telemetry: asyncio.Queue[bytes] = asyncio.Queue()
+    rc, rt = Reassembler(), Reassembler()
+
+    def into(r: Reassembler, q: asyncio.Queue):
+        def on(_c, data: bytearray) -> None:
+            m = r.feed(bytes(data))
+            if m is not None:
+                q.put_nowait(m)
+        return on
+
+    async with BleakClient(address, **client_kwargs()) as c:
+        await c.start_notify(CONTROL, into(rc, control))
+        await c.start_notify(TELEMETRY, into(rt, telemetry))
+        size = c.mtu_size - 3
+        counters = {CONTROL: 0, TELEMETRY: 0}
+
+        async def send(char: str, msg: bytes) -> None:
+            for seg in split(msg, size, counters[char]):
+                await c.write_gatt_char(char, seg, response=(char == CONTROL))
+            counters[char] += 1
+
+        host = Initiator(device_id, code, "bench-test", new_host_id())
+        await send(CONTROL, host.start())
+        await send(CONTROL, host.reply(await asyncio.wait_for(control.get(), 30)))
+        bond, session = host.done(await asyncio.wait_for(control.get(), 30))
+        await send(TELEMETRY, session.seal(encode_message(Time(int(time.time() * 1000), True))))
+        kinds: list[str] = []
+        stored: set[int] = set()
+        deadline = time.monotonic() + float(seconds)
+        while time.monotonic() < deadline:
+            try:
+                sealed = await asyncio.wait_for(telemetry.get(), 1)
+            except asyncio.TimeoutError:
+                continue
+            plain = session.open(sealed)
+            if plain is None:
+                kinds.append("unopened")
+                continue
+            msg = decode_message(plain)
+            kinds.append(type(msg).__name__)
+            if isinstance(msg, Batch):
+                stored.update(range(msg.first_seq, msg.first_seq + msg.count))
+                await send(TELEMETRY, session.seal(encode_message(Ack(device_id, msg.first_seq + msg.count))))
+        return {"bond_id": bond.bond_id.hex(), "kinds": kinds, "records": len(stored),
+                "contiguous": sorted(stored) == list(range(min(stored), max(stored) + 1)) if stored else False}
+
+
 async def hold(address: str) -> dict:
     gone = asyncio.Event()
     async with BleakClient(address, disconnected_callback=lambda _c: gone.set(), **client_kwargs()) as c:
@@ -117,7 +172,7 @@ def run(mode: str) -> None:
         print(json.dumps({"hci": str(claim_bench_host())}), flush=True)
         time.sleep(30)
         return
-    fn = {"scan": scan, "connect": connect, "hostile": hostile, "hold": hold}[mode]
+    fn = {"scan": scan, "connect": connect, "hostile": hostile, "hold": hold, "pair": pair_and_stream}[mode]
     out = asyncio.run(fn(*sys.argv[2:]))
     print(json.dumps(out), flush=True)
 

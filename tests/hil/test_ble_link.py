@@ -147,3 +147,25 @@ def test_sim_down_leaves_no_bridge_behind(bench):
         time.sleep(0.05)
     left = subprocess.run(["pgrep", "-f", f"ble_bridge.*{bench.sim_dir}"], capture_output=True, text=True)
     assert left.stdout.strip() == ""
+
+
+def setup_code(board: dict) -> str:
+    """The board's setup code, as its label shows it (its flash file: the code, then a CRC-32)."""
+    return (Path(board["fs"]) / "identity" / "setup").read_bytes()[:8].decode()
+
+
+@pytest.mark.slow
+def test_a_host_pairs_with_the_setup_code_and_streams_sealed_telemetry_end_to_end(bench):
+    (board,) = bench.up("picow")
+    address = st.board_ble_address(board["name"])
+    assert wait_advertising(bench, address)["state"] == 0x10
+    got = central(bench, "pair", address, board["device_id"], setup_code(board), "8", timeout=120)
+    assert got["kinds"][:2] == ["Hello", "Sensors"] and "unopened" not in got["kinds"]
+    assert "Batch" in got["kinds"] and got["records"] > 0 and got["contiguous"], got
+    # Paired: the advertisement says so once the central has gone (5.1, bit 0).
+    deadline = time.monotonic() + 20
+    while wait_advertising(bench, address)["state"] != 0x11 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert wait_advertising(bench, address)["state"] == 0x11
+    console = Path(board["console_log"]).read_text(errors="replace")
+    assert "Traceback" not in console and "MemoryError" not in console
