@@ -95,7 +95,7 @@ async def hostile(address: str) -> dict:
 
 async def pair_and_stream(address: str, device_id: str, code: str, seconds: str = "6") -> dict:
     """Pair with the setup code, then act as a host of section 2 over sealed telemetry."""
-    from edge_agent.messages import Ack, Batch, Time, decode_message, encode_message
+    from edge_agent.messages import Ack, Batch, Sensors, Time, decode_message, encode_message
     from edge_agent.pairing import Initiator, new_host_id
 
     control: asyncio.Queue[bytes] = asyncio.Queue()
@@ -127,6 +127,8 @@ async def pair_and_stream(address: str, device_id: str, code: str, seconds: str 
         await send(TELEMETRY, session.seal(encode_message(Time(int(time.time() * 1000), True))))
         kinds: list[str] = []
         stored: set[int] = set()
+        heap_index: int | None = None
+        heap_free: list[int] = []     # the board's heap_free sensor, sampled while the link streams
         deadline = time.monotonic() + float(seconds)
         while time.monotonic() < deadline:
             try:
@@ -139,10 +141,17 @@ async def pair_and_stream(address: str, device_id: str, code: str, seconds: str 
                 continue
             msg = decode_message(plain)
             kinds.append(type(msg).__name__)
+            if isinstance(msg, Sensors):
+                names = [n for n, _unit in msg.sensors]
+                heap_index = names.index("heap_free") if "heap_free" in names else None
             if isinstance(msg, Batch):
                 stored.update(range(msg.first_seq, msg.first_seq + msg.count))
+                for tick in msg.ticks:
+                    pairs = tick[1:]
+                    heap_free += [pairs[i + 1] for i in range(0, len(pairs), 2) if pairs[i] == heap_index]
                 await send(TELEMETRY, session.seal(encode_message(Ack(device_id, msg.first_seq + msg.count))))
         return {"bond_id": bond.bond_id.hex(), "kinds": kinds, "records": len(stored),
+                "heap_free_min": min(heap_free) if heap_free else None,
                 "contiguous": sorted(stored) == list(range(min(stored), max(stored) + 1)) if stored else False}
 
 
