@@ -11,13 +11,12 @@ knows the code).
 from __future__ import annotations
 
 import json
-import struct
 from pathlib import Path
 
 import cbor2
 import pytest
 
-from tests.firmware.pairing_device import CODE, DEVICE_ID, Device, atomic_bytes, provision, snapshot
+from tests.firmware.pairing_device import Device, atomic_bytes, provision, snapshot
 from tests.mpy import FIRMWARE, run
 
 VECTORS = Path(__file__).parents[1] / "vectors" / "pairing.json"
