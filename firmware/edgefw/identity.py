@@ -5,6 +5,9 @@
 #   setup         the 8-digit setup code, in plain: the PAKE needs the code
 #                 itself on this side (protecting flash is the board's job).
 #   anchors.json  trust anchors (the OTA root public key), JSON.
+#   pub           the public key of `key`, kept so pairing need not spend a
+#                 scalar multiplication on it (written by generate and by the
+#                 first pairing; checked against the device id when read).
 # Every file goes through atomic.write (a new name, then rename, with a
 # CRC-32 tail): a power cut leaves the old or the new file, and a torn or
 # altered file reads as absent or "corrupt", never as a wrong key.
@@ -14,7 +17,7 @@ import os
 from edgefw import atomic
 from edgefw.x25519 import clamp, public_key as _public
 
-_FILES = ("key", "setup", "anchors.json")
+_FILES = ("key", "setup", "anchors.json", "pub")
 
 
 def _path(root, name=None):
@@ -35,7 +38,9 @@ def generate(root, key=None):
     except OSError:
         pass
     atomic.write(_path(root, "key"), key)
-    return _public(key)
+    pub = _public(key)
+    atomic.write(_path(root, "pub"), pub)
+    return pub
 
 
 def private_key(root):
@@ -46,6 +51,30 @@ def private_key(root):
 def public_key(root):
     k = private_key(root)
     return _public(k) if k is not None else None
+
+
+def cached_public_key(root, device_id):
+    # The kept public key, or None. Ids made by the bench end in the first 6
+    # bytes of SHA-256(public key) in hex: a kept key that does not match its
+    # id (a key changed by an older agent) is not used.
+    pub = atomic.read(_path(root, "pub"), 32)
+    if pub is None or len(pub) != 32:
+        return None
+    tail = device_id[-12:]
+    if len(device_id) > 13 and device_id[-13] == "-":
+        import hashlib
+        from binascii import hexlify
+        if hexlify(hashlib.sha256(pub).digest()[:6]).decode() != tail:
+            return None
+    return pub
+
+
+def keep_public_key(root, pub):
+    # Best effort: a full flash only costs the next boot a multiplication.
+    try:
+        atomic.write(_path(root, "pub"), pub)
+    except OSError:
+        pass
 
 
 def status(root):

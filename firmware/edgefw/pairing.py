@@ -146,6 +146,9 @@ class Pairing:
         self._count += 1
         bonds.set_attempts(root, self._count)
         self._since = now_ms
+        if self._dpub is None:
+            self._dpub = identity.cached_public_key(root, self.device_id)
+        kept = self._dpub is not None
         from edgefw import pairing_exchange
         try:
             r = pairing_exchange.respond(code, self.device_id, f[1], f[2], f[3], f[4], f[9], d,
@@ -156,6 +159,8 @@ class Pairing:
             self.bad_messages += 1
             return _error("bad_message", "Ya or Ea is a low-order point")
         yb, self._dpub, tag_d, tag_h, bond_id, bond_key = r
+        if not kept:
+            identity.keep_public_key(root, self._dpub)
         self._pending = (tag_h, bond_id, bond_key, f[3], f[4], f[1], yb[:16])
         return _encode(_T_REPLY, {2: yb, 5: self._dpub, 6: tag_d})
 

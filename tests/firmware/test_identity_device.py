@@ -151,7 +151,8 @@ def test_generate_stores_a_clamped_urandom_key_and_returns_its_public_key(tmp_pa
     assert out[1] == out[0] and out[2] == "ok"
     assert out[3] == "48213907" and out[4] == "True"
     assert out[5:9] == ["refused"] * 4
-    assert "".join(out[9:]) == "['anchors.json','key','setup']"
+    assert "".join(out[9:]) == "['anchors.json','key','pub','setup']"
+    assert crc_payload((tmp_path / "identity" / "pub").read_bytes()) == pub   # kept for pairing
     key = crc_payload((tmp_path / "identity" / "key").read_bytes())
     assert len(key) == 32 and key[0] & 7 == 0 and key[31] & 0xC0 == 0x40   # clamped
     assert ECC.construct(curve="curve25519", seed=key).public_key().export_key(format="raw") == pub
@@ -227,3 +228,26 @@ def test_identity_module_runs_under_cpython_too(tmp_path, monkeypatch):
     assert identity.status(root) == ("ok", pub)
     key = identity.private_key(root)
     assert ECC.construct(curve="curve25519", seed=key).public_key().export_key(format="raw") == pub
+
+
+def test_the_kept_public_key_is_used_only_when_it_matches_the_device_id(tmp_path):
+    # Pairing reads identity/pub instead of spending a scalar multiplication
+    # on its own key; a kept key that disagrees with the id (changed by an
+    # older agent) is not used, and a torn one reads as none.
+    out = mpy_lines("""
+import hashlib
+from binascii import hexlify
+from edgefw import identity, atomic
+pub = identity.generate("")
+dev = "esp32-" + hexlify(hashlib.sha256(pub).digest()[:6]).decode()
+print(identity.cached_public_key("", dev) == pub)
+print(identity.cached_public_key("", "esp32-000000000000"))
+print(identity.cached_public_key("", "custom-id") == pub)
+with open("identity/pub", "r+b") as f:
+    f.seek(3)
+    f.write(b"X")
+print(identity.cached_public_key("", dev))
+identity.factory_reset("")
+print(identity.cached_public_key("", dev))
+""", cwd=tmp_path)
+    assert out == ["True", "None", "True", "None", "None"]
