@@ -80,8 +80,44 @@ def build(port, board, cfg, healthy):
     import gc
     gc.collect()
     link.uplink = Uplink(dev, board["name"], VERSION, clock, journal, ticks.table)
+    links = [link]
+    bt = _radio()
+    if bt is not None:
+        links.append(_ble_link(bt, port, board, dev, clock, journal, ticks))
 
-    port.write(("edge: agent %s on %s (%s), device %s, boot %d\r\n" % (
-        VERSION, board["name"], port.name, dev, clock.boot)).encode())
+    port.write(("edge: agent %s on %s (%s), device %s, boot %d%s\r\n" % (
+        VERSION, board["name"], port.name, dev, clock.boot,
+        ", BLE" if len(links) > 1 else "")).encode())
     return Agent(port, board.get("watchdog_ms", 0), dev, cfg["sample_period_ms"], clock, ticks,
-                 [link], found, healthy)
+                 links, found, healthy)
+
+
+def _radio():
+    # MicroPython's `bluetooth` module, when the firmware has one (ESP32,
+    # Pico W; the virtual board's stand-in when its bench runs a radio).
+    # Nothing of the BLE link is imported otherwise, so a board without a
+    # radio pays no heap for it. A `bluetooth` without BLE() (PyBluez on a
+    # Raspberry Pi) is not MicroPython's.
+    try:
+        import bluetooth
+    except ImportError:
+        return None
+    return bluetooth if hasattr(bluetooth, "BLE") else None
+
+
+def _ble_link(bt, port, board, dev, clock, journal, ticks):
+    # The BLE link: its own Uplink over the same journal and clock, and the
+    # pairing core when the firmware has one (without it, control messages
+    # are answered ERROR not_supported and no session opens).
+    from edgefw import VERSION
+    from edgefw.link_ble import BleLink
+    from edgefw.uplink import Uplink
+    try:
+        # By name: a firmware may be built without the pairing core.
+        Pairing = __import__("edgefw.pairing", None, None, ("Pairing",)).Pairing
+    except ImportError:
+        pairing = None
+    else:
+        pairing = Pairing(port.root, dev, clock)
+    up = Uplink(dev, board["name"], VERSION, clock, journal, ticks.table)
+    return BleLink(bt, up, pairing, dev, clock)

@@ -178,6 +178,15 @@ class Uplink:
             self._inflight_end = None
             self._retry = _RETRY_MIN
 
+    def reconnected(self):
+        # A new session on a link that comes and goes (BLE): HELLO and the
+        # tables first, and the batch in flight on the old connection is
+        # forgotten; the next starts at the journal's pointer, so records not
+        # acknowledged are sent again and the host stores each once.
+        self._hello_now = True
+        self._inflight_end = None
+        self._retry = _RETRY_MIN
+
     # -- messages out ------------------------------------------------------
     def hello(self, now_ms):
         j = self.journal

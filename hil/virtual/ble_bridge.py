@@ -36,6 +36,9 @@ documented behaviour is kept):
 - ``gatts_notify``/``gatts_indicate`` send whatever the subscription state;
   ``gatts_write(..., send_update=True)`` notifies or indicates subscribers;
 - advertising stops when a central connects (no automatic restart);
+- a write event carries the value that write left (not in append mode), and
+  the stand-in's ``gatts_read`` in that event's handler returns it, as the
+  ports' synchronous events do;
 - ``config(mtu=)`` is the largest ATT MTU offered in an exchange the central
   starts; ``_IRQ_MTU_EXCHANGED`` reports the result.
 """
@@ -261,8 +264,14 @@ class Peripheral:
         def write(connection, value):
             if not flags & WRITE_FLAGS:
                 raise att.ATT_Error(att.ErrorCode.WRITE_NOT_PERMITTED, attribute.handle)
-            self.values[attribute.handle].remote_write(bytes(value))
-            self.emit(IRQ_GATTS_WRITE, [connection.handle, attribute.handle])
+            stored = self.values[attribute.handle]
+            stored.remote_write(bytes(value))
+            # The value as this write left it rides with the event: the ports
+            # run the handler synchronously (MICROPY_PY_BLUETOOTH_USE_SYNC_EVENTS
+            # on the ESP32 and the Pico W), so a gatts_read in the handler sees
+            # this write even when the central has written again since.
+            self.emit(IRQ_GATTS_WRITE, [connection.handle, attribute.handle,
+                                        None if stored.append else bytes(stored.data).hex()])
 
         return gatt.CharacteristicValue(read=read, write=write)
 

@@ -18,6 +18,9 @@
 # - One call at a time: the scheduler may run between any two bytecodes of a
 #   call the main program is making; a drain that finds a call in progress is
 #   put off until it ends, so a handler's own calls never take its answer.
+# - A write event carries the value that write left; gatts_read in its
+#   handler returns it, as on the ports, whose events are synchronous (the
+#   stack waits for the handler), so no later write can overwrite it first.
 # - The bridge gone (the radio died): events stop, open connections are
 #   reported disconnected, and every call raises OSError(ENODEV).
 # Wire: one JSON array per line each way; bytes travel as hex.
@@ -34,6 +37,7 @@ FLAG_INDICATE = const(0x0020)
 
 _IRQ_CENTRAL_CONNECT = const(1)
 _IRQ_CENTRAL_DISCONNECT = const(2)
+_IRQ_GATTS_WRITE = const(3)
 _QUEUE = const(32)
 _ENODEV = const(19)
 
@@ -88,6 +92,7 @@ class _BLE:
         self._busy = False
         self._deferred = False
         self._dropped = 0
+        self._snap = None
         self._reply = None
         self._lock = None
         self._dead = False
@@ -163,10 +168,13 @@ class _BLE:
             else:
                 self._conns.pop(data[0], None)
             data[2] = memoryview(_unhex(data[2]))
+        snap = None
+        if code == _IRQ_GATTS_WRITE and len(data) > 2:
+            snap = data.pop()
         if len(self._events) >= _QUEUE:
             self._dropped += 1
             return
-        self._events.append((code, tuple(data)))
+        self._events.append((code, tuple(data), snap))
         self._kick()
 
     def _kick(self):
@@ -183,9 +191,13 @@ class _BLE:
             self._deferred = True
             return
         while self._events:
-            code, data = self._events.pop(0)
+            code, data, snap = self._events.pop(0)
             if self._handler:
-                self._handler(code, data)
+                self._snap = None if snap is None else (data[1], _unhex(snap))
+                try:
+                    self._handler(code, data)
+                finally:
+                    self._snap = None
 
     def _call(self, *msg):
         import json
@@ -292,6 +304,11 @@ class _BLE:
 
     def gatts_read(self, value_handle):
         self._check()
+        snap = self._snap
+        if snap is not None and snap[0] == value_handle:
+            # In the handler of a write: that write's value (the ports'
+            # synchronous events), not one the central wrote since.
+            return snap[1]
         return _unhex(self._call("r", value_handle))
 
     def gatts_write(self, value_handle, data, send_update=False):
