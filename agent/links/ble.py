@@ -314,7 +314,7 @@ class BleConnection:
         from edge_agent.pairing import Initiator
 
         initiator = Initiator(self.device_id, code, account, host_id, device_key=device_key,
-                              fingerprint=fingerprint)
+                              fingerprint=None if fingerprint is None else bytes.fromhex(fingerprint))
         reply = await self.request(initiator.start(), timeout)
         done = await self.request(initiator.reply(reply), timeout)
         return initiator.done(done)
@@ -361,7 +361,7 @@ def pairing_failure(device_id: str, error: Any, account: str | None = None) -> E
     """A :class:`PairingError` as the error a person acts on (exit codes per agent/errors.py)."""
     reason = getattr(error, "reason", "") or ""
     text = getattr(error, "text", "") or str(error)
-    if reason in ("wrong_code", "bad_tag"):
+    if reason == "wrong_code":
         return BadInput(f"{device_id} refused the setup code (wrong code)",
                         "check the 8 digits on its label and retry; after 2 wrong codes the device waits "
                         "2 s, then 4 s, 8 s ... before it hears the next attempt")
@@ -373,7 +373,10 @@ def pairing_failure(device_id: str, error: Any, account: str | None = None) -> E
         return Busy(f"{device_id} is bound to another owner account",
                     f"its owner runs `edge devices unpair {device_id}`, or factory-reset it "
                     "(`edge devices factory-reset PORT` on a bench)")
-    if reason in ("device_key", "wrong_key", "key_mismatch"):
+    if reason == "bad_tag":
+        return DeviceError(f"{device_id} did not prove it holds this host's bond (RESUME tag)",
+                           "this may be another device using its name; if it is really yours, pair it again")
+    if reason == "wrong_device":
         return DeviceError(f"{device_id} answered with a key that is not its registered one",
                            "do not pair: this may be another device using its name; check the label "
                            "belongs to this device, or re-provision it (`edge flash --reprovision`)")

@@ -38,10 +38,7 @@ from edge_hil.virtual.air import AirController
 from tests.host import pairing_standin as standin
 from tests.host.fake_device import FakeDevice
 
-try:
-    from edge_agent.segments import Reassembler, split
-except ImportError:      # until `devlink` lands
-    from tests.host.segments_standin import Reassembler, split  # type: ignore[no-redef]
+from edge_agent.segments import Reassembler, split
 
 
 class EdgePeripheral:

@@ -1,4 +1,4 @@
-"""A stand-in for ``edge_agent.pairing`` with its API and message shapes, no cryptography.
+"""A stand-in for ``edge_agent.pairing`` (its API, reasons and message shapes) without cryptography.
 
 Used by the host BLE link's tests (installed in ``sys.modules`` for their
 duration) and by the scripted peripheral of ``tests/host/edge_air.py``. Tags
@@ -16,7 +16,7 @@ import cbor2
 
 
 class PairingError(Exception):
-    def __init__(self, reason: str, wait_ms: int = 0, text: str = ""):
+    def __init__(self, reason: str, text: str = "", wait_ms: int | None = None):
         super().__init__(f"{reason}: {text}" if text else reason)
         self.reason, self.wait_ms, self.text = reason, wait_ms, text
 
@@ -81,9 +81,9 @@ class DeviceSession(_Session):
 def _decode(payload: bytes, want: int) -> dict:
     msg = cbor2.loads(payload)
     if msg.get(0) == 31:
-        raise PairingError(msg.get(1, "error"), msg.get(2, 0), msg.get(3, ""))
+        raise PairingError(msg.get(1, "error"), msg.get(3, ""), msg.get(2))
     if msg.get(0) != want:
-        raise PairingError("bad_message", 0, f"expected type {want}")
+        raise PairingError("bad_message", f"expected type {want}")
     return msg
 
 
@@ -102,9 +102,9 @@ class Initiator:
         if msg[6] != tag(self.code, self.sid, "device"):
             raise PairingError("wrong_code")
         if self.device_key is not None and msg[5] != self.device_key:
-            raise PairingError("device_key")
-        if self.fingerprint is not None and hashlib.sha256(msg[5]).hexdigest()[:16] != self.fingerprint:
-            raise PairingError("device_key")
+            raise PairingError("wrong_device")
+        if self.fingerprint is not None and hashlib.sha256(msg[5]).digest()[:8] != self.fingerprint:
+            raise PairingError("wrong_device")
         self.d = msg[5]
         return cbor2.dumps({0: 18, 6: tag(self.code, self.sid, "host")})
 

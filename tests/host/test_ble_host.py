@@ -20,7 +20,7 @@ import pytest
 from edge_agent.links.ble import (BleConnection, Seen, TelemetryPump, find, looks_like_address,
                                   parse_advertisement, scan)
 from edge_agent.store import BOND_COLUMNS, DEVICE_COLUMNS, Store
-from tests.host import pairing_standin, segments_standin
+from tests.host import pairing_standin
 
 ESP = "esp32-0a0b0c0d0e0f"
 PICO = "picow-1a2b3c4d5e6f"
@@ -32,13 +32,8 @@ BOARDS = [(ESP, "C0:00:00:00:00:01", CODE), (PICO, "C0:00:00:00:00:02", "8765432
 
 @pytest.fixture
 def standins(monkeypatch):
-    """The pairing stand-in (always: the scripted devices speak it) and the
-    segments stand-in while `devlink` has not landed."""
+    """The pairing stand-in: the scripted devices speak it."""
     monkeypatch.setitem(sys.modules, "edge_agent.pairing", pairing_standin)
-    try:
-        import edge_agent.segments  # noqa: F401
-    except ImportError:
-        monkeypatch.setitem(sys.modules, "edge_agent.segments", segments_standin)
 
 
 @pytest.fixture
