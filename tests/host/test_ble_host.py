@@ -347,3 +347,50 @@ def test_the_gateway_reconnects_a_device_that_dropped_the_link(air, edge_home):
     assert [e["event"] for e in events].count("connected") >= 2, events
     with Store(edge_home.env["EDGE_DB"]) as s:
         assert s.count(ESP) == 20
+
+
+def test_edge_gateway_run_logs_one_line_per_event_and_stops_after_for(air, edge_home):
+    env = sim_env(air)
+    assert edge_home.invoke("pair", ESP, "--code", CODE, env=env).exit_code == 0
+    air.call(air.peripherals[ESP].sample, 5)
+    r = edge_home.invoke("gateway", "run", "--for", "4s", env=env)
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert any(" connected " in line and ESP in line for line in lines), lines
+    assert any(" stopping" in line for line in lines)
+    assert " stopped " in lines[-1] and "records=5" in lines[-1]
+    assert edge_home.invoke("gateway", "run", "--account", "No Such", env=env).exit_code == 5
+
+
+def test_completion_offers_paired_devices_and_accounts(tmp_path, monkeypatch):
+    from edge_agent.cli import complete
+
+    db = tmp_path / "r.db"
+    monkeypatch.setenv("EDGE_DB", str(db))
+    with Store(db) as s:
+        s.save_bond(ESP, "home", s.host_id(), b"B" * 8, b"K" * 32, b"D" * 32)
+        s.save_bond(PICO, "work", s.host_id(), b"C" * 8, b"L" * 32, b"E" * 32)
+    assert [i.value for i in complete.paired_devices(None, None, "esp")] == [ESP]
+    assert [i.value for i in complete.accounts(None, None, "")] == ["home", "work"]
+    monkeypatch.setenv("EDGE_DB", str(tmp_path / "none.db"))
+    assert complete.paired_devices(None, None, "") == []
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_stops_the_gateway_process_cleanly_with_exit_0(air, edge_home, sig):
+    import signal
+    import subprocess
+
+    from tests.harness import EDGE
+
+    with Store(edge_home.env["EDGE_DB"]) as s:    # a bond the device does not hold: it retries
+        s.save_bond(ESP, "default", s.host_id(), b"B" * 8, b"K" * 32, b"D" * 32)
+    gw = subprocess.Popen([EDGE, "gateway", "run", "--json-log"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, stdin=subprocess.DEVNULL, env={**edge_home.env, **sim_env(air)})
+    time.sleep(4)
+    gw.send_signal(getattr(signal, sig))
+    out, err = gw.communicate(timeout=20)
+    assert gw.returncode == 0, err
+    names = [json.loads(line)["event"] for line in out.splitlines()]
+    assert names[0] == "start" and "stopping" in names and names[-1] == "stopped", names
+    assert "Traceback" not in err
