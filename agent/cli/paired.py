@@ -226,10 +226,11 @@ def factory_reset(port, sim_dir, db, as_json):
     """
     from edge_agent.board_link import BoardLink
     from edge_agent.cli.options import port_resolver
+    from edge_agent.device_fs import CONFIG_JSON
 
     port = port_resolver(sim_dir, db)(port)
     with BoardLink(port) as link:
-        raw = link.get("config.json")
+        raw = link.get(CONFIG_JSON)
         try:
             device_id = json.loads(raw or b"{}").get("device_id")
         except ValueError:
