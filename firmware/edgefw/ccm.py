@@ -7,6 +7,9 @@
 # CBC-MAC is the last block). Python only lays out bytes and XORs once, on
 # big ints. Both buffers live in the CCM object and grow to the largest
 # message seen, so a session's steady traffic allocates only its results.
+# One CBC object serves every message: cryptolib's keeps chaining from its
+# last output block, so each MAC's first block is XORed with that block,
+# which gives the chain from a zero IV without a new key schedule.
 from micropython import const
 
 try:
@@ -55,8 +58,9 @@ class CCM:
     def __init__(self, key):
         if len(key) != 16:
             raise ValueError("ccm: key must be 16 bytes")
-        self._key = bytes(key)
-        self._ecb = aes(self._key, _ECB)
+        self._ecb = aes(key, _ECB)
+        self._cbc = aes(key, _CBC, _ZERO_IV)
+        self._iv = bytearray(16)     # _cbc's chaining value: its last output block
         self._ctr = bytearray(0)
         self._mac = bytearray(0)
 
@@ -107,7 +111,11 @@ class CCM:
             at = end
         b[at:at + lm] = msg
         b[at + lm:size] = _ZERO_IV[:size - at - lm]
-        aes(self._key, _CBC, _ZERO_IV).encrypt(b, b)
+        iv = self._iv
+        for i in range(16):
+            b[i] ^= iv[i]
+        self._cbc.encrypt(b, b)
+        iv[:] = b[size - 16:size]
         return b[size - 16:size - 16 + tag_len]
 
     def seal(self, nonce, aad, plaintext, tag_len=8):

@@ -145,7 +145,10 @@ def decode(payload):
         raise ValueError("message does not fit in free memory")
 
 
-def _decode(payload):
+def typed(payload):
+    # Rules 1-3 of section 2.1, in order: -> (reader, type, {key: offset of
+    # its value}) for every unsigned-integer key. The BLE link's own messages
+    # (messages_pair.py) read their keys from here too.
     n = len(payload)
     if n > MAX_MESSAGE:
         raise bad(_E_SIZE, n, MAX_MESSAGE)
@@ -184,7 +187,11 @@ def _decode(payload):
     if r.b[at] >> 5 != 0:
         raise bad(_E_TYPE_KIND)
     r.i = at
-    kind = r.item(1)
+    return r, r.item(1), keys
+
+
+def _decode(payload):
+    r, kind, keys = typed(payload)
     spec = _KEYS.get(kind)
     out = None
     if spec is None and (kind == T_HELLO or T_STATUS <= kind <= T_BATCH):

@@ -3,8 +3,7 @@
 # with the rules of section 2.1 in their order. Kept out of messages.py so a
 # board that never pairs holds none of it: pairing.py imports it per message.
 # Errors: ValueError, never another type.
-from edgefw.cbor_read import Reader
-from edgefw.messages import MAX_MESSAGE, valid_id
+from edgefw.messages import typed, valid_id
 
 from micropython import const
 
@@ -17,7 +16,6 @@ T_RESUME_OK = const(21)
 T_UNPAIR = const(22)
 T_UNPAIR_DONE = const(23)
 T_ERROR = const(31)
-_DEPTH = const(8)
 _BSTR = const(2)
 _ID = const(3)
 
@@ -32,43 +30,10 @@ _KEYS = {
 
 def decode(payload):
     # -> (type, {key: value}); ValueError naming the first rule broken.
-    n = len(payload)
-    if n > MAX_MESSAGE:
-        raise ValueError("message of %d bytes" % n)
-    r = Reader(payload, _DEPTH, False)
     try:
-        r.skip(0)  # rule 1, whole: well-formed, no tag, depth, one item
+        r, kind, keys = typed(payload)
     except MemoryError:
         raise ValueError("message does not fit in free memory")
-    if r.i != n:
-        raise ValueError("%d bytes after the message" % (n - r.i))
-    ib = r.b[0]
-    if ib >> 5 != 5:
-        raise ValueError("not a map")
-    r.i = 1
-    count = -1 if ib & 31 == 31 else r.arg(ib & 31, 0)
-    keys = {}
-    done = 0
-    while True:
-        if count < 0:
-            if r.brk():
-                break
-        elif done == count:
-            break
-        done += 1
-        if r.b[r.i] >> 5 == 0:
-            k = r.item(1)
-            if k in keys:
-                raise ValueError("key %d twice" % k)
-            keys[k] = r.i
-        else:
-            r.skip(1)
-        r.skip(1)
-    at = keys.get(0, -1)
-    if at < 0 or r.b[at] >> 5 != 0:
-        raise ValueError("no type")
-    r.i = at
-    kind = r.item(1)
     spec = _KEYS.get(kind)
     if spec is None:
         raise ValueError("type %d not taken here" % kind)

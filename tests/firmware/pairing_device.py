@@ -14,6 +14,7 @@ import subprocess
 import zlib
 from pathlib import Path
 
+from tests.firmware.compiled import prelude as compiled_prelude
 from tests.mpy import FIRMWARE, board_heap, micropython_exe
 
 DRIVER = Path(__file__).with_name("pairing_driver.py")
@@ -47,9 +48,10 @@ class Device:
     """One boot of a device: its pairing core, driven by lines."""
 
     def __init__(self, folder: Path, *, device_id: str = DEVICE_ID, uptime_ms: int = 0,
-                 heap: int | str = "esp32", randoms: list[bytes] | None = None):
+                 heap: int | str = "esp32", randoms: list[bytes] | None = None, compiled: bool = True):
         heap_bytes = board_heap(heap) if isinstance(heap, str) else heap
-        prelude = f"import sys\nsys.path.insert(0, {str(FIRMWARE)!r})\n"
+        # As `edge flash` deploys it (.mpy): compiling from source costs heap a board never spends.
+        prelude = compiled_prelude() if compiled else f"import sys\nsys.path.insert(0, {str(FIRMWARE)!r})\n"
         self.proc = subprocess.Popen(
             [micropython_exe(), "-X", f"heapsize={heap_bytes}", "-c", prelude + DRIVER.read_text()],
             cwd=folder, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -16,7 +16,7 @@ from Crypto.Cipher import AES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.mpy import run
+from tests.mpy import firmware_on_path, run
 
 VECTORS = json.loads((Path(__file__).resolve().parent.parent / "vectors" / "crypto.json").read_text())
 
@@ -158,6 +158,43 @@ def test_ccm_refuses_nonces_and_tag_lengths_ccm_does_not_have():
              ("seal", k, "00" * 13, "", "", 18), ("seal", k, "00" * 13, "", "", 2),
              ("seal", k, "00" * 13, "00" * 0xFF00, "", 8), ("open", k, "00" * 13, "00" * 0xFF00, "00" * 8, 8)]
     assert on_device(cases, heap=1024 * 1024) == ["ValueError"] * 7 + [None]
+
+
+ONE_KEY_MANY_MESSAGES = """
+import json, sys
+from binascii import hexlify, unhexlify as h
+from edgefw.ccm import CCM
+vs = json.loads(sys.stdin.read())
+c = CCM(h(vs[0]["key"]))
+for v in vs:
+    t = len(v["tag"]) // 2
+    sealed = c.seal(h(v["nonce"]), h(v["aad"]), h(v["plaintext"]), t)
+    print(hexlify(sealed).decode())
+    print(c.open(h(v["nonce"]), h(v["aad"]), sealed[:-1] + bytes([sealed[-1] ^ 1]), t))
+    print(hexlify(c.open(h(v["nonce"]), h(v["aad"]), sealed, t)).decode())
+"""
+
+
+def test_one_ccm_object_seals_and_opens_message_after_message():
+    # A session keeps one CCM per key: every message must be as if alone,
+    # a refused one included.
+    vs = [v for v in VECTORS["ccm"] if v["key"] == "c0c1c2c3c4c5c6c7c8c9cacbcccdcecf"]
+    assert len(vs) == 12
+    out = run(ONE_KEY_MANY_MESSAGES, heap="picow", stdin=json.dumps(vs).encode()).stdout.decode().split()
+    assert out == [x for v in vs for x in (v["ciphertext"] + v["tag"], "None", v["plaintext"])]
+
+
+def test_ccm_under_cpython_uses_pycryptodome_for_aes_and_gives_the_same_bytes():
+    # A Linux computer runs the firmware sources on CPython, without cryptolib.
+    firmware_on_path()
+    from edgefw.ccm import CCM
+    for v in VECTORS["ccm"]:
+        c = CCM(bytes.fromhex(v["key"]))
+        t = len(v["tag"]) // 2
+        sealed = c.seal(bytes.fromhex(v["nonce"]), bytes.fromhex(v["aad"]), bytes.fromhex(v["plaintext"]), t)
+        assert sealed.hex() == v["ciphertext"] + v["tag"], v["name"]
+        assert c.open(bytes.fromhex(v["nonce"]), bytes.fromhex(v["aad"]), sealed, t) == bytes.fromhex(v["plaintext"])
+        assert c.open(bytes.fromhex(v["nonce"]), bytes.fromhex(v["aad"]), sealed[:-1], t) is None
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -11,13 +11,12 @@ knows the code).
 from __future__ import annotations
 
 import json
-import struct
 from pathlib import Path
 
 import cbor2
 import pytest
 
-from tests.firmware.pairing_device import CODE, DEVICE_ID, Device, atomic_bytes, provision, snapshot
+from tests.firmware.pairing_device import Device, atomic_bytes, provision, snapshot
 from tests.mpy import FIRMWARE, run
 
 VECTORS = Path(__file__).parents[1] / "vectors" / "pairing.json"
@@ -306,3 +305,48 @@ def test_one_pairing_completes_in_an_esp32_heap_and_the_idle_agent_pays_little_f
           f"peak inside the exchange {peak}, after pairing (session open) {after}")
     assert idle - without < 12_000
     assert peak < 0.75 * 112_640
+
+
+@needs_cpace
+def test_twenty_pairings_in_one_boot_complete_in_an_esp32_heap_and_leave_nothing_behind(tmp_path):
+    from edge_agent.pairing import Initiator, new_host_id
+    v = vector_board(tmp_path)
+    levels = []
+    with Device(tmp_path, device_id=v["device_id"]) as dev:
+        for _ in range(20):
+            host = Initiator(v["device_id"], v["code"], v["account"], new_host_id(),
+                             fingerprint=bytes.fromhex(v["fingerprint"]))
+            confirm = host.reply(dev.control(host.start())[0])
+            bond, session = host.done(dev.control(confirm)[0])
+            assert session.open(dev.seal(b"x")) == b"x"
+            levels.append(dev.heap()[0])
+    assert max(levels[5:]) - min(levels[5:]) < 1024, levels
+
+
+@needs_cpace
+def test_the_device_core_reproduces_the_vectors_under_cpython_as_on_a_raspberry_pi(tmp_path, monkeypatch):
+    from tests.mpy import firmware_on_path
+    firmware_on_path()
+    from edgefw.pairing import Pairing  # type: ignore[import-not-found]
+
+    v = vector_board(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    p, r = v["pairing"], v["resume"]
+    m = {k: bytes.fromhex(x) for k, x in {**p["messages"], **r["messages"]}.items()}
+
+    class Clock:
+        def uptime_ms(self) -> int:
+            return 0
+    randoms = [bytes.fromhex(p["randoms"]["yb"]), bytes.fromhex(r["randoms"]["Nd"])]
+    dev = Pairing(str(tmp_path), v["device_id"], Clock(), lambda n: randoms.pop(0))
+    assert dev.control(m["PAIR_START"], 0) == (m["PAIR_REPLY"], None)
+    reply, session = dev.control(m["PAIR_CONFIRM"], 0)
+    assert reply == m["PAIR_DONE"] and session is not None
+    sealed = {c["counter"]: c for c in p["sealed"] if c["direction"] == "d2h"}
+    assert session.seal(bytes.fromhex(sealed[0]["message"])).hex() == sealed[0]["sealed"]
+    dev = Pairing(str(tmp_path), v["device_id"], Clock(), lambda n: randoms.pop(0))  # a reboot
+    reply, session = dev.control(m["RESUME"], 0)
+    assert reply == m["RESUME_OK"]
+    for c in r["sealed"]:
+        if c["direction"] == "h2d":
+            assert session.open(bytes.fromhex(c["sealed"])).hex() == c["message"]

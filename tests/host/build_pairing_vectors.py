@@ -47,18 +47,21 @@ def queue(*values: bytes):
     return rand
 
 
-def device_reply(start: dict[int, Any], d: bytes, dpub: bytes) -> tuple[bytes, dict[str, bytes]]:
-    """The device's PAIR_REPLY by the formulas of 5.4.1 (independent of edgefw)."""
+def responder(start: dict[int, Any], code: str, device_id: str, d: bytes, dpub: bytes,
+              yb: bytes) -> tuple[bytes, dict[str, bytes]]:
+    """A device's PAIR_REPLY and derived values by the formulas of 5.4.1, written
+    here from the document and independent of ``edgefw`` (also a test's
+    impostor device)."""
     lv = crypto.prepend_len
     sid, ya_pub, ea_pub = start[1], start[2], start[9]
-    g = crypto.cpace_generator(CODE.encode(), lv(b"edge-ble-pair-1") + lv(DEVICE_ID.encode()), sid)
-    yb_pub = crypto.scalar_mult_vfy(YB, g)
-    k = crypto.scalar_mult_vfy(YB, ya_pub)
+    g = crypto.cpace_generator(code.encode(), lv(b"edge-ble-pair-1") + lv(device_id.encode()), sid)
+    yb_pub = crypto.scalar_mult_vfy(yb, g)
+    k = crypto.scalar_mult_vfy(yb, ya_pub)
     s = crypto.scalar_mult_vfy(d, ea_pub)
     isk = crypto.isk_ir(sid, k, ya_pub, lv(start[3].encode()) + lv(start[4]) + lv(ea_pub), yb_pub, lv(dpub))
     prk = crypto.hmac_sha256(sid, isk + s)
 
-    def expand(info: bytes, n: int) -> bytes:
+    def expand(info: bytes, n: int) -> bytes:  # HKDF-Expand, one block
         return crypto.hmac_sha256(prk, info + b"\x01")[:n]
     keys = {"g": g, "Yb": yb_pub, "K": k, "S": s, "ISK": isk, "PRK": prk,
             "k_dev": expand(b"edge pair confirm device", 32),
@@ -91,7 +94,7 @@ def build() -> dict[str, Any]:
     dpub = crypto.scalar_mult_vfy(d, b"\x09" + bytes(31))
     host = Initiator(DEVICE_ID, CODE, ACCOUNT, HOST_ID, device_key=dpub, rand=queue(SID, YA, EA))
     start = host.start()
-    reply, keys = device_reply(cbor2.loads(start), d, dpub)
+    reply, keys = responder(cbor2.loads(start), CODE, DEVICE_ID, d, dpub, YB)
     confirm = host.reply(reply)
     assert cbor2.loads(confirm)[6] == keys["tag_h"]
     done = cbor2.dumps({0: 19, 7: keys["bond_id"]}, canonical=True)
