@@ -44,6 +44,8 @@ _ENOMEM = const(12)
 _RETRY_MS = const(20)
 _IDLE_MS = const(30000)
 
+_T_UNPAIR = const(22)
+
 _CONTROL = const(0)
 _TELEMETRY = const(1)
 
@@ -240,7 +242,11 @@ class BleLink:
             # A plain message, one that fails its tag, a replay: dropped (5.6).
             self.bad_sealed += 1
             return
-        done = self.pairing.sealed(plain)
+        # UNPAIR ({0: 22}: a map whose first key is 0, type 22) to pairing;
+        # everything else to the Uplink, which checks it (section 2.1).
+        done = None
+        if len(plain) >= 3 and plain[1] == 0 and plain[2] == _T_UNPAIR and self.pairing is not None:
+            done = self.pairing.sealed(plain)
         if done is not None:
             # UNPAIR: UNPAIR_DONE sealed, then the link closes.
             self._done = done
@@ -251,7 +257,14 @@ class BleLink:
             pass  # counted by the Uplink (bad_messages)
 
     def _send_sealed(self, payload):
-        self._start_tx(self.h_telemetry, _TELEMETRY, self._session.seal(payload))
+        try:
+            sealed = self._session.seal(payload)
+        except ValueError:
+            # The session's counter is spent (5.6): close; the next RESUME
+            # makes new keys.
+            self._close = True
+            return
+        self._start_tx(self.h_telemetry, _TELEMETRY, sealed)
 
     def _start_tx(self, handle, which, msg):
         n = self._counters[which]
@@ -310,6 +323,8 @@ class BleLink:
             done, self._done = self._done, None
             self._close = True
             self._send_sealed(done)
+            if self._tx is None:
+                return 0
             return 0 if self._flush() else _RETRY_MS
         if s is None or not s.proven:
             return _IDLE_MS
@@ -317,6 +332,8 @@ class BleLink:
         if payload is None:
             return wait
         self._send_sealed(payload)
+        if self._tx is None:
+            return 0
         return 0 if self._flush() else _RETRY_MS
 
     async def run(self, agent, sleep_ms):

@@ -59,6 +59,7 @@ from edge_hil.virtual.flash import FlashImage
 from edge_hil.virtual.lifecycle import Lifecycle, State
 from edge_hil.virtual.peripherals import BootselDrive, EspDownloadMode, Peripheral
 from edge_hil.virtual.pty_port import PtyPort, nonblock, raw_termios
+from edge_hil.virtual.radio import BoardRadio
 from edge_hil.virtual.rom import ROM_HEAP_SLACK, build_rom, qstr_bytes
 
 log = logging.getLogger("edge_hil.virtual.board")
@@ -177,6 +178,7 @@ class VirtualBoard:
         self.flash: FlashImage | None = None
         self.link = None                # SerialLink (ESP boards): a second UART path, with DTR/RTS
         self.peripherals: list[Peripheral] = []
+        self.radio: BoardRadio | None = None   # the BLE bridge (see :mod:`.radio`), when the air runs
 
     @property
     def state(self) -> State:
@@ -240,6 +242,7 @@ class VirtualBoard:
         self.life.go(State.OFF)
         self._leave_bootloader()
         await self._end_run("off")
+        await self._radio_off()
 
     async def reset(self) -> None:
         """Hard reset: kill the interpreter, boot again with main.py; returns once it runs."""
@@ -250,6 +253,7 @@ class VirtualBoard:
         self.life.go(State.STARTING)
         self._next_mode = "boot"
         self._boot_line = b"\r\nrst: hard reset (virtual %s)\r\n" % self.spec.board.encode()
+        await self._radio_off()     # the chip's radio resets with it; back on at the next boot
         await self._end_run("reset")
         await self._started.wait()
 
@@ -262,6 +266,7 @@ class VirtualBoard:
         if self.link is not None:
             self.link.close()
         await self._end_run("stop")
+        await self._radio_off()
         if self._task:
             self._task.cancel()
             try:
@@ -273,6 +278,11 @@ class VirtualBoard:
             self._log.close()
         if self.flash is not None:
             self.flash.close()
+
+    async def _radio_off(self) -> None:
+        if self.radio is not None:
+            await self.radio.stop()
+            self.on_change()
 
     @property
     def public_mode(self) -> str:
@@ -288,7 +298,8 @@ class VirtualBoard:
                 "pid": pid, "alive": pid is not None,
                 "repl": "raw" if self.console.raw else "friendly", "restarts": self.restarts,
                 "mode": self.public_mode, "flash_url": self.flash_url, "flash_file": self.spec.flash_file,
-                "uf2_drive": self.spec.uf2_drive if self.mode == "bootsel" and self.powered else None}
+                "uf2_drive": self.spec.uf2_drive if self.mode == "bootsel" and self.powered else None,
+                "ble": self.radio.status() if self.radio is not None else None}
 
     # ---- peripherals (see :mod:`.peripherals`) -------------------------------
 
@@ -439,6 +450,13 @@ class VirtualBoard:
         # The identity the board states (vmachine.py): the chip it stands for.
         env["EDGE_BOARD_PLATFORM"] = self.spec.platform
         env["EDGE_BOARD_MACHINE"] = self.spec.machine
+        env.pop("EDGE_BLE_SOCKET", None)
+        if self.radio is not None and mode == "boot" and await self.radio.start():
+            # The board's `bluetooth` (the runner installs the stand-in).
+            env["EDGE_BLE_SOCKET"] = str(self.radio.socket)
+            self.on_change()
+        elif self.radio is not None and self.radio.up:
+            env["EDGE_BLE_SOCKET"] = str(self.radio.socket)
         # The agent frozen into the board's "flash" (rom.py) when it boots to
         # run main.py: the heap holds the board's budget plus the image and
         # its names, which stand for the flash. A raw-REPL session (mpremote,

@@ -34,6 +34,7 @@ def _table(rows: list[dict], live: bool) -> None:
     for col in ("name", "board", "serial port", "filesystem", "BLE address"):
         t.add_column(col, overflow="fold")
     if live:
+        t.add_column("BLE")
         t.add_column("state")
         t.add_column("pid", justify="right")
     for r in rows:
@@ -41,7 +42,9 @@ def _table(rows: list[dict], live: bool) -> None:
         if live:
             state = r.get("state", "?")
             color = {"running": "green", "starting": "green", "off": "yellow"}.get(state, "red")
-            cells += [f"[{color}]{state}[/{color}]", str(r.get("pid") or "-")]
+            # BLE: the board's radio bridge runs (it advertises once its agent starts).
+            ble = "up" if r.get("ble") else "-"
+            cells += [ble, f"[{color}]{state}[/{color}]", str(r.get("pid") or "-")]
         t.add_row(*cells)
     console = Console()
     if not console.is_terminal:
@@ -138,7 +141,7 @@ def _public(r: dict) -> dict:
     keys = ("name", "board", "port", "fs", "console_log", "pid", "ble_address", "flash_url", "flash_file",
             "uf2_drive")
     out = {k: r.get(k) for k in keys}
-    for k in ("device_id", "state", "alive", "power", "repl", "restarts", "mode"):
+    for k in ("device_id", "state", "alive", "power", "repl", "restarts", "mode", "ble"):
         if k in r:
             out[k] = r[k]
     return out

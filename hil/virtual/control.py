@@ -308,7 +308,8 @@ class Bench:
             now = live.get(b["name"])
             if now:
                 row.update(pid=now["pid"], alive=now["alive"], state=now["state"], power=now["power"],
-                           repl=now["repl"], restarts=now["restarts"])
+                           repl=now["repl"], restarts=now["restarts"],
+                           ble=bool(now.get("ble") and now["ble"]["up"]))
             else:
                 row.update(alive=False, state="dead")
             out.append(row)

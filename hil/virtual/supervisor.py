@@ -38,6 +38,7 @@ from edge_agent import device_fs
 from edge_hil.virtual import state as st
 from edge_hil.virtual.board import BoardSpec, VirtualBoard
 from edge_hil.virtual.fs import device_id_of
+from edge_hil.virtual.radio import BoardRadio
 
 log = logging.getLogger("edge_hil.virtual.supervisor")
 
@@ -149,6 +150,8 @@ class Supervisor:
                 server = await asyncio.start_unix_server(self._serve, path=sock)
             if await self.air.ready():
                 log.info("air: %s", ", ".join(f"{n} {a}" for n, a in self.air.addresses().items()))
+                for b in self.boards.values():
+                    b.radio = BoardRadio.for_board(self.rundir, b.spec.name)
             else:
                 log.error("%s: the boards run without BLE", self.air.error)
             self._write_state()         # not ready yet, but `sim down` can find us
@@ -195,6 +198,7 @@ class Supervisor:
                 "name": b.spec.name, "board": b.spec.board, "port": b.port, "fs": b.spec.fs,
                 "console_log": b.spec.console_log, "pid": s["pid"],
                 "ble_address": addresses.get(b.spec.name),
+                "ble": s["ble"]["up"] if s["ble"] else False,
                 "device_id": device_id_of(b.spec.fs), "power": s["power"],
                 "mode": s["mode"], "flash_url": s["flash_url"], "flash_file": s["flash_file"],
                 "flash_record": b.spec.flash_record if b.spec.flash_size else None,

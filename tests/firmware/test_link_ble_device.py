@@ -57,7 +57,7 @@ class Pairing:
         self.seen.append(bytes(m))
         if m == b"PAIR": return b"R" * 30, Session()
         return b"E", None
-    def sealed(self, m): return b"DONE" if m == b"UNPAIR" else None
+    def sealed(self, m): return b"DONE" if m == b"\xa1\x00\x16" else None
     def disconnected(self): self.gone += 1
 class Uplink:
     def __init__(self): self.got = []; self.out = [b"HELLO" * 60]; self.re = 0
@@ -174,7 +174,7 @@ def test_unpair_is_answered_sealed_and_closes_the_link():
     code = r"""
 _ble.h(1, (1, 0, memoryview(b"\0" * 6)))
 write_msg(21, b"PAIR"); link.handle(0); link.send(0); del _ble.notified[:]
-write_msg(24, b"SUNPAIR"); link.handle(0)
+write_msg(24, b"S\xa1\x00\x16"); link.handle(0)
 link.send(0)
 out([[h, binascii.hexlify(s).decode()] for h, s in _ble.notified])
 link.send(0)

@@ -50,8 +50,10 @@ def test_edge_ble_sim_selects_the_bumble_backend_and_an_unknown_value_names_the_
     monkeypatch.setenv("EDGE_BLE_HCI", "unix:/nowhere")
     assert scanner_kwargs() == {"backend": BumbleScanner} and client_kwargs() == {"backend": BumbleClient}
     monkeypatch.delenv("EDGE_BLE_HCI")
-    with pytest.raises(BadInput, match="EDGE_BLE_HCI"):
+    monkeypatch.setenv("EDGE_SIM_DIR", "/nowhere")
+    with pytest.raises(BadInput, match="no virtual bench is running in /nowhere") as e:
         client_kwargs()
+    assert "edge sim up" in e.value.hint and "EDGE_BLE_HCI" in e.value.hint
     monkeypatch.setenv("EDGE_BLE", "bluetooth")
     with pytest.raises(BadInput) as e:
         scanner_kwargs()
@@ -212,3 +214,50 @@ async def test_a_transport_with_nothing_behind_it_is_a_bleak_error_that_says_so(
     monkeypatch.setenv("EDGE_BLE_HCI", f"unix:{tmp_path}/absent.hci")
     with pytest.raises(BleakError, match="absent.hci"):
         await BleakScanner.discover(0.1, **scanner_kwargs())
+
+
+def test_edge_ble_sim_alone_takes_the_first_host_controller_not_served_to_another_host(tmp_path, monkeypatch):
+    """A busy controller (the air closes a second host at once) and one locked by
+    another process of ours are skipped; when none is left the error names the fix."""
+    import json
+    import socket
+    import threading
+
+    from edge_agent.errors import Busy
+    from edge_agent.links import ble_backend
+
+    air = tmp_path / "air"
+    air.mkdir()
+    paths = [air / f"host-{k}.hci" for k in range(3)]
+    servers = []
+    for k, path in enumerate(paths):
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        srv.bind(str(path))
+        srv.listen(8)
+        servers.append(srv)
+
+        def serve(srv=srv, busy=(k == 0)):
+            while True:
+                try:
+                    conn, _ = srv.accept()
+                except OSError:
+                    return
+                if busy:
+                    conn.close()
+        threading.Thread(target=serve, daemon=True).start()
+    (tmp_path / "state.json").write_text(json.dumps({"air": {"hosts": [str(p) for p in paths]}}))
+    lock = open(paths[1].with_suffix(".lock"), "ab")
+    import fcntl
+    fcntl.flock(lock, fcntl.LOCK_EX)     # another host process of ours holds host-1 (flock is per open file)
+    monkeypatch.setattr(ble_backend, "_claimed", None)
+    assert ble_backend.claim_bench_host(tmp_path) == paths[2]
+    monkeypatch.setattr(ble_backend, "_claimed", None)
+    try:
+        with pytest.raises(Busy) as e:
+            ble_backend.claim_bench_host(tmp_path)
+        assert "edge sim up --ble-hosts 4" in e.value.hint
+    finally:
+        monkeypatch.setattr(ble_backend, "_claimed", None)
+        lock.close()
+        for srv in servers:
+            srv.close()
