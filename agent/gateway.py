@@ -155,9 +155,14 @@ class Gateway:
             if not missing:
                 await asyncio.sleep(1.0)
                 continue
+            wanted = set(missing)
+
+            def all_heard(s: Any) -> bool:     # ends the scan once every missing device is heard
+                wanted.discard(s.device_id)
+                return not wanted
             async with self.radio:
                 try:
-                    seen = await scan(self.scan_window, want=lambda s: False)
+                    seen = await scan(self.scan_window, want=all_heard)
                 except EdgeError as e:
                     self.event("scan_failed", error=e.message)
                     await asyncio.sleep(BACKOFF_MAX / 6)

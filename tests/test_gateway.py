@@ -12,13 +12,14 @@ import time
 import pytest
 
 from edge_agent.store import Store
+from tests import harness
 from tests.harness import EDGE
 
 pytestmark = pytest.mark.slow
 
 
 def ble_env(home) -> dict:
-    return {**home.env, "EDGE_BLE": "sim", "EDGE_BLE_HCI": f"unix:{home.env['EDGE_SIM_DIR']}/air/host-0.hci"}
+    return {**home.env, "EDGE_BLE": "sim"}
 
 
 def paired_bench(bench, accounts: list[str]) -> list[dict]:
@@ -26,7 +27,7 @@ def paired_bench(bench, accounts: list[str]) -> list[dict]:
     for b, account in zip(boards, accounts):
         qr = json.loads(bench.edge("label", b["device_id"], "--out", str(bench.root / "labels"),
                                    "--json").stdout)["payload"]
-        bench.edge("pair", "--qr", qr, "--account", account, env=ble_env(bench), timeout=120)
+        harness.edge("pair", "--qr", qr, "--account", account, env=ble_env(bench), timeout=120)
     return boards
 
 
@@ -112,5 +113,5 @@ def test_a_signal_stops_the_gateway_cleanly(bench, sig):
     stored = assert_stored_once(bench, boards[0]["device_id"])
     assert stored == log[-1]["records"] or stored > 0
     # The board is free again: it advertises for the next central.
-    rows = json.loads(bench.edge("scan", "--for", "4s", "--json", env=ble_env(bench)).stdout)
+    rows = json.loads(harness.edge("scan", "--for", "4s", "--json", env=ble_env(bench)).stdout)
     assert boards[0]["device_id"] in {r["device_id"] for r in rows}

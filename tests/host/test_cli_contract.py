@@ -14,7 +14,7 @@ import click
 import pytest
 
 from edge_agent.cli import main
-from tests.harness import Home, invoke
+from tests.harness import Home, edge, invoke
 
 
 def commands(group: click.Group = main, prefix: tuple[str, ...] = ()):
@@ -64,10 +64,8 @@ class Scenario:
         args = tuple(a.format(**self.known) for a in args)
         env = self.home.env
         if command_path(args)[:1] in BLE_COMMANDS:
-            # The bench's air: a host controller of the running bench.
-            env = {**env, "EDGE_BLE": "sim",
-                   "EDGE_BLE_HCI": f"unix:{env['EDGE_SIM_DIR']}/air/host-0.hci"}
-        proc = self.home.edge(*args, timeout=120, env=env)
+            env = {**env, "EDGE_BLE": "sim"}    # the bench's air: a free host controller of it
+        proc = edge(*args, timeout=120, env=env)
         self.ran.add(command_path(args))
         check(proc, self)
 
