@@ -348,6 +348,12 @@ def _sql_type(value: Any) -> str:
     return "real" if isinstance(value, float) else "integer"
 
 
+def _dicts(cur: sqlite3.Cursor) -> list[dict]:
+    """The rows of ``cur`` as dicts by column name."""
+    names = [c[0] for c in cur.description]
+    return [dict(zip(names, row)) for row in cur]
+
+
 def _ms_bound(seconds: float) -> int:
     """A query bound in Unix seconds as integer ms, clamped to what SQLite holds."""
     return max(-2**63, min(2**63 - 1, math.ceil(seconds * 1000))) if math.isfinite(seconds) else (
@@ -1052,9 +1058,7 @@ class Store:
         if account is not None:
             sql += " WHERE b.account = ?"
             args = (account,)
-        cur = self._db.execute(sql + " ORDER BY b.device_id", args)
-        names = [c[0] for c in cur.description]
-        return [dict(zip(names, row)) for row in cur]
+        return _dicts(self._db.execute(sql + " ORDER BY b.device_id", args))
 
     def note_connected(self, device_id: str, at: float | None = None) -> None:
         """A bonded device resumed a session now."""
@@ -1091,10 +1095,8 @@ class Store:
         if account is not None:
             where.append("account = ?")
             args.append(account)
-        cur = self._db.execute("SELECT t, device_id, account, action, detail FROM audit"
-                               + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id", args)
-        names = [c[0] for c in cur.description]
-        return [dict(zip(names, row)) for row in cur]
+        return _dicts(self._db.execute("SELECT t, device_id, account, action, detail FROM audit"
+                                       + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id", args))
 
     def account_devices(self, account: str) -> set[str]:
         """The device ids bound to ``account``."""
