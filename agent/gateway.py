@@ -49,7 +49,7 @@ class EventLog:
 
     def __init__(self, json_lines: bool = False, out: Any = None, clock: Callable[[], float] = time.time):
         self.json_lines = json_lines
-        self.out = out or sys.stdout
+        self.out: Any = out or sys.stdout
         self.clock = clock
         self.events: list[dict] = []
 
@@ -63,7 +63,14 @@ class EventLog:
             stamp = time.strftime("%H:%M:%S", time.localtime(t))
             rest = " ".join(f"{k}={v}" for k, v in fields.items())
             line = f"{stamp} {event:<12} {device or ''} {rest}".rstrip()
-        print(line, file=self.out, flush=True)
+        if self.out is None:
+            return
+        try:
+            print(line, file=self.out, flush=True)
+        except (BrokenPipeError, ValueError, OSError) as e:
+            # The log's reader went away (`| head`): the gateway goes on without its log.
+            self.out = None
+            log.warning("the event log can no longer be written (%s); the gateway goes on", e)
 
 
 @dataclass

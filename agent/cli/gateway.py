@@ -69,3 +69,8 @@ def run(account, duration, json_log, quiet_after, db):
                 loop.remove_signal_handler(sig)
 
     asyncio.run(main())
+    if event.out is None:     # stdout's reader left: say nothing more there at exit
+        import os
+        import sys
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

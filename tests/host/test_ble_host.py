@@ -394,3 +394,19 @@ def test_a_signal_stops_the_gateway_process_cleanly_with_exit_0(air, edge_home, 
     names = [json.loads(line)["event"] for line in out.splitlines()]
     assert names[0] == "start" and "stopping" in names and names[-1] == "stopped", names
     assert "Traceback" not in err
+
+
+def test_the_gateway_goes_on_when_its_log_reader_goes_away():
+    from edge_agent.gateway import EventLog
+
+    class Gone:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+    event = EventLog(out=Gone())
+    event("connected", ESP, address="C0:00:00:00:00:01")
+    event("stopped", records=0)
+    assert event.out is None and [e["event"] for e in event.events] == ["connected", "stopped"]
