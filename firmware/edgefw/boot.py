@@ -139,6 +139,13 @@ def _start(b):
         asyncio.run(agent.run())
     finally:
         port.kbd_intr(3)
+        # A radio's stack holds its IRQ handler, and through it the link
+        # and its buffers: released, so a session after the agent has the
+        # heap (and the radio is off, as before boot).
+        for link in agent.links:
+            close = getattr(link, "close", None)
+            if close is not None:
+                close()
 
 
 def _healthy(port, n):

@@ -61,6 +61,13 @@ def build(port, board, cfg, healthy):
     from edgefw.uplink import Uplink
 
     dev = cfg["device_id"]
+    # The BLE link's modules before anything else: the names they bring
+    # stay in the heap for good (as those of every module imported from a
+    # filesystem do), and placed first they leave no island in the middle of
+    # what a session after the agent needs in one piece.
+    bt = _radio()
+    if bt is not None:
+        ble = _ble_modules()
     # The line buffer first, while the heap is still in one piece.
     link = SerialLink(port, None)
     # And room for the Uplink's buffers (about 4 KB in four blocks), kept in
@@ -81,9 +88,8 @@ def build(port, board, cfg, healthy):
     gc.collect()
     link.uplink = Uplink(dev, board["name"], VERSION, clock, journal, ticks.table)
     links = [link]
-    bt = _radio()
     if bt is not None:
-        links.append(_ble_link(bt, port, board, dev, clock, journal, ticks))
+        links.append(_ble_link(ble, bt, port, board, dev, clock, journal, ticks))
 
     port.write(("edge: agent %s on %s (%s), device %s, boot %d%s\r\n" % (
         VERSION, board["name"], port.name, dev, clock.boot,
@@ -105,19 +111,24 @@ def _radio():
     return bluetooth if hasattr(bluetooth, "BLE") else None
 
 
-def _ble_link(bt, port, board, dev, clock, journal, ticks):
+def _ble_modules():
+    # (BleLink, Pairing or None): a firmware may be built without the
+    # pairing core (imported by name for that reason).
+    from edgefw.link_ble import BleLink
+    try:
+        Pairing = __import__("edgefw.pairing", None, None, ("Pairing",)).Pairing
+    except ImportError:
+        Pairing = None
+    return BleLink, Pairing
+
+
+def _ble_link(ble, bt, port, board, dev, clock, journal, ticks):
     # The BLE link: its own Uplink over the same journal and clock, and the
     # pairing core when the firmware has one (without it, control messages
     # are answered ERROR not_supported and no session opens).
     from edgefw import VERSION
-    from edgefw.link_ble import BleLink
     from edgefw.uplink import Uplink
-    try:
-        # By name: a firmware may be built without the pairing core.
-        Pairing = __import__("edgefw.pairing", None, None, ("Pairing",)).Pairing
-    except ImportError:
-        pairing = None
-    else:
-        pairing = Pairing(port.root, dev, clock)
+    BleLink, Pairing = ble
+    pairing = Pairing(port.root, dev, clock) if Pairing is not None else None
     up = Uplink(dev, board["name"], VERSION, clock, journal, ticks.table)
     return BleLink(bt, up, pairing, dev, clock)

@@ -141,6 +141,19 @@ class BleLink:
             ble.gatts_set_buffer(h, _RXBUF, False)
         self.advertise()
 
+    def close(self):
+        # The agent stopped: the stack lets go of the handler (and so of
+        # this link) and the radio goes off.
+        ble, self._ble = self._ble, None
+        self._conn = None
+        self._wake = None
+        if ble is not None:
+            try:
+                ble.irq(None)
+                ble.active(False)
+            except OSError:
+                pass
+
     def state_byte(self, now_ms):
         p = self.pairing
         return STATE_VERSION | (p.state_byte(now_ms) if p is not None else 0)

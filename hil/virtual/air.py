@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import logging
 import os
 import signal
@@ -45,7 +44,8 @@ from bumble.controller import Controller
 from bumble.link import LocalLink
 from bumble.transport.common import PacketParser
 
-from edge_hil.virtual.state import AIR_DIR, AIR_MODULE, board_ble_address, board_hci_socket, host_hci_socket
+from edge_hil.virtual.state import (AIR_DIR, AIR_MODULE, board_ble_address, board_hci_socket, die_with_parent,
+                                    host_hci_socket)
 
 log = logging.getLogger("edge_hil.virtual.air")
 
@@ -228,18 +228,6 @@ class Air:
             s.close()
 
 
-def _die_with_parent(parent: int | None) -> None:
-    """Ask Linux to send SIGTERM when the parent (the bench's supervisor) dies, so the air is never an orphan."""
-    if parent is None:
-        return
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)     # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:      # it died before the request above took effect
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
 async def serve(rundir: Path, boards: list[str], hosts: int) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -269,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
     if args.hosts < 0:
         p.error("--hosts must be 0 or more")
-    _die_with_parent(args.parent)
+    die_with_parent(args.parent)
     try:
         return asyncio.run(serve(args.rundir.resolve(), args.board, args.hosts))
     except OSError as e:

@@ -374,6 +374,11 @@ async def serve_board(peripheral: Peripheral, reader: asyncio.StreamReader,
                 op, *args = json.loads(line)
                 result = await peripheral.handle(op, args)
                 send(["ok", result])
+                if op == "off":
+                    # The radio is off (active(False)): the session ends here,
+                    # so the board's reader thread sees the end and exits.
+                    await writer.drain()
+                    break
             except BridgeError as e:
                 send(["err", e.code])
             except (ValueError, TypeError) as e:
@@ -434,19 +439,6 @@ async def run(hci: str, socket_path: str, address: str | None, once: bool) -> in
     return 0
 
 
-def _die_with_parent(parent: int | None) -> None:
-    """Ask Linux for SIGTERM when ``parent`` dies, so a bench's bridge is never an orphan."""
-    if parent is None:
-        return
-    import ctypes
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)     # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:      # it died before the request above took effect
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m edge_hil.virtual.ble_bridge",
                                      description="Bridge a virtual board's bluetooth stand-in to a Bumble controller.")
@@ -456,7 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--once", action="store_true", help="exit when the board's session ends")
     parser.add_argument("--parent", type=int, help="exit when this process (the bench's supervisor) dies")
     args = parser.parse_args(argv)
-    _die_with_parent(args.parent)
+    from edge_hil.virtual.state import die_with_parent
+    die_with_parent(args.parent)
     logging.basicConfig(level=os.environ.get("EDGE_BLE_LOG", "WARNING"), stream=sys.stderr)
     return asyncio.run(run(args.hci, args.socket, args.address, args.once))
 

@@ -451,12 +451,14 @@ class VirtualBoard:
         env["EDGE_BOARD_PLATFORM"] = self.spec.platform
         env["EDGE_BOARD_MACHINE"] = self.spec.machine
         env.pop("EDGE_BLE_SOCKET", None)
+        env.pop("EDGE_BLE_MPY", None)
         if self.radio is not None and mode == "boot" and await self.radio.start():
+            self.on_change()
+        if self.radio is not None and self.radio.up:
             # The board's `bluetooth` (the runner installs the stand-in).
             env["EDGE_BLE_SOCKET"] = str(self.radio.socket)
-            self.on_change()
-        elif self.radio is not None and self.radio.up:
-            env["EDGE_BLE_SOCKET"] = str(self.radio.socket)
+            if self.radio.standin is not None:
+                env["EDGE_BLE_MPY"] = str(self.radio.standin)
         # The agent frozen into the board's "flash" (rom.py) when it boots to
         # run main.py: the heap holds the board's budget plus the image and
         # its names, which stand for the flash. A raw-REPL session (mpremote,

@@ -32,6 +32,41 @@ SOCKET_NAME = "ble.sock"
 _MAX_UNIX_PATH = 107    # sun_path holds 108 bytes with the terminating NUL
 
 
+STANDIN = Path(__file__).with_name("vbluetooth.py")
+
+
+def standin_mpy(rundir: Path | str) -> Path | None:
+    """A folder holding the board's ``bluetooth`` stand-in compiled (``vbluetooth.mpy``), or None.
+
+    A board imports it from there: loading bytecode allocates only what the
+    module keeps, in one run at the bottom of the heap, where compiling the
+    source would leave its functions scattered through the room the parser
+    used (islands in the heap a session after the agent needs in one piece).
+    A port's ``bluetooth`` is C in flash; this is the closest the Unix port
+    gets. Rebuilt when the source changes; None if mpy-cross fails (the
+    source is then compiled on the board).
+    """
+    folder = Path(rundir) / "radio"
+    out = folder / "vbluetooth.mpy"
+    try:
+        if out.exists() and out.stat().st_mtime >= STANDIN.stat().st_mtime:
+            return folder
+        from edge_agent.firmware import mpy_cross_exe
+
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / "vbluetooth.mpy.tmp"
+        proc = subprocess.run([mpy_cross_exe(), "-o", str(tmp), str(STANDIN)], capture_output=True, text=True,
+                              timeout=60)
+        if proc.returncode != 0:
+            log.error("mpy-cross failed on %s: %s", STANDIN, proc.stderr.strip())
+            return None
+        tmp.replace(out)
+        return folder
+    except (OSError, subprocess.SubprocessError, ImportError) as e:
+        log.error("cannot compile %s: %s", STANDIN, e)
+        return None
+
+
 def bridge_socket(rundir: Path | str, board: str) -> Path:
     """Where board ``board``'s stand-in finds its bridge."""
     return Path(rundir) / board / SOCKET_NAME
@@ -50,6 +85,7 @@ class BoardRadio:
         self.socket = bridge_socket(rundir, board)
         self.address = st.board_ble_address(board)
         self.log_path = Path(rundir) / board / "ble.log"
+        self.standin = standin_mpy(rundir)
         self.proc: subprocess.Popen | None = None
         self.error: str | None = None
 
@@ -98,17 +134,7 @@ class BoardRadio:
         proc, self.proc = self.proc, None
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.terminate()
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + STOP_TIMEOUT_S
-            while proc.poll() is None and loop.time() < deadline:
-                await asyncio.sleep(0.02)
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        await st.terminate(proc, STOP_TIMEOUT_S)
         self.socket.unlink(missing_ok=True)
 
     def status(self) -> dict:

@@ -87,8 +87,17 @@ def _boot():
     # A radio (vbluetooth.py, bridged to the virtual air by ble_bridge.py)
     # only on a board the supervisor gave one: it costs heap, as NimBLE does.
     if os.getenv("EDGE_BLE_SOCKET"):
+        # Compiled (radio.py), so loading it scatters nothing in the heap.
+        mpy = os.getenv("EDGE_BLE_MPY")
+        if mpy:
+            sys.path.insert(0, mpy)
         import vbluetooth
+        if mpy:
+            sys.path.pop(0)
         sys.modules["bluetooth"] = vbluetooth
+        # Its BLE object made now, at the bottom of the heap, as a port's is
+        # static: one made by the agent would stay amid the agent's heap.
+        vbluetooth.BLE()
     os.umount("/")
     os.mount(os.VfsPosix(fs), "/")
     os.chdir("/")

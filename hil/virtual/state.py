@@ -27,10 +27,14 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import hashlib
 import json
 import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 STATE = "state.json"
@@ -137,3 +141,31 @@ def control_socket_path(rundir: Path):
         yield f"/proc/self/fd/{fd}/{SOCK}"
     finally:
         os.close(fd)
+
+
+def die_with_parent(parent: int | None) -> None:
+    """Ask Linux to send SIGTERM when ``parent`` (the bench's supervisor) dies, so a child of the bench is never an orphan."""
+    if parent is None:
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)     # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:      # it died before the request above took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+async def terminate(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM a child of the bench, SIGKILL it if it is not gone within ``timeout`` seconds; close its stdout."""
+    import asyncio
+
+    if proc.poll() is None:
+        proc.terminate()
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()

@@ -99,16 +99,7 @@ class AirProcess:
         proc = self.proc
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.terminate()
-            deadline = asyncio.get_running_loop().time() + AIR_STOP_TIMEOUT_S
-            while proc.poll() is None and asyncio.get_running_loop().time() < deadline:
-                await asyncio.sleep(0.02)
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        await st.terminate(proc, AIR_STOP_TIMEOUT_S)
         for path in (self.rundir / st.AIR_DIR).glob("*.hci"):   # a killed air leaves its sockets
             path.unlink(missing_ok=True)
 

@@ -126,6 +126,8 @@ class _BLE:
             raise OSError(_ENODEV)
         self._sock = s
         self._dead = False
+        self._events = []
+        self._conns = {}
         self._lock = _thread.allocate_lock()
         self._lock.acquire()
         _thread.start_new_thread(self._read_loop, (s,))
@@ -160,6 +162,8 @@ class _BLE:
             pass
 
     def _queue(self, code, data):
+        if self._events is None:
+            return  # the radio is off
         if code in (_IRQ_CENTRAL_CONNECT, _IRQ_CENTRAL_DISCONNECT):
             # Open connections are kept (address still in hex) so that a
             # bridge that vanishes can be reported as their disconnection.
@@ -242,7 +246,11 @@ class _BLE:
                     pass
                 s, self._sock = self._sock, None
                 s.close()
-                self._conns = {}
+                # Everything made since active(True) is let go, not replaced:
+                # a new object now would sit in the middle of the heap the
+                # stopped agent is about to free (the radio's own memory is
+                # not the heap's on a board).
+                self._events = self._conns = self._mac = self._reply = self._lock = None
         return self._sock is not None and not self._dead
 
     def config(self, *args, **kw):

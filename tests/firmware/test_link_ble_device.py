@@ -23,7 +23,7 @@ class _BLE:
         self.calls = []; self.values = {}; self.notified = []; self.enomem = 0
     def active(self, on): self.calls.append(("active", on))
     def config(self, **kw): self.calls.append(("config", kw))
-    def irq(self, h): self.h = h
+    def irq(self, h): self.h = h; self.calls.append(("irq", h is not None))
     def gatts_register_services(self, svcs):
         ((u, chars),) = svcs
         self.calls.append(("reg", u.s, [(c[0].s, c[1]) for c in chars]))
@@ -105,6 +105,8 @@ def test_start_registers_the_service_of_5_2_and_advertises_every_100_ms():
     calls = _run("out(_ble.calls)")[0]
     assert calls[0] == ["active", True]
     assert calls[1] == ["config", {"mtu": 247}]
+    assert calls[2] == ["irq", True]
+    calls = calls[:2] + calls[3:]
     assert calls[2] == ["reg", "9ba40001-ec51-4948-832f-fdedb1cbf4a1", [
         ["9ba40002-ec51-4948-832f-fdedb1cbf4a1", 0x08 | 0x10],
         ["9ba40003-ec51-4948-832f-fdedb1cbf4a1", 0x04 | 0x10],
@@ -196,3 +198,15 @@ out([link.send(0), len(_ble.notified)])
     a, b = _run(code)
     assert a == [20, 0]
     assert b == [30000, 2]
+
+
+def test_close_releases_the_handler_and_turns_the_radio_off():
+    code = r"""
+link.close()
+out(_ble.calls[-2:])
+link.close()
+out(len(_ble.calls))
+"""
+    last, n = _run(code)
+    assert last == [["irq", False], ["active", False]]
+    assert n == 10   # the second close() does nothing
