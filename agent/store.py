@@ -222,6 +222,40 @@ MIGRATIONS: list[tuple[str, ...]] = [
     (
         "ALTER TABLE devices ADD COLUMN identity_complete INTEGER NOT NULL DEFAULT 1",
     ),
+    # 6: owner accounts, bonds and their audit log (docs/protocol.md 5.7). A
+    # device is bound to at most one account (the bond's primary key); the
+    # bond key is a secret, read only by the BLE link (never in
+    # DEVICE_COLUMNS or BOND_COLUMNS). host_settings holds this installation's
+    # host_id, made once. The audit log only grows.
+    (
+        """CREATE TABLE accounts (
+            account    TEXT PRIMARY KEY,
+            created    REAL NOT NULL
+        )""",
+        """CREATE TABLE bonds (
+            device_id  TEXT PRIMARY KEY,
+            account    TEXT NOT NULL REFERENCES accounts (account),
+            host_id    BLOB NOT NULL,           -- 16 bytes
+            bond_id    BLOB NOT NULL,           -- 8 bytes
+            bond_key   BLOB NOT NULL,           -- 32 bytes: secret
+            device_key BLOB NOT NULL,           -- the device's X25519 public key it proved
+            paired_at  REAL NOT NULL,
+            last_connected REAL
+        )""",
+        "CREATE INDEX bonds_by_account ON bonds (account)",
+        """CREATE TABLE host_settings (
+            name       TEXT PRIMARY KEY,
+            value      BLOB NOT NULL
+        )""",
+        """CREATE TABLE audit (
+            id         INTEGER PRIMARY KEY,
+            t          REAL NOT NULL,           -- host clock, Unix seconds
+            device_id  TEXT NOT NULL,
+            account    TEXT,
+            action     TEXT NOT NULL,           -- paired, unpaired, forgotten, factory_reset, pair_refused
+            detail     TEXT NOT NULL DEFAULT ''
+        )""",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -236,6 +270,10 @@ DEVICE_COLUMNS = ("device_id", "board", "version", "first_seen", "last_seen", "b
                   "provisioned", "provisioned_by", "provisioned_at", "firmware_version",
                   "agent_version", "dev", "protocol", "refused")
 _DEVICE_SELECT = ", ".join(f"d.{c}" for c in DEVICE_COLUMNS)
+# The bonds columns that may be shown: never bond_key (nor the raw ids, shown
+# as hex by the readers that need them).
+BOND_COLUMNS = ("device_id", "account", "paired_at", "last_connected")
+AUDIT_ACTIONS = ("paired", "unpaired", "forgotten", "factory_reset", "pair_refused")
 
 _COLUMNS = "d.device_id, s.seq, r.name, r.unit, s.value, s.t, s.flags, b.estimated, b.boot, b.received"
 # Records with their batch, from the samples: the run holding a record is the
@@ -308,6 +346,12 @@ def _sql_type(value: Any) -> str:
     if isinstance(value, str):
         return "text"
     return "real" if isinstance(value, float) else "integer"
+
+
+def _dicts(cur: sqlite3.Cursor) -> list[dict]:
+    """The rows of ``cur`` as dicts by column name."""
+    names = [c[0] for c in cur.description]
+    return [dict(zip(names, row)) for row in cur]
 
 
 def _ms_bound(seconds: float) -> int:
@@ -954,6 +998,109 @@ class Store:
         out["provisioned"] = bool(out["provisioned"])
         out["identity_complete"] = bool(out["identity_complete"])
         return out
+
+    # -- owner accounts and bonds (edge pair, edge devices, edge gateway)
+
+    def host_id(self) -> bytes:
+        """This installation's 16-byte host id (protocol 5.4), made on first use and kept."""
+        row = self._db.execute("SELECT value FROM host_settings WHERE name = 'host_id'").fetchone()
+        if row is not None:
+            return bytes(row[0])
+        with self.transaction():
+            self._db.execute("INSERT OR IGNORE INTO host_settings (name, value) VALUES ('host_id', ?)",
+                             (os.urandom(16),))
+            return bytes(self._db.execute("SELECT value FROM host_settings WHERE name = 'host_id'")
+                         .fetchone()[0])
+
+    def save_bond(self, device_id: str, account: str, host_id: bytes, bond_id: bytes, bond_key: bytes,
+                  device_key: bytes, at: float | None = None, detail: str = "") -> None:
+        """Record a new bond of ``device_id`` to ``account`` (replacing this host's
+        earlier one with the same account) and audit it as ``paired``.
+
+        A device bound to another account is refused (:class:`Busy`): unpair it first.
+        """
+        at = time.time() if at is None else at
+        with self.transaction():
+            owner = self.account_of(device_id)
+            if owner is not None and owner != account:
+                raise Busy(f"{device_id} is bound to the account {owner!r}",
+                           f"`edge devices unpair {device_id} --account {owner}` by its owner, "
+                           "or a factory reset of the device")
+            self._db.execute("INSERT OR IGNORE INTO accounts (account, created) VALUES (?, ?)", (account, at))
+            self._db.execute(
+                "INSERT INTO bonds (device_id, account, host_id, bond_id, bond_key, device_key, paired_at) "
+                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (device_id) DO UPDATE SET account = ?2, "
+                "host_id = ?3, bond_id = ?4, bond_key = ?5, device_key = ?6, paired_at = ?7, "
+                "last_connected = NULL",
+                (device_id, account, bytes(host_id), bytes(bond_id), bytes(bond_key), bytes(device_key), at))
+            self.audit(device_id, account, "paired", detail, at)
+
+    def account_of(self, device_id: str) -> str | None:
+        """The account ``device_id`` is bound to, or None."""
+        row = self._db.execute("SELECT account FROM bonds WHERE device_id = ?", (device_id,)).fetchone()
+        return row[0] if row else None
+
+    def bond_secret(self, device_id: str) -> dict | None:
+        """The whole bond of ``device_id`` with its key, for the BLE link only: never shown."""
+        cur = self._db.execute("SELECT device_id, account, host_id, bond_id, bond_key, device_key "
+                               "FROM bonds WHERE device_id = ?", (device_id,))
+        row = cur.fetchone()
+        if row is None:
+            return None
+        return {c[0]: (bytes(v) if isinstance(v, (bytes, memoryview)) else v)
+                for c, v in zip(cur.description, row)}
+
+    def bonds(self, account: str | None = None) -> list[dict]:
+        """The paired devices (:data:`BOND_COLUMNS`, with board and key fingerprint), by device id."""
+        sql = ("SELECT b.device_id, b.account, b.paired_at, b.last_connected, d.board, d.key_fingerprint, "
+               "lower(hex(b.bond_id)) AS bond_id FROM bonds b LEFT JOIN devices d ON d.device_id = b.device_id")
+        args: tuple = ()
+        if account is not None:
+            sql += " WHERE b.account = ?"
+            args = (account,)
+        return _dicts(self._db.execute(sql + " ORDER BY b.device_id", args))
+
+    def note_connected(self, device_id: str, at: float | None = None) -> None:
+        """A bonded device resumed a session now."""
+        with self.transaction():
+            self._db.execute("UPDATE bonds SET last_connected = ? WHERE device_id = ?",
+                             (time.time() if at is None else at, device_id))
+
+    def drop_bond(self, device_id: str, action: str, detail: str = "", at: float | None = None) -> str | None:
+        """Remove the bond of ``device_id`` (its key erased from the file) and audit
+        ``action``; the account it had, or None if there was none."""
+        self._db.execute("PRAGMA secure_delete = ON")
+        with self.transaction():
+            account = self.account_of(device_id)
+            if account is not None:
+                self._db.execute("DELETE FROM bonds WHERE device_id = ?", (device_id,))
+            self.audit(device_id, account, action, detail, at)
+        return account
+
+    def audit(self, device_id: str, account: str | None, action: str, detail: str = "",
+              at: float | None = None) -> None:
+        """Append one line to the audit log (``action`` one of :data:`AUDIT_ACTIONS`)."""
+        if action not in AUDIT_ACTIONS:
+            raise ValueError(f"unknown audit action {action!r}")
+        with self.transaction():
+            self._db.execute("INSERT INTO audit (t, device_id, account, action, detail) VALUES (?, ?, ?, ?, ?)",
+                             (time.time() if at is None else at, device_id, account, action, detail))
+
+    def audit_log(self, device_id: str | None = None, account: str | None = None) -> list[dict]:
+        """The audit log, oldest first, of one device and/or account."""
+        where, args = [], []
+        if device_id is not None:
+            where.append("device_id = ?")
+            args.append(device_id)
+        if account is not None:
+            where.append("account = ?")
+            args.append(account)
+        return _dicts(self._db.execute("SELECT t, device_id, account, action, detail FROM audit"
+                                       + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id", args))
+
+    def account_devices(self, account: str) -> set[str]:
+        """The device ids bound to ``account``."""
+        return {r[0] for r in self._db.execute("SELECT device_id FROM bonds WHERE account = ?", (account,))}
 
     # -- reading
 

@@ -120,6 +120,10 @@ def _register() -> None:
     from edge_agent.cli import flash; main.add_command(flash.flash)  # noqa: E702
     from edge_agent.cli import provision; main.add_command(provision.provision); main.add_command(provision.label)  # noqa: E702
     from edge_agent.cli import devices; main.add_command(devices.devs)  # noqa: E702
+    from edge_agent.cli import scan; main.add_command(scan.scan)  # noqa: E702
+    from edge_agent.cli import pair; main.add_command(pair.pair)  # noqa: E702
+    from edge_agent.cli import paired; main.add_command(paired.devices)  # noqa: E702
+    from edge_agent.cli import gateway; main.add_command(gateway.gateway)  # noqa: E702
     from edge_agent.cli import complete; main.add_command(complete.completion)  # noqa: E702
 
 

@@ -65,6 +65,32 @@ def device_ids(ctx, param, incomplete):
         return []
 
 
+def paired_devices(ctx, param, incomplete):
+    """The device ids this registry holds a bond of (``edge devices show/unpair``)."""
+    try:
+        from edge_agent.paths import default_db
+        from edge_agent.store import Store
+
+        with Store(_param(ctx, "db") or default_db(), create=False) as store:
+            bonds = store.bonds()
+        return _items([b["device_id"] for b in bonds], incomplete,
+                      {b["device_id"]: f"account {b['account']}" for b in bonds})
+    except Exception:
+        return []
+
+
+def accounts(ctx, param, incomplete):
+    """The owner accounts of the registry's bonds."""
+    try:
+        from edge_agent.paths import default_db
+        from edge_agent.store import Store
+
+        with Store(_param(ctx, "db") or default_db(), create=False) as store:
+            return _items([b["account"] for b in store.bonds()], incomplete)
+    except Exception:
+        return []
+
+
 def sim_boards(ctx, param, incomplete):
     """The names of the running virtual bench's boards (``edge sim`` NAME)."""
     try:
@@ -84,8 +110,9 @@ def completion(shell):
 
     It completes commands and options, board types after --board,
     board names, device ids and ports wherever a port goes, virtual
-    board names after `edge sim reset` and the like, and device ids
-    after `edge label` and --device.
+    board names after `edge sim reset` and the like, device ids
+    after `edge label`, `edge pair` and --device, paired devices after
+    `edge devices show/unpair`, and accounts after --account.
 
     \b
       edge completion bash > ~/.local/share/bash-completion/completions/edge

@@ -24,9 +24,10 @@ import sys
 import tempfile
 import time
 from collections import deque
+from itertools import islice
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Iterable
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterable
 
 import click
 
@@ -194,6 +195,24 @@ def filter_options(f):
     return f
 
 
+def account_option(f):
+    return click.option("--account", "-a", default=None, shell_complete=complete.accounts,
+                        help="Only the devices paired to this owner account (`edge devices`).")(f)
+
+
+def _owned(store, account: str | None) -> set[str] | None:
+    """The device ids of ``account`` (None: no filter)."""
+    if account is None:
+        return None
+    from edge_agent.cli.pair import check_account
+
+    return store.account_devices(check_account(account))
+
+
+def _only(rows: Iterable, owned: set[str] | None, key: Callable[[Any], str]) -> Iterable:
+    return rows if owned is None else (r for r in rows if key(r) in owned)
+
+
 @click.group(cls=EdgeGroup)
 def telemetry() -> None:
     """Telemetry in the registry: ingest it, show it, export it, watch it live.
@@ -216,9 +235,10 @@ def telemetry() -> None:
               help="Show at most this many records, the latest [default: 20].")
 @click.option("--records", "-r", "records_mode", is_flag=True,
               help="List the latest records instead of the per-device summary.")
+@account_option
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def show(device, since, until, name, limit, records_mode, db, as_json):
+def show(device, since, until, name, limit, records_mode, account, db, as_json):
     """Show a summary per device, or the latest records.
 
     Without options: one row per device (records, sensors, time range, gaps in
@@ -228,14 +248,25 @@ def show(device, since, until, name, limit, records_mode, db, as_json):
     """
     store = _open_store(db)
     try:
+        owned = _owned(store, account)
         if records_mode or any(v is not None for v in (device, since, until, name, limit)):
-            rows = list(store.query(device=device, since=since, until=until, name=name,
-                                    limit=limit or 20, newest_first=True))
+            if owned is None:
+                rows = list(store.query(device=device, since=since, until=until, name=name,
+                                        limit=limit or 20, newest_first=True))
+            else:
+                rows = list(islice(_only(store.query(device=device, since=since, until=until, name=name,
+                                                     newest_first=True), owned, lambda r: r.device_id),
+                                   limit or 20))
             rows.reverse()
             _print_records(rows, store.path, as_json)
         else:
-            _print_summary(store.summary(), store.bad_frames(), store.refused_batches(device),
-                           store.conflicts(device), store.path, as_json)
+            by_id = lambda r: r["device_id"]   # noqa: E731
+            bad = store.bad_frames()
+            if owned is not None:
+                bad = [b for b in bad if b["source"] in {f"ble:{d}" for d in owned}]
+            _print_summary(list(_only(store.summary(), owned, by_id)), bad,
+                           list(_only(store.refused_batches(device), owned, by_id)),
+                           list(_only(store.conflicts(device), owned, by_id)), store.path, as_json)
     except sqlite3.Error as e:        # read whole before printing: nothing half shown
         raise registry_error(store.path, e) from None
     finally:
@@ -340,8 +371,9 @@ FORMATS = ["csv", "json", "jsonl", "senml-json", "senml-cbor"]
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Write to this file (replaced only once the export is complete) [default: stdout].")
+@account_option
 @db_option
-def export(fmt, device, since, until, name, refused, as_json, output, db):
+def export(fmt, device, since, until, name, refused, as_json, output, account, db):
     """Export records as CSV, JSON or SenML, oldest first (or the refused batches).
 
     Rows are streamed, so the registry may be larger than memory. Times are
@@ -355,6 +387,7 @@ def export(fmt, device, since, until, name, refused, as_json, output, db):
       edge telemetry export --format json --since -1h -d esp32-1a2b -o hour.json
       edge telemetry export --format senml-cbor -o all.cbor
       edge telemetry export --refused --json
+      edge telemetry export --account home -o home.csv
     """
     if as_json:
         fmt = "json"
@@ -370,7 +403,7 @@ def export(fmt, device, since, until, name, refused, as_json, output, db):
         # new file beside it, renamed over it at the end.
         if target is None:
             with tempfile.TemporaryFile() as spool:
-                count = _export_into(spool, store, fmt, refused, device, since, until, name)
+                count = _export_into(spool, store, fmt, refused, device, since, until, name, account)
                 spool.seek(0)
                 try:
                     shutil.copyfileobj(spool, sys.stdout.buffer)
@@ -384,7 +417,7 @@ def export(fmt, device, since, until, name, refused, as_json, output, db):
             raise _export_error(target, e) from None
         try:
             with os.fdopen(fd, "w+b") as out:
-                count = _export_into(out, store, fmt, refused, device, since, until, name)
+                count = _export_into(out, store, fmt, refused, device, since, until, name, account)
                 os.fchmod(out.fileno(), _export_mode(target))
             _export_target(target)        # still not a link, FIFO or device: os.replace would take its place
             os.replace(partial, target)   # a reader never sees half an export
@@ -397,11 +430,14 @@ def export(fmt, device, since, until, name, refused, as_json, output, db):
         store.close()
 
 
-def _export_into(out: IO[bytes], store, fmt: str, refused: bool, device, since, until, name) -> int:
+def _export_into(out: IO[bytes], store, fmt: str, refused: bool, device, since, until, name,
+                 account: str | None = None) -> int:
     """Write the whole export into ``out``; how many rows. A registry error is an :class:`EdgeError`."""
     try:
-        rows: Iterable = (store.refused_batches(device) if refused
-                          else store.query(device=device, since=since, until=until, name=name))
+        owned = _owned(store, account)
+        rows: Iterable = (_only(store.refused_batches(device), owned, lambda b: b["device_id"]) if refused
+                          else _only(store.query(device=device, since=since, until=until, name=name), owned,
+                                     lambda r: r.device_id))
         if fmt == "senml-cbor":
             from edge_agent.senml import write_cbor
             return write_cbor(rows, out)

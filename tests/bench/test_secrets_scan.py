@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import stat
 from pathlib import Path
@@ -63,6 +64,11 @@ class Secrets:
                        ("private key hex", key.hex().upper().encode()), ("private key PEM", body)]
         self.forms += [("private key b64", f) for f in _b64_forms(key)]
 
+    def add_bond_key(self, key: bytes) -> None:
+        self.forms += [("bond key", key), ("bond key hex", key.hex().encode()),
+                       ("bond key hex", key.hex().upper().encode())]
+        self.forms += [("bond key b64", f) for f in _b64_forms(key)]
+
     def found(self, data: bytes | str) -> list[str]:
         if isinstance(data, str):
             data = data.encode()
@@ -83,6 +89,8 @@ def take_secrets(bench, boards) -> Secrets:
             secrets.add_verifier(ident["setup_verifier"])
             if ident["setup_code_pending"]:
                 secrets.add_code(ident["setup_code_pending"])
+        for b in store.bonds():           # edge pair's bonds: their keys never leave the registry
+            secrets.add_bond_key(store.bond_secret(b["device_id"])["bond_key"])
     for b in boards:
         ident = Path(b["fs"]) / "identity"
         secrets.add_key((ident / "key").read_bytes()[:-4])
@@ -102,6 +110,7 @@ def reading_commands(bench, boards, ids, out: Path) -> list[tuple[str, ...]]:
         ("provision", "--port", port, "--json"), ("provision", "--port", port),
         ("monitor", port, "--for", "2"),
         ("telemetry", "ingest", "--sim", "--for", "3", "--json"),
+        ("devices",), ("devices", "--json"), ("devices", "show", ids[0]), ("devices", "show", ids[0], "--json"),
     ]
     for fmt in FORMATS:
         cmds += [("telemetry", "export", "--format", fmt),
@@ -130,6 +139,8 @@ def test_no_output_export_or_log_holds_a_setup_code_verifier_or_private_key(benc
     boards = bench.up("esp32", "picow", blank=True)
     ids = [r["device_id"] for r in json.loads(bench.edge("flash", "--all", "--json").stdout)]
     bench.edge("telemetry", "ingest", "--sim", "--for", "3", timeout=60)
+    with Store(bench.db) as store:    # a bond as `edge pair` keeps it
+        store.save_bond(ids[0], "home", store.host_id(), os.urandom(8), os.urandom(32), os.urandom(32))
     secrets = take_secrets(bench, boards)
     assert len(secrets.codes) == 4, "each board's code, from the registry and from its flash"
     out = tmp_path / "exports"
