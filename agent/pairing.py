@@ -143,6 +143,12 @@ def fingerprint(device_key: bytes) -> bytes:
     return hashlib.sha256(device_key).digest()[:8]
 
 
+def new_host_key() -> tuple[bytes, bytes]:
+    """A host's static key pair (ea, Ea = X(ea, 9)) for PAIR_START key 9 (5.4.1)."""
+    ea = crypto.sample_scalar()
+    return ea, crypto.scalar_mult_vfy(ea, _BASE)
+
+
 def new_host_id() -> bytes:
     """16 random bytes a host installation chooses once and keeps."""
     return secrets.token_bytes(16)
@@ -202,7 +208,7 @@ class Initiator:
 
     def __init__(self, device_id: str, code: str, account: str, host_id: bytes, *,
                  device_key: bytes | None = None, fingerprint: bytes | None = None,
-                 rand: Rand | None = None):
+                 host_key: tuple[bytes, bytes] | None = None, rand: Rand | None = None):
         code = code.replace("-", "")
         if len(code) != 8 or not code.isdigit() or not code.isascii():
             raise PairingError("bad_code", "a setup code is 8 digits (1234-5678)")
@@ -214,6 +220,7 @@ class Initiator:
         self._code = code.encode()
         self._device_key, self._fingerprint = device_key, fingerprint
         self._rand = rand
+        self._host_key = host_key   # (ea, Ea): the host's static pair (5.4.1), else one per attempt
         self._state = "new"
 
     def start(self) -> bytes:
@@ -224,9 +231,12 @@ class Initiator:
         self._ya = self._rand(32) if self._rand else crypto.sample_scalar()
         g = crypto.cpace_generator(self._code, channel(self.device_id), self._sid)
         self._ya_pub = crypto.scalar_mult_vfy(self._ya, g)
-        # A second ephemeral, on the base point: S = X(ea, D) = X(d, Ea) proves d.
-        self._ea = self._rand(32) if self._rand else crypto.sample_scalar()
-        self._ea_pub = crypto.scalar_mult_vfy(self._ea, _BASE)
+        # A key on the base point: S = X(ea, D) = X(d, Ea) proves d.
+        if self._host_key is not None:
+            self._ea, self._ea_pub = self._host_key
+        else:
+            self._ea = self._rand(32) if self._rand else crypto.sample_scalar()
+            self._ea_pub = crypto.scalar_mult_vfy(self._ea, _BASE)
         self._state = "started"
         return _encode(PAIR_START, {1: self._sid, 2: self._ya_pub, 3: self.account, 4: self.host_id,
                                     9: self._ea_pub})

@@ -1012,6 +1012,25 @@ class Store:
             return bytes(self._db.execute("SELECT value FROM host_settings WHERE name = 'host_id'")
                          .fetchone()[0])
 
+    def host_key(self) -> tuple[bytes, bytes]:
+        """This installation's static X25519 pair (ea, Ea) for pairing (protocol 5.4.1), made once.
+
+        ``ea`` is a secret like a bond key: it never leaves this method's callers.
+        """
+        rows = dict(self._db.execute("SELECT name, value FROM host_settings "
+                                     "WHERE name IN ('host_key', 'host_pub')").fetchall())
+        if "host_key" in rows and "host_pub" in rows:
+            return bytes(rows["host_key"]), bytes(rows["host_pub"])
+        from edge_agent.pairing import new_host_key
+
+        ea, pub = new_host_key()
+        with self.transaction():
+            self._db.execute("INSERT OR IGNORE INTO host_settings (name, value) VALUES ('host_key', ?)", (ea,))
+            self._db.execute("INSERT OR IGNORE INTO host_settings (name, value) VALUES ('host_pub', ?)", (pub,))
+            rows = dict(self._db.execute("SELECT name, value FROM host_settings "
+                                         "WHERE name IN ('host_key', 'host_pub')").fetchall())
+        return bytes(rows["host_key"]), bytes(rows["host_pub"])
+
     def save_bond(self, device_id: str, account: str, host_id: bytes, bond_id: bytes, bond_key: bytes,
                   device_key: bytes, at: float | None = None, detail: str = "") -> None:
         """Record a new bond of ``device_id`` to ``account`` (replacing this host's

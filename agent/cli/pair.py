@@ -113,12 +113,14 @@ def pair(target, code, qr, account, scan_for, db, as_json):
     path = db or default_db()
     with Store(path) as store:
         host_id = store.host_id()
+        host_key = store.host_key()
         if not looks_like_address(target):
             _refuse_if_bound(store, target, account)
 
     progress = _Progress(quiet=as_json)
     try:
-        bond, seen = asyncio.run(_pair(target, code, account, host_id, fingerprint, scan_for, path, progress))
+        bond, seen = asyncio.run(_pair(target, code, account, host_id, fingerprint, scan_for, path, progress,
+                                        host_key))
     finally:
         progress.stop()
     with Store(path) as store:
@@ -141,7 +143,8 @@ def _refuse_if_bound(store: Any, device_id: str, account: str) -> None:
                    "the device (`edge devices factory-reset PORT` on a bench)")
 
 
-async def _pair(target, code, account, host_id, fingerprint, scan_for, path, progress) -> tuple[Any, Any]:
+async def _pair(target, code, account, host_id, fingerprint, scan_for, path, progress,
+                host_key=None) -> tuple[Any, Any]:
     from edge_agent.links.ble import BleConnection, find, pairing_failure
     from edge_agent.pairing import PairingError
     from edge_agent.store import Store
@@ -160,7 +163,7 @@ async def _pair(target, code, account, host_id, fingerprint, scan_for, path, pro
         async with BleConnection(seen.address, seen.device_id) as conn:
             progress.step(f"proving the setup code to {seen.device_id}")
             bond, _session = await conn.pair(code, account, host_id, device_key=device_key,
-                                              fingerprint=fingerprint)
+                                              fingerprint=fingerprint, host_key=host_key)
     except PairingError as e:
         with Store(path) as store:
             store.audit(seen.device_id, account, "pair_refused", getattr(e, "reason", "") or str(e))

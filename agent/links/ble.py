@@ -305,7 +305,8 @@ class BleConnection:
     # -- pairing and bonds
 
     async def pair(self, code: str, account: str, host_id: bytes, *, device_key: bytes | None = None,
-                   fingerprint: str | None = None, timeout: float = PAIR_TIMEOUT) -> tuple[Any, Any]:
+                   fingerprint: str | None = None, host_key: tuple[bytes, bytes] | None = None,
+                   timeout: float = PAIR_TIMEOUT) -> tuple[Any, Any]:
         """Pair with the setup ``code`` for ``account`` (5.4): (Bond, HostSession).
 
         Raises :class:`edge_agent.pairing.PairingError` for what the device or
@@ -314,7 +315,8 @@ class BleConnection:
         from edge_agent.pairing import Initiator
 
         initiator = Initiator(self.device_id, code, account, host_id, device_key=device_key,
-                              fingerprint=None if fingerprint is None else bytes.fromhex(fingerprint))
+                              fingerprint=None if fingerprint is None else bytes.fromhex(fingerprint),
+                              host_key=host_key)
         reply = await self.request(initiator.start(), timeout)
         done = await self.request(initiator.reply(reply), timeout)
         return initiator.done(done)

@@ -91,6 +91,7 @@ def take_secrets(bench, boards) -> Secrets:
                 secrets.add_code(ident["setup_code_pending"])
         for b in store.bonds():           # edge pair's bonds: their keys never leave the registry
             secrets.add_bond_key(store.bond_secret(b["device_id"])["bond_key"])
+        secrets.add_bond_key(store.host_key()[0])   # the host's static pairing key: the same rule
     for b in boards:
         ident = Path(b["fs"]) / "identity"
         secrets.add_key((ident / "key").read_bytes()[:-4])

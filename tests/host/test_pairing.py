@@ -188,3 +188,33 @@ def test_bad_codes_and_accounts_are_refused_before_anything_is_sent():
     for code, account in (("1234567", "acme"), ("1234567O", "acme"), ("12345678", "Acme"), ("１２３４５６７８", "a")):
         with pytest.raises(PairingError):
             Initiator("esp32-3f9a0c12b7d4", code, account, bytes(16))
+
+
+def test_a_host_with_its_static_key_pairs_with_three_scalar_multiplications(monkeypatch):
+    # 5.4.1: Ea is the host's pair, made once (the registry keeps it); then a
+    # pairing costs the host Ya, K and S only, and the device accepts it as
+    # it accepts a fresh Ea.
+    from edge_agent import crypto, pairing as hp
+
+    host_key = hp.new_host_key()
+    assert crypto.scalar_mult_vfy(host_key[0], b"\x09" + bytes(31)) == host_key[1]
+    calls = []
+    real = crypto.scalar_mult_vfy
+    monkeypatch.setattr(crypto, "scalar_mult_vfy", lambda y, x: calls.append(1) or real(y, x))
+    d = crypto.sample_scalar()
+    dpub = real(d, b"\x09" + bytes(31))
+    ini = hp.Initiator("esp32-3f9a0c12b7d4", "48213907", "home", hp.new_host_id(), device_key=dpub,
+                       host_key=host_key)
+    start = ini.start()
+    assert hp.decode_control(start)[1][9] == host_key[1]
+    assert len(calls) == 1                      # Ya
+    # The device's side, from the firmware's exchange under CPython.
+    from tests.mpy import firmware_on_path
+    firmware_on_path()
+    from edgefw import pairing_exchange
+    f = hp.decode_control(start)[1]
+    r = pairing_exchange.respond("48213907", "esp32-3f9a0c12b7d4", f[1], f[2], f[3], f[4], f[9], d, dpub)
+    yb, _, tag_d, tag_h, bond_id, bond_key = r
+    confirm = ini.reply(hp._encode(hp.PAIR_REPLY, {2: yb, 5: dpub, 6: tag_d}))
+    assert len(calls) == 3                      # + K, S
+    assert hp.decode_control(confirm)[1][6] == tag_h
