@@ -1021,9 +1021,10 @@ class Store:
                                      "WHERE name IN ('host_key', 'host_pub')").fetchall())
         if "host_key" in rows and "host_pub" in rows:
             return bytes(rows["host_key"]), bytes(rows["host_pub"])
-        from edge_agent.pairing import new_host_key
+        from edge_agent import crypto
 
-        ea, pub = new_host_key()
+        ea = crypto.sample_scalar()
+        pub = crypto.scalar_mult_vfy(ea, b"\x09" + bytes(31))
         with self.transaction():
             self._db.execute("INSERT OR IGNORE INTO host_settings (name, value) VALUES ('host_key', ?)", (ea,))
             self._db.execute("INSERT OR IGNORE INTO host_settings (name, value) VALUES ('host_pub', ?)", (pub,))

@@ -1,25 +1,43 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: a virtual bench of three blank boards
 # of different types is flashed as a technician would (agent, identity, label,
-# self-test), then streams telemetry into the registry; then a summary.
+# self-test) and streams telemetry over its serial console; then an owner
+# pairs each board over BLE with the code on its label, and a gateway keeps
+# them connected and stores their telemetry; then a summary.
 set -euo pipefail
 export EDGE_HOME="${EDGE_HOME:-$PWD/.edge}"
 SECONDS_TO_RUN="${DEMO_SECONDS:-20}"
 
 edge sim down >/dev/null 2>&1 || true
-rm -rf "$EDGE_HOME/sim"          # blank boards every time: the demo starts from nothing
+rm -rf "$EDGE_HOME"              # blank boards and a new registry every time: the demo starts from nothing
 trap 'edge sim down' EXIT
 edge sim up --blank --board esp32 --board esp32c3 --board picow
+
+echo; echo "== On the bench: flash, label, stream over the serial console"
 edge flash --all
-first=$(edge flash --all --json | python -c 'import json,sys; print(json.load(sys.stdin)[0]["device_id"])')
-edge label "$first" 2>/dev/null || echo "(label for $first was printed on an earlier run)"
-edge telemetry ingest --sim --for "$SECONDS_TO_RUN"
-edge telemetry show
+ids=$(edge flash --all --json | python -c 'import json,sys; print(" ".join(r["device_id"] for r in json.load(sys.stdin)))')
+first=${ids%% *}
+payloads=""
+for id in $ids; do              # each label once: the registry then forgets the code
+  payloads="$payloads $(edge label "$id" --json | python -c 'import json,sys; l=json.load(sys.stdin); print(l["payload"]); print("label of", l["device_id"], "->", l["png"], file=sys.stderr)')"
+done
+edge telemetry ingest --sim --for 5
+
+echo; echo "== In the field: pair each board over BLE with its label's code, then a gateway"
+export EDGE_BLE=sim              # the bench's virtual air (on a Raspberry Pi: leave it unset for BlueZ)
+edge scan --for 3
+for qr in $payloads; do
+  edge pair --qr "$qr" --account demo
+done
+edge devices --account demo
+edge gateway run --account demo --for "$SECONDS_TO_RUN"
+edge telemetry show --account demo
 cat <<EOT
 
 The demo's registry and bench folder are in $EDGE_HOME (not the default
 ~/.local/share/edge). To look at them again, point edge there:
   export EDGE_HOME=$EDGE_HOME PATH=$PWD/.venv/bin:\$PATH
   edge telemetry show
+  edge devices show $first
   edge telemetry export --format senml-json -o records.json
 EOT

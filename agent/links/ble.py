@@ -421,7 +421,8 @@ class TelemetryPump:
 
     def _send(self, payload: bytes) -> None:
         if self.conn.closed.is_set():
-            raise OSError(f"the BLE link to {self.conn.device_id} is closed")
+            from edge_agent.telemetry.ingest import LinkClosed
+            raise LinkClosed(f"the BLE link to {self.conn.device_id} is closed")
 
         def put() -> None:
             try:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from edge_agent.frames import BadFrame, ConsoleLine, Frame, FrameDecoder, encode_frame
 from edge_agent.store import Store
-from edge_agent.telemetry.ingest import IngestCore, LinkStats
+from edge_agent.telemetry.ingest import IngestCore, LinkClosed, LinkStats
 from edge_agent.telemetry.writer import RegistryWriter
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ class SerialLink:
         frame = encode_frame(payload)
         with self._lock:
             if self._write is None:
-                raise OSError(f"{self.port} is closed")
+                raise LinkClosed(f"{self.port} is closed")
             self._write(frame)
 
     def opened(self, write: Callable[[bytes], Any]) -> None:

@@ -50,6 +50,10 @@ _FLAGS = {int: 0, float: 0, str: 0, bool: BOOLEAN}   # samples.flags by the type
                                                      # allows no other)
 
 
+class LinkClosed(OSError):
+    """A link's ``send`` when it is closed: the reply is dropped and the device asks again."""
+
+
 class Refusal(Exception):
     """A well-formed batch the host will never store: ``reason`` is the REFUSE word."""
 
@@ -213,7 +217,9 @@ class LinkSession:
     def _send_payload(self, payload: bytes, what: str) -> None:
         try:
             self.send(payload)
-        except Exception as e:   # a link gone away: the device will ask again
+        except LinkClosed as e:  # closed on purpose or gone: the device will ask again
+            log.debug("%s: %s not sent: %s", self.source, what, e)
+        except Exception as e:   # a failing link: the same, but worth a word
             log.warning("%s: could not send %s: %s", self.source, what, e)
 
     def _handle(self, msg: Any, payload: bytes) -> None:

@@ -73,7 +73,7 @@ def _decode(payload: bytes, want: int) -> dict:
 
 
 class Initiator:
-    def __init__(self, device_id, code, account, host_id, *, device_key=None, fingerprint=None):
+    def __init__(self, device_id, code, account, host_id, *, device_key=None, fingerprint=None, host_key=None):
         self.device_id, self.code, self.account, self.host_id = device_id, code, account, host_id
         self.device_key, self.fingerprint = device_key, fingerprint
         self.sid = os.urandom(16)
