@@ -86,6 +86,11 @@ def main() -> None:
       edge sim up --board esp32 --board esp32c3 --board picow
       edge devs                      # what is attached; its names work as ports
       edge telemetry ingest --sim --for 20
+      edge label esp32-3f9a0c12b7d4 --json     # the pairing label (its QR payload)
+      export EDGE_BLE=sim                      # BLE on the bench's virtual air
+      edge scan
+      edge pair --qr 'EA1:...' --account home
+      edge gateway run --account home --for 30s
       edge telemetry show
       edge sim down
 

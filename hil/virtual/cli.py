@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import click
 
@@ -135,6 +136,9 @@ def up(boards, count, rundir, blank, unprovisioned, db, reflash, ble_hosts, as_j
     else:
         _table(rows, live=False)
         click.echo(f"{len(rows)} board(s) running; run folder {bench.rundir}")
+        if not air_error and os.environ.get("EDGE_BLE") != "sim":
+            click.echo("BLE commands (edge scan, pair, gateway run) reach this bench's air with "
+                       "`export EDGE_BLE=sim`")
 
 
 def _public(r: dict) -> dict:
