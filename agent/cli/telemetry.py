@@ -531,8 +531,9 @@ class LiveView:
     """
 
     def __init__(self, store, device: str | None = None, window: float = 10.0,
-                 clock=time.time):
+                 clock=time.time, owned: set[str] | None = None):
         self.store, self.device, self.window, self.clock = store, device, window, clock
+        self.owned = owned      # only these devices (an account's), None: all
         self.latest: dict[tuple[str, str], Any] = {}
         self.cursor: dict[str, int] = {}
         self.boards: dict[str, str] = {}
@@ -548,7 +549,8 @@ class LiveView:
         now = self.clock()
         for dev in self.store.devices():
             device_id = dev["device_id"]
-            if self.device is not None and device_id != self.device:
+            if (self.device is not None and device_id != self.device) or \
+                    (self.owned is not None and device_id not in self.owned):
                 continue
             self.boards[device_id] = dev["board"] or "?"
             after = self.cursor.get(device_id, -1)
@@ -612,7 +614,8 @@ class LiveView:
               help="Stop after this long: 30, 30s, 10m (default: run until Ctrl-C).")
 @click.option("--duration", "old_duration", type=Duration(), default=None, hidden=True,
               help="The former spelling of --for.")
-def live(db, device, interval, once, duration, old_duration):
+@account_option
+def live(db, device, interval, once, duration, old_duration, account):
     """Watch the last value of every sensor and the records/s of every device.
 
     Reads only; run it beside `edge telemetry ingest` (another terminal).
@@ -626,7 +629,7 @@ def live(db, device, interval, once, duration, old_duration):
     store = _open_store(db)
     console = Console(highlight=False)
     try:
-        view = LiveView(store, device)
+        view = LiveView(store, device, owned=_owned(store, account))
         if once:
             console.print(view.table())
             return

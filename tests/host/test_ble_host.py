@@ -320,6 +320,10 @@ def test_the_gateway_keeps_the_accounts_devices_connected_and_stores_each_record
     assert {d["device_id"] for d in shown["devices"]} == {ESP, PICO}
     r = edge_home.invoke("telemetry", "export", "--account", "work", "--format", "jsonl")
     assert r.exit_code == 0 and r.stdout == ""
+    live = edge_home.invoke("telemetry", "live", "--once", "--account", "home").stdout
+    assert ESP in live and PICO in live
+    work = edge_home.invoke("telemetry", "live", "--once", "--account", "work").stdout
+    assert ESP not in work and PICO not in work
 
 
 def test_the_gateway_reconnects_a_device_that_dropped_the_link(air, edge_home):
