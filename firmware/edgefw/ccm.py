@@ -1,15 +1,19 @@
 # AES-CCM (RFC 3610, NIST SP 800-38C) on the AES block cipher of cryptolib:
 # any nonce of 7..13 bytes, tags of 4..16 bytes (even), AAD < 0xFF00 bytes.
 #
-# Both passes run in C, one call each: the counter blocks are laid out in a
-# buffer and ECB-encrypted together (the CTR keystream), and the formatted
-# B0 || AAD || message blocks are CBC-encrypted together from a zero IV (the
-# CBC-MAC is the last block). Python only lays out bytes and XORs once, on
-# big ints. Both buffers live in the CCM object and grow to the largest
-# message seen, so a session's steady traffic allocates only its results.
-# One CBC object serves every message: cryptolib's keeps chaining from its
-# last output block, so each MAC's first block is XORed with that block,
-# which gives the chain from a zero IV without a new key schedule.
+# Runs for every sealed message, so it allocates nothing per byte: the
+# message goes through in chunks of _CHUNK bytes, in a few work buffers made
+# once per CCM object. MicroPython has no XOR of two buffers in C, and a
+# byte loop is ~10x too slow, so the CTR pass lets AES do the XOR:
+#   W  = A_1 | M_1 | A_2 | M_2 ...   (counter block before each data block)
+#   W' = ECB(W), then CBC-decrypt W' in place: block 2k+1 becomes
+#        D(E(M_k)) ^ E(A_k) = M_k ^ E(A_k)
+# (the even blocks come out as garbage). Python only moves 16-byte blocks
+# (slice assignments from views made once: no allocation) and sets counter
+# bytes. The CBC-MAC runs over each chunk with one chained CBC object:
+# cryptolib's keeps chaining from its last output block, so each MAC's B0 is
+# XORed with that block, which gives the chain from a zero IV without a new
+# key schedule.
 from micropython import const
 
 try:
@@ -31,9 +35,14 @@ except ImportError:
                 return self._c.encrypt(data)
             self._c.encrypt(data, output=out)
 
+        def decrypt(self, data, out):
+            self._c.decrypt(data, output=out)
+
 _ECB = const(1)
 _CBC = const(2)
 _MAX_AAD = const(0xFEFF)   # longer AAD needs RFC 3610's 6-byte length form
+_CHUNK = const(128)        # bytes of message per pass: 8 blocks
+_BLOCKS = const(8)
 _ZERO_IV = bytes(16)
 
 
@@ -47,101 +56,198 @@ def _params(nonce, tag_len):
     return 15 - n
 
 
-def _xor(a, b, n):
-    # The first n bytes of a XOR b, both buffers (one big-int XOR, no byte loop).
-    if n == 0:
-        return b""
-    return (int.from_bytes(a[:n], "big") ^ int.from_bytes(b[:n], "big")).to_bytes(n, "big")
-
-
 class CCM:
     def __init__(self, key):
         if len(key) != 16:
             raise ValueError("ccm: key must be 16 bytes")
         self._ecb = aes(key, _ECB)
-        self._cbc = aes(key, _CBC, _ZERO_IV)
+        self._cbc = aes(key, _CBC, _ZERO_IV)   # the MAC (encrypt only)
+        self._dec = aes(key, _CBC, _ZERO_IV)   # the CTR XOR (decrypt only)
         self._iv = bytearray(16)     # _cbc's chaining value: its last output block
-        self._ctr = bytearray(0)
-        self._mac = bytearray(0)
+        self._s0 = bytearray(16)     # E(A_0), then the tag
+        self._w = bytearray(2 * _CHUNK)   # A_k | data_k pairs
+        self._x = bytearray(2 * _CHUNK)   # ECB(W), CBC-decrypted in place
+        self._t = bytearray(_CHUNK)       # the chunk in
+        self._u = bytearray(_CHUNK)       # the chunk out
+        t = memoryview(self._t)
+        x = memoryview(self._x)
+        self._tv = [t[16 * k:16 * k + 16] for k in range(_BLOCKS)]
+        self._xv = [x[32 * k + 16:32 * k + 32] for k in range(_BLOCKS)]
+        self._ulast = memoryview(self._u)[_CHUNK - 16:]
 
-    def _keystream(self, nonce, q, n):
-        # E(A_0) || E(A_1) ... covering n bytes after the first block, A_i
-        # being flags (q - 1) || nonce || i.
-        size = 16 + (n + 15) // 16 * 16
-        if len(self._ctr) < size:
-            self._ctr = bytearray(size)
-        c = memoryview(self._ctr)[:size]
-        c[0] = q - 1
-        c[1:16 - q] = nonce
+    def _start(self, nonce, q, aad, lm, tag_len):
+        # Counter blocks' fixed part in W, E(A_0) in _s0; the MAC chain over
+        # B0 and the encoded AAD.
+        s0 = self._s0
+        s0[0] = q - 1
+        s0[1:16 - q] = nonce
         for j in range(16 - q, 16):
-            c[j] = 0
-        first = c[:16]
-        for i in range(1, size // 16):
-            at = 16 * i
-            c[at:at + 16] = first
-            j = at + 15
-            v = i
-            while v:
-                c[j] = v & 0xFF
-                v >>= 8
-                j -= 1
-        self._ecb.encrypt(c, c)
-        return c
-
-    def _tag(self, nonce, q, aad, msg, tag_len):
-        # The CBC-MAC over B0 || encoded AAD || msg, each zero-padded to blocks.
+            s0[j] = 0
+        w = self._w
+        for k in range(min(_BLOCKS, (lm + 15) >> 4)):
+            w[32 * k:32 * k + 16] = s0
+        self._ecb.encrypt(s0, s0)
         la = len(aad)
-        lm = len(msg)
-        head = (la + 2 + 15) // 16 * 16 if la else 0
-        size = 16 + head + (lm + 15) // 16 * 16
-        if len(self._mac) < size:
-            self._mac = bytearray(size)
-        b = memoryview(self._mac)[:size]
-        b[0] = (0x40 if la else 0) | (tag_len - 2) << 2 | (q - 1)
-        b[1:16 - q] = nonce
-        b[16 - q:16] = lm.to_bytes(q, "big")
-        at = 16
-        if la:
-            b[16] = la >> 8
-            b[17] = la & 0xFF
-            b[18:18 + la] = aad
-            at = 18 + la
-            end = 16 + head
-            b[at:end] = _ZERO_IV[:end - at]
-            at = end
-        b[at:at + lm] = msg
-        b[at + lm:size] = _ZERO_IV[:size - at - lm]
+        t = self._t
+        t[0] = (0x40 if la else 0) | (tag_len - 2) << 2 | (q - 1)
+        t[1:16 - q] = nonce
+        for j in range(16 - q, 16):
+            t[j] = lm >> (8 * (15 - j)) & 0xFF
         iv = self._iv
-        for i in range(16):
-            b[i] ^= iv[i]
-        self._cbc.encrypt(b, b)
-        iv[:] = b[size - 16:size]
-        return b[size - 16:size - 16 + tag_len]
+        for j in range(16):
+            t[j] ^= iv[j]
+        fill = 16
+        if la:
+            t[16] = la >> 8
+            t[17] = la & 0xFF
+            fill = 18
+            src = memoryview(aad)
+            pos = 0
+            while True:
+                take = min(_CHUNK - fill, la - pos)
+                t[fill:fill + take] = src[pos:pos + take]
+                fill += take
+                pos += take
+                if pos == la:
+                    break
+                self._mac(_CHUNK)
+                fill = 0
+        end = (fill + 15) & ~15
+        for j in range(fill, end):
+            t[j] = 0
+        self._mac(end)
 
-    def seal(self, nonce, aad, plaintext, tag_len=8):
+    def _mac(self, size):
+        # Chains the first `size` bytes of _t into the MAC; _iv = its last block.
+        if size == _CHUNK:
+            self._cbc.encrypt(self._t, self._u)
+            self._iv[:] = self._ulast
+        else:
+            # A short chunk (the last): block by block, no views made.
+            tv = self._tv
+            for k in range(size >> 4):
+                self._cbc.encrypt(tv[k], self._iv)
+
+    def _ctr(self, first, nb):
+        # _u's first nb blocks = _t's XOR E(A_first ..). All of W goes
+        # through AES whatever nb (stale blocks cost less than views).
+        w = self._w
+        tv = self._tv
+        o = 0
+        if first + nb <= 256:
+            # The counter's high bytes stay 0 from _start.
+            for k in range(nb):
+                w[o + 15] = first + k
+                w[o + 16:o + 32] = tv[k]
+                o += 32
+        else:
+            for k in range(nb):
+                c = first + k
+                j = o + 15
+                while c:
+                    w[j] = c & 0xFF
+                    c >>= 8
+                    j -= 1
+                w[o + 16:o + 32] = tv[k]
+                o += 32
+        x = self._x
+        self._ecb.encrypt(w, x)
+        self._dec.decrypt(x, x)
+        u = self._u
+        xv = self._xv
+        o = 0
+        for k in range(nb):
+            u[o:o + 16] = xv[k]
+            o += 16
+
+    def _check(self, nonce, aad, lm, tag_len):
         q = _params(nonce, tag_len)
-        lm = len(plaintext)
         if len(aad) > _MAX_AAD or lm >> (8 * q):
             raise ValueError("ccm: aad over 65279 bytes or message too long for the nonce")
-        t = _xor(self._tag(nonce, q, aad, plaintext, tag_len), self._keystream(nonce, q, lm), tag_len)
-        # _keystream ran last: its buffer holds the keystream now.
-        return _xor(plaintext, memoryview(self._ctr)[16:], lm) + t
+        return q
+
+    def seal_into(self, nonce, aad, plaintext, out, tag_len=8):
+        # Writes ciphertext | tag (len(plaintext) + tag_len bytes) to out.
+        lm = len(plaintext)
+        if len(out) < lm + tag_len:
+            raise ValueError("ccm: out too short")
+        self._start(nonce, self._check(nonce, aad, lm, tag_len), aad, lm, tag_len)
+        src = plaintext if type(plaintext) is memoryview else memoryview(plaintext)
+        t = self._t
+        u = self._u
+        at = 0
+        while at < lm:
+            r = min(_CHUNK, lm - at)
+            size = (r + 15) & ~15
+            if r == _CHUNK:
+                t[:] = src[at:at + _CHUNK]
+            else:
+                t[:r] = src[at:at + r]
+                for j in range(r, size):
+                    t[j] = 0
+            self._mac(size)
+            self._ctr(at // 16 + 1, size // 16)
+            if r == _CHUNK:
+                out[at:at + _CHUNK] = u
+            else:
+                out[at:at + r] = memoryview(u)[:r]
+            at += r
+        s0 = self._s0
+        iv = self._iv
+        for j in range(tag_len):
+            out[lm + j] = iv[j] ^ s0[j]
+
+    def open_into(self, nonce, aad, data, out, tag_len=8):
+        # Writes the plaintext (len(data) - tag_len bytes) to out and returns
+        # True, or returns False (out zeroed) when the data is not what seal
+        # gave for this key, nonce and aad (a wrong tag, a truncated input).
+        q = _params(nonce, tag_len)
+        lm = len(data) - tag_len
+        if lm < 0 or len(aad) > _MAX_AAD or lm >> (8 * q):
+            return False
+        if len(out) < lm:
+            raise ValueError("ccm: out too short")
+        self._start(nonce, q, aad, lm, tag_len)
+        src = data if type(data) is memoryview else memoryview(data)
+        t = self._t
+        u = self._u
+        at = 0
+        while at < lm:
+            r = min(_CHUNK, lm - at)
+            size = (r + 15) & ~15
+            if r == _CHUNK:
+                t[:] = src[at:at + _CHUNK]
+            else:
+                t[:r] = src[at:at + r]
+            self._ctr(at // 16 + 1, size // 16)
+            for j in range(r, size):
+                u[j] = 0
+            if r == _CHUNK:
+                out[at:at + _CHUNK] = u
+            else:
+                out[at:at + r] = memoryview(u)[:r]
+            t[:] = u
+            self._mac(size)
+            at += r
+        s0 = self._s0
+        iv = self._iv
+        diff = 0
+        # Every byte compared whatever the first difference (constant time).
+        for j in range(tag_len):
+            diff |= iv[j] ^ s0[j] ^ data[lm + j]
+        if diff:
+            for j in range(lm):
+                out[j] = 0
+            return False
+        return True
+
+    def seal(self, nonce, aad, plaintext, tag_len=8):
+        out = bytearray(len(plaintext) + tag_len)
+        self.seal_into(nonce, aad, plaintext, out, tag_len)
+        return out
 
     def open(self, nonce, aad, data, tag_len=8):
         # The plaintext, or None when the data is not what seal() gave for
         # this key, nonce and aad (a wrong tag, a truncated input).
-        q = _params(nonce, tag_len)
-        lm = len(data) - tag_len
-        if lm < 0 or len(aad) > _MAX_AAD or lm >> (8 * q):
-            return None
-        data = memoryview(data)
-        ks = self._keystream(nonce, q, lm)
-        plain = _xor(data, ks[16:], lm)
-        s0 = bytes(ks[:tag_len])
-        want = self._tag(nonce, q, aad, plain, tag_len)
-        got = data[lm:]
-        diff = 0
-        # Every byte compared whatever the first difference (constant time).
-        for i in range(tag_len):
-            diff |= want[i] ^ s0[i] ^ got[i]
-        return plain if diff == 0 else None
+        out = bytearray(max(0, len(data) - tag_len))
+        return out if self.open_into(nonce, aad, data, out, tag_len) else None

@@ -5,7 +5,8 @@
 # opens only if its counter is above the last one opened in this session, so
 # a replay or a reordered message is dropped (counted in bad_sealed) and the
 # session goes on as if it had not come. It runs for every telemetry message:
-# the nonces are two buffers made once, patched in place.
+# the nonces are two buffers made once, patched in place, and a message costs
+# the heap its result and a few small views (CCM works in its own buffers).
 import struct
 
 from edgefw.ccm import CCM
@@ -45,7 +46,10 @@ class Session:
             raise ValueError("session: counter exhausted, close the link")
         self._next = n + 1
         struct.pack_into(">I", self._out, 9, n)
-        return self._out[9:13] + self._seal.seal(self._out, b"", message, _TAG)
+        sealed = bytearray(4 + len(message) + _TAG)
+        struct.pack_into(">I", sealed, 0, n)
+        self._seal.seal_into(self._out, b"", message, memoryview(sealed)[4:], _TAG)
+        return sealed
 
     def open(self, sealed):
         # -> the message, or None (counted) for a short, forged, replayed or
@@ -57,9 +61,9 @@ class Session:
         if n <= self._last:
             self.bad_sealed += 1
             return None
-        self._in[9:13] = sealed[:4]
-        m = self._open.open(self._in, b"", memoryview(sealed)[4:], _TAG)
-        if m is None:
+        struct.pack_into(">I", self._in, 9, n)
+        m = bytearray(len(sealed) - 4 - _TAG)
+        if not self._open.open_into(self._in, b"", memoryview(sealed)[4:], m, _TAG):
             self.bad_sealed += 1
             return None
         self._last = n

@@ -16,6 +16,7 @@ from Crypto.Cipher import AES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.firmware.compiled import prelude
 from tests.mpy import firmware_on_path, run
 
 VECTORS = json.loads((Path(__file__).resolve().parent.parent / "vectors" / "crypto.json").read_text())
@@ -215,6 +216,40 @@ def test_ccm_agrees_with_pycryptodome_on_random_messages(items):
     assert on_device(cases) == want
 
 
+CHUNKED = """
+import json, sys
+from binascii import hexlify, unhexlify as h
+from edgefw.ccm import CCM
+cases = json.loads(sys.stdin.read())
+c = CCM(h(cases[0][0]))
+for key, nonce, aad, msg, t in cases:
+    sealed = c.seal(h(nonce), h(aad), h(msg), t)
+    print("=" + hexlify(sealed).decode())
+    out = bytearray(len(msg) // 2)
+    print("=" + hexlify(out).decode() if c.open_into(h(nonce), h(aad), sealed, out, t) else "refused")
+"""
+
+
+def test_one_ccm_object_agrees_with_pycryptodome_across_its_chunk_and_block_edges():
+    # The device's CCM works through a message 128 bytes at a time and
+    # through the AAD in the first chunk after B0: every length around a
+    # block or a chunk edge, one object for all (its MAC chain runs on).
+    key = bytes(range(16))
+    cases, want = [], []
+    lengths = [(0, m) for m in (0, 1, 15, 16, 17, 112, 127, 128, 129, 255, 256, 257, 300, 1024, 1100)]
+    lengths += [(a, 40) for a in (1, 13, 14, 15, 110, 111, 112, 126, 127, 128, 129, 300)]
+    for i, (la, lm) in enumerate(lengths):
+        nonce, aad, msg = bytes([i]) * (7 + i % 7), bytes([i + 1]) * la, bytes((i * j) & 0xFF for j in range(lm))
+        tag_len = 4 + 2 * (i % 7)
+        c = AES.new(key, AES.MODE_CCM, nonce=nonce, mac_len=tag_len)
+        c.update(aad)
+        ct, tag = c.encrypt_and_digest(msg)
+        cases.append((key.hex(), nonce.hex(), aad.hex(), msg.hex(), tag_len))
+        want += ["=" + (ct + tag).hex(), "=" + msg.hex()]
+    out = run(CHUNKED, heap="picow", stdin=json.dumps(cases).encode()).stdout.decode().split()
+    assert out == want
+
+
 # -- CPace (CPACE-X25519-SHA512, draft-irtf-cfrg-cpace-21)
 
 def test_cpace_string_functions_give_the_drafts_vectors():
@@ -323,3 +358,33 @@ def test_one_cpace_side_and_a_1k_ccm_round_run_in_a_small_part_of_a_pico_w_heap(
     assert fits_in_free_heap("cpace_side", 16 * 1024)
     assert fits_in_free_heap("ccm_1k", 24 * 1024)
     assert not fits_in_free_heap("cpace_side", 256)    # the ballast does hold the rest
+
+
+# A warm session's seal and open of a 1 KB message (a BATCH over BLE, every
+# few seconds): the result (~1 KB) and a few small views, nothing per byte
+# besides. Measured with the collector off, as test_uplink_device does.
+WARM_SESSION = """
+import gc
+from edgefw.session import Session
+dev = Session(bytes(16), bytes(range(16)))
+host = Session(bytes(16), bytes(range(16)), 1)
+msg = bytes(range(256)) * 4
+for _ in range(2):
+    host.open(dev.seal(msg))
+    dev.open(host.seal(msg))
+gc.collect()
+gc.disable()
+a = gc.mem_alloc()
+s = dev.seal(msg)
+b = gc.mem_alloc()
+m = host.open(s)
+c = gc.mem_alloc()
+gc.enable()
+print(b - a, c - b, m == msg)
+"""
+
+
+def test_a_warm_session_seals_and_opens_1k_allocating_little_more_than_the_result():
+    seal, open_, ok = run(prelude() + WARM_SESSION).stdout.decode().split()
+    assert ok == "True"
+    assert int(seal) <= 1536 and int(open_) <= 1536, (seal, open_)
