@@ -317,7 +317,16 @@ class BleConnection:
         initiator = Initiator(self.device_id, code, account, host_id, device_key=device_key,
                               fingerprint=None if fingerprint is None else bytes.fromhex(fingerprint),
                               host_key=host_key)
-        reply = await self.request(initiator.start(), timeout)
+        start = initiator.start()
+        for wait in (1.0, 2.0, 0.0):
+            reply = await self.request(start, timeout)
+            if wait and _reason(reply) == "no_memory":
+                # The device's own shortage (a busy heap just after boot):
+                # the attempt was given back, so asking again costs nothing.
+                log.info("%s: out of memory for the exchange; asking again in %.0f s", self.device_id, wait)
+                await asyncio.sleep(wait)
+                continue
+            break
         done = await self.request(initiator.reply(reply), timeout)
         return initiator.done(done)
 
@@ -359,6 +368,17 @@ def control_type(plain: bytes) -> int | None:
     return msg.get(0) if isinstance(msg, dict) and isinstance(msg.get(0), int) else None
 
 
+def _reason(payload: bytes) -> str | None:
+    """The reason of a control ERROR message, else None."""
+    from edge_agent.pairing import ERROR, PairingError, decode_control
+
+    try:
+        kind, f = decode_control(payload)
+    except PairingError:
+        return None
+    return f.get(1) if kind == ERROR else None
+
+
 def pairing_failure(device_id: str, error: Any, account: str | None = None) -> EdgeError:
     """A :class:`PairingError` as the error a person acts on (exit codes per agent/errors.py)."""
     reason = getattr(error, "reason", "") or ""
@@ -389,6 +409,9 @@ def pairing_failure(device_id: str, error: Any, account: str | None = None) -> E
         return DeviceError(f"{device_id} has no identity (no key or setup code)", "`edge flash` it")
     if reason == "busy":
         return Busy(f"{device_id} is already pairing on this connection", "retry in a few seconds")
+    if reason == "no_memory":
+        return Busy(f"{device_id} ran out of memory during the exchange (the attempt was not counted)",
+                    "retry in a few seconds")
     return DeviceError(f"pairing with {device_id} failed: {reason or 'error'}" + (f" ({text})" if text else ""),
                        "retry; if it persists, reset the device")
 

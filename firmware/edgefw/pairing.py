@@ -149,10 +149,17 @@ class Pairing:
         if self._dpub is None:
             self._dpub = identity.cached_public_key(root, self.device_id)
         kept = self._dpub is not None
-        from edgefw import pairing_exchange
         try:
+            from edgefw import pairing_exchange
             r = pairing_exchange.respond(code, self.device_id, f[1], f[2], f[3], f[4], f[9], d,
                                          self._dpub, self._rand)
+        except MemoryError:
+            # Our own shortage, not a guess: nothing left the device, so the
+            # attempt is given back (5.4.4) and the host may try again.
+            _drop_crypto()
+            self._count -= 1
+            bonds.set_attempts(root, self._count)
+            return _error("no_memory", "device: out of memory for the exchange; try again")
         finally:
             _drop_crypto()
         if r is None:

@@ -350,3 +350,53 @@ def test_the_device_core_reproduces_the_vectors_under_cpython_as_on_a_raspberry_
     for c in r["sealed"]:
         if c["direction"] == "h2d":
             assert session.open(bytes.fromhex(c["sealed"])).hex() == c["message"]
+
+
+def test_a_device_out_of_memory_in_the_exchange_gives_the_attempt_back_and_says_no_memory(tmp_path, monkeypatch):
+    # A fragmented heap just after boot can fail the exchange's allocations:
+    # that is the device's shortage, not a guess (no PAIR_REPLY left), so the
+    # attempt count stays as it was and the host is told to ask again.
+    import sys
+    import types
+
+    from tests.firmware.pairing_device import CODE, DEVICE_ID, provision
+    from tests.mpy import firmware_on_path
+
+    firmware_on_path()
+    provision(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    from edge_agent import pairing as hp
+    from edgefw import bonds, pairing
+
+    class Clock:
+        def uptime_ms(self):
+            return 0
+
+    def starved(*args):
+        raise MemoryError("memory allocation failed, allocating 640 bytes")
+
+    stub = types.ModuleType("edgefw.pairing_exchange")
+    stub.respond = starved
+    import edgefw
+    # pairing.py imports the exchange for one PAIR_START and drops it after
+    # (sys.modules and the package's attribute): the stub goes the same way.
+    sys.modules.pop("edgefw.pairing_exchange", None)
+    sys.modules["edgefw.pairing_exchange"] = stub
+    edgefw.pairing_exchange = stub
+    try:
+        p = pairing.Pairing("", DEVICE_ID, Clock())
+        start = hp.Initiator(DEVICE_ID, CODE, "home", hp.new_host_id()).start()
+        reply, session = p.control(start, 0)
+    finally:
+        if sys.modules.get("edgefw.pairing_exchange") is stub:
+            del sys.modules["edgefw.pairing_exchange"]
+        if getattr(edgefw, "pairing_exchange", None) is stub:
+            del edgefw.pairing_exchange
+    kind, f = hp.decode_control(reply)
+    assert (kind, f[1], session) == (hp.ERROR, "no_memory", None)
+    assert bonds.attempts("") == 0 and p.attempts() == 0
+    # With memory again, the same host pairs.
+    ini = hp.Initiator(DEVICE_ID, CODE, "home", hp.new_host_id())
+    reply, _ = p.control(ini.start(), 0)
+    done, session = p.control(ini.reply(reply), 0)
+    assert session is not None and ini.done(done)[0].account == "home"

@@ -414,3 +414,35 @@ def test_the_gateway_goes_on_when_its_log_reader_goes_away():
     event("connected", ESP, address="C0:00:00:00:00:01")
     event("stopped", records=0)
     assert event.out is None and [e["event"] for e in event.events] == ["connected", "stopped"]
+
+
+def test_pair_asks_again_when_the_device_ran_out_of_memory(monkeypatch):
+    # ERROR no_memory means nothing left the device and the attempt was given
+    # back (5.4): the host asks again on the same connection, then pairs.
+    from edge_agent import pairing as hp
+    from edge_agent.links import ble
+
+    class Device(ble.BleConnection):
+        def __init__(self):
+            super().__init__("F1:C8:83:2F:84:D3", "esp32-3f9a0c12b7d4")
+            self.starts = 0
+
+        async def request(self, payload, timeout=1.0):
+            kind, f = hp.decode_control(payload)
+            if kind == hp.PAIR_START:
+                self.starts += 1
+                if self.starts == 1:
+                    return hp._encode(hp.ERROR, {1: "no_memory", 3: "device: out of memory"})
+                raise RuntimeError("answered")     # the retry reached the device
+            raise AssertionError(kind)
+
+    async def no_wait(_):
+        return None
+
+    monkeypatch.setattr(ble.asyncio, "sleep", no_wait)
+    dev = Device()
+    with pytest.raises(RuntimeError, match="answered"):
+        asyncio.run(dev.pair("48213907", "home", hp.new_host_id()))
+    assert dev.starts == 2
+    err = ble.pairing_failure(dev.device_id, hp.PairingError("no_memory"))
+    assert "not counted" in err.message and err.exit_code == 4
