@@ -369,14 +369,18 @@ def control_type(plain: bytes) -> int | None:
 
 
 def _reason(payload: bytes) -> str | None:
-    """The reason of a control ERROR message, else None."""
-    from edge_agent.pairing import ERROR, PairingError, decode_control
+    """A peek at a control reply: the reason of an ERROR (type 31), else None.
+
+    The reply is decoded in full, by the rules of section 2.1, where it is used.
+    """
+    import cbor2
 
     try:
-        kind, f = decode_control(payload)
-    except PairingError:
+        msg = cbor2.loads(payload)
+    except Exception:        # a malformed reply: the exchange's decoder names it
         return None
-    return f.get(1) if kind == ERROR else None
+    reason = msg.get(1) if isinstance(msg, dict) and msg.get(0) == 31 else None
+    return reason if isinstance(reason, str) else None
 
 
 def pairing_failure(device_id: str, error: Any, account: str | None = None) -> EdgeError:
