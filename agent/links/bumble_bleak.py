@@ -46,8 +46,11 @@ log = logging.getLogger("edge.ble.bumble")
 
 TRANSPORT_ENV = "EDGE_BLE_HCI"
 # The largest ATT MTU a central offers (BlueZ offers the same); the peripheral
-# answers with its own limit and the smaller one applies.
+# answers with its own limit and the smaller one applies. ``mtu=`` of
+# ``BleakClient`` (or EDGE_BLE_MTU) offers another, from 23 (the default MTU:
+# no larger one) to 517, to measure the link at a given MTU.
 CENTRAL_MTU = 517
+MTU_ENV = "EDGE_BLE_MTU"
 # Reset and setup of the host take a few milliseconds on an emulated controller.
 POWER_ON_TIMEOUT = 10.0
 
@@ -111,6 +114,18 @@ def advertisement_data(adv: Advertisement) -> AdvertisementData:
 
 def _plain(address: hci.Address) -> str:
     return address.to_string(False)
+
+
+def _central_mtu(kwargs: dict[str, Any]) -> int:
+    value = kwargs.get("mtu") or os.environ.get(MTU_ENV, "").strip() or CENTRAL_MTU
+    try:
+        mtu = int(value)
+    except ValueError:
+        mtu = 0
+    if not att.ATT_DEFAULT_MTU <= mtu <= CENTRAL_MTU:
+        raise BleakError(f"the ATT MTU to offer must be {att.ATT_DEFAULT_MTU} to {CENTRAL_MTU}, not {value!r} "
+                         f"(mtu= or {MTU_ENV})")
+    return mtu
 
 
 def _transport_spec(kwargs: dict[str, Any]) -> str:
@@ -243,6 +258,7 @@ class BumbleClient(BaseBleakClient):
         super().__init__(address_or_ble_device, disconnected_callback=disconnected_callback,
                          timeout=timeout, **kwargs)
         self._spec = _transport_spec(kwargs)
+        self._mtu = _central_mtu(kwargs)
         self._target: hci.Address | None = None
         self._name: str | None = None
         if isinstance(address_or_ble_device, BLEDevice):
@@ -288,7 +304,7 @@ class BumbleClient(BaseBleakClient):
                 stack.device.connect(target, timeout=self._timeout), self._timeout + 2)
             connection.on(Connection.EVENT_DISCONNECTION, self._on_disconnection)
             self._connection, self._peer = connection, Peer(connection)
-            await self._peer.request_mtu(CENTRAL_MTU)
+            await self._peer.request_mtu(self._mtu)
             self.services = await self._discover(self._peer)
         except (asyncio.TimeoutError, core.TimeoutError):
             await self._abandon()

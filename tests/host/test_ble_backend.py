@@ -115,6 +115,25 @@ async def test_connect_gives_services_mtu_read_writes_and_ordered_notifications(
     assert not client.is_connected
 
 
+async def test_the_central_offers_the_mtu_it_is_told_and_the_smaller_of_the_two_applies(air, monkeypatch):
+    """``mtu=`` (or EDGE_BLE_MTU) is what the central offers in the exchange: a
+    bench measures the link at 23, 185 or 247 with it."""
+    from bleak.exc import BleakError
+
+    air.device.gatt_server.max_mtu = 247
+    for offered, applies in ((23, 23), (185, 185), (247, 247), (517, 247)):
+        async with BleakClient(PERIPHERAL_ADDRESS, mtu=offered, **client_kwargs()) as client:
+            assert client.mtu_size == air.connection.att_mtu == applies
+            await client.write_gatt_char(CHAR, bytes(applies - 3), response=True)
+    monkeypatch.setenv("EDGE_BLE_MTU", "185")
+    async with BleakClient(PERIPHERAL_ADDRESS, **client_kwargs()) as client:
+        assert client.mtu_size == 185
+    for bad in ("22", "518", "big"):
+        monkeypatch.setenv("EDGE_BLE_MTU", bad)
+        with pytest.raises(BleakError, match="23 to 517"):
+            BleakClient(PERIPHERAL_ADDRESS, **client_kwargs())
+
+
 async def test_a_descriptor_reads_back_what_was_written(air):
     async with BleakClient(PERIPHERAL_ADDRESS, **client_kwargs()) as client:
         setting = client.services.get_characteristic(CHAR).get_descriptor(SETTING)
