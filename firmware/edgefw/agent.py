@@ -42,6 +42,7 @@ class Agent:
         self.wdt = None
         self._health = health
         self.fs_errors = 0  # flash writes that raised OSError to the agent
+        self.no_memory = 0  # sends that ran out of heap (the message waits)
         self._fs_seen = ticks.journal.fs_full
         self._fs_episode = False
         self._ignored = 0
@@ -55,6 +56,8 @@ class Agent:
         # its rule); the agent adds the writes that still failed.
         c["fs_full"] = c.get("fs_full", 0) + self.fs_errors
         c["interrupts_ignored"] = link.interrupts_ignored
+        if self.no_memory:
+            c["no_memory"] = self.no_memory
         return c
 
     def report(self, state, reason, selftest=None):
@@ -144,6 +147,13 @@ class Agent:
                 except OSError as e:
                     self.fs_error(e)
                     w = 1000
+                except MemoryError:
+                    # A heap too fragmented for this message just now: it
+                    # waits (its Uplink sends it again) and the agent goes on.
+                    self.no_memory += 1
+                    import gc
+                    gc.collect()
+                    w = 100
                 if w < wait:
                     wait = w
             if wait == 0:
