@@ -89,7 +89,7 @@ def build(port, board, cfg, healthy):
     link.uplink = Uplink(dev, board["name"], VERSION, clock, journal, ticks.table)
     links = [link]
     if bt is not None:
-        links.append(_ble_link(ble, bt, port, board, dev, clock, journal, ticks))
+        links.append(_ble_link(ble, bt, port, board, dev, clock, journal, ticks, link.uplink))
 
     port.write(("edge: agent %s on %s (%s), device %s, boot %d%s\r\n" % (
         VERSION, board["name"], port.name, dev, clock.boot,
@@ -122,13 +122,15 @@ def _ble_modules():
     return BleLink, Pairing
 
 
-def _ble_link(ble, bt, port, board, dev, clock, journal, ticks):
+def _ble_link(ble, bt, port, board, dev, clock, journal, ticks, first):
     # The BLE link: its own Uplink over the same journal and clock, and the
     # pairing core when the firmware has one (without it, control messages
-    # are answered ERROR not_supported and no session opens).
+    # are answered ERROR not_supported and no session opens). Its Uplink
+    # shares the serial one's scratch buffers (first): the agent polls its
+    # links in turn on one thread.
     from edgefw import VERSION
     from edgefw.uplink import Uplink
     BleLink, Pairing = ble
     pairing = Pairing(port.root, dev, clock) if Pairing is not None else None
-    up = Uplink(dev, board["name"], VERSION, clock, journal, ticks.table)
+    up = Uplink(dev, board["name"], VERSION, clock, journal, ticks.table, share=first)
     return BleLink(bt, up, pairing, dev, clock)

@@ -3,7 +3,11 @@
 #
 # Runs for every sealed message, so it allocates nothing per byte: the
 # message goes through in chunks of _CHUNK bytes, in a few work buffers made
-# once per CCM object. MicroPython has no XOR of two buffers in C, and a
+# once, at the first seal or open, and shared by every CCM object (a session
+# has two): they hold nothing between two calls (each call fills them from
+# its own nonce and data, and nothing keeps a view of them), and a call runs
+# to its end before the next starts. What is per key stays per object: the
+# AES objects, the MAC chaining value and E(A_0). MicroPython has no XOR of two buffers in C, and a
 # byte loop is ~10x too slow, so the CTR pass lets AES do the XOR:
 #   W  = A_1 | M_1 | A_2 | M_2 ...   (counter block before each data block)
 #   W' = ECB(W), then CBC-decrypt W' in place: block 2k+1 becomes
@@ -45,6 +49,24 @@ _CHUNK = const(128)        # bytes of message per pass: 8 blocks
 _BLOCKS = const(8)
 _ZERO_IV = bytes(16)
 
+# The shared work buffers (_work() makes them): W (A_k | data_k pairs), X
+# (ECB(W), CBC-decrypted in place), T (the chunk in), U (the chunk out),
+# views of T's blocks, of X's odd blocks and of U's last block.
+_W = _X = _T = _U = _TV = _XV = _UL = None
+
+
+def _work():
+    global _W, _X, _T, _U, _TV, _XV, _UL
+    _W = bytearray(2 * _CHUNK)
+    _X = bytearray(2 * _CHUNK)
+    _T = bytearray(_CHUNK)
+    _U = bytearray(_CHUNK)
+    t = memoryview(_T)
+    x = memoryview(_X)
+    _TV = [t[16 * k:16 * k + 16] for k in range(_BLOCKS)]
+    _XV = [x[32 * k + 16:32 * k + 32] for k in range(_BLOCKS)]
+    _UL = memoryview(_U)[_CHUNK - 16:]
+
 
 def _params(nonce, tag_len):
     # q, the width of the length field; raises on a nonce or tag of a size CCM has not.
@@ -65,15 +87,6 @@ class CCM:
         self._dec = aes(key, _CBC, _ZERO_IV)   # the CTR XOR (decrypt only)
         self._iv = bytearray(16)     # _cbc's chaining value: its last output block
         self._s0 = bytearray(16)     # E(A_0), then the tag
-        self._w = bytearray(2 * _CHUNK)   # A_k | data_k pairs
-        self._x = bytearray(2 * _CHUNK)   # ECB(W), CBC-decrypted in place
-        self._t = bytearray(_CHUNK)       # the chunk in
-        self._u = bytearray(_CHUNK)       # the chunk out
-        t = memoryview(self._t)
-        x = memoryview(self._x)
-        self._tv = [t[16 * k:16 * k + 16] for k in range(_BLOCKS)]
-        self._xv = [x[32 * k + 16:32 * k + 32] for k in range(_BLOCKS)]
-        self._ulast = memoryview(self._u)[_CHUNK - 16:]
 
     def _start(self, nonce, q, aad, lm, tag_len):
         # Counter blocks' fixed part in W, E(A_0) in _s0; the MAC chain over
@@ -83,12 +96,12 @@ class CCM:
         s0[1:16 - q] = nonce
         for j in range(16 - q, 16):
             s0[j] = 0
-        w = self._w
+        w = _W
         for k in range(min(_BLOCKS, (lm + 15) >> 4)):
             w[32 * k:32 * k + 16] = s0
         self._ecb.encrypt(s0, s0)
         la = len(aad)
-        t = self._t
+        t = _T
         t[0] = (0x40 if la else 0) | (tag_len - 2) << 2 | (q - 1)
         t[1:16 - q] = nonce
         for j in range(16 - q, 16):
@@ -120,19 +133,19 @@ class CCM:
     def _mac(self, size):
         # Chains the first `size` bytes of _t into the MAC; _iv = its last block.
         if size == _CHUNK:
-            self._cbc.encrypt(self._t, self._u)
-            self._iv[:] = self._ulast
+            self._cbc.encrypt(_T, _U)
+            self._iv[:] = _UL
         else:
             # A short chunk (the last): block by block, no views made.
-            tv = self._tv
+            tv = _TV
             for k in range(size >> 4):
                 self._cbc.encrypt(tv[k], self._iv)
 
     def _ctr(self, first, nb):
         # _u's first nb blocks = _t's XOR E(A_first ..). All of W goes
         # through AES whatever nb (stale blocks cost less than views).
-        w = self._w
-        tv = self._tv
+        w = _W
+        tv = _TV
         o = 0
         if first + nb <= 256:
             # The counter's high bytes stay 0 from _start.
@@ -150,11 +163,11 @@ class CCM:
                     j -= 1
                 w[o + 16:o + 32] = tv[k]
                 o += 32
-        x = self._x
+        x = _X
         self._ecb.encrypt(w, x)
         self._dec.decrypt(x, x)
-        u = self._u
-        xv = self._xv
+        u = _U
+        xv = _XV
         o = 0
         for k in range(nb):
             u[o:o + 16] = xv[k]
@@ -171,10 +184,13 @@ class CCM:
         lm = len(plaintext)
         if len(out) < lm + tag_len:
             raise ValueError("ccm: out too short")
-        self._start(nonce, self._check(nonce, aad, lm, tag_len), aad, lm, tag_len)
+        q = self._check(nonce, aad, lm, tag_len)
+        if _T is None:
+            _work()
+        self._start(nonce, q, aad, lm, tag_len)
         src = plaintext if type(plaintext) is memoryview else memoryview(plaintext)
-        t = self._t
-        u = self._u
+        t = _T
+        u = _U
         at = 0
         while at < lm:
             r = min(_CHUNK, lm - at)
@@ -207,10 +223,12 @@ class CCM:
             return False
         if len(out) < lm:
             raise ValueError("ccm: out too short")
+        if _T is None:
+            _work()
         self._start(nonce, q, aad, lm, tag_len)
         src = data if type(data) is memoryview else memoryview(data)
-        t = self._t
-        u = self._u
+        t = _T
+        u = _U
         at = 0
         while at < lm:
             r = min(_CHUNK, lm - at)

@@ -43,6 +43,7 @@ _INBOX = const(4)  # completed messages waiting for the agent, per characteristi
 _ENOMEM = const(12)
 _RETRY_MS = const(20)
 _IDLE_MS = const(30000)
+_SEALED = const(4 + 1024 + 8)  # a sealed message at most: counter, MAX_MESSAGE, tag (5.6)
 
 _T_UNPAIR = const(22)
 
@@ -87,6 +88,10 @@ class BleLink:
         self._inbox = ([], [])
         self._seg = bytearray(_MTU_MAX - 3)
         self._tx = None  # the segments being notified: (generator, handle, view)
+        # Every telemetry message is sealed into this one buffer: a message
+        # is sealed only once the previous is out (_tx is None), so the
+        # segments never read a buffer being rewritten.
+        self._sealed = bytearray(_SEALED)
         self._counters = [0, 0]  # messages sent per characteristic (mod 128)
         self._conn = None
         self._mtu = _MTU_DEFAULT
@@ -270,14 +275,19 @@ class BleLink:
             pass  # counted by the Uplink (bad_messages)
 
     def _send_sealed(self, payload):
+        # Only with no message in progress (send() flushes _tx first): the
+        # segments of the previous one are views of the same buffer.
+        buf = self._sealed
+        if len(payload) + 12 > len(buf):
+            raise ValueError("ble: message over 1024 bytes")
         try:
-            sealed = self._session.seal(payload)
+            n = self._session.seal_into(payload, buf)
         except ValueError:
             # The session's counter is spent (5.6): close; the next RESUME
             # makes new keys.
             self._close = True
             return
-        self._start_tx(self.h_telemetry, _TELEMETRY, sealed)
+        self._start_tx(self.h_telemetry, _TELEMETRY, memoryview(buf)[:n])
 
     def _start_tx(self, handle, which, msg):
         n = self._counters[which]

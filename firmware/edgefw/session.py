@@ -5,8 +5,9 @@
 # opens only if its counter is above the last one opened in this session, so
 # a replay or a reordered message is dropped (counted in bad_sealed) and the
 # session goes on as if it had not come. It runs for every telemetry message:
-# the nonces are two buffers made once, patched in place, and a message costs
-# the heap its result and a few small views (CCM works in its own buffers).
+# the nonces are two buffers made once, patched in place, and seal_into seals
+# into the caller's buffer: a message costs the heap a few small views (CCM
+# works in its own buffers).
 import struct
 
 from edgefw.ccm import CCM
@@ -41,15 +42,26 @@ class Session:
         self.proven = False
 
     def seal(self, message):
+        # The sealed message, in a new buffer (tests, the host's side).
+        sealed = bytearray(4 + len(message) + _TAG)
+        self.seal_into(message, sealed)
+        return sealed
+
+    def seal_into(self, message, out):
+        # Seals message into out[:n] and returns n (len(message) + 12): the
+        # link's sender seals every message into one buffer made once. Raises
+        # ValueError, the counter untouched, when out is too short.
         n = self._next
+        lm = 4 + len(message) + _TAG
+        if len(out) < lm:
+            raise ValueError("session: out too short")
         if n >= _LAST:
             raise ValueError("session: counter exhausted, close the link")
         self._next = n + 1
         struct.pack_into(">I", self._out, 9, n)
-        sealed = bytearray(4 + len(message) + _TAG)
-        struct.pack_into(">I", sealed, 0, n)
-        self._seal.seal_into(self._out, b"", message, memoryview(sealed)[4:], _TAG)
-        return sealed
+        struct.pack_into(">I", out, 0, n)
+        self._seal.seal_into(self._out, b"", message, memoryview(out)[4:], _TAG)
+        return lm
 
     def open(self, sealed):
         # -> the message, or None (counted) for a short, forged, replayed or

@@ -83,7 +83,13 @@ def _u(rb, i):
 class Uplink:
     # Built at boot after clock.start() and journal.open(), before the
     # first sample of this boot is appended.
-    def __init__(self, device_id, board, version, clock, journal, table):
+    def __init__(self, device_id, board, version, clock, journal, table, share=None):
+        # share: another Uplink whose scratch buffers this one uses too (the
+        # BLE link's, over the serial link's): _raw, _got, _r and _hb hold
+        # nothing between two calls of poll() (each batch reads the journal
+        # afresh and is copied into _out, which stays per Uplink: a payload
+        # is a view of it), and the agent runs its links on one thread, so
+        # two polls never interleave.
         self.device_id = device_id
         self.board = board
         self.version = version
@@ -106,16 +112,25 @@ class Uplink:
         self._stuck = None  # (boot, clock changes) for which no epoch could be estimated
         # The buffers, largest first: at boot the heap is fragmented (the
         # board file's dict is still alive), and its largest holes are few.
-        self._raw = bytearray(_RAW)
-        # journal.read_into's index: 5 u16 an entry, 1280 bytes in one block;
-        # made from a range (sized, no 1280-byte temporary at boot's peak):
-        # read_into writes an entry's slots before they are read.
-        self._got = array("H", range(5 * _MAX_TICKS))
+        if share is None:
+            self._raw = bytearray(_RAW)
+            # journal.read_into's index: 5 u16 an entry, 1280 bytes in one
+            # block; made from a range (sized, no 1280-byte temporary at
+            # boot's peak): read_into writes an entry's slots before they are
+            # read.
+            self._got = array("H", range(5 * _MAX_TICKS))
         self._out = bytearray(_HEAD + messages.MAX_MESSAGE)
         self._omv = memoryview(self._out)
-        self._hb = bytearray(_HEAD)
-        self._hmv = memoryview(self._hb)
-        self._r = Reader(self._raw, 1, False)  # one reader, moved over the entries
+        if share is None:
+            self._hb = bytearray(_HEAD)
+            self._hmv = memoryview(self._hb)
+            self._r = Reader(self._raw, 1, False)  # one reader, moved over the entries
+        else:
+            self._raw = share._raw
+            self._got = share._got
+            self._hb = share._hb
+            self._hmv = share._hmv
+            self._r = share._r
         # Run once, from a module dropped after: its code leaves the heap.
         from edgefw import uplink_start
         try:

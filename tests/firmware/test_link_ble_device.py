@@ -46,6 +46,10 @@ class Session:
     # Test-only: "sealing" prefixes S; a message opens when it starts with S.
     def __init__(self): self.proven = False; self.bad_sealed = 0
     def seal(self, m): return b"S" + bytes(m)
+    def seal_into(self, m, out):
+        out[0] = 0x53
+        out[1:1 + len(m)] = m
+        return 1 + len(m)
     def open(self, m):
         if m[:1] != b"S": return None
         self.proven = True

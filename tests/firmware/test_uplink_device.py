@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import inspect
 import io
+import shutil
 
 import cbor2
 
@@ -118,6 +119,82 @@ def test_catching_up_a_full_journal_of_an_earlier_boot_fits_the_esp32_heap_and_s
     print(f"bytes allocated per record sent while catching up: {per_record:.1f} "
           f"({batches} batches, at most {big} B in one poll)")
     assert per_record <= 30
+
+
+# Two Uplinks over one journal, the second sharing the first's scratch buffers
+# (as the BLE link's shares the serial link's), polled in turn: each batch is
+# built while the other Uplink's last payload (a view of its own buffer) is
+# still held, and both go out the same. "alone": one Uplink, for reference.
+SHARED = SCENARIO.split('if sys.argv[2] == "fill"')[0] + r"""
+def batch(u):
+    # The next BATCH of u (after any HELLO, SENSORS, STATUS), or None.
+    while True:
+        payload, wait = u.poll(port.t)
+        if payload is None or payload[2] == messages.T_BATCH:
+            return payload
+
+if sys.argv[2] == "fill":
+    port, clock, j, tw, up = boot()
+    for i in range(400):
+        port.t += 5000
+        tw.append(clock.boot, clock.uptime_ms())
+    sys.exit(0)
+
+port, clock, j, tw, a = boot()
+ups = [a]
+if sys.argv[2] == "shared":
+    ups.append(Uplink("esp32-3f9a0c12b7d4", "esp32", "0.2.0", clock, j, tw.table, share=a))
+    assert ups[1]._raw is a._raw and ups[1]._got is a._got and ups[1]._out is not a._out
+port.t += 700
+for u in ups:
+    u.receive(messages.encode(messages.T_TIME, {1: T0}), port.t)
+n = 0
+while True:
+    first = ups[n % len(ups)]
+    p = batch(first)
+    if p is None:
+        break
+    if len(ups) > 1:
+        other = ups[(n + 1) % 2]
+        q = batch(other)
+        # p is still first's batch, untouched by other's poll over the shared scratch.
+        assert q is not None and len(q) == len(p), n
+        for i in range(len(p)):
+            assert q[i] == p[i], (n, i)
+    for i in range(0, len(p), 64):
+        print(bytes(p[i:i + 64]).hex())
+    print("-")
+    gc.collect()
+    f = messages.decode(p)[1]
+    end = f[2] + sum(len(t) // 2 for t in f[9])
+    for u in ups:
+        u.receive(messages.encode(messages.T_ACK, {1: "esp32-3f9a0c12b7d4", 2: end}), port.t)
+    n += 1
+print("done %d %d" % (j.acked, j.next_seq))
+""".replace("T0", str(T0))
+
+
+def test_two_uplinks_sharing_scratch_buffers_polled_in_turn_each_send_the_batches_one_alone_sends(tmp_path):
+    fill = tmp_path / "fill"
+    fill.mkdir()
+    run(prelude() + DEVICE_FAKES + SHARED, heap="esp32", args=[str(fill), "fill"], timeout=120)
+    outs = {}
+    for mode in ("alone", "shared"):
+        root = tmp_path / mode
+        shutil.copytree(fill, root)
+        out = run(prelude() + DEVICE_FAKES + SHARED, heap="esp32", args=[str(root), mode],
+                  timeout=120).stdout.decode().split("\n")
+        outs[mode] = "".join(line if line != "-" else " " for line in out if line).split()
+    alone, shared = outs["alone"], outs["shared"]
+    done = alone[-2:]
+    assert alone[-3] == "done" and done[0] == done[1] and shared[-3:] == alone[-3:]
+    assert len(alone) > 6 and shared == alone  # several batches, byte for byte
+    seq = None
+    for line in alone[:-3]:
+        f = cbor2.loads(bytes.fromhex(line))
+        assert f[0] == messages.T_BATCH and (seq is None or f[2] == seq)
+        seq = f[2] + sum(len(t) // 2 for t in f[9])
+    assert seq == int(done[1])
 
 
 def want(k, i):
