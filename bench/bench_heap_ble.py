@@ -167,10 +167,12 @@ def report(args, cost: int, no_ble: dict, idle: dict, active: dict, crashed: dic
               f"{'-' if act is None else f'{act / budget:.2f}':>13}  {'; '.join(notes)}")
     print("BLE costs: no BLE minus BLE active (the stand-in, the BLE link's buffers, the session and the sealing); "
           "w/o stand-in: the same less the stand-in's own import cost, what a real port's GC heap would pay.")
-    print("On real boards (MicroPython source at commit " + MICROPYTHON_COMMIT[:12] + "): the ESP32's NimBLE host "
-          "and controller (~40 KB) allocate from the ESP-IDF heap, outside the GC heap "
-          "(ports/esp32/main.c allocates the GC heap's first area, MICROPY_GC_INITIAL_HEAP_SIZE in "
-          "ports/esp32/mpconfigport.h, sized to double once and leave internal RAM for the radio); the Pico W's "
+    print("On real boards (MicroPython source at commit " + MICROPYTHON_COMMIT[:12] + "): the ESP32's GC heap "
+          "is carved out of the ESP-IDF heap (ports/esp32/main.c allocates its first area, "
+          "MICROPY_GC_INITIAL_HEAP_SIZE in ports/esp32/mpconfigport.h, whose comment sizes it to leave room to start "
+          "Wi-Fi and make an HTTPS request; it says nothing of BLE); NimBLE, an ESP-IDF component, allocates its "
+          "~40 KB from that same ESP-IDF heap, not from the GC heap (inferred, not found stated in the source), so "
+          "on a real ESP32 it competes with the GC heap's growth (split heap), not with the budget above; the Pico W's "
           "BTstack has static pools (extmod/btstack/btstack_config_common.h MAX_NR_*, no HAVE_MALLOC) in the "
           "image's .bss. Only the module's own state (extmod/modbluetooth.c irq data / ring buffer, the service "
           "definitions, the agent's buffers) comes out of the budget above.")
