@@ -1,1 +1,1 @@
-"""Signed over-the-air updates: keys, manifests, bundles (later issues)."""
+"""Signed over-the-air updates: keys, COSE_Sign1 (cose), manifests and key lists (manifest); bundles come later."""
