@@ -35,6 +35,7 @@ package(
         "clock_start.py",
         "config.py",
         "cpace.py",
+        "ed25519.py",
         "frame.py",
         "hkdf.py",
         "identity.py",
