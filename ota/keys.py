@@ -5,7 +5,8 @@ The private key lives in ``$EDGE_HOME/keys/ota-root.pem`` (PKCS#8 PEM, mode
 created on first use, with a notice on stderr: whoever holds it can update the
 whole fleet, so it must be backed up and guarded. Devices receive the raw
 32-byte public key as their trust anchor at provisioning
-(``identity/anchors.json``). Signing and rotation come with later issues.
+(``identity/anchors.json``). :func:`root_signer` signs the key list
+(``edge ota keygen``); rotation comes with a later issue.
 """
 
 from __future__ import annotations
@@ -87,3 +88,14 @@ def root_public_key(create: bool = True) -> bytes:
     tmp.write_text(pem)
     tmp.replace(public)
     return key.public_key().export_key(format="raw")
+
+
+def root_signer():
+    """The OTA root as an :class:`~edge_ota.cose.Ed25519Signer`; creates the pair if absent."""
+    from Crypto.PublicKey import ECC
+
+    from edge_ota.cose import Ed25519Signer
+
+    root_public_key()
+    private, _ = _paths()
+    return Ed25519Signer(ECC.import_key(private.read_text()))

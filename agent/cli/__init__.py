@@ -92,6 +92,7 @@ def main() -> None:
       edge pair --qr 'EA1:...' --account home
       edge gateway run --account home --for 30s
       edge telemetry show
+      edge ota keygen                          # signed updates: keys, manifests
       edge sim down
 
     The registry is a SQLite file: --db, $EDGE_DB, or ~/.local/share/edge/registry.db.
@@ -129,6 +130,7 @@ def _register() -> None:
     from edge_agent.cli import pair; main.add_command(pair.pair)  # noqa: E702
     from edge_agent.cli import paired; main.add_command(paired.devices)  # noqa: E702
     from edge_agent.cli import gateway; main.add_command(gateway.gateway)  # noqa: E702
+    from edge_agent.cli import ota; main.add_command(ota.ota)  # noqa: E702
     from edge_agent.cli import complete; main.add_command(complete.completion)  # noqa: E702
 
 

@@ -7,12 +7,12 @@ import re
 
 import click
 
-_UNITS = {"": 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
-_DURATION = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ms|s|min|m|h|)\s*$")
+_UNITS = {"": 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ms|s|min|m|h|d|)\s*$")
 
 
 class Duration(click.ParamType):
-    """A span of time in seconds: ``30``, ``2.5``, ``30s``, ``500ms``, ``10m``, ``1h``.
+    """A span of time in seconds: ``30``, ``2.5``, ``30s``, ``500ms``, ``10m``, ``1h``, ``90d``.
 
     Finite and >= 0 (``min`` can raise the floor): ``-5``, ``nan`` and ``inf``
     are refused with the accepted forms, instead of ending at once or never.
@@ -33,7 +33,7 @@ class Duration(click.ParamType):
             m = _DURATION.match(str(value))
             if not m:
                 self.fail(f"{value!r} is not a duration: use seconds (30, 2.5) or a number with "
-                          "a unit (500ms, 30s, 10m, 1h)", param, ctx)
+                          "a unit (500ms, 30s, 10m, 1h, 90d)", param, ctx)
             seconds = float(m.group(1)) * _UNITS[m.group(2)]
         if not math.isfinite(seconds):
             self.fail(f"{value!r} is not a finite duration", param, ctx)

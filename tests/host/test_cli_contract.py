@@ -198,6 +198,23 @@ def factory_reset(proc, s):
     assert json.loads(proc.stdout)["device_id"] == s.known["esp_id"]
 
 
+def keygen(proc, s):
+    made = json.loads(proc.stdout)
+    assert made["key_list"]["sequence"] == 1 and made["key_list"]["keys"][0]["kid"] == made["key"]["kid"]
+    image = s.home.root / "agent.bin"
+    image.write_bytes(bytes(range(256)) * 4)
+    s.known.update(image=str(image), manifest=str(s.home.root / "agent.manifest"))
+
+
+def signed(proc, s):
+    assert json.loads(proc.stdout)["size"] == 1024 and Path(s.known["manifest"]).exists()
+
+
+def verified(proc, s):
+    checks = json.loads(proc.stdout)
+    assert all(c["ok"] for c in checks) and checks[-1]["check"] == "digest", checks
+
+
 def stopped(proc, s):
     assert json.loads(s.home.edge("sim", "ls", "--json").stdout) == []
 
@@ -223,6 +240,10 @@ STEPS: list[tuple[tuple[str, ...], Callable]] = [
     (("devices", "factory-reset", "esp32-1", "--json"), factory_reset),
     (("sim", "logs", "esp32-1", "-n", "200"), logged),
     (("completion", "bash"), completion),
+    (("ota", "keygen", "--json"), keygen),
+    (("ota", "sign", "{image}", "--board", "esp32", "--component", "agent", "--version", "1.0.0",
+      "--sequence", "1", "-o", "{manifest}", "--json"), signed),
+    (("ota", "verify", "{manifest}", "--image", "{image}", "--board", "esp32", "--json"), verified),
     (("sim", "power", "esp32-1", "off"), mode("esp32-1", "off")),
     (("sim", "power", "esp32-1", "on"), mode("esp32-1", "micropython")),
     (("sim", "download", "esp32-1"), mode("esp32-1", "download")),

@@ -1,0 +1,437 @@
+"""``edge ota``: the release side of signed updates (docs/protocol.md section 6).
+
+The files live in ``$EDGE_HOME/keys`` (0700) beside the root key
+(:mod:`edge_ota.keys`):
+
+- ``NAME.pem``: a signing key, Ed25519 PKCS#8 PEM, mode 0600, never overwritten;
+- ``ota-keys.cose``: the key list (6.3) the root signed last;
+- ``ota-keys.json``: which name each listed kid has, for people and ``--revoke``.
+
+``keygen`` makes a signing key and re-signs the list, ``sign`` makes a
+manifest (6.2), ``verify`` makes a device's checks (6.5) on the host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edge_agent.cli.options import Duration, check_regular_file
+from edge_agent.errors import BadInput, NotFound
+
+DEFAULT_KEY = "ota-signing"
+KEY_LIST = "ota-keys.cose"
+KEY_NAMES = "ota-keys.json"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _iso(ts: int) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _key_name(name: str) -> str:
+    from edge_ota.keys import ROOT_NAME
+
+    if not _NAME.fullmatch(name) or name in (ROOT_NAME, "ota-keys"):
+        raise BadInput(f"{name!r} is not a name for a signing key",
+                       "use letters, digits, '.', '_' and '-' (not ota-root or ota-keys)")
+    return name
+
+
+def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """``data`` in ``path``: written under a new name, then renamed over it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _load_signer(name: str):
+    from Crypto.PublicKey import ECC
+
+    from edge_ota.cose import Ed25519Signer
+    from edge_ota.keys import key_dir
+
+    path = key_dir() / f"{_key_name(name)}.pem"
+    if not path.exists():
+        raise NotFound(f"no signing key {name!r} at {path}",
+                       f"make one with `edge ota keygen --signing {name}`")
+    try:
+        key = ECC.import_key(path.read_text())
+    except (ValueError, IndexError, TypeError):
+        raise BadInput(f"{path} is not an Ed25519 private key", "restore it from your backup") from None
+    if key.curve != "Ed25519" or not key.has_private():
+        raise BadInput(f"{path} is not an Ed25519 private key", "restore it from your backup")
+    return Ed25519Signer(key)
+
+
+def _current_list(root: bytes):
+    """The key list the root signed last (checked against ``root``) and the
+    names of its kids; an empty list (sequence 0) when there is none yet."""
+    from edge_ota.keys import key_dir
+    from edge_ota.manifest import KeyList, TrustedState
+
+    path, names_path = key_dir() / KEY_LIST, key_dir() / KEY_NAMES
+    names: dict[str, str] = {}
+    if names_path.exists():
+        try:
+            names = dict(json.loads(names_path.read_text()))
+        except (ValueError, TypeError):
+            raise BadInput(f"{names_path} is not a JSON map", "delete it; kids show unnamed") from None
+    if not path.exists():
+        return KeyList(0), names
+    state = TrustedState(root)
+    try:
+        state.update_key_list(path.read_bytes())
+    except BadInput as e:
+        raise BadInput(f"the key list {path} does not verify against the root: {e.message}",
+                       "restore it from your backup, or delete it and run `edge ota keygen` "
+                       "again for every signing key") from None
+    return state.key_list, names
+
+
+def _save_list(root_signer, sequence: int, keys: dict[bytes, tuple[bytes, int]],
+               names: dict[str, str]):
+    from edge_ota.keys import key_dir
+    from edge_ota.manifest import KeyList
+
+    new = KeyList(sequence, keys).checked()
+    _write_atomic(key_dir() / KEY_LIST, new.sign(root_signer))
+    kept = {k.hex() for k in keys}
+    _write_atomic(key_dir() / KEY_NAMES,
+                  json.dumps({k: v for k, v in names.items() if k in kept}, indent=1).encode())
+    return new
+
+
+def _rows(key_list, names: dict[str, str]) -> list[dict[str, Any]]:
+    return [{"name": names.get(kid.hex()), "kid": kid.hex(), "expires": exp,
+             "expires_at": _iso(exp)}
+            for kid, (_, exp) in sorted(key_list.keys.items(), key=lambda kv: kv[1][1])]
+
+
+@click.group()
+def ota() -> None:
+    """Signed updates: signing keys, manifests and their checks (protocol section 6).
+
+    \b
+    Example:
+      edge ota keygen                          # a signing key, listed by the root
+      edge ota sign build/agent.bin --board esp32 --component agent \\
+          --version 1.3.0 --sequence 7 -o agent.manifest
+      edge ota verify agent.manifest --image build/agent.bin --board esp32
+
+    Keys live in $EDGE_HOME/keys; back up ota-root.pem, it can update the fleet.
+    """
+
+
+@ota.command()
+@click.option("--signing", "name", default=DEFAULT_KEY, show_default=True, metavar="NAME",
+              help="Name of the signing key to make ($EDGE_HOME/keys/NAME.pem).")
+@click.option("--expires", type=Duration(min=1), default="365d", show_default=True,
+              help="How long devices accept the key (30d, 12h, ...).")
+@click.option("--revoke", metavar="NAME", default=None,
+              help="Make no key: re-sign the key list without the key NAME.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def keygen(name: str, expires: float, revoke: str | None, as_json: bool) -> None:
+    """Make a signing key and re-sign the key list with the OTA root.
+
+    The new key is Ed25519 (PKCS#8 PEM, mode 0600) in $EDGE_HOME/keys; an
+    existing file is never overwritten. The root (made on first use) signs a
+    new key list, one sequence above the last, naming every signing key that
+    has not expired. --revoke re-signs the list without a key: devices that
+    receive it refuse that key's manifests.
+
+    \b
+    Example:
+      edge ota keygen --signing release-2025 --expires 365d
+      edge ota keygen --revoke release-2024
+    """
+    from Crypto.PublicKey import ECC
+
+    from edge_ota.cose import kid_of
+    from edge_ota.keys import key_dir, root_signer
+
+    root = root_signer()
+    current, names = _current_list(root.public_key)
+    now = int(time.time())
+    keys = {kid: entry for kid, entry in current.keys.items() if entry[1] > now}
+    made: dict[str, Any] | None = None
+    revoked: dict[str, Any] | None = None
+    if revoke is not None:
+        by_name = {v: k for k, v in names.items()}
+        kid_hex = by_name.get(_key_name(revoke))
+        if kid_hex is None and (key_dir() / f"{revoke}.pem").exists():
+            kid_hex = _load_signer(revoke).kid.hex()
+        if kid_hex is None or bytes.fromhex(kid_hex) not in keys:
+            raise NotFound(f"no signing key {revoke!r} in key list {current.sequence}",
+                           f"check the name: the list's keys are named in {key_dir() / KEY_NAMES}")
+        del keys[bytes.fromhex(kid_hex)]
+        revoked = {"name": revoke, "kid": kid_hex}
+    else:
+        path = key_dir() / f"{_key_name(name)}.pem"
+        if path.exists():
+            raise BadInput(f"a signing key {name!r} exists already at {path}",
+                           "pick another name (--signing NAME): a key file is never overwritten")
+        key_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
+        key = ECC.generate(curve="ed25519")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(key.export_key(format="PEM"))
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)     # fails if the name was taken meanwhile
+            except FileExistsError:
+                raise BadInput(f"a signing key {name!r} exists already at {path}",
+                               "pick another name (--signing NAME)") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+        pub = key.public_key().export_key(format="raw")
+        kid = kid_of(pub)
+        key_expires = now + int(expires)
+        keys[kid] = (pub, key_expires)
+        names[kid.hex()] = name
+        made = {"name": name, "path": str(path), "kid": kid.hex(), "expires": key_expires,
+                "expires_at": _iso(key_expires)}
+    new = _save_list(root, current.sequence + 1, keys, names)
+    rows = _rows(new, names)
+    list_path = str(key_dir() / KEY_LIST)
+    result = {"key": made, "revoked": revoked,
+              "key_list": {"path": list_path, "sequence": new.sequence, "keys": rows}}
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    if made:
+        click.echo(f"made signing key {made['name']} ({made['kid']}) at {made['path']}, "
+                   f"valid until {made['expires_at']}")
+    if revoked:
+        click.echo(f"revoked signing key {revoked['name']} ({revoked['kid']}); its file stays")
+    click.echo(f"key list {new.sequence} signed by the root at {list_path}:")
+    for row in rows:
+        click.echo(f"  {row['name'] or '?':20} {row['kid']}  until {row['expires_at']}")
+    if not new.keys:
+        click.echo("  (no signing keys: devices accept no manifest)")
+
+
+@ota.command()
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.option("--board", required=True, help="Board name the image is built for (esp32, picow, ...).")
+@click.option("--component", required=True, type=click.Choice(["agent", "firmware"]),
+              help="What the image replaces.")
+@click.option("--version", "version", required=True, metavar="X.Y.Z", help="The image's version.")
+@click.option("--sequence", required=True, type=click.IntRange(0), metavar="N",
+              help="Anti-rollback counter: above every earlier manifest's for this component.")
+@click.option("--min-version", default=None, metavar="X.Y.Z",
+              help="The device must run at least this version.")
+@click.option("--expires", type=Duration(), default="90d", show_default=True,
+              help="How long devices accept the manifest.")
+@click.option("--key", "key_name", default=DEFAULT_KEY, show_default=True, metavar="NAME",
+              help="Signing key ($EDGE_HOME/keys/NAME.pem).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the manifest.")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest's fields as JSON.")
+def sign(image: str, board: str, component: str, version: str, sequence: int,
+         min_version: str | None, expires: float, key_name: str, output: str,
+         as_json: bool) -> None:
+    """Make a signed manifest (COSE_Sign1) for an image.
+
+    The digest (SHA-256) and size come from IMAGE; the key must be in the
+    current key list (`edge ota keygen`). The file is written under a new
+    name and renamed, so a reader never sees half of it.
+
+    \b
+    Example:
+      edge ota sign build/agent.bin --board esp32 --component agent \\
+          --version 1.3.0 --sequence 7 --min-version 1.0.0 -o agent.manifest
+    """
+    from edge_ota.keys import root_public_key
+    from edge_ota.manifest import Manifest
+
+    check_regular_file(image, "image")
+    signer = _load_signer(key_name)
+    current, _ = _current_list(root_public_key())
+    entry = current.keys.get(signer.kid)
+    now = int(time.time())
+    if entry is None:
+        raise BadInput(f"signing key {key_name!r} ({signer.kid.hex()}) is not in key list "
+                       f"{current.sequence}: devices would refuse the manifest (unknown-key)",
+                       "sign with a listed key, or make one with `edge ota keygen`")
+    if entry[1] <= now:
+        raise BadInput(f"signing key {key_name!r} expired at {_iso(entry[1])}",
+                       "make a new one with `edge ota keygen --signing NAME`")
+    data = Path(image).read_bytes()
+    manifest = Manifest.for_image(data, board=board, component=component, version=version,
+                                  sequence=sequence, expires=now + int(expires),
+                                  min_version=min_version)
+    signed = manifest.sign(signer)
+    out = Path(output)
+    _write_atomic(out, signed)
+    fields = _fields(manifest)
+    fields.update({"manifest": str(out), "bytes": len(signed), "key": key_name,
+                   "kid": signer.kid.hex()})
+    if as_json:
+        click.echo(json.dumps(fields))
+        return
+    click.echo(f"signed {component} {version} for {board} (sequence {sequence}) with "
+               f"{key_name} ({signer.kid.hex()}): {out}, {len(signed)} bytes")
+    click.echo(f"  image {image}: {manifest.size} bytes, sha256 {manifest.digest.hex()}")
+    click.echo(f"  expires {fields['expires_at']}")
+
+
+def _fields(m) -> dict[str, Any]:
+    return {"board": m.board, "component": m.component, "version": m.version,
+            "sequence": m.sequence, "digest": m.digest.hex(), "size": m.size,
+            "target": m.target, "min_version": m.min_version, "expires": m.expires,
+            "expires_at": _iso(m.expires)}
+
+
+@ota.command()
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@click.option("--image", default=None, type=click.Path(dir_okay=False),
+              help="Also check the image's size and SHA-256 against the manifest.")
+@click.option("--board", default=None, help="Check the manifest is for this board.")
+@click.option("--installed-sequence", type=click.IntRange(0), default=None, metavar="N",
+              help="Check the sequence is above a device's counter N.")
+@click.option("--json", "as_json", is_flag=True, help="Print the list of checks as JSON.")
+def verify(manifest: str, image: str | None, board: str | None,
+           installed_sequence: int | None, as_json: bool) -> None:
+    """Check a manifest as a device would, in the protocol's order (section 6.5).
+
+    The signature and its key's chain are checked against the root's public
+    key and the current key list in $EDGE_HOME/keys; then the board and the
+    counter (when given), the expiry, and with --image the size and digest.
+    Each check prints its result; the first failure ends the run with exit 5
+    naming it (unknown-key, bad-signature, wrong-board, rollback, expired,
+    size-mismatch, digest-mismatch, ...).
+
+    \b
+    Example:
+      edge ota verify agent.manifest --image build/agent.bin --board esp32 \\
+          --installed-sequence 6
+    """
+    from edge_ota.cose import OtaError
+    from edge_ota.keys import root_public_key
+
+    check_regular_file(manifest, "manifest")
+    if image is not None:
+        check_regular_file(image, "image")
+    root = root_public_key(create=False)
+    key_list, names = _current_list(root)
+    data = Path(manifest).read_bytes()
+    checks: list[dict[str, Any]] = []
+    failure: OtaError | None = None
+    try:
+        for step, detail in _checks(data, key_list, names, board, installed_sequence, image):
+            checks.append({"check": step, "ok": True, "detail": detail})
+    except OtaError as e:
+        failure = e
+        checks.append({"check": getattr(e, "step", e.check), "ok": False, "failed": e.check,
+                       "detail": e.message.removeprefix(f"{e.check}: ")})
+    if as_json:
+        click.echo(json.dumps(checks))
+    else:
+        for c in checks:
+            mark = "ok  " if c["ok"] else "FAIL"
+            tail = c["detail"] if c["ok"] else f"{c['failed']}: {c['detail']}"
+            click.echo(f"{mark} {c['check']:10} {tail}")
+    if failure is not None:
+        raise BadInput(f"{manifest} fails check {failure.message}",
+                       failure.hint or _FIX.get(failure.check, "sign the image again"))
+    if not as_json:
+        click.echo(f"{manifest}: every check passed")
+
+
+_FIX = {
+    "unknown-key": "sign with a key the current key list names (`edge ota keygen`)",
+    "key-expired": "make a new signing key (`edge ota keygen --signing NAME`) and sign again",
+    "bad-signature": "the file was changed or signed by another key: sign the image again",
+    "wrong-board": "sign the board's own image with --board set to it",
+    "rollback": "sign again with a --sequence above the device's counter",
+    "expired": "sign again (--expires sets how long it is accepted)",
+    "size-mismatch": "pass the image the manifest was made for, or sign this one",
+    "digest-mismatch": "pass the image the manifest was made for, or sign this one",
+}
+
+
+def _checks(data: bytes, key_list, names: dict[str, str], board: str | None,
+            installed_sequence: int | None, image: str | None):
+    """Each check of section 6.5 that applies on the host, in order, as
+    ``(step, detail)``; raises the failing one's :class:`OtaError` with its ``step``."""
+    import hashlib
+
+    from edge_ota.cose import OtaError, decode_sign1
+    from edge_ota.manifest import (DigestMismatch, Expired, KeyExpired, Manifest, Rollback,
+                                   SizeMismatch, UnknownKey, WrongBoard)
+
+    step = "shape"
+
+    def at(name: str) -> None:
+        nonlocal step
+        step = name
+
+    try:
+        msg = decode_sign1(data)
+        yield step, "a COSE_Sign1 in deterministic CBOR"
+        at("signature")
+        now = int(time.time())
+        entry = key_list.keys.get(msg.kid)
+        if entry is None:
+            raise UnknownKey(f"key {msg.kid.hex()} is not in key list {key_list.sequence} "
+                             "(unknown or revoked)")
+        pub, key_expires = entry
+        if now >= key_expires:
+            raise KeyExpired(f"key {msg.kid.hex()} expired at {_iso(key_expires)}")
+        msg.verify(pub)
+        who = names.get(msg.kid.hex()) or msg.kid.hex()
+        yield step, f"by {who} ({msg.kid.hex()}), listed in key list {key_list.sequence} by the root"
+        at("payload")
+        m = Manifest.from_cbor(msg.payload)
+        yield step, (f"{m.component} {m.version} for {m.board}, sequence {m.sequence}"
+                     + (f", needs {m.min_version}+" if m.min_version else ""))
+        if board is not None:
+            at("board")
+            if m.board != board:
+                raise WrongBoard(f"for board {m.board!r}, not {board!r}")
+            yield step, board
+        if installed_sequence is not None:
+            at("counter")
+            if m.sequence <= installed_sequence:
+                raise Rollback(f"sequence {m.sequence} is not above the counter {installed_sequence}")
+            yield step, f"{m.sequence} > {installed_sequence}"
+        at("expiry")
+        if now >= m.expires:
+            raise Expired(f"expired at {_iso(m.expires)}")
+        yield step, f"until {_iso(m.expires)}"
+        if image is not None:
+            at("size")
+            size = os.path.getsize(image)
+            if size != m.size:
+                raise SizeMismatch(f"the image is {size} bytes, the manifest says {m.size}")
+            yield step, f"{size} bytes"
+            at("digest")
+            h = hashlib.sha256()
+            with open(image, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 16), b""):
+                    h.update(chunk)
+            if h.digest() != m.digest:
+                raise DigestMismatch("the image's SHA-256 is not the manifest's digest")
+            yield step, f"sha256 {m.digest.hex()}"
+    except OtaError as e:
+        e.step = step  # type: ignore[attr-defined]
+        raise
