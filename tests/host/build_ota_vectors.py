@@ -18,7 +18,7 @@ from pathlib import Path
 
 import cbor2
 
-from edge_ota.cose import Ed25519Signer, dumps, sign1
+from edge_ota.cose import Ed25519Signer, dumps, sig_structure, sign1
 from edge_ota.manifest import KeyList, Manifest
 
 OUT = Path(__file__).parents[1] / "vectors" / "ota.json"
@@ -49,6 +49,23 @@ def pycose_sign1(payload: bytes, seed: bytes, kid: bytes) -> bytes:
     return msg.encode(tag=True)
 
 
+def raw_sign1(protected: bytes, payload: bytes, signer: Ed25519Signer) -> bytes:
+    """A COSE_Sign1 of exactly these protected and payload bytes, canonical or not."""
+    sig = signer.sign(sig_structure(protected, payload))
+    return dumps(cbor2.CBORTag(18, [protected, {}, payload, sig]))
+
+
+def with_field(body: bytes, key: int, value: bytes) -> bytes:
+    """The manifest payload with ``key``'s value replaced by the encoded ``value``
+    (the other items kept in canonical order)."""
+    items = cbor2.loads(body)
+    items[key] = None
+    out = bytearray([0xA0 | len(items)])
+    for k in sorted(items):
+        out += dumps(k) + (value if k == key else dumps(items[k]))
+    return bytes(out)
+
+
 def build() -> dict:
     good = manifest().sign(SIGNER)
     kl = KeyList.of(1, (SIGNER.public_key, 1830000000)).sign(ROOT)
@@ -60,6 +77,30 @@ def build() -> dict:
     # Keys 1 and 0 swapped: signed, but not in deterministic order.
     unordered = sign1(body[:1] + body[3:18] + body[1:3] + body[18:], SIGNER)
     no_target = sign1(dumps({k: v for k, v in cbor2.loads(body).items() if k != 7}), SIGNER)
+
+    prot = good[3:16]
+    extra = [
+        ("alg ES256", raw_sign1(dumps({1: -7, 4: SIGNER.kid}), body, SIGNER), "malformed"),
+        ("protected header with a trailing byte", raw_sign1(prot + b"\x00", body, SIGNER),
+         "trailing-bytes"),
+        ("protected header with a long head", raw_sign1(b"\xa2\x01\x27\x04\x58\x08" + SIGNER.kid,
+                                                        body, SIGNER), "not-canonical"),
+        ("indefinite payload map", sign1(b"\xbf" + body[1:] + b"\xff", SIGNER), "not-canonical"),
+        ("sequence 7 as 18 07", sign1(with_field(body, 4, b"\x18\x07"), SIGNER), "not-canonical"),
+        ("duplicate key", sign1(b"\xab" + body[1:3] + body[1:], SIGNER), "not-canonical"),
+        ("version 01.3.0", sign1(with_field(body, 3, dumps("01.3.0")), SIGNER), "malformed"),
+        ("sequence true", sign1(with_field(body, 4, b"\xf5"), SIGNER), "malformed"),
+        ("expires a float", sign1(with_field(body, 9, b"\xf9\x3e\x00"), SIGNER), "malformed"),
+        ("board not UTF-8", sign1(with_field(body, 1, b"\x62\xc3\x28"), SIGNER), "malformed"),
+        ("digest of 31 bytes", sign1(with_field(body, 5, dumps(bytes(31))), SIGNER), "malformed"),
+        ("size 0", sign1(with_field(body, 6, b"\x00"), SIGNER), "malformed"),
+        ("target ota-partition", sign1(with_field(body, 7, dumps("ota-partition")), SIGNER),
+         "malformed"),
+        ("unknown payload key 10", sign1(b"\xab" + body[1:] + b"\x0a\x00", SIGNER), "malformed"),
+        ("kind 2", sign1(with_field(body, 0, b"\x02"), SIGNER), "malformed"),
+        ("tag 39 in the payload", sign1(with_field(body, 9, b"\xd8\x27\x1a\x6b\x4b\x23\x80"), SIGNER),
+         "malformed"),
+    ]
 
     def case(name, data, expect, key_list=kl, counters=COUNTERS, now=NOW, capacity=CAPACITY):
         return {"name": name, "manifest": data.hex(), "key_list": key_list and key_list.hex(),
@@ -86,7 +127,11 @@ def build() -> dict:
         case("version too old", good, "version-too-old", counters={"agent": ["0.9.9", 6]}),
         case("expired", good, "expired", now=1800086400),
         case("too large", good, "too-large", capacity={"agent-slot": 10239}),
-    ]
+        case("revoked: not in key list 2", good, "unknown-key",
+             key_list=KeyList.of(2, (ROOT.public_key, 1830000000)).sign(ROOT)),
+        case("firmware component", manifest(component="firmware", version="1.23.0", sequence=4,
+                                             min_version=None).sign(SIGNER), "ok"),
+    ] + [case(name, data, expect) for name, data, expect in extra]
     bad_kid = sign1(dumps({0: 2, 1: 2, 2: {ROOT.kid: [SIGNER.public_key, 1830000000]}}), ROOT)
     key_lists = [
         {"name": "good", "data": kl.hex(), "current": 0, "expect": "ok"},
