@@ -46,6 +46,7 @@ package(
         "messages.py",
         "messages_pair.py",
         "messages_write.py",
+        "ota_manifest.py",
         "outgoing.py",
         "pairing.py",
         "pairing_exchange.py",
