@@ -35,7 +35,6 @@ import pytest
 from edge_agent.store import Store
 from tests import harness
 
-pytest.importorskip("bumble")
 pytestmark = pytest.mark.slow
 
 CENTRAL = Path(__file__).with_name("ble_e2e_central.py")

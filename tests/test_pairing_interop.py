@@ -22,7 +22,6 @@ from tests.host.build_pairing_vectors import responder
 KEY = bytes(range(1, 33))
 D = crypto.scalar_mult_vfy(clamp(KEY), b"\x09" + bytes(31))
 FINGERPRINT = hashlib.sha256(D).digest()[:8]
-pytestmark = pytest.mark.skipif(not hasattr(crypto, "cpace_generator"), reason="CPace not merged yet")
 
 
 @pytest.fixture

@@ -17,11 +17,9 @@ import cbor2
 import pytest
 
 from tests.firmware.pairing_device import Device, atomic_bytes, provision, snapshot
-from tests.mpy import FIRMWARE, run
+from tests.mpy import run
 
 VECTORS = Path(__file__).parents[1] / "vectors" / "pairing.json"
-HAVE_CPACE = (FIRMWARE / "edgefw" / "cpace.py").exists()
-needs_cpace = pytest.mark.skipif(not HAVE_CPACE, reason="edgefw.cpace not merged from branch crypto yet")
 
 
 def error_of(reply: bytes | None) -> dict:
@@ -266,7 +264,6 @@ def seal_at_counters(dev: Device, cases: list[dict]) -> None:
             assert dev.open(bytes.fromhex(c["sealed"])).hex() == c["message"]
 
 
-@needs_cpace
 def test_the_device_reproduces_the_pairing_and_resume_of_the_vectors_across_a_reboot(tmp_path):
     v = vector_board(tmp_path)
     p, r = v["pairing"], v["resume"]
@@ -282,7 +279,6 @@ def test_the_device_reproduces_the_pairing_and_resume_of_the_vectors_across_a_re
         seal_at_counters(dev, r["sealed"])
 
 
-@needs_cpace
 def test_one_pairing_completes_in_an_esp32_heap_and_the_idle_agent_pays_little_for_pairing(tmp_path, record_property):
     """Live heap (after gc.collect) of an idle agent with and without Pairing, and
     the largest live heap inside the exchange (measured where the random scalar
@@ -307,7 +303,6 @@ def test_one_pairing_completes_in_an_esp32_heap_and_the_idle_agent_pays_little_f
     assert peak < 0.75 * 112_640
 
 
-@needs_cpace
 def test_twenty_pairings_in_one_boot_complete_in_an_esp32_heap_and_leave_nothing_behind(tmp_path):
     from edge_agent.pairing import Initiator, new_host_id
     v = vector_board(tmp_path)
@@ -323,7 +318,6 @@ def test_twenty_pairings_in_one_boot_complete_in_an_esp32_heap_and_leave_nothing
     assert max(levels[5:]) - min(levels[5:]) < 1024, levels
 
 
-@needs_cpace
 def test_the_device_core_reproduces_the_vectors_under_cpython_as_on_a_raspberry_pi(tmp_path, monkeypatch):
     from tests.mpy import firmware_on_path
     firmware_on_path()

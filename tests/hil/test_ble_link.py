@@ -18,7 +18,6 @@ import pytest
 from edge_hil.virtual import state as st
 from tests.mpy import board_heap
 
-pytest.importorskip("bumble")
 
 CENTRAL = Path(__file__).with_name("ble_central.py")
 REPO = Path(__file__).resolve().parents[2]

@@ -23,7 +23,6 @@ import pytest
 from edge_hil.virtual.ble_bridge import DEFAULT_BUFFER, Value
 from tests.mpy import board_heap, micropython_exe
 
-pytest.importorskip("bumble")
 
 from bumble.att import ATT_Error, ErrorCode  # noqa: E402
 from bumble.controller import Controller  # noqa: E402

@@ -15,8 +15,6 @@ from edge_agent.pairing import (Bond, HostSession, Initiator, PairingError, Resu
                                 new_host_id, unpair_payload)
 
 VECTORS = Path(__file__).parents[1] / "vectors" / "pairing.json"
-HAVE_CPACE = hasattr(crypto, "cpace_generator")
-needs_cpace = pytest.mark.skipif(not HAVE_CPACE, reason="edge_agent.crypto's CPace not merged from branch crypto yet")
 
 
 def queue(*values: bytes):
@@ -106,7 +104,6 @@ def test_the_host_refuses_to_seal_at_the_last_counter():
 
 # -- against the shared vectors
 
-@needs_cpace
 def test_the_host_reproduces_the_pairing_and_resume_of_the_vectors():
     v = vectors()
     p, r = v["pairing"], v["resume"]
@@ -134,13 +131,11 @@ def check_sealed(session: HostSession, cases: list[dict]) -> None:
             assert session.open(bytes.fromhex(c["sealed"])).hex() == c["message"]
 
 
-@needs_cpace
 def test_the_vectors_file_is_what_the_builder_writes():
     from tests.host.build_pairing_vectors import build
     assert build() == vectors()
 
 
-@needs_cpace
 def test_a_device_key_other_than_the_registered_one_or_the_labels_is_wrong_device():
     v = vectors()
     p = v["pairing"]
@@ -153,7 +148,6 @@ def test_a_device_key_other_than_the_registered_one_or_the_labels_is_wrong_devic
         assert e.value.reason == "wrong_device"
 
 
-@needs_cpace
 def test_a_host_with_the_wrong_code_gets_wrong_code_from_tag_d_and_sends_no_confirm():
     v = vectors()
     p = v["pairing"]
@@ -167,7 +161,6 @@ def test_a_host_with_the_wrong_code_gets_wrong_code_from_tag_d_and_sends_no_conf
         init.done(bytes.fromhex(p["messages"]["PAIR_DONE"]))
 
 
-@needs_cpace
 def test_a_resume_ok_whose_tag_does_not_prove_the_bond_is_refused():
     v = vectors()
     r = v["resume"]
