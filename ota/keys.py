@@ -32,7 +32,13 @@ def _paths() -> tuple[Path, Path]:
     return d / f"{ROOT_NAME}.pem", d / f"{ROOT_NAME}.pub"
 
 
-def _create(private: Path) -> None:
+def new_private_key(private: Path):
+    """A new Ed25519 key written to ``private`` (PKCS#8 PEM, 0600, folder 0700), or None if one is there.
+
+    The file appears whole or not at all (written under a temporary name, then
+    linked: link() fails when the name is taken, so two writers racing keep
+    one key and never overwrite it).
+    """
     from Crypto.PublicKey import ECC
 
     private.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -46,14 +52,18 @@ def _create(private: Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         try:
-            # link() fails if the key exists: two first uses racing keep one key.
             os.link(tmp, private)
         except FileExistsError:
-            return
+            return None
     finally:
         tmp.unlink(missing_ok=True)
-    print(f"created the OTA root key at {private}; back it up: whoever holds it can "
-          "update your fleet", file=sys.stderr)
+    return key
+
+
+def _create(private: Path) -> None:
+    if new_private_key(private) is not None:
+        print(f"created the OTA root key at {private}; back it up: whoever holds it can "
+              "update your fleet", file=sys.stderr)
 
 
 def root_public_key(create: bool = True) -> bytes:

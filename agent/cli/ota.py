@@ -160,10 +160,8 @@ def keygen(name: str, expires: float, revoke: str | None, as_json: bool) -> None
       edge ota keygen --signing release-2025 --expires 365d
       edge ota keygen --revoke release-2024
     """
-    from Crypto.PublicKey import ECC
-
     from edge_ota.cose import kid_of
-    from edge_ota.keys import key_dir, root_signer
+    from edge_ota.keys import key_dir, new_private_key, root_signer
 
     root = root_signer()
     current, names = _current_list(root.public_key)
@@ -186,22 +184,10 @@ def keygen(name: str, expires: float, revoke: str | None, as_json: bool) -> None
         if path.exists():
             raise BadInput(f"a signing key {name!r} exists already at {path}",
                            "pick another name (--signing NAME): a key file is never overwritten")
-        key_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
-        key = ECC.generate(curve="ed25519")
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(key.export_key(format="PEM"))
-                f.flush()
-                os.fsync(f.fileno())
-            try:
-                os.link(tmp, path)     # fails if the name was taken meanwhile
-            except FileExistsError:
-                raise BadInput(f"a signing key {name!r} exists already at {path}",
-                               "pick another name (--signing NAME)") from None
-        finally:
-            tmp.unlink(missing_ok=True)
+        key = new_private_key(path)
+        if key is None:     # the name was taken meanwhile
+            raise BadInput(f"a signing key {name!r} exists already at {path}",
+                           "pick another name (--signing NAME)")
         pub = key.public_key().export_key(format="raw")
         kid = kid_of(pub)
         key_expires = now + int(expires)
