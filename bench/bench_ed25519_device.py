@@ -94,20 +94,14 @@ print("T rsa2048", best_us(lambda: pow(s, 65537, n), 5))
 
 
 def least_free_heap(warm: bool) -> int:
-    template = edtest.IN_FREE_HEAP
-    if warm:
-        edtest.IN_FREE_HEAP = template.replace("FREE = %d", "ed25519.verify(pub, msg, sig)\nFREE = %d")
-    try:
-        lo, hi = 256, 64 * 1024
-        while hi - lo > 64:
-            mid = (lo + hi) // 2
-            if edtest.fits_in_free_heap(mid, heap="esp32"):
-                hi = mid
-            else:
-                lo = mid
-        return hi
-    finally:
-        edtest.IN_FREE_HEAP = template
+    lo, hi = 256, 64 * 1024
+    while hi - lo > 64:
+        mid = (lo + hi) // 2
+        if edtest.fits_in_free_heap(mid, heap="esp32", warm=warm):
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 def main() -> int:

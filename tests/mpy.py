@@ -58,3 +58,19 @@ def firmware_on_path() -> None:
     for p in (str(FIRMWARE), str(CPYTHON_SHIM)):
         if p not in sys.path:
             sys.path.insert(0, p)
+
+
+# Device code that takes all the heap but FREE bytes (FREE is set before it),
+# for tests that find how little free heap a job needs. The ballast is many
+# blocks: after the imports no single free block spans the heap.
+BALLAST = """
+ballast = []
+size = 16384
+gc.collect()
+while size >= 16 and gc.mem_free() > FREE + 64:
+    try:
+        ballast.append(bytearray(min(size, gc.mem_free() - FREE - 48)))
+    except MemoryError:
+        size //= 2
+gc.collect()
+"""

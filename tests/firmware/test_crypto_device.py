@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.firmware.compiled import prelude
-from tests.mpy import firmware_on_path, run
+from tests.mpy import BALLAST, firmware_on_path, run
 
 VECTORS = json.loads((Path(__file__).resolve().parent.parent / "vectors" / "crypto.json").read_text())
 
@@ -329,18 +329,8 @@ def ccm_1k():
     c.open(bytes(13), b"hdr", c.seal(bytes(13), b"hdr", bytes(1024)))
 
 
-# The ballast is many blocks: after the imports no single free block spans the heap.
 FREE = %d
-ballast = []
-size = 16384
-gc.collect()
-while size >= 16 and gc.mem_free() > FREE + 64:
-    try:
-        ballast.append(bytearray(min(size, gc.mem_free() - FREE - 48)))
-    except MemoryError:
-        size //= 2
-gc.collect()
-try:
+""" + BALLAST + """try:
     %s()
     print("fits")
 except MemoryError:

@@ -15,7 +15,7 @@ from Crypto.PublicKey import ECC
 from Crypto.Signature import eddsa
 
 from tests.firmware.compiled import prelude
-from tests.mpy import firmware_on_path, run
+from tests.mpy import BALLAST, firmware_on_path, run
 
 _P = 2**255 - 19
 _L = 2**252 + 27742317777372353535851937790883648493
@@ -186,30 +186,26 @@ from edgefw import ed25519
 pub = h(%r)
 msg = h(%r)
 sig = h(%r)
+%s
 FREE = %d
-ballast = []
-size = 16384
-gc.collect()
-while size >= 16 and gc.mem_free() > FREE + 64:
-    try:
-        ballast.append(bytearray(min(size, gc.mem_free() - FREE - 48)))
-    except MemoryError:
-        size //= 2
-gc.collect()
-try:
+""" + BALLAST + """try:
     print("fits" if ed25519.verify(pub, msg, sig) else "wrong")
 except MemoryError:
     print("MemoryError")
 """
 
 
-def fits_in_free_heap(free: int, heap: int | str = "esp32") -> bool:
-    """Whether one verify of a 300-byte message runs with only ``free`` bytes of heap left to it."""
+def fits_in_free_heap(free: int, heap: int | str = "esp32", warm: bool = False) -> bool:
+    """Whether one verify of a 300-byte message runs with only ``free`` bytes of heap left to it.
+
+    ``warm``: after a first verify made before the ballast (B's table kept).
+    """
     key = ECC.construct(curve="Ed25519", seed=bytes(range(32)))
     msg = bytes(range(256)) + bytes(44)
     sig = eddsa.new(key, "rfc8032").sign(msg)
     pub = key.public_key().export_key(format="raw")
-    out = run(prelude() + IN_FREE_HEAP % (pub.hex(), msg.hex(), sig.hex(), free), heap=heap,
+    out = run(prelude() + IN_FREE_HEAP % (pub.hex(), msg.hex(), sig.hex(),
+                                            "ed25519.verify(pub, msg, sig)" if warm else "", free), heap=heap,
               timeout=120).stdout.decode().split()
     assert out != ["wrong"], out
     return out == ["fits"]
