@@ -112,16 +112,6 @@ def _firmware_went_back(p):
         return False
 
 
-def _firmware_back(p):
-    # Boot the partition the update came from again (the bootloader would
-    # on the next reset anyway when rollback is enabled).
-    try:
-        import esp32
-        esp32.Partition.find(esp32.Partition.TYPE_APP, label=p["from"])[0].set_boot()
-    except Exception:
-        pass
-
-
 def choose(r):
     # (slot, on trial): the pointer settled for this boot (trial counted,
     # rollback written), the slot put first on sys.path.
@@ -140,6 +130,10 @@ def choose(r):
         else:
             d["trial"] += 1
         save(r, d)
+        if why and p.get("component") == "firmware" and not _firmware_went_back(p):
+            # Still in the new image: a reset while it is pending
+            # verification makes the bootloader boot the previous one.
+            _reset()
     trial = "trial" in d
     slot = ""
     for s in (d.get("active"), d.get("prev")):
@@ -181,9 +175,7 @@ def boot():
     if trial and (isinstance(res, Exception) or res in ("crashed", "safe")):
         d = load(r)
         if "trial" in d:
-            p = d.get("pending") or {}
             save(r, rolled_back(d, "crashed on trial: %r" % (res,)))
-            if p.get("component") == "firmware":
-                _firmware_back(p)
+        # A firmware on trial: the bootloader boots the previous image.
         _reset()
     return res

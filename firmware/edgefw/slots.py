@@ -44,11 +44,15 @@ def read(root):
     return d
 
 
-def _write(root, d):
+def _mkdir(root):
     try:
         os.mkdir(_p(root, "ota"))
     except OSError:
         pass
+
+
+def _write(root, d):
+    _mkdir(root)
     atomic.write(_p(root, "ota/slot"), json.dumps(d).encode())
 
 
@@ -78,7 +82,10 @@ def confirm(root, esp32=None):
     if c == "firmware" and esp32 is not None:
         # Before the pointer: a cut between the two leaves the image valid
         # and the pointer on trial, which the next boot confirms again.
-        esp32.Partition.mark_app_valid_cancel_rollback()
+        try:
+            esp32.Partition.mark_app_valid_cancel_rollback()
+        except OSError:
+            pass  # -261: a firmware built without app rollback has nothing to cancel
     d["seq"][c] = p["seq"]
     d["digest"][c] = p["digest"]
     d["version"][c] = p["version"]
@@ -171,10 +178,7 @@ class AgentTarget:
 
     def begin(self, resume):
         self.close()
-        try:
-            os.mkdir(_p(self.root, "ota"))
-        except OSError:
-            pass
+        _mkdir(self.root)
         n = 0
         if resume:
             try:

@@ -73,6 +73,10 @@ QUICK_EXIT_S = 1.0
 CRASH_LOOP_RUNS = 5
 CRASH_LOOP_BACKOFF_S = 10.0
 CONSOLE_LOG_MAX = 16 * 1024 * 1024  # console.log rolls over to console.log.1 past this
+# Each OTA partition of an ESP-family board: MicroPython's
+# ports/esp32/partitions-4MiB-ota.csv (ota_0 and ota_1, 0x180000 each), the
+# table of its OTA builds for 4 MB of flash, the least our ESP boards have.
+OTA_PARTITION_BYTES = 0x180000
 
 
 def _take_controlling_tty() -> None:  # runs in the child, after setsid()
@@ -451,6 +455,12 @@ class VirtualBoard:
         env["EDGE_BOARD_PLATFORM"] = self.spec.platform
         env["EDGE_BOARD_MACHINE"] = self.spec.machine
         env.pop("EDGE_BLE_SOCKET", None)
+        env.pop("EDGE_ESP32_OTA", None)
+        if self.spec.family == "esp32":
+            # The esp32 module's OTA partitions (vesp32.py), in the home: not
+            # part of the board's filesystem.
+            env["EDGE_ESP32_OTA"] = str(Path(self.spec.home) / "ota-partitions.bin")
+            env["EDGE_ESP32_OTA_SIZE"] = str(OTA_PARTITION_BYTES)
         env.pop("EDGE_BLE_MPY", None)
         if self.radio is not None and mode == "boot" and await self.radio.start():
             self.on_change()
