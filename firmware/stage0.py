@@ -106,7 +106,7 @@ def _firmware_went_back(p):
     # A firmware update on trial whose image the bootloader refused: the
     # partition running is not the one set to boot.
     try:
-        import esp32
+        import esp32  # type: ignore[import-not-found]  # ESP32 ports only
         return esp32.Partition(esp32.Partition.RUNNING).info()[4] != p.get("part")
     except (ImportError, AttributeError, OSError):
         return False
