@@ -45,7 +45,9 @@ def build(dest: Path, arch: str | None = None, source: Path = FIRMWARE_DIR) -> l
     out.mkdir(parents=True, exist_ok=True)
     written = []
     exe = mpy_cross_exe()
-    for src in [source / "stage0.py"] + sorted((source / "edgefw").rglob("*.py")):
+    # Stage 0 where the tree has one (main.py imports it: docs/protocol.md 7.7).
+    stage0 = [source / "stage0.py"] if (source / "stage0.py").is_file() else []
+    for src in stage0 + sorted((source / "edgefw").rglob("*.py")):
         rel = src.relative_to(source)
         if "__pycache__" in rel.parts:
             continue
