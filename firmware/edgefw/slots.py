@@ -79,7 +79,10 @@ def confirm(root, esp32=None):
     if "trial" not in d or not isinstance(p, dict):
         return None
     c = p["component"]
-    if c == "firmware" and esp32 is not None:
+    if c == "firmware":
+        if esp32 is None:
+            # Confirming the pointer alone would let the bootloader go back.
+            raise ValueError("confirming firmware needs the esp32 module")
         # Before the pointer: a cut between the two leaves the image valid
         # and the pointer on trial, which the next boot confirms again.
         try:

@@ -312,3 +312,37 @@ def test_capacity_is_half_the_free_flash_less_a_reserve(tmp_path):
     got = int(out(device(fs, "from edgefw import slots\nprint(slots.AgentTarget('').capacity())")))
     want = (st.f_bavail * st.f_bsize - 16384) // 2
     assert abs(got - want) < 1 << 20   # the disk is shared with other tests
+
+
+def test_under_cpython_with_a_data_folder_the_update_boots_from_that_folder(tmp_path):
+    # A Raspberry Pi: CPython, the firmware's sources, the device's files in
+    # $EDGE_DEVICE_ROOT (a root prefix, where a board's is "").
+    import os
+    import subprocess
+    import sys
+
+    from tests.mpy import CPYTHON_SHIM, FIRMWARE
+
+    fs = tmp_path / "data"
+    fs.mkdir()
+    (tmp_path / "b.bin").write_bytes(bundle(agent("2")))
+    code = f"""
+import sys
+sys.path[:0] = [{str(FIRMWARE)!r}, {str(CPYTHON_SHIM)!r}]
+from edgefw import slots
+t = slots.AgentTarget({str(fs)!r})
+t.begin(False)
+data = open({str(tmp_path / 'b.bin')!r}, "rb").read()
+for off in range(0, len(data), 4096):
+    t.write(off, memoryview(data)[off:off + 4096])
+t.flush()
+t.close()
+t.install(2, "d2", "2")
+t.apply(2, "d2", "2")
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
+    env = {**os.environ, "EDGE_DEVICE_ROOT": str(fs)}
+    proc = subprocess.run([sys.executable, str(FIRMWARE / "main.py")], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.stdout.split() == ["AGENT"] + ["2"] * 7, proc.stderr
+    assert read_pointer(fs)["trial"] == 1
