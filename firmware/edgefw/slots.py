@@ -355,6 +355,14 @@ def _unpack(src, folder):
             raise _Bad  # bytes after the end
     finally:
         f.close()
+    # A slot stage 0 would boot: the package is there.
+    for ext in (".mpy", ".py"):
+        try:
+            os.stat(folder + "/edgefw/__init__" + ext)
+            return
+        except OSError:
+            pass
+    raise _Bad
 
 
 def _name(buf, n, folder):

@@ -159,6 +159,8 @@ BAD_BUNDLES = {
     "missing end byte": bundle(GOOD, end=b""),
     "trailing bytes": bundle(GOOD) + b"\x00",
     "129 files": bundle([(f"f{i}", b"x") for i in range(129)]),
+    "no files at all": bundle([]),
+    "no edgefw/__init__": bundle([f for f in GOOD if not f[0].startswith("edgefw/__init__")]),
 }
 
 
