@@ -11,7 +11,8 @@
 #   could not be counted (a reset would loop uncounted).
 # A crash is an exception out of the agent or a watchdog reset; a power cut is
 # not one. An agent on trial (an update, docs/protocol.md 7.7) does not reset
-# after a crash: main() returns "crashed" and stage 0 rolls back at once. This module imports nothing at its top but the package's drop()
+# after a crash: main() returns "crashed" and stage 0 rolls back at once.
+# This module imports nothing at its top but the package's drop()
 # (what runs once, reading the files and building the agent, is in
 # boot_build.py, dropped after); the port adapter has a guard of its own (without it no
 # frame can be sent).
