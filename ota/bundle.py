@@ -52,6 +52,16 @@ def name_problem(name: bytes) -> str | None:
     return None
 
 
+def _admit(raw: bytes, seen: set[bytes], where: str) -> None:
+    """Add ``raw`` to the names ``seen`` if it keeps the name rule and is new; else BundleError."""
+    problem = name_problem(raw)
+    if problem:
+        raise BundleError(f"{where} {raw!r}: {problem}")
+    if raw in seen:
+        raise BundleError(f"{where}: {raw.decode()!r} twice")
+    seen.add(raw)
+
+
 def pack(files: list[tuple[str, bytes]]) -> bytes:
     """The bundle holding ``files`` (name, data) in the order given; :class:`BundleError` if one breaks 7.1."""
     if len(files) > MAX_FILES:
@@ -60,12 +70,7 @@ def pack(files: list[tuple[str, bytes]]) -> bytes:
     seen: set[bytes] = set()
     for name, data in files:
         raw = name.encode("utf-8")
-        problem = name_problem(raw)
-        if problem:
-            raise BundleError(f"file {name!r}: {problem}")
-        if raw in seen:
-            raise BundleError(f"file {name!r} twice")
-        seen.add(raw)
+        _admit(raw, seen, f"file {len(seen) + 1}")
         if len(data) > MAX_SIZE:
             raise BundleError(f"file {name!r} of {len(data)} bytes: a file's size is 32 bits")
         out += bytes([len(raw)]) + raw + _U32.pack(len(data)) + data
@@ -96,12 +101,7 @@ def unpack(data: bytes) -> list[tuple[str, bytes]]:
         raw = data[pos + 1:pos + 1 + n]
         if len(raw) < n or pos + 1 + n + 4 > len(data):
             raise BundleError(f"{where}: the bundle ends inside its name or size")
-        problem = name_problem(raw)
-        if problem:
-            raise BundleError(f"{where} {raw!r}: {problem}")
-        if raw in seen:
-            raise BundleError(f"{where}: {raw.decode()!r} twice")
-        seen.add(raw)
+        _admit(raw, seen, where)
         pos += 1 + n
         (size,) = _U32.unpack_from(data, pos)
         pos += 4
