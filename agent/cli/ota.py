@@ -131,6 +131,7 @@ def ota() -> None:
     \b
     Example:
       edge ota keygen                          # a signing key, listed by the root
+      edge ota bundle --board esp32 --version 1.3.0 -o build/agent.bin
       edge ota sign build/agent.bin --board esp32 --component agent \\
           --version 1.3.0 --sequence 7 -o agent.manifest
       edge ota verify agent.manifest --image build/agent.bin --board esp32
