@@ -215,6 +215,12 @@ def verified(proc, s):
     assert all(c["ok"] for c in checks) and checks[-1]["check"] == "digest", checks
 
 
+def bundled(proc, s):
+    made = json.loads(proc.stdout)
+    assert made["component"] == "agent" and made["version"] == "1.0.1" and made["files"], made
+    assert Path(made["output"]).stat().st_size == made["bytes"]
+
+
 def stopped(proc, s):
     assert json.loads(s.home.edge("sim", "ls", "--json").stdout) == []
 
@@ -244,6 +250,7 @@ STEPS: list[tuple[tuple[str, ...], Callable]] = [
     (("ota", "sign", "{image}", "--board", "esp32", "--component", "agent", "--version", "1.0.0",
       "--sequence", "1", "-o", "{manifest}", "--json"), signed),
     (("ota", "verify", "{manifest}", "--image", "{image}", "--board", "esp32", "--json"), verified),
+    (("ota", "bundle", "--board", "esp32", "--version", "1.0.1", "-o", "{out}/agent.bundle", "--json"), bundled),
     (("sim", "power", "esp32-1", "off"), mode("esp32-1", "off")),
     (("sim", "power", "esp32-1", "on"), mode("esp32-1", "micropython")),
     (("sim", "download", "esp32-1"), mode("esp32-1", "download")),
