@@ -16,9 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +24,13 @@ import click
 
 from edge_agent.cli.options import Duration, check_regular_file
 from edge_agent.errors import BadInput, NotFound
+from edge_agent.paths import write_atomic
+from edge_agent.update_store import iso as _iso
 
 DEFAULT_KEY = "ota-signing"
 KEY_LIST = "ota-keys.cose"
 KEY_NAMES = "ota-keys.json"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
-
-def _iso(ts: int) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _key_name(name: str) -> str:
@@ -44,20 +40,6 @@ def _key_name(name: str) -> str:
         raise BadInput(f"{name!r} is not a name for a signing key",
                        "use letters, digits, '.', '_' and '-' (not ota-root or ota-keys)")
     return name
-
-
-def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """``data`` in ``path``: written under a new name, then renamed over it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _load_signer(name: str):
@@ -110,9 +92,9 @@ def _save_list(root_signer, sequence: int, keys: dict[bytes, tuple[bytes, int]],
     from edge_ota.manifest import KeyList
 
     new = KeyList(sequence, keys).checked()
-    _write_atomic(key_dir() / KEY_LIST, new.sign(root_signer))
+    write_atomic(key_dir() / KEY_LIST, new.sign(root_signer))
     kept = {k.hex() for k in keys}
-    _write_atomic(key_dir() / KEY_NAMES,
+    write_atomic(key_dir() / KEY_NAMES,
                   json.dumps({k: v for k, v in names.items() if k in kept}, indent=1).encode())
     return new
 
@@ -267,7 +249,7 @@ def sign(image: str, board: str, component: str, version: str, sequence: int,
                                   min_version=min_version)
     signed = manifest.sign(signer)
     out = Path(output)
-    _write_atomic(out, signed)
+    write_atomic(out, signed)
     fields = _fields(manifest)
     fields.update({"manifest": str(out), "bytes": len(signed), "key": key_name,
                    "kid": signer.kid.hex()})
@@ -311,6 +293,7 @@ def verify(manifest: str, image: str | None, board: str | None,
       edge ota verify agent.manifest --image build/agent.bin --board esp32 \\
           --installed-sequence 6
     """
+    from edge_agent.update_store import FIX, checks as host_checks
     from edge_ota.cose import OtaError
     from edge_ota.keys import root_public_key
 
@@ -323,7 +306,7 @@ def verify(manifest: str, image: str | None, board: str | None,
     checks: list[dict[str, Any]] = []
     failure: OtaError | None = None
     try:
-        for step, detail in _checks(data, key_list, names, board, installed_sequence, image):
+        for step, detail in host_checks(data, key_list, names, board, installed_sequence, image):
             checks.append({"check": step, "ok": True, "detail": detail})
     except OtaError as e:
         failure = e
@@ -338,86 +321,6 @@ def verify(manifest: str, image: str | None, board: str | None,
             click.echo(f"{mark} {c['check']:10} {tail}")
     if failure is not None:
         raise BadInput(f"{manifest} fails check {failure.message}",
-                       failure.hint or _FIX.get(failure.check, "sign the image again"))
+                       failure.hint or FIX.get(failure.check, "sign the image again"))
     if not as_json:
         click.echo(f"{manifest}: every check passed")
-
-
-_FIX = {
-    "unknown-key": "sign with a key the current key list names (`edge ota keygen`)",
-    "key-expired": "make a new signing key (`edge ota keygen --signing NAME`) and sign again",
-    "bad-signature": "the file was changed or signed by another key: sign the image again",
-    "wrong-board": "sign the board's own image with --board set to it",
-    "rollback": "sign again with a --sequence above the device's counter",
-    "expired": "sign again (--expires sets how long it is accepted)",
-    "size-mismatch": "pass the image the manifest was made for, or sign this one",
-    "digest-mismatch": "pass the image the manifest was made for, or sign this one",
-}
-
-
-def _checks(data: bytes, key_list, names: dict[str, str], board: str | None,
-            installed_sequence: int | None, image: str | None):
-    """Each check of section 6.5 that applies on the host, in order, as
-    ``(step, detail)``; raises the failing one's :class:`OtaError` with its ``step``."""
-    import hashlib
-
-    from edge_ota.cose import OtaError, decode_sign1
-    from edge_ota.manifest import (DigestMismatch, Expired, KeyExpired, Manifest, Rollback,
-                                   SizeMismatch, UnknownKey, WrongBoard)
-
-    step = "shape"
-
-    def at(name: str) -> None:
-        nonlocal step
-        step = name
-
-    try:
-        msg = decode_sign1(data)
-        yield step, "a COSE_Sign1 in deterministic CBOR"
-        at("signature")
-        now = int(time.time())
-        entry = key_list.keys.get(msg.kid)
-        if entry is None:
-            raise UnknownKey(f"key {msg.kid.hex()} is not in key list {key_list.sequence} "
-                             "(unknown or revoked)")
-        pub, key_expires = entry
-        if now >= key_expires:
-            raise KeyExpired(f"key {msg.kid.hex()} expired at {_iso(key_expires)}")
-        msg.verify(pub)
-        who = names.get(msg.kid.hex()) or msg.kid.hex()
-        yield step, f"by {who} ({msg.kid.hex()}), listed in key list {key_list.sequence} by the root"
-        at("payload")
-        m = Manifest.from_cbor(msg.payload)
-        yield step, (f"{m.component} {m.version} for {m.board}, sequence {m.sequence}"
-                     + (f", needs {m.min_version}+" if m.min_version else ""))
-        if board is not None:
-            at("board")
-            if m.board != board:
-                raise WrongBoard(f"for board {m.board!r}, not {board!r}")
-            yield step, board
-        if installed_sequence is not None:
-            at("counter")
-            if m.sequence <= installed_sequence:
-                raise Rollback(f"sequence {m.sequence} is not above the counter {installed_sequence}")
-            yield step, f"{m.sequence} > {installed_sequence}"
-        at("expiry")
-        if now >= m.expires:
-            raise Expired(f"expired at {_iso(m.expires)}")
-        yield step, f"until {_iso(m.expires)}"
-        if image is not None:
-            at("size")
-            size = os.path.getsize(image)
-            if size != m.size:
-                raise SizeMismatch(f"the image is {size} bytes, the manifest says {m.size}")
-            yield step, f"{size} bytes"
-            at("digest")
-            h = hashlib.sha256()
-            with open(image, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 16), b""):
-                    h.update(chunk)
-            if h.digest() != m.digest:
-                raise DigestMismatch("the image's SHA-256 is not the manifest's digest")
-            yield step, f"sha256 {m.digest.hex()}"
-    except OtaError as e:
-        e.step = step  # type: ignore[attr-defined]
-        raise
