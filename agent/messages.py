@@ -48,6 +48,7 @@ from edge_agent.errors import BadInput
 from edge_agent.names import is_device_id, is_sensor_name, is_unit
 
 HELLO, TIME, BATCH_V1, ACK, STATUS, SENSORS, BATCH, REFUSE = 1, 2, 3, 4, 5, 6, 7, 8
+OTA_QUERY, OTA_OFFER, OTA_WINDOW, OTA_CHUNK, OTA_STATE = 9, 10, 11, 12, 13
 PROTOCOL = 2               # HELLO key 9
 
 MAX_MESSAGE = 1024         # bytes in one message, whatever link carries it
@@ -62,6 +63,17 @@ MAX_SENSORS = 64           # entries in a SENSORS table
 MAX_VALUE_TEXT = 64        # characters in a text value
 MIN_TIME_MS = 1577836800000    # 2020-01-01T00:00:00Z
 END_TIME_MS = 4102444800000    # 2100-01-01T00:00:00Z, excluded
+
+# Section 7.2: the words OTA messages may carry.
+OTA_COMPONENTS = ("agent", "firmware")
+OTA_WHY = ("boot", "schedule", "command", "resume")
+OTA_STATES = ("refused", "current", "downloading", "stalled", "verified", "installed", "applying",
+              "trial", "confirmed", "rolled-back", "failed", "stale")
+MAX_MANIFEST = 512         # bytes in OTA_OFFER key 3
+MAX_KEY_LIST = 640         # bytes in OTA_OFFER key 4
+MAX_ROTATION = 200         # bytes in OTA_OFFER key 5
+MAX_CHUNK = 960            # image bytes in one OTA_CHUNK
+MIN_RETRY_S, MAX_RETRY_S = 60, 604800   # OTA_OFFER key 6
 
 TIME_HOST = 0              # BATCH key 4: the boot's epoch came from a host's TIME
 TIME_ESTIMATED = 1         # BATCH key 4: estimated epoch (section 2.5)
@@ -184,7 +196,86 @@ class Status:
     counters: dict | None = None
 
 
-Message = Hello | Time | Sensors | Batch | Ack | Refuse | Status
+@dataclass(frozen=True, slots=True)
+class OtaQuery:
+    """OTA_QUERY (9), device to host: what the device runs and holds for one component (7.2).
+
+    ``resume_sequence`` and ``resume_held`` describe an unfinished download;
+    ``why`` is ``boot``, ``schedule``, ``command`` or ``resume``.
+    """
+
+    device_id: str
+    component: str
+    version: str
+    counter: int
+    keys_sequence: int
+    root_epoch: int
+    resume_sequence: int | None = None
+    resume_held: int | None = None
+    why: str = "schedule"
+
+
+@dataclass(frozen=True, slots=True)
+class OtaOffer:
+    """OTA_OFFER (10), host to device: the newest signed documents the host has (7.2).
+
+    ``manifest``, ``key_list`` and ``rotation`` are COSE_Sign1 documents
+    (section 6) or None; ``retry_s`` is when the device should ask again.
+    """
+
+    device_id: str
+    component: str
+    manifest: bytes | None = None
+    key_list: bytes | None = None
+    rotation: bytes | None = None
+    retry_s: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OtaWindow:
+    """OTA_WINDOW (11), device to host: bytes below ``ack`` are held, the host may send below ``limit`` (7.5).
+
+    ``rewind`` asks the host to send again from ``ack``.
+    """
+
+    device_id: str
+    sequence: int
+    ack: int
+    limit: int
+    rewind: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OtaChunk:
+    """OTA_CHUNK (12), host to device: image bytes at ``offset`` of transfer ``sequence``."""
+
+    device_id: str
+    sequence: int
+    offset: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class OtaState:
+    """OTA_STATE (13), device to host: where an update stands (one of :data:`OTA_STATES`).
+
+    ``held`` and ``size`` are bytes held durably and the image's size;
+    ``check`` names a refusal (6.5, ``bad-bundle``, ``rolled-back``) and
+    ``reason`` explains it to a person.
+    """
+
+    device_id: str
+    component: str
+    sequence: int
+    state: str
+    version: str | None = None
+    held: int | None = None
+    size: int | None = None
+    check: str | None = None
+    reason: str | None = None
+
+
+Message = Hello | Time | Sensors | Batch | Ack | Refuse | Status | OtaQuery | OtaOffer | OtaWindow | OtaChunk | OtaState
 
 
 # -- value checks: each returns None if the value is fine, else what was expected
@@ -385,8 +476,41 @@ def _counters(value: Any) -> str | None:
     return None
 
 
+def _bytes_check(low: int, high: int) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if not isinstance(value, (bytes, bytearray, memoryview)):
+            return f"a byte string, got {_kind(value)}"
+        if not low <= len(value) <= high:
+            return f"a byte string of {low} to {high} bytes, got {len(value)}"
+        return None
+    return check
+
+
+def _word_check(high: int, words: tuple[str, ...], what: str) -> Callable[[Any], str | None]:
+    text = _text_check(1, high)
+
+    def check(value: Any) -> str | None:
+        problem = text(value)
+        if problem:
+            return problem
+        if value not in words:
+            return f"{what} ({', '.join(words)}), got {value!r}"
+        return None
+    return check
+
+
+def _retry_s(value: Any) -> str | None:
+    problem = _uint(value)
+    if problem:
+        return problem
+    if not MIN_RETRY_S <= value <= MAX_RETRY_S:
+        return f"seconds from {MIN_RETRY_S} to {MAX_RETRY_S}, got {value}"
+    return None
+
+
 _SHORT = _text_check(1, MAX_SHORT)
 _TEXT = _text_check(0, MAX_TEXT)
+_COMPONENT = _word_check(16, OTA_COMPONENTS, "a component")
 
 Check = Callable[[Any], "str | None"]
 # type -> (class, name, ((key, field, check, required), ...))
@@ -440,12 +564,60 @@ _SCHEMAS: dict[int, tuple[type, str, tuple[tuple[int, str, Check, bool], ...]]] 
         (4, "selftest", _selftest, False),
         (5, "counters", _counters, False),
     )),
+    OTA_QUERY: (OtaQuery, "OTA_QUERY", (
+        (1, "device_id", _device_id, True),
+        (2, "component", _COMPONENT, True),
+        (3, "version", _text_check(1, 32), True),
+        (4, "counter", _uint, True),
+        (5, "keys_sequence", _uint, True),
+        (6, "root_epoch", _uint, True),
+        (7, "resume_sequence", _uint, False),
+        (8, "resume_held", _uint, False),
+        (9, "why", _word_check(16, OTA_WHY, "a reason to ask"), True),
+    )),
+    OTA_OFFER: (OtaOffer, "OTA_OFFER", (
+        (1, "device_id", _device_id, True),
+        (2, "component", _COMPONENT, True),
+        (3, "manifest", _bytes_check(1, MAX_MANIFEST), False),
+        (4, "key_list", _bytes_check(1, MAX_KEY_LIST), False),
+        (5, "rotation", _bytes_check(1, MAX_ROTATION), False),
+        (6, "retry_s", _retry_s, False),
+    )),
+    OTA_WINDOW: (OtaWindow, "OTA_WINDOW", (
+        (1, "device_id", _device_id, True),
+        (2, "sequence", _uint, True),
+        (3, "ack", _uint, True),
+        (4, "limit", _uint, True),
+        (5, "rewind", _bool, False),
+    )),
+    OTA_CHUNK: (OtaChunk, "OTA_CHUNK", (
+        (1, "device_id", _device_id, True),
+        (2, "sequence", _uint, True),
+        (3, "offset", _uint, True),
+        (4, "data", _bytes_check(1, MAX_CHUNK), True),
+    )),
+    OTA_STATE: (OtaState, "OTA_STATE", (
+        (1, "device_id", _device_id, True),
+        (2, "component", _COMPONENT, True),
+        (3, "sequence", _uint, True),
+        (4, "state", _word_check(16, OTA_STATES, "a state of section 7.2"), True),
+        (5, "version", _text_check(1, 32), False),
+        (6, "held", _uint, False),
+        (7, "size", _uint, False),
+        (8, "check", _text_check(1, 32), False),
+        (9, "reason", _text_check(0, 200), False),
+    )),
 }
 _TYPE_OF = {cls: msg_type for msg_type, (cls, _, _) in _SCHEMAS.items()}
 # Types holding only unsigned integers, booleans, text and arrays of text, their keys put in
 # ascending order: cbor2's plain encoding of them is the deterministic one already (no float
 # to shorten, no map to sort) and costs a third of ``canonical=True`` (an ACK per batch).
-_PLAIN = frozenset((HELLO, TIME, SENSORS, ACK, REFUSE))
+# The OTA types hold byte strings besides: their plain encoding is deterministic too.
+_PLAIN = frozenset((HELLO, TIME, SENSORS, ACK, REFUSE, OTA_QUERY, OTA_OFFER, OTA_WINDOW, OTA_CHUNK,
+                    OTA_STATE))
+# An optional key is left out when its field holds the field's default (None, or
+# OTA_WINDOW's rewind False): a decoder gives the same default when it is absent.
+_DEFAULTS = {cls: {f.name: f.default for f in fields(cls)} for cls, _, _ in _SCHEMAS.values()}
 
 
 # -- CBOR: the fast path (cbor2) and the strict walker
@@ -653,7 +825,22 @@ def decode_message(payload: bytes) -> Message:
                                f"of its table ({crc})")
     elif msg_type == REFUSE and values["end_seq"] <= values["first_seq"]:
         raise MessageError("REFUSE key 3 (end) must be above key 2 (first refused sequence number)")
+    else:
+        problem = _ota_problem(msg_type, values)
+        if problem:
+            raise MessageError(f"{name} {problem}")
     return cls(**values)
+
+
+def _ota_problem(msg_type: int, values: dict[str, Any]) -> str | None:
+    """What breaks a rule between two keys of an OTA message (section 7.2), or None."""
+    if msg_type == OTA_WINDOW and values["limit"] < values["ack"]:
+        return f"key 4 (limit) {values['limit']} is below key 3 (ack) {values['ack']}"
+    if msg_type == OTA_QUERY and "resume_held" in values and "resume_sequence" not in values:
+        return "key 8 (bytes held) comes only with key 7 (the download's sequence)"
+    if msg_type == OTA_CHUNK and values["offset"] + len(values["data"]) > MAX_UINT:
+        return "key 3 (offset) + the chunk's length passes 2**63-1"
+    return None
 
 
 def _check_batch(values: dict[str, Any]) -> None:
@@ -670,21 +857,25 @@ def encode_message(msg: Message) -> bytes:
     if msg_type is None:
         raise TypeError(f"not a message: {msg!r}")
     _, name, keys = _SCHEMAS[msg_type]
+    defaults = _DEFAULTS[type(msg)]
     item: dict[int, Any] = {0: msg_type}
     for key, field_name, check, required in keys:
         value = getattr(msg, field_name)
-        if value is None and not required:
+        if not required and value is defaults[field_name]:
             continue
         problem = check(value)
         if problem:
             raise ValueError(f"{name} {field_name} (key {key}): expected {problem}")
-        item[key] = value
+        item[key] = bytes(value) if isinstance(value, (bytearray, memoryview)) else value
     if msg_type == BATCH:
         _check_batch({f.name: getattr(msg, f.name) for f in fields(msg)})
     if msg_type == SENSORS and item[2] != table_id(item[3]):
         raise ValueError(f"SENSORS table_id {item[2]} is not the CRC-32 of its table ({table_id(item[3])})")
     if msg_type == REFUSE and item[3] <= item[2]:
         raise ValueError("REFUSE end_seq must be above first_seq")
+    problem = _ota_problem(msg_type, {f: item[k] for k, f, _, _ in keys if k in item})
+    if problem:
+        raise ValueError(f"{name} {problem}")
     payload = cbor2.dumps(item, canonical=msg_type not in _PLAIN)
     if len(payload) > MAX_MESSAGE:
         raise ValueError(f"{name} of {len(payload)} bytes is over the {MAX_MESSAGE}-byte limit")
@@ -694,6 +885,11 @@ def encode_message(msg: Message) -> bytes:
 def table_id(sensors: list) -> int:
     """The table id of a sensor table as an encoder sends it (section 2.6)."""
     return zlib.crc32(cbor2.dumps(sensors, canonical=True))
+
+
+def message_name(msg: Message) -> str:
+    """The protocol's name of ``msg``'s type (``HELLO``, ``OTA_CHUNK``, ...)."""
+    return _SCHEMAS[_TYPE_OF[type(msg)]][1]
 
 
 def message_fields(msg: Message) -> dict[str, Any]:

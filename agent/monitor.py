@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from edge_agent.frames import BadFrame, ConsoleLine, Frame
 from edge_agent.messages import (Ack, Batch, Hello, MessageError, Refuse, Sensors, Status, Time,
-                                 decode_message)
+                                 decode_message, message_fields, message_name)
 
 
 def _value(v: object) -> str:
@@ -50,7 +50,9 @@ def _describe(msg: object) -> str:
         return f"TIME {msg.unix_ms}" + (" (announce yourself)" if msg.hello else "")
     if isinstance(msg, Status):
         return f"STATUS {msg.device_id or '?'} {msg.state}: {msg.reason}"
-    return repr(msg)
+    return message_name(msg) + " " + " ".join(
+        f"{k}={len(v)} bytes" if isinstance(v, bytes) else f"{k}={v}"
+        for k, v in message_fields(msg).items() if v is not None)
 
 
 def render(event: object) -> tuple[str, str]:

@@ -68,7 +68,31 @@ STATUS_COUNTERS = {0: 5, 1: DEVICE, 2: "error", 3: "host refused records 1213..1
                    5: COUNTERS}
 STATUS_SAFE = {0: 5, 1: "", 2: "safe", 3: "config.json: id 'Esp32' breaks the id rule"}
 
-TYPES = {1: "HELLO", 2: "TIME", 4: "ACK", 5: "STATUS", 6: "SENSORS", 7: "BATCH", 8: "REFUSE"}
+# Section 7.2: OTA messages. The documents an OFFER carries are opaque bytes to this layer.
+MANIFEST = bytes(range(256)) + bytes(range(255, -1, -1))         # 512 bytes, the most key 3 holds
+KEY_LIST = b"\xd2\x84" + b"\x5a" * 318                          # 320 bytes
+ROTATION = b"\xd2\x84" + b"\x3c" * 198                          # 200 bytes, the most key 5 holds
+CHUNK_DATA = bytes((i * 7 + 3) & 0xFF for i in range(960))         # the most key 4 holds
+OTA_QUERY = {0: 9, 1: DEVICE, 2: "agent", 3: "0.2.0", 4: 6, 5: 3, 6: 0, 9: "schedule"}
+OTA_QUERY_RESUME = {0: 9, 1: DEVICE, 2: "firmware", 3: "1.24.1", 4: 0, 5: 0, 6: 1, 7: 7, 8: 65536,
+                    9: "resume"}
+OTA_OFFER = {0: 10, 1: DEVICE, 2: "agent", 3: MANIFEST, 4: KEY_LIST, 6: 86400}
+OTA_OFFER_ROTATION = {0: 10, 1: DEVICE, 2: "agent", 5: ROTATION}
+OTA_OFFER_NONE = {0: 10, 1: DEVICE, 2: "firmware", 6: 604800}
+OTA_WINDOW = {0: 11, 1: DEVICE, 2: 7, 3: 4096, 4: 12288}
+OTA_WINDOW_REWIND = {0: 11, 1: DEVICE, 2: 7, 3: 65536, 4: 73728, 5: True}
+OTA_CHUNK = {0: 12, 1: DEVICE, 2: 7, 3: 8192, 4: CHUNK_DATA}
+OTA_CHUNK_LAST = {0: 12, 1: DEVICE, 2: 7, 3: 130000, 4: b"\x00"}
+OTA_STATE_DOWNLOADING = {0: 13, 1: DEVICE, 2: "agent", 3: 7, 4: "downloading", 5: "0.3.0", 6: 0,
+                         7: 130001}
+OTA_STATE_REFUSED = {0: 13, 1: DEVICE, 2: "agent", 3: 7, 4: "refused", 8: "bad-signature",
+                     9: "the manifest's signature does not verify with key 3f9a0c12b7d4e5f6"}
+OTA_STATE_ROLLED_BACK = {0: 13, 1: DEVICE, 2: "firmware", 3: 4, 4: "rolled-back", 8: "rolled-back",
+                         9: ""}
+OTA_STATE_CONFIRMED = {0: 13, 1: DEVICE, 2: "agent", 3: 7, 4: "confirmed", 5: "0.3.0"}
+
+TYPES = {1: "HELLO", 2: "TIME", 4: "ACK", 5: "STATUS", 6: "SENSORS", 7: "BATCH", 8: "REFUSE",
+         9: "OTA_QUERY", 10: "OTA_OFFER", 11: "OTA_WINDOW", 12: "OTA_CHUNK", 13: "OTA_STATE"}
 
 
 def hello_fields(m: dict) -> dict:
@@ -100,6 +124,36 @@ def status_fields(m: dict) -> dict:
             "counters": m.get(5)}
 
 
+def query_fields(m: dict) -> dict:
+    return {"device_id": m[1], "component": m[2], "version": m[3], "counter": m[4],
+            "keys_sequence": m[5], "root_epoch": m[6], "resume_sequence": m.get(7),
+            "resume_held": m.get(8), "why": m[9]}
+
+
+def offer_fields(m: dict) -> dict:
+    return {"device_id": m[1], "component": m[2], "manifest": m.get(3), "key_list": m.get(4),
+            "rotation": m.get(5), "retry_s": m.get(6)}
+
+
+def window_fields(m: dict) -> dict:
+    return {"device_id": m[1], "sequence": m[2], "ack": m[3], "limit": m[4], "rewind": m.get(5, False)}
+
+
+def chunk_fields(m: dict) -> dict:
+    return {"device_id": m[1], "sequence": m[2], "offset": m[3], "data": m[4]}
+
+
+def state_fields(m: dict) -> dict:
+    return {"device_id": m[1], "component": m[2], "sequence": m[3], "state": m[4],
+            "version": m.get(5), "held": m.get(6), "size": m.get(7), "check": m.get(8),
+            "reason": m.get(9)}
+
+
+def json_ready(fields: dict) -> dict:
+    """Byte strings as hex in the JSON (the tests turn ``*`` fields of OTA types back into bytes)."""
+    return {k: v.hex() if isinstance(v, bytes) else v for k, v in fields.items()}
+
+
 def good() -> list[dict]:
     cases = [
         ("HELLO (version 2: key 9 protocol, key 10 refused total)", HELLO, hello_fields(HELLO)),
@@ -120,11 +174,31 @@ def good() -> list[dict]:
         ("STATUS with the boot self-test (key 4)", STATUS_SELFTEST, status_fields(STATUS_SELFTEST)),
         ("STATUS with counters (key 5)", STATUS_COUNTERS, status_fields(STATUS_COUNTERS)),
         ("STATUS in safe mode, no valid id", STATUS_SAFE, status_fields(STATUS_SAFE)),
+        ("OTA_QUERY on schedule, no download held", OTA_QUERY, query_fields(OTA_QUERY)),
+        ("OTA_QUERY for firmware resuming sequence 7 (64 KB held), root epoch 1", OTA_QUERY_RESUME,
+         query_fields(OTA_QUERY_RESUME)),
+        ("OTA_OFFER with a 512-byte manifest, a key list and when to ask again", OTA_OFFER,
+         offer_fields(OTA_OFFER)),
+        ("OTA_OFFER with a root rotation alone (200 bytes)", OTA_OFFER_ROTATION,
+         offer_fields(OTA_OFFER_ROTATION)),
+        ("OTA_OFFER with nothing for the device, ask again in 7 days", OTA_OFFER_NONE,
+         offer_fields(OTA_OFFER_NONE)),
+        ("OTA_WINDOW, one block held, two granted", OTA_WINDOW, window_fields(OTA_WINDOW)),
+        ("OTA_WINDOW with rewind (key 5 true)", OTA_WINDOW_REWIND, window_fields(OTA_WINDOW_REWIND)),
+        ("OTA_CHUNK of 960 bytes", OTA_CHUNK, chunk_fields(OTA_CHUNK)),
+        ("OTA_CHUNK of 1 byte, the image's last", OTA_CHUNK_LAST, chunk_fields(OTA_CHUNK_LAST)),
+        ("OTA_STATE downloading (held and size)", OTA_STATE_DOWNLOADING,
+         state_fields(OTA_STATE_DOWNLOADING)),
+        ("OTA_STATE refused with the check and a reason", OTA_STATE_REFUSED,
+         state_fields(OTA_STATE_REFUSED)),
+        ("OTA_STATE rolled-back with an empty reason", OTA_STATE_ROLLED_BACK,
+         state_fields(OTA_STATE_ROLLED_BACK)),
+        ("OTA_STATE confirmed", OTA_STATE_CONFIRMED, state_fields(OTA_STATE_CONFIRMED)),
     ]
     out = []
     for name, item, fields in cases:
         case: dict[str, Any] = {"name": name, "type": TYPES[item[0]], "hex": enc(item).hex(),
-                                "fields": fields}
+                                "fields": json_ready(fields)}
         if item is BATCH:
             case["table"] = "SENSORS, the table of boot 7"
             case["records"] = records(BATCH, TABLE)
@@ -208,7 +282,7 @@ def bad() -> list[dict]:
          "2.0 is not an integer"),
         ("type -1", enc({0: -1, 1: NOW}), "not a known type"),
         ("type 0", enc({0: 0}), "not a known type"),
-        ("type 9 (unknown)", enc({0: 9, 1: DEVICE}), "not a known type"),
+        ("type 14 (unknown)", enc({0: 14, 1: DEVICE}), "not a known type"),
         ("BATCH of version 1 (type 3)", enc({0: 3, 1: DEVICE, 2: 1200, 3: 7, 4: 0, 5: 0,
                                             6: [{0: "temp", 2: 21.5}]}),
          "version 1 BATCH: the device needs a version 2 agent (edge flash)"),
@@ -306,6 +380,59 @@ def bad() -> list[dict]:
         ("BATCH without key 6 (table id)", enc(with_(BATCH, k6=DROP)), "key 6 is required"),
         ("BATCH epoch 2**64-1", enc({**BATCH, 7: 2**64 - 1}), "uint above 2**63-1"),
         ("BATCH ticks is a map", enc({**BATCH, 9: {0: [0, 0, 1]}}), "key 9 is an array"),
+        # OTA (section 7.2)
+        ("OTA_QUERY component \"bootloader\"", enc({**OTA_QUERY, 2: "bootloader"}),
+         "component is agent or firmware"),
+        ("OTA_QUERY component empty", enc({**OTA_QUERY, 2: ""}), "component is 1-16 characters"),
+        ("OTA_QUERY version of 33 characters", enc({**OTA_QUERY, 3: "1" * 33}), "version is 1-32 characters"),
+        ("OTA_QUERY version empty", enc({**OTA_QUERY, 3: ""}), "version is 1-32 characters"),
+        ("OTA_QUERY why \"because\"", enc({**OTA_QUERY, 9: "because"}),
+         "why is boot, schedule, command or resume"),
+        ("OTA_QUERY without key 9 (why)", enc(with_(OTA_QUERY, k9=DROP)), "key 9 is required"),
+        ("OTA_QUERY without key 4 (counter)", enc(with_(OTA_QUERY, k4=DROP)), "key 4 is required"),
+        ("OTA_QUERY counter negative", enc({**OTA_QUERY, 4: -1}), "not an unsigned integer"),
+        ("OTA_QUERY key list sequence as text", enc({**OTA_QUERY, 5: "3"}), "key 5 is a uint"),
+        ("OTA_QUERY root epoch 2**64-1", enc({**OTA_QUERY, 6: 2**64 - 1}), "uint above 2**63-1"),
+        ("OTA_QUERY bytes held (key 8) without the download's sequence (key 7)",
+         enc({**OTA_QUERY, 8: 4096}), "key 8 comes only with key 7"),
+        ("OTA_QUERY component as bytes", enc({**OTA_QUERY, 2: b"agent"}), "component is text"),
+        ("OTA_OFFER manifest of 513 bytes", enc({**OTA_OFFER, 3: MANIFEST + b"\x00"}), "key 3 is 1-512 bytes"),
+        ("OTA_OFFER manifest empty", enc({**OTA_OFFER, 3: b""}), "key 3 is 1-512 bytes"),
+        ("OTA_OFFER manifest as text", enc({**OTA_OFFER, 3: "d284"}), "key 3 is a byte string"),
+        ("OTA_OFFER key list of 641 bytes", enc({**OTA_OFFER, 4: b"\x01" * 641}), "key 4 is 1-640 bytes"),
+        ("OTA_OFFER rotation of 201 bytes", enc({**OTA_OFFER_ROTATION, 5: ROTATION + b"\x00"}),
+         "key 5 is 1-200 bytes"),
+        ("OTA_OFFER ask again in 59 s", enc({**OTA_OFFER, 6: 59}), "key 6 is 60-604800"),
+        ("OTA_OFFER ask again in 604801 s", enc({**OTA_OFFER, 6: 604801}), "key 6 is 60-604800"),
+        ("OTA_OFFER component \"Agent\"", enc({**OTA_OFFER, 2: "Agent"}), "component is agent or firmware"),
+        ("OTA_OFFER without a device id", enc(with_(OTA_OFFER, k1=DROP)), "key 1 is required"),
+        ("OTA_WINDOW limit below ack", enc({**OTA_WINDOW, 4: 4095}), "ack <= limit"),
+        ("OTA_WINDOW rewind is 1, not a bool", enc({**OTA_WINDOW, 5: 1}), "key 5 is a bool"),
+        ("OTA_WINDOW ack as a float", enc({**OTA_WINDOW, 3: 4096.0}), "not an unsigned integer"),
+        ("OTA_WINDOW without key 4 (limit)", enc(with_(OTA_WINDOW, k4=DROP)), "key 4 is required"),
+        ("OTA_WINDOW sequence true", enc({**OTA_WINDOW, 2: True}), "true is not an integer"),
+        ("OTA_CHUNK with empty data", enc({**OTA_CHUNK, 4: b""}), "key 4 is 1-960 bytes"),
+        ("OTA_CHUNK of 961 bytes", enc({**OTA_CHUNK, 4: CHUNK_DATA + b"\x00"}), "key 4 is 1-960 bytes"),
+        ("OTA_CHUNK data as text", enc({**OTA_CHUNK, 4: "abc"}), "key 4 is a byte string"),
+        ("OTA_CHUNK data as an array", enc({**OTA_CHUNK, 4: [1, 2, 3]}), "key 4 is a byte string"),
+        ("OTA_CHUNK offset negative", enc({**OTA_CHUNK, 3: -960}), "not an unsigned integer"),
+        ("OTA_CHUNK without an offset", enc(with_(OTA_CHUNK, k3=DROP)), "key 3 is required"),
+        ("OTA_CHUNK data as a bignum-tagged string", raw_map(pairs_of(with_(OTA_CHUNK, k4=DROP))
+                                                            + [(enc(4), b"\xc2" + enc(b"\x01\x02"))]),
+         "a CBOR tag"),
+        ("OTA_STATE state \"done\"", enc({**OTA_STATE_CONFIRMED, 4: "done"}), "state is one of section 7.2"),
+        ("OTA_STATE state \"Confirmed\"", enc({**OTA_STATE_CONFIRMED, 4: "Confirmed"}),
+         "state is one of section 7.2"),
+        ("OTA_STATE state empty", enc({**OTA_STATE_CONFIRMED, 4: ""}), "state is 1-16 characters"),
+        ("OTA_STATE check of 33 characters", enc({**OTA_STATE_REFUSED, 8: "c" * 33}), "check is 1-32 characters"),
+        ("OTA_STATE reason of 201 characters", enc({**OTA_STATE_REFUSED, 9: "r" * 201}),
+         "reason is 0-200 characters"),
+        ("OTA_STATE reason with an escape", enc({**OTA_STATE_REFUSED, 9: "\x1b[2Jgone"}), "control character"),
+        ("OTA_STATE held negative", enc({**OTA_STATE_DOWNLOADING, 6: -1}), "not an unsigned integer"),
+        ("OTA_STATE size as a float", enc({**OTA_STATE_DOWNLOADING, 7: 130001.0}), "not an unsigned integer"),
+        ("OTA_STATE without key 3 (sequence)", enc(with_(OTA_STATE_CONFIRMED, k3=DROP)), "key 3 is required"),
+        ("OTA_STATE version of 33 characters", enc({**OTA_STATE_CONFIRMED, 5: "9" * 33}),
+         "version is 1-32 characters"),
     ]
     return [{"name": n, "hex": h.hex(), "why": w} for n, h, w in cases]
 
@@ -338,6 +465,13 @@ def accepted() -> list[dict]:
         ("BATCH with an unknown key 10", enc({**BATCH, 10: {"x": [1]}}), "BATCH"),
         ("BATCH whose end is exactly 2**63-1", enc({**BATCH, 2: MAX_UINT - 13}), "BATCH"),
         ("ACK with a float key 2.5", raw_map(pairs_of(ACK) + [(b"\xf9\x41\x00", enc(1))]), "ACK"),
+        ("OTA_WINDOW with rewind false (the same as no key 5)", enc({**OTA_WINDOW, 5: False}), "OTA_WINDOW"),
+        ("OTA_WINDOW with ack = limit (the whole image held)", enc({**OTA_WINDOW, 3: 12288}), "OTA_WINDOW"),
+        ("OTA_CHUNK data as an indefinite-length byte string",
+         raw_map(pairs_of(with_(OTA_CHUNK, k4=DROP)) + [(enc(4), b"\x5f\x42\x01\x02\x41\x03\xff")]),
+         "OTA_CHUNK"),
+        ("OTA_QUERY with unknown key 10", enc({**OTA_QUERY, 10: [1, 2]}), "OTA_QUERY"),
+        ("OTA_STATE with unknown key 10 holding bytes", enc({**OTA_STATE_CONFIRMED, 10: b"\x00"}), "OTA_STATE"),
     ]
     return [{"name": n, "hex": h.hex(), "type": t, "accept": True} for n, h, t in cases]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import cbor2
@@ -11,9 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_agent.errors import BadInput
-from edge_agent.messages import (MAX_MESSAGE, MAX_UINT, Ack, Batch, Hello, MessageError, OldProtocol,
-                                 Refuse, Sensors, Status, Time, decode_message, encode_message,
-                                 message_fields, table_id)
+from edge_agent.messages import (MAX_MESSAGE, MAX_UINT, OTA_COMPONENTS, OTA_STATES, OTA_WHY, Ack,
+                                 Batch, Hello, MessageError, OldProtocol, OtaChunk, OtaOffer,
+                                 OtaQuery, OtaState, OtaWindow, Refuse, Sensors, Status, Time,
+                                 decode_message, encode_message, message_fields, table_id)
 from edge_agent.names import is_device_id, is_sensor_name, is_unit
 
 VECTORS_DIR = Path(__file__).parents[1] / "vectors"
@@ -23,7 +25,15 @@ REJECTED = [c for c in BAD if not c.get("accept")]
 ACCEPTED = [c for c in BAD if c.get("accept")]
 NAMES = json.loads((VECTORS_DIR / "names.json").read_text())
 CLASSES = {"HELLO": Hello, "TIME": Time, "SENSORS": Sensors, "BATCH": Batch, "ACK": Ack,
-           "REFUSE": Refuse, "STATUS": Status}
+           "REFUSE": Refuse, "STATUS": Status, "OTA_QUERY": OtaQuery, "OTA_OFFER": OtaOffer,
+           "OTA_WINDOW": OtaWindow, "OTA_CHUNK": OtaChunk, "OTA_STATE": OtaState}
+BYTES_FIELDS = {"manifest", "key_list", "rotation", "data"}    # written as hex in the vectors
+
+
+def fields_of(case: dict) -> dict:
+    """A vector's fields with its byte strings (hex in the JSON) as bytes."""
+    return {k: bytes.fromhex(v) if k in BYTES_FIELDS and v is not None else v
+            for k, v in case["fields"].items()}
 
 
 def error_of(payload: bytes) -> MessageError:
@@ -45,12 +55,12 @@ def test_vectors_hold_every_version_2_message_type():
 def test_vector_decodes_to_its_fields(case):
     msg = decode_message(bytes.fromhex(case["hex"]))
     assert type(msg) is CLASSES[case["type"]]
-    assert message_fields(msg) == case["fields"]
+    assert message_fields(msg) == fields_of(case)
 
 
 @pytest.mark.parametrize("case", VECTORS, ids=[v["name"] for v in VECTORS])
 def test_vector_fields_encode_to_its_bytes(case):
-    msg = CLASSES[case["type"]](**case["fields"])
+    msg = CLASSES[case["type"]](**fields_of(case))
     assert encode_message(msg).hex() == case["hex"]
 
 
@@ -117,6 +127,7 @@ def test_a_hello_carrying_a_bad_device_id_is_rejected(bad_id):
 
 
 _text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=64)
+_text32 = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=32)
 _ids = st.from_regex(r"[a-z0-9][a-z0-9.\-]{0,20}", fullmatch=True)
 _uint = st.integers(0, MAX_UINT)
 _names = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,10}", fullmatch=True)
@@ -145,6 +156,17 @@ _messages = st.one_of(
     _sensors(),
     st.builds(Batch, _ids, st.integers(0, 2**40), _uint, st.sampled_from([0, 1]), _uint, _uint,
               _uint, _uint, _ticks),
+    st.builds(OtaQuery, _ids, st.sampled_from(OTA_COMPONENTS), _text32, _uint, _uint, _uint,
+              st.none() | _uint, st.none(), st.sampled_from(OTA_WHY)),
+    st.builds(OtaOffer, _ids, st.sampled_from(OTA_COMPONENTS), st.none() | st.binary(min_size=1, max_size=512),
+              st.none() | st.binary(min_size=1, max_size=64), st.none() | st.binary(min_size=1, max_size=200),
+              st.none() | st.integers(60, 604800)),
+    st.builds(lambda i, s, a, extra, r: OtaWindow(i, s, a, a + extra, r), _ids, _uint,
+              st.integers(0, 2**40), st.integers(0, 8192), st.booleans()),
+    st.builds(OtaChunk, _ids, _uint, st.integers(0, 2**40), st.binary(min_size=1, max_size=960)),
+    st.builds(OtaState, _ids, st.sampled_from(OTA_COMPONENTS), _uint, st.sampled_from(OTA_STATES),
+              st.none() | _text32, st.none() | _uint, st.none() | _uint, st.none() | _text32,
+              st.none() | st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=200)),
 )
 
 
@@ -207,3 +229,49 @@ def test_the_fast_tick_check_passes_every_good_tick_list_of_numbers_whose_magnit
     values = [v for tick in ticks for v in tick[2::2]]
     numeric = all(type(v) is not str for v in values) and sum(map(abs, values)) <= MAX_UINT
     assert _ticks_fine(ticks) == (numeric and _ticks_problem(ticks) is None)
+
+
+# -- OTA messages (section 7.2)
+
+DEVICE = "esp32-7c9e3a0b1d2f"
+
+
+def test_every_ota_state_and_no_other_word_is_a_state():
+    for state in OTA_STATES:
+        assert decode_message(encode_message(OtaState(DEVICE, "agent", 7, state))).state == state
+    error = error_of(cbor2.dumps({0: 13, 1: DEVICE, 2: "agent", 3: 7, 4: "done"}))
+    assert "key 4 (state)" in error.message and "rolled-back" in error.message and "'done'" in error.message
+
+
+def test_a_window_without_rewind_leaves_key_5_out_and_reads_back_false():
+    payload = encode_message(OtaWindow(DEVICE, 7, 0, 8192))
+    assert 5 not in cbor2.loads(payload)
+    assert decode_message(payload).rewind is False
+    assert cbor2.loads(encode_message(OtaWindow(DEVICE, 7, 0, 8192, rewind=True)))[5] is True
+
+
+def test_a_chunk_encodes_from_a_memoryview_as_the_bytes_it_shows():
+    image = bytes(range(200)) * 10
+    view = memoryview(image)[960:1920]
+    payload = encode_message(OtaChunk(DEVICE, 7, 960, view))
+    assert decode_message(payload) == OtaChunk(DEVICE, 7, 960, image[960:1920])
+
+
+@pytest.mark.parametrize("msg, words", [
+    (OtaChunk(DEVICE, 7, 0, b""), "1 to 960 bytes"),
+    (OtaChunk(DEVICE, 7, 0, b"x" * 961), "1 to 960 bytes"),
+    (OtaWindow(DEVICE, 7, 4096, 0), "below key 3 (ack)"),
+    (OtaQuery(DEVICE, "agent", "1.0.0", 0, 0, 0, resume_held=5), "only with key 7"),
+    (OtaQuery(DEVICE, "bootloader", "1.0.0", 0, 0, 0), "agent, firmware"),
+    (OtaQuery(DEVICE, "agent", "1.0.0", 0, 0, 0, why="bored"), "boot, schedule, command, resume"),
+    (OtaOffer(DEVICE, "agent", retry_s=30), "60 to 604800"),
+    (OtaOffer(DEVICE, "agent", manifest="d284"), "a byte string"),
+])
+def test_an_ota_message_out_of_its_ranges_is_not_encoded(msg, words):
+    with pytest.raises(ValueError, match=re.escape(words)):
+        encode_message(msg)
+
+
+def test_a_chunk_of_960_bytes_for_an_ordinary_id_fits_one_message():
+    payload = encode_message(OtaChunk(DEVICE, 2**32, 2**31, b"\xff" * 960))
+    assert len(payload) <= MAX_MESSAGE
