@@ -1265,7 +1265,7 @@ class Store:
                     raise BadInput(f"release {old.id} is already {component} sequence {sequence} for {board}, "
                                    f"with another image (sha256 {old.digest.hex()[:16]}...)",
                                    "sign the new image with a higher --sequence (`edge ota sign`)")
-                if old.manifest != manifest:
+                if old.manifest != manifest and expires > old.expires:
                     self._db.execute("UPDATE releases SET manifest = ?, expires = ? WHERE id = ?",
                                      (manifest, expires, old.id))
                     self._release_event(old.id, "re-signed", f"expires {expires}", at)
@@ -1411,6 +1411,18 @@ class Store:
             if state in OTA_ATTEMPTED:     # a new attempt can bring the count to the minimum
                 return self._weigh_halt(release_id, at)
         return None
+
+    def note_ota_progress(self, device_id: str, release_id: int, held: int, size: int, source: str = "",
+                          at: float | None = None) -> None:
+        """A transfer's progress (bytes the device acknowledged): the device's state, not the history."""
+        with self.transaction():
+            self._db.execute(
+                "INSERT INTO ota_devices (device_id, release, state, held, size, source, updated) "
+                "VALUES (?, ?, 'downloading', ?, ?, ?, ?) ON CONFLICT (device_id, release) DO UPDATE SET "
+                "held = excluded.held, size = excluded.size, source = excluded.source, "
+                "updated = excluded.updated, state = CASE WHEN state IN ('offered', 'stalled') "
+                "THEN 'downloading' ELSE state END",
+                (device_id, release_id, held, size, source, time.time() if at is None else at))
 
     def _weigh_halt(self, release_id: int, at: float) -> Release | None:
         """Halt an active release whose failed share passed its threshold; the release if it did."""
