@@ -216,6 +216,7 @@ class OtaServer:
             t = self.transfers.get(release.sequence)
             if t is None or t.release.id != release.id:
                 t = self.transfers[release.sequence] = Transfer(release, heard=now)
+            t.sender = None         # an offer starts the windows again (a device may start again from 0)
             t.last_sent = now
             device, source, rid = self.device_id, self.session.source, release.id
             self._write(lambda s: s.note_ota_state(device, component, release.sequence, "offered",
@@ -251,16 +252,13 @@ class OtaServer:
         return data if sequence > device_sequence else None
 
     def _window(self, w: OtaWindow, payload: bytes) -> None:
+        from edge_ota.transfer import Sender, TransferError
+
         t = self.transfers.get(w.sequence)
         if t is None:
             self.session.bad("ota_no_transfer", payload)
             log.warning("%s: OTA_WINDOW for sequence %d, which this host did not offer on this link: ignored",
                         self.session.source, w.sequence)
-            return
-        if w.limit > t.release.size:
-            self.session.bad("ota_bad_window", payload)
-            log.warning("%s: OTA_WINDOW limit %d past the image's %d bytes: ignored", self.session.source,
-                        w.limit, t.release.size)
             return
         t.heard = now = self._now()
         t.reoffers = 0
@@ -269,10 +267,13 @@ class OtaServer:
             if image is None:
                 self._close(w.sequence, "image unavailable")
                 return
-            from edge_ota.transfer import Sender
-
             t.sender = Sender(image, w.sequence, self.chunk_size)
-        t.sender.on_window(w.ack, w.limit, w.rewind)
+        try:
+            t.sender.on_window(w.ack, w.limit, w.rewind)
+        except TransferError as e:
+            self.session.bad("ota_bad_window", payload)
+            log.warning("%s: %s: ignored", self.session.source, e.message)
+            return
         for offset, data in t.sender.next_chunks():
             self.sink(w.sequence, offset, data)
             t.last_sent = now

@@ -1300,7 +1300,8 @@ class Store:
     def releases(self, board: str | None = None, component: str | None = None,
                  states: Iterable[str] | None = None) -> list[Release]:
         """Releases, newest sequence first, of one board / component / set of states."""
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         for column, value in (("board", board), ("component", component)):
             if value is not None:
                 where.append(f"{column} = ?")
@@ -1451,7 +1452,8 @@ class Store:
 
     def ota_devices(self, device_id: str | None = None, release_id: int | None = None) -> list[dict]:
         """Per device and release: state, held, size, percent, check, reason, source, updated; latest first."""
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         if device_id is not None:
             where.append("o.device_id = ?")
             args.append(device_id)
@@ -1471,7 +1473,8 @@ class Store:
 
     def ota_history(self, device_id: str | None = None, release_id: int | None = None) -> list[dict]:
         """The OTA history, oldest first, of one device and/or release."""
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         if device_id is not None:
             where.append("device_id = ?")
             args.append(device_id)

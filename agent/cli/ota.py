@@ -570,10 +570,10 @@ def _print_status(rows: list[dict], devices: list[dict], history: list[dict]) ->
         console.print(t)
     if history:
         console.print(Text("history", style="bold"))
-        for h in history:
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h["t"]))
-            who = h["device_id"] or f"release {h['release']}"
-            tail = " ".join(str(x) for x in (h["check"], h["reason"]) if x)
-            console.print(Text(f"{stamp} {who} {h['state']}" + (f" (sequence {h['sequence']})"
-                                                               if h["sequence"] is not None else "")
+        for event in history:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event["t"]))
+            who = event["device_id"] or f"release {event['release']}"
+            tail = " ".join(str(x) for x in (event["check"], event["reason"]) if x)
+            console.print(Text(f"{stamp} {who} {event['state']}" + (f" (sequence {event['sequence']})"
+                                                                   if event["sequence"] is not None else "")
                                + (f": {tail}" if tail else "")))
