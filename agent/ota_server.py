@@ -118,6 +118,9 @@ class OtaServer:
         self.listener = listener
         self.reoffer_after = reoffer_after
         self.transfers: dict[int, Transfer] = {}
+        # A release this link serves whatever its rollout (`edge ota push`): offered to a query
+        # of its component from a device below its sequence, so a resume finds it again.
+        self.pinned: Release | None = None
         self._lock = threading.RLock()
         self._images: dict[int, bytes] = {}     # release id -> image, for the session's life
 
@@ -187,12 +190,15 @@ class OtaServer:
                      self.session.source, q.device_id)
         else:
             install, fresh = self._read(lambda s: choose(s, q.device_id, board, q.component, q.counter))
+        pinned = self.pinned
+        if pinned is not None and pinned.component == q.component and pinned.sequence > q.counter:
+            install = pinned
         rotation = self._document(ROTATION.format(epoch=q.root_epoch + 1))
         if rotation is not None:        # alone first: the device asks again with its new epoch
             self._send(OtaOffer(q.device_id, q.component, rotation=rotation))
             self._emit("offered", component=q.component, rotation=q.root_epoch + 1)
             return
-        key_list = self._key_list(q.keys_sequence)
+        key_list = self.key_list_for(q.keys_sequence)
         self.offer(install or fresh, q.component, key_list=key_list, install=install is not None)
 
     def offer(self, release: Release | None, component: str, *, key_list: bytes | None = None,
@@ -235,7 +241,7 @@ class OtaServer:
             log.error("cannot read %s (%s): not offered", path, e)
             return None
 
-    def _key_list(self, device_sequence: int) -> bytes | None:
+    def key_list_for(self, device_sequence: int) -> bytes | None:
         """The host's key list if newer than the device's, else None."""
         from edge_ota.cose import OtaError, decode_sign1
         from edge_ota.manifest import KeyList

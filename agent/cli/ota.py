@@ -577,3 +577,120 @@ def _print_status(rows: list[dict], devices: list[dict], history: list[dict]) ->
             console.print(Text(f"{stamp} {who} {event['state']}" + (f" (sequence {event['sequence']})"
                                                                    if event["sequence"] is not None else "")
                                + (f": {tail}" if tail else "")))
+
+
+@ota.command()
+@click.argument("target", metavar="DEVICE|PORT")
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@click.option("--until", type=click.Choice(["installed", "applying", "confirmed"]), default="confirmed",
+              show_default=True, help="Stop once the device reports this state.")
+@click.option("--timeout", type=Duration(min=1), default="10m", show_default=True,
+              help="Give up (exit 5) after this long.")
+@click.option("-b", "--baud", type=click.IntRange(50, 12_000_000), default=115200, show_default=True,
+              help="Serial speed of a real port.")
+@_db_option
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON (no progress bar).")
+def push(target: str, image: str, manifest: str, until: str, timeout: float, baud: int, db: str | None,
+         as_json: bool) -> None:
+    """Push a signed image to one device on the bench, over serial or BLE.
+
+    DEVICE|PORT is a serial port (/dev/ttyUSB0, a virtual board's name such
+    as esp32-1) or the id of a device paired with `edge pair` (then BLE,
+    resuming its bond). The manifest and image are checked as `edge ota
+    publish` checks them and kept in the update store as a paused release
+    (the gateway offers it to nobody by itself). The device gets an OTA_OFFER,
+    downloads in windows with a progress bar, installs, resets into the new
+    image and confirms it some 30 s later: the serial port is kept, a BLE
+    device is reconnected. Its telemetry is stored meanwhile, and each state
+    it reports goes to the registry (`edge ota status --device ID`).
+
+    \b
+    Exit codes: 0 the device reached --until (or already runs the image:
+    state current); 3 the device refused it (the check is named); 4 it failed
+    or rolled back (its reason is named); 5 no answer within --timeout. Before
+    the push starts, the usual codes: 3 a missing port or file, 4 a port in
+    use, 5 a manifest that does not verify.
+
+    \b
+    Example:
+      edge ota push esp32-1 agent.bin agent.manifest
+      edge ota push /dev/ttyUSB0 agent.bin agent.manifest --until installed --json
+      EDGE_BLE=sim edge ota push esp32-3f9a0c12b7d4 agent.bin agent.manifest
+    """
+    from edge_agent.cli.options import port_resolver
+    from edge_agent.ota_push import PushFailed, PushWatch, push_ble, push_serial
+    from edge_agent.paths import default_db
+    from edge_agent.update_store import UpdateStore
+    from edge_agent.update_store import publish as publish_release
+    from edge_ota.keys import root_public_key
+
+    check_regular_file(image, "image")
+    check_regular_file(manifest, "manifest")
+    path = str(db or default_db())
+    key_list, names = _current_list(root_public_key(create=False))
+    with _registry(path) as store:
+        release, new = publish_release(store, UpdateStore(), Path(manifest).read_bytes(), Path(image), key_list,
+                                       names, fraction=0.0, halt_at=1.0, min_devices=1)
+        if new:
+            release = store.set_rollout(release.id, state="paused")
+        bonded = store.bond_secret(target) is not None
+    port = None if bonded else port_resolver(None, path)(target)
+    bar = None if as_json else _PushBar(release)
+    watch = PushWatch(release, until, on_progress=bar.update if bar else None)
+    started = time.monotonic()
+    failure: PushFailed | None = None
+    try:
+        if bar:
+            bar.start()
+        if port is not None:
+            push_serial(port, path, release, watch, timeout=timeout, baud=baud, on_bound=bar and bar.bound)
+        else:
+            import asyncio
+
+            asyncio.run(push_ble(target, path, release, watch, timeout=timeout, on_bound=bar and bar.bound))
+    except PushFailed as e:
+        failure = e
+    finally:
+        if bar:
+            bar.stop()
+    out = {"target": target, "link": f"serial:{port}" if port else "ble", "release": release.id,
+           "version": release.version, "sequence": release.sequence, "state": watch.state, "held": watch.held,
+           "size": release.size, "seconds": round(time.monotonic() - started, 1), "states": watch.states}
+    if as_json:
+        click.echo(json.dumps(out))
+    elif failure is None:
+        click.echo(f"{target}: {release.component} {release.version} (sequence {release.sequence}) "
+                   f"{watch.state} in {out['seconds']} s")
+    if failure is not None:
+        raise failure
+
+
+class _PushBar:
+    """The push's progress bar on stderr: bytes the device holds, and its latest state."""
+
+    def __init__(self, release):
+        from rich.console import Console
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+        self.release = release
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                                 TransferSpeedColumn(), TextColumn("{task.fields[state]}"),
+                                 console=Console(stderr=True), transient=False)
+        self.task = self.progress.add_task(f"{release.component} {release.version}", total=release.size,
+                                           state="connecting")
+
+    def start(self) -> None:
+        self.progress.start()
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+    def bound(self, device_id: str) -> None:
+        self.progress.update(self.task, description=f"{device_id} {self.release.component} {self.release.version}",
+                             state="offered")
+
+    def update(self, held: int, size: int, state: str) -> None:
+        self.progress.update(self.task, completed=held, state=state)
+
+
