@@ -476,6 +476,14 @@ def _dicts(cur: sqlite3.Cursor) -> list[dict]:
     return [dict(zip(names, row)) for row in cur]
 
 
+def _where(**equal: Any) -> tuple[str, list[Any]]:
+    """`` WHERE a = ? AND b = ?`` and its arguments for the columns given a value (None: any)."""
+    given = {column: value for column, value in equal.items() if value is not None}
+    if not given:
+        return "", []
+    return " WHERE " + " AND ".join(f"{c.replace('__', '.')} = ?" for c in given), list(given.values())
+
+
 def _ms_bound(seconds: float) -> int:
     """A query bound in Unix seconds as integer ms, clamped to what SQLite holds."""
     return max(-2**63, min(2**63 - 1, math.ceil(seconds * 1000))) if math.isfinite(seconds) else (
@@ -1300,19 +1308,12 @@ class Store:
     def releases(self, board: str | None = None, component: str | None = None,
                  states: Iterable[str] | None = None) -> list[Release]:
         """Releases, newest sequence first, of one board / component / set of states."""
-        where: list[str] = []
-        args: list[Any] = []
-        for column, value in (("board", board), ("component", component)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                args.append(value)
+        where, args = _where(board=board, component=component)
         if states is not None:
             states = list(states)
-            where.append(f"state IN ({', '.join('?' * len(states))})")
+            where += (" AND " if where else " WHERE ") + f"state IN ({', '.join('?' * len(states))})"
             args += states
-        sql = f"SELECT {', '.join(_RELEASE_COLUMNS)} FROM releases"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
+        sql = f"SELECT {', '.join(_RELEASE_COLUMNS)} FROM releases" + where
         return [Release.from_row(r) for r in self._db.execute(sql + " ORDER BY sequence DESC, id DESC", args)]
 
     def set_rollout(self, release_id: int, *, fraction: float | None = None, state: str | None = None,
@@ -1452,19 +1453,11 @@ class Store:
 
     def ota_devices(self, device_id: str | None = None, release_id: int | None = None) -> list[dict]:
         """Per device and release: state, held, size, percent, check, reason, source, updated; latest first."""
-        where: list[str] = []
-        args: list[Any] = []
-        if device_id is not None:
-            where.append("o.device_id = ?")
-            args.append(device_id)
-        if release_id is not None:
-            where.append("o.release = ?")
-            args.append(release_id)
+        where, args = _where(o__device_id=device_id, o__release=release_id)
         rows = _dicts(self._db.execute(
             "SELECT o.device_id, o.release, r.component, r.sequence, r.version, o.state, o.held, "
             "coalesce(o.size, r.size) AS size, o.check_name AS 'check', o.reason, o.source, o.updated "
-            "FROM ota_devices o JOIN releases r ON r.id = o.release"
-            + (" WHERE " + " AND ".join(where) if where else "")
+            "FROM ota_devices o JOIN releases r ON r.id = o.release" + where
             + " ORDER BY o.updated DESC, o.device_id", args))
         for row in rows:
             row["percent"] = (min(100, row["held"] * 100 // row["size"])
@@ -1473,18 +1466,10 @@ class Store:
 
     def ota_history(self, device_id: str | None = None, release_id: int | None = None) -> list[dict]:
         """The OTA history, oldest first, of one device and/or release."""
-        where: list[str] = []
-        args: list[Any] = []
-        if device_id is not None:
-            where.append("device_id = ?")
-            args.append(device_id)
-        if release_id is not None:
-            where.append("release = ?")
-            args.append(release_id)
+        where, args = _where(device_id=device_id, release=release_id)
         return _dicts(self._db.execute(
             "SELECT t, device_id, release, component, sequence, state, held, size, check_name AS 'check', "
-            "reason, source FROM ota_history" + (" WHERE " + " AND ".join(where) if where else "")
-            + " ORDER BY id", args))
+            "reason, source FROM ota_history" + where + " ORDER BY id", args))
 
     def boards_devices(self, board: str) -> list[str]:
         """The device ids the registry holds for ``board``."""

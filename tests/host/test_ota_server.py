@@ -5,7 +5,6 @@ records, the staged rollout and its halt, re-offers, and bad messages."""
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 
@@ -450,5 +449,5 @@ def test_chunks_go_through_the_links_sink_at_its_size(fleet):
     dev.query()
     link.pump()
     assert carried[0][:2] == (7, 0) and all(len(d) <= 240 for _, _, d in carried)
-    assert b"".join(d for _, _, d in carried[:34]) == IMAGE[:8160]
-    assert hashlib.sha256(IMAGE).digest() == fleet.store.release(1).digest
+    # The device sees none of them here: only its first window's 8192 bytes go, in 35 chunks.
+    assert b"".join(d for _, _, d in carried) == IMAGE[:8192] and len(carried) == 35
