@@ -182,9 +182,13 @@ def publish(store: Store, updates: UpdateStore, manifest: bytes, image: Path, ke
     :class:`~edge_ota.cose.OtaError` (with :data:`FIX`'s hint) before
     anything is written.
     """
+    from edge_agent.messages import MAX_MANIFEST
     from edge_ota.cose import OtaError, decode_sign1
     from edge_ota.manifest import Manifest
 
+    if len(manifest) > MAX_MANIFEST:
+        raise BadInput(f"the manifest is {len(manifest)} bytes: an OTA_OFFER carries at most {MAX_MANIFEST}",
+                       "this is not a manifest `edge ota sign` makes: sign the image again")
     try:
         for _ in checks(manifest, key_list, names, None, None, str(image)):
             pass

@@ -88,6 +88,8 @@ def test_a_manifest_of_a_revoked_key_an_expired_one_and_a_tampered_one_are_refus
     garbage = manifest.with_name("garbage.manifest")
     garbage.write_bytes(manifest.read_bytes() + b"\x00")
     assert "trailing-bytes" in rel.refused(image, garbage)["error"]
+    garbage.write_bytes(manifest.read_bytes() + bytes(400))
+    assert "at most 512" in rel.refused(image, garbage)["error"]
     assert rel.home.invoke("ota", "keygen", "--revoke", "ota-signing").exit_code == 0
     err = rel.refused(image, manifest)
     assert "unknown-key" in err["error"] and "keygen" in err["fix"]
