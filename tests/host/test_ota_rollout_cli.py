@@ -131,3 +131,19 @@ def test_a_bad_growth_is_a_usage_error(rel):
     for bad in ("0.1", "2/1h", "0.1/1s", "x/1h"):
         r = rel.home.invoke("ota", "publish", str(image), str(manifest), "--grow", bad)
         assert r.exit_code == 2, (bad, r.output)
+
+
+def test_the_gateway_grows_a_due_rollout_and_logs_it(rel):
+    import asyncio
+    import io
+
+    from edge_agent.gateway import EventLog, Gateway
+
+    out = rel.publish(*rel.sign(IMAGE), "--fraction", "0.2", "--grow", "0.5/1h")
+    with Store(rel.home.db) as s:       # published two hours ago: one growth is due
+        s._db.execute("UPDATE releases SET grown_at = grown_at - 7200 WHERE id = ?", (out["id"],))
+    log = io.StringIO()
+    asyncio.run(Gateway(str(rel.home.db), "home", EventLog(json_lines=True, out=log)).run(duration=1.0))
+    grown = [json.loads(line) for line in log.getvalue().splitlines() if '"rollout_grown"' in line]
+    assert [(e["release"], e["before"], e["fraction"]) for e in grown] == [(out["id"], 0.2, 0.7)]
+    assert status(rel)["releases"][0]["fraction"] == 0.7
