@@ -27,17 +27,23 @@ IMAGE = bytes(range(251)) * 100 + b"end"        # 25103 bytes
 
 
 class OtaPeripheral(edge_air.EdgePeripheral):
-    """The stand-in device, with an OTA receiver: asks once a host has sent TIME."""
+    """The stand-in device, with an OTA receiver: asks once a host has sent TIME; after
+    ``applying`` it drops the link (its reset) and, on the next session, boots the new image."""
 
     def __init__(self, *args, **kw):
         super().__init__(*args, **kw)
         self.ota = OtaDevice(self.device_id, keys_sequence=1)
         self.bulk_sizes: list[int] = []
+        self.reset_pending = False
+        self.resets = 0
 
     def _flush(self) -> None:
         for payload in self.ota.out:
             self._send(TELEMETRY, self.session.seal(payload))
         self.ota.out.clear()
+        if self.ota.states[-1:] == ["applying"] and not self.reset_pending:
+            self.reset_pending = True
+            self._send("disconnect", b"")
 
     def _bulk(self, value: bytes) -> None:
         self.bulk_sizes.append(len(value))
@@ -55,7 +61,12 @@ class OtaPeripheral(edge_air.EdgePeripheral):
             self._flush()
             return
         super()._telemetry(sealed)
-        if kind == 2 and not self.ota.states:     # TIME: a host listens; ask once
+        if kind == 2 and self.reset_pending:      # TIME on the session after the reset
+            self.reset_pending = False
+            self.resets += 1
+            self.ota.boot_new()
+            self._flush()
+        elif kind == 2 and not self.ota.states:     # TIME: a host listens; ask once
             self.ota.query()
             self._flush()
 
@@ -86,14 +97,30 @@ def test_the_gateway_serves_a_published_release_on_the_bulk_characteristic(air, 
     gw = Gateway(str(edge_home.db), "home", EventLog(json_lines=True, out=out), scan_window=1.0)
     asyncio.run(gw.run(duration=10))
     device = air.peripherals[ESP]
-    assert bytes(device.ota.held) == IMAGE, f"{len(device.ota.held)} of {len(IMAGE)} bytes"
-    assert device.ota.states[-1] == "applying" and device.ota.ignored == 0
+    assert device.ota.states[-1] == "confirmed" and device.resets == 1 and device.ota.ignored == 0
     # MTU 517 on this air: a value is at most what an ATT value holds (512), and no byte went twice.
     assert max(device.bulk_sizes) == 512 and sum(n - 4 for n in device.bulk_sizes) == len(IMAGE)
     events = [json.loads(line) for line in out.getvalue().splitlines()]
     offered = [e for e in events if e["event"] == "ota_offered"]
     assert offered and offered[0]["release"] == release["id"] and offered[0]["device"] == ESP
     assert [e["state"] for e in events if e["event"] == "ota_state"] == ["downloading", "verified", "installed",
-                                                                      "applying"]
+                                                                      "applying", "trial", "confirmed"]
+    assert len([e for e in events if e["event"] == "connected"]) == 2, "reconnected after its reset"
     with Store(edge_home.db) as s:
-        assert s.ota_device(ESP, release["id"])["state"] == "applying"
+        assert s.ota_device(ESP, release["id"])["state"] == "confirmed"
+
+
+def test_push_over_ble_reconnects_after_the_reset_and_waits_for_the_confirm(air, edge_home, tmp_path):
+    env = {"EDGE_BLE": "sim", "EDGE_BLE_HCI": air.spec}
+    assert edge_home.invoke("pair", ESP, "--code", CODE, "--account", "home", env=env).exit_code == 0
+    with Store(edge_home.db) as s:
+        s.device_number(ESP)
+        s._db.execute("UPDATE devices SET board = 'esp32' WHERE device_id = ?", (ESP,))
+    rel = Releases(edge_home, tmp_path)
+    image, manifest = rel.sign(IMAGE, board="esp32")
+    r = edge_home.invoke("ota", "push", ESP, str(image), str(manifest), "--timeout", "60s", "--json", env=env)
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert (out["link"], out["state"], out["held"]) == ("ble", "confirmed", len(IMAGE))
+    device = air.peripherals[ESP]
+    assert device.resets == 1 and device.ota.counter == 7 and max(device.bulk_sizes) <= 512
