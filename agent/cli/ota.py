@@ -543,12 +543,15 @@ def _print_status(rows: list[dict], devices: list[dict], history: list[dict]) ->
     if not rows:
         console.print("no releases: publish one with `edge ota publish IMAGE MANIFEST`")
     else:
-        t = Table(box=box.SIMPLE_HEAD, show_edge=False)
+        t = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=0)
         heads = ("release", "board", "component", "version", "seq", "state", "fraction", "eligible", "offered",
                  "downloading", "confirmed", "rolled_back", "failed", "refused")
+        # "updating": downloading up to trial, as the JSON's "downloading" counts them.
+        names = {"release": "id", "downloading": "updating", "rolled_back": "rolled back"}
         for h in heads:
-            t.add_column(h.replace("_", " "), justify="left" if h in ("board", "component", "version", "state")
-                         else "right")
+            name = names.get(h, h)
+            t.add_column(name, justify="left" if h in ("board", "component", "version", "state") else "right",
+                         no_wrap=True, min_width=len(name))
         for r in rows:
             t.add_row(*[Text(str(v)) for v in (r["id"], r["board"], r["component"], r["version"], r["sequence"],
                                               r["state"], f"{r['fraction']:g}", r["eligible"], *[
