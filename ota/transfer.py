@@ -46,6 +46,16 @@ class TransferError(OtaError):
                                   "offer the update again; if it repeats, report the device's agent version")
 
 
+def serial_chunk_size(device_id: str, sequence: int, image_size: int) -> int:
+    """Image bytes per OTA_CHUNK for this device and transfer: :data:`SERIAL_CHUNK`, or fewer
+    when a long device id and large numbers would take the message past 1024 bytes."""
+    from edge_agent.messages import MAX_MESSAGE, OtaChunk, encode_message
+
+    # 256 bytes of data have the same 3-byte string head as 960; the last offset is the longest.
+    probe = encode_message(OtaChunk(device_id, sequence, max(image_size - 1, 0), bytes(256)))
+    return min(SERIAL_CHUNK, MAX_MESSAGE - (len(probe) - 256))
+
+
 def chunk_size_for_mtu(mtu: int) -> int:
     """Image bytes per bulk chunk at ATT ``mtu`` (section 7.4: MTU - 7; 240 at MTU 247)."""
     size = mtu - ATT_OVERHEAD - BULK_HEADER

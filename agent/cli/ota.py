@@ -8,7 +8,11 @@ The files live in ``$EDGE_HOME/keys`` (0700) beside the root key
 - ``ota-keys.json``: which name each listed kid has, for people and ``--revoke``.
 
 ``keygen`` makes a signing key and re-signs the list, ``sign`` makes a
-manifest (6.2), ``verify`` makes a device's checks (6.5) on the host.
+manifest (6.2), ``verify`` makes a device's checks (6.5) on the host, and
+``bundle`` makes the image a manifest covers (7.1, 7.8). ``publish``,
+``rollout``, ``status`` and ``push`` put releases into the gateway's update
+store (:mod:`edge_agent.update_store`), steer their staged rollout and follow
+what each device reports (:mod:`edge_agent.ota_server`, section 7).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import click
 
 from edge_agent.cli.options import Duration, check_regular_file
 from edge_agent.errors import BadInput, NotFound
-from edge_agent.paths import write_atomic
+from edge_agent.paths import write_atomic as _write_atomic
 from edge_agent.update_store import iso as _iso
 
 DEFAULT_KEY = "ota-signing"
@@ -92,9 +96,9 @@ def _save_list(root_signer, sequence: int, keys: dict[bytes, tuple[bytes, int]],
     from edge_ota.manifest import KeyList
 
     new = KeyList(sequence, keys).checked()
-    write_atomic(key_dir() / KEY_LIST, new.sign(root_signer))
+    _write_atomic(key_dir() / KEY_LIST, new.sign(root_signer))
     kept = {k.hex() for k in keys}
-    write_atomic(key_dir() / KEY_NAMES,
+    _write_atomic(key_dir() / KEY_NAMES,
                   json.dumps({k: v for k, v in names.items() if k in kept}, indent=1).encode())
     return new
 
@@ -112,6 +116,7 @@ def ota() -> None:
     \b
     Example:
       edge ota keygen                          # a signing key, listed by the root
+      edge ota bundle --board esp32 --version 1.3.0 -o build/agent.bin
       edge ota sign build/agent.bin --board esp32 --component agent \\
           --version 1.3.0 --sequence 7 -o agent.manifest
       edge ota verify agent.manifest --image build/agent.bin --board esp32
@@ -249,7 +254,7 @@ def sign(image: str, board: str, component: str, version: str, sequence: int,
                                   min_version=min_version)
     signed = manifest.sign(signer)
     out = Path(output)
-    write_atomic(out, signed)
+    _write_atomic(out, signed)
     fields = _fields(manifest)
     fields.update({"manifest": str(out), "bytes": len(signed), "key": key_name,
                    "kid": signer.kid.hex()})
@@ -697,3 +702,128 @@ class _PushBar:
         self.progress.update(self.task, completed=held, state=state)
 
 
+_VERSION = re.compile(r"(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})")
+_VERSION_LINE = re.compile(r'^VERSION = "[^"]*"$', re.M)
+ESP_CHIP_ID_OFFSET = 12      # u16le in an ESP app image's extended header (esptool's layout)
+
+
+def _agent_bundle(board: dict, version: str | None) -> tuple[bytes, str, list[tuple[str, bytes]]]:
+    """The agent bundle for ``board``: ``firmware/edgefw`` compiled for its ``mpy_arch``
+    in a temporary copy (``VERSION`` stamped there when ``version`` is given)."""
+    import shutil
+    import tempfile
+
+    from edge_agent.firmware import agent_version, build
+    from edge_agent.paths import FIRMWARE_DIR
+    from edge_ota.bundle import pack
+
+    with tempfile.TemporaryDirectory(prefix="edge-bundle-") as tmp:
+        src, out = Path(tmp) / "src", Path(tmp) / "out"
+        shutil.copytree(FIRMWARE_DIR / "edgefw", src / "edgefw",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        shutil.copy(FIRMWARE_DIR / "main.py", src / "main.py")
+        init = src / "edgefw" / "__init__.py"
+        if version is not None:
+            text = init.read_text()
+            if not _VERSION_LINE.search(text):
+                raise BadInput(f"{FIRMWARE_DIR / 'edgefw' / '__init__.py'} states no VERSION to stamp",
+                               'put a line VERSION = "x.y.z" in it')
+            init.write_text(_VERSION_LINE.sub(f'VERSION = "{version}"', text, count=1))
+        stated = agent_version(src)
+        # Stage 0 (main.py) is never updated over the air: only the package goes in.
+        files = [(p.relative_to(out).as_posix(), p.read_bytes())
+                 for p in build(out, board.get("mpy_arch"), source=src)
+                 if p.relative_to(out).parts[0] == "edgefw"]
+    files.sort()
+    return pack(files), stated, files
+
+
+def _firmware_image(board: dict, firmware: str) -> bytes:
+    """A MicroPython application image for ``board``'s OTA partition, checked (7.8)."""
+    from esptool.targets import CHIP_DEFS
+
+    from edge_agent.image import check_image
+
+    name = board["name"]
+    if board.get("ota_method") != "slots" or board.get("micropython_port") != "esp32":
+        why = (f"its ota_method is {board.get('ota_method')!r}" if board.get("ota_method") != "slots"
+               else f"its MicroPython port {board.get('micropython_port')!r} has no OTA partition")
+        raise BadInput(f"board {name} cannot take a firmware image over the air: {why} "
+                       "(protocol.md 7.8: ESP32 family boards with OTA slots only)",
+                       f"update its firmware with `edge flash --firmware FILE`, or bundle its agent: "
+                       f"`edge ota bundle --board {name}`")
+    data = check_image(board, Path(firmware))
+    chip = CHIP_DEFS.get(board.get("chip", ""))
+    want = getattr(chip, "IMAGE_CHIP_ID", None)
+    got = int.from_bytes(data[ESP_CHIP_ID_OFFSET:ESP_CHIP_ID_OFFSET + 2], "little") \
+        if len(data) >= ESP_CHIP_ID_OFFSET + 2 else None
+    if want is not None and got != want:
+        raise BadInput(f"{firmware} is an application image for chip id {got}, not {board['chip']} "
+                       f"(chip id {want})",
+                       f"use a MicroPython .bin built for {name} (micropython.org/download)")
+    return data
+
+
+@ota.command()
+@click.option("--board", "board_name", required=True, help="Board the image is for (esp32, picow, ...).")
+@click.option("--version", "version", default=None, metavar="X.Y.Z",
+              help="Stamp this version into the agent (edgefw/__init__ VERSION); default: as the source says.")
+@click.option("--firmware", default=None, type=click.Path(dir_okay=False),
+              help="Bundle this MicroPython firmware image instead of the agent (ESP32 family).")
+@click.option("-o", "--output", default=None, type=click.Path(dir_okay=False),
+              help="Where to write the image [default: agent-BOARD-VERSION.bundle or firmware-BOARD.bin].")
+@click.option("--json", "as_json", is_flag=True, help="Print what was built as JSON.")
+def bundle(board_name: str, version: str | None, firmware: str | None, output: str | None,
+           as_json: bool) -> None:
+    """Build the image an update carries, ready for `edge ota sign`.
+
+    The agent (component agent): firmware/edgefw compiled with mpy-cross for
+    the board's mpy_arch and packed as an agent bundle (protocol section
+    7.1). main.py is left out: stage 0 is never updated over the air. With
+    --version the version is stamped into a temporary copy; the source tree
+    is never changed.
+
+    With --firmware (component firmware): a MicroPython application image
+    for a board with OTA slots (ESP32 family), checked and copied.
+
+    \b
+    Example:
+      edge ota bundle --board esp32 --version 1.3.0 -o agent.bundle
+      edge ota sign agent.bundle --board esp32 --component agent \\
+          --version 1.3.0 --sequence 7 -o agent.manifest
+      edge ota bundle --board esp32 --firmware ESP32_GENERIC-OTA.bin -o fw.bin
+    """
+    import hashlib
+
+    from edge_agent.boards import load_board
+
+    board = load_board(board_name)
+    if version is not None and not _VERSION.fullmatch(version):
+        raise BadInput(f"version {version!r} is not X.Y.Z", "give three numbers, as in 1.3.0")
+    files: list[tuple[str, bytes]] | None = None
+    if firmware is not None:
+        check_regular_file(firmware, "firmware image")
+        data, component = _firmware_image(board, firmware), "firmware"
+        default = f"firmware-{board_name}.bin"
+    else:
+        data, version, files = _agent_bundle(board, version)
+        component = "agent"
+        default = f"agent-{board_name}-{version}.bundle"
+    out = Path(output or default)
+    _write_atomic(out, data)
+    digest = hashlib.sha256(data).hexdigest()
+    result: dict[str, Any] = {
+        "component": component, "board": board_name, "version": version, "output": str(out),
+        "bytes": len(data), "sha256": digest, "mpy_arch": board.get("mpy_arch") if files else None,
+        "files": [{"name": n, "bytes": len(d)} for n, d in files] if files is not None else None}
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    what = f"agent {version} ({len(files)} files, mpy_arch {result['mpy_arch']})" if files is not None \
+        else f"firmware image {firmware}"
+    click.echo(f"bundled {what} for {board_name}: {out}, {len(data)} bytes")
+    click.echo(f"  sha256 {digest}")
+    for name, body in files or []:
+        click.echo(f"  {len(body):7} {name}")
+    click.echo(f"next: edge ota sign {out} --board {board_name} --component {component} "
+               f"--version {version or 'X.Y.Z'} --sequence N -o {out.with_suffix('.manifest')}")

@@ -239,6 +239,12 @@ def push_unanswered(proc, s):
 push_unanswered.exit_code = 5  # type: ignore[attr-defined]
 
 
+def bundled(proc, s):
+    made = json.loads(proc.stdout)
+    assert made["component"] == "agent" and made["version"] == "1.0.1" and made["files"], made
+    assert Path(made["output"]).stat().st_size == made["bytes"]
+
+
 def stopped(proc, s):
     assert json.loads(s.home.edge("sim", "ls", "--json").stdout) == []
 
@@ -272,6 +278,7 @@ STEPS: list[tuple[tuple[str, ...], Callable]] = [
     (("ota", "rollout", "{release}", "--fraction", "1", "--json"), rolled_out),
     (("ota", "status", "--json"), ota_status),
     (("ota", "push", "esp32-1", "{image}", "{manifest}", "--timeout", "5s", "--json"), push_unanswered),
+    (("ota", "bundle", "--board", "esp32", "--version", "1.0.1", "-o", "{out}/agent.bundle", "--json"), bundled),
     (("sim", "power", "esp32-1", "off"), mode("esp32-1", "off")),
     (("sim", "power", "esp32-1", "on"), mode("esp32-1", "micropython")),
     (("sim", "download", "esp32-1"), mode("esp32-1", "download")),

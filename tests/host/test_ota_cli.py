@@ -131,3 +131,100 @@ def test_verify_without_a_root_key_says_how_to_get_one(edge_home, tmp_path):
 def test_help_shows_an_example(edge_home, command):
     r = edge_home.invoke("ota", command, "--help")
     assert r.exit_code == 0 and "Example:" in r.stdout and f"edge ota {command}" in r.stdout
+
+
+# -- edge ota bundle (protocol.md 7.1, 7.8) -------------------------------------
+
+def esp_app_image(chip_id: int, size: int = 4096) -> bytes:
+    """The head of an ESP application image: magic 0xE9, then the chip id at offset 12."""
+    head = bytes([0xE9, 3, 2, 0x20]) + bytes(8) + chip_id.to_bytes(2, "little") + bytes(10)
+    return head + bytes(range(256)) * ((size - len(head)) // 256 + 1)
+
+
+def bundled(home, *args):
+    r = home.invoke("ota", "bundle", *args, "--json")
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+def test_an_agent_bundle_holds_edgefw_compiled_and_the_stamped_version_not_main(edge_home, tmp_path):
+    import hashlib
+
+    from edge_agent.firmware import agent_version
+    from edge_agent.paths import FIRMWARE_DIR
+    from edge_ota.bundle import unpack
+
+    source_init = (FIRMWARE_DIR / "edgefw" / "__init__.py").read_bytes()
+    out = tmp_path / "agent.bundle"
+    made = bundled(edge_home, "--board", "esp32", "--version", "7.8.9", "-o", str(out))
+    data = out.read_bytes()
+    files = dict(unpack(data))
+    sources = {p.relative_to(FIRMWARE_DIR).with_suffix(".mpy").as_posix()
+               for p in (FIRMWARE_DIR / "edgefw").rglob("*.py") if "__pycache__" not in p.parts}
+    assert set(files) == sources and "main.py" not in files and "main.mpy" not in files
+    assert all(body[:1] == b"M" for body in files.values())               # .mpy, not source
+    assert b"7.8.9" in files["edgefw/__init__.mpy"]
+    assert made["component"] == "agent" and made["version"] == "7.8.9" and made["mpy_arch"] == "xtensawin"
+    assert made["bytes"] == len(data) and made["sha256"] == hashlib.sha256(data).hexdigest()
+    assert [f["name"] for f in made["files"]] == sorted(files)
+    # The source tree is never edited: the stamp went into a temporary copy.
+    assert (FIRMWARE_DIR / "edgefw" / "__init__.py").read_bytes() == source_init
+    assert agent_version() != "7.8.9"
+
+
+def test_without_version_the_bundle_says_the_sources_version_and_names_itself(edge_home, tmp_path, monkeypatch):
+    from edge_agent.firmware import agent_version
+
+    monkeypatch.chdir(tmp_path)
+    made = bundled(edge_home, "--board", "picow")
+    assert made["version"] == agent_version() and made["mpy_arch"] == "armv6m"
+    assert (tmp_path / f"agent-picow-{agent_version()}.bundle").exists()
+    text = edge_home.invoke("ota", "bundle", "--board", "picow", "-o", str(tmp_path / "b"))
+    assert text.exit_code == 0 and "edgefw/__init__.mpy" in text.stdout and "sha256" in text.stdout
+    assert "edge ota sign" in text.stdout
+
+
+def test_a_firmware_image_for_an_esp32_board_is_checked_and_copied_byte_for_byte(edge_home, tmp_path):
+    image = tmp_path / "micropython.bin"
+    image.write_bytes(esp_app_image(chip_id=9))
+    out = tmp_path / "fw.bin"
+    made = bundled(edge_home, "--board", "esp32s3", "--firmware", str(image), "-o", str(out))
+    assert out.read_bytes() == image.read_bytes()
+    assert made["component"] == "firmware" and made["files"] is None and made["bytes"] == len(image.read_bytes())
+
+
+@pytest.mark.parametrize("board, image, words", [
+    ("picow", esp_app_image(0), "ota_method is 'files'"),
+    ("rpi", esp_app_image(0), "ota_method is 'files'"),
+    ("virtual", esp_app_image(0), "has no OTA partition"),
+    ("esp32", b"\x00" + esp_app_image(0)[1:], "does not start with 0xE9"),
+    ("esp32", esp_app_image(chip_id=5), "chip id 5, not esp32"),
+    ("esp32c3", esp_app_image(chip_id=0), "chip id 0, not esp32c3"),
+])
+def test_a_firmware_image_the_board_cannot_take_over_the_air_is_refused(edge_home, tmp_path, board, image, words):
+    path = tmp_path / "micropython.bin"
+    path.write_bytes(image)
+    out = tmp_path / "fw.bin"
+    r = edge_home.invoke("ota", "bundle", "--board", board, "--firmware", str(path), "-o", str(out), "--json")
+    assert r.exit_code == 5, r.output
+    err = json.loads(r.stderr)
+    assert words in err["error"] and err["fix"] and not out.exists()
+
+
+@pytest.mark.parametrize("version", ["1.2", "01.2.3", "1.2.3-rc1", "v1.2.3"])
+def test_a_version_that_is_not_x_y_z_is_refused_before_building(edge_home, tmp_path, version):
+    r = edge_home.invoke("ota", "bundle", "--board", "esp32", "--version", version, "-o", str(tmp_path / "b"))
+    assert r.exit_code == 5 and "is not X.Y.Z" in r.stderr and not (tmp_path / "b").exists()
+
+
+def test_edge_ota_bundle_runs_as_a_user_runs_it_and_the_bundle_signs_and_verifies(edge_home, tmp_path):
+    out = tmp_path / "agent.bundle"
+    made = json.loads(edge_home.edge("ota", "bundle", "--board", "esp32", "--version", "1.0.1",
+                                     "-o", str(out), "--json").stdout)
+    assert made["output"] == str(out) and made["bytes"] == out.stat().st_size
+    assert edge_home.edge("ota", "keygen", "--json").returncode == 0
+    manifest = tmp_path / "agent.manifest"
+    edge_home.edge("ota", "sign", str(out), "--board", "esp32", "--component", "agent", "--version", "1.0.1",
+                   "--sequence", "1", "-o", str(manifest))
+    checks = json.loads(edge_home.edge("ota", "verify", str(manifest), "--image", str(out), "--json").stdout)
+    assert checks[-1] == {"check": "digest", "ok": True, "detail": f"sha256 {made['sha256']}"}

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from edge_agent.errors import BadInput
 from edge_agent.messages import MAX_MESSAGE, OtaChunk, encode_message
 from edge_ota.transfer import (SERIAL_CHUNK, Sender, TransferError, bulk_value,
-                               chunk_size_for_mtu)
+                               chunk_size_for_mtu, serial_chunk_size)
 
 BLOCK = 4096
 
@@ -111,14 +111,14 @@ def run_transfer(image: bytes, chunk: int, rng: random.Random, drop: float, dup:
 
 
 @settings(max_examples=200, deadline=None)
-@given(size=st.integers(1, 40_000), chunk=st.sampled_from([1, 17, 240, 512, SERIAL_CHUNK, 5000]),
+@given(size=st.integers(1, 24_000), chunk=st.sampled_from([1, 17, 240, 512, SERIAL_CHUNK, 5000]),
        seed=st.integers(0, 2**32), drop=st.sampled_from([0.0, 0.05, 0.3]),
        dup=st.sampled_from([0.0, 0.1, 0.5]), reorder=st.sampled_from([0.0, 0.2, 0.9]),
        lose_window=st.sampled_from([0.0, 0.1, 0.4]), rewind_from_expected=st.booleans())
 def test_a_transfer_over_a_faulty_link_always_ends_with_exactly_the_image(
         size, chunk, seed, drop, dup, reorder, lose_window, rewind_from_expected):
     if chunk < 100:
-        size = min(size, 3000)
+        size = min(size, 2000)
     image = random.Random(seed).randbytes(size)
     sender, device = run_transfer(image, chunk, random.Random(seed + 1), drop, dup, reorder,
                                   lose_window, rewind_from_expected)
@@ -215,8 +215,19 @@ def test_a_chunk_fills_an_att_value_at_every_mtu():
 
 
 def test_a_serial_chunk_fits_one_message_for_a_bench_device_id():
+    assert serial_chunk_size("esp32-7c9e3a0b1d2f", 2**40, 2**31) == SERIAL_CHUNK
     payload = encode_message(OtaChunk("esp32-7c9e3a0b1d2f", 2**40, 2**31, bytes(SERIAL_CHUNK)))
     assert len(payload) <= MAX_MESSAGE
+
+
+@pytest.mark.parametrize("device_id, sequence, size", [
+    ("a" * 64, 2**63 - 1, 2**32), ("a" * 64, 7, 130001), ("e" * 40, 2**40, 2**31), ("esp32-1", 1, 1)])
+def test_a_serial_chunk_shrinks_only_as_far_as_a_long_id_needs(device_id, sequence, size):
+    n = serial_chunk_size(device_id, sequence, size)
+    assert len(encode_message(OtaChunk(device_id, sequence, size - 1, bytes(n)))) <= MAX_MESSAGE
+    if n < SERIAL_CHUNK:
+        with pytest.raises(ValueError, match="over the 1024-byte limit"):
+            encode_message(OtaChunk(device_id, sequence, size - 1, bytes(n + 1)))
 
 
 def test_a_sender_refuses_a_chunk_size_of_zero():
