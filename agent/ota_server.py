@@ -100,7 +100,8 @@ class OtaServer:
     """OTA for the device bound to ``session`` (see the module docstring).
 
     ``sink(sequence, offset, data)`` carries image bytes (default: OTA_CHUNK
-    messages through the session's ``send``), ``chunk_size`` bytes at most.
+    messages through the session's ``send``), ``chunk_size`` bytes at most
+    (default: as many as an OTA_CHUNK of this device holds, 960 for most ids).
     ``listener(event, fields)`` hears offered, progress, state, halted and
     closed, for a progress bar or an event log.
     """
@@ -108,10 +109,8 @@ class OtaServer:
     def __init__(self, session: "LinkSession", *, chunk_size: int | None = None, sink: Sink | None = None,
                  updates: "UpdateStore | None" = None, key_dir: Path | None = None,
                  listener: Listener | None = None, reoffer_after: float = REOFFER_AFTER):
-        from edge_ota.transfer import SERIAL_CHUNK
-
         self.session = session
-        self.chunk_size = chunk_size or SERIAL_CHUNK
+        self.chunk_size = chunk_size      # None: what fits an OTA_CHUNK for this device and transfer
         self.sink: Sink = sink or self._chunk_message
         self.updates = updates
         self.key_dir = key_dir
@@ -258,7 +257,7 @@ class OtaServer:
         return data if sequence > device_sequence else None
 
     def _window(self, w: OtaWindow, payload: bytes) -> None:
-        from edge_ota.transfer import Sender, TransferError
+        from edge_ota.transfer import Sender, TransferError, serial_chunk_size
 
         t = self.transfers.get(w.sequence)
         if t is None:
@@ -273,7 +272,8 @@ class OtaServer:
             if image is None:
                 self._close(w.sequence, "image unavailable")
                 return
-            t.sender = Sender(image, w.sequence, self.chunk_size)
+            chunk = self.chunk_size or serial_chunk_size(self.device_id, w.sequence, t.release.size)
+            t.sender = Sender(image, w.sequence, chunk)
         try:
             t.sender.on_window(w.ack, w.limit, w.rewind)
         except TransferError as e:

@@ -451,3 +451,18 @@ def test_chunks_go_through_the_links_sink_at_its_size(fleet):
     assert carried[0][:2] == (7, 0) and all(len(d) <= 240 for _, _, d in carried)
     # The device sees none of them here: only its first window's 8192 bytes go.
     assert b"".join(d for _, _, d in carried) == IMAGE[:8192]
+
+
+def test_a_device_with_a_64_character_id_gets_chunks_that_fit_a_message(fleet):
+    from edge_agent.messages import MAX_MESSAGE
+
+    fleet.release(sequence=2**40)
+    long_id = "esp32-" + "a" * 58
+    dev = fleet.device(long_id)
+    link = fleet.link(dev)
+    sizes: list[int] = []
+    link.lose = lambda p: sizes.append(len(p)) and False
+    dev.query()
+    link.pump()
+    assert bytes(dev.held) == IMAGE and link.session.stats.bad == {}
+    assert max(sizes) <= MAX_MESSAGE
