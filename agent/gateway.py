@@ -1,4 +1,4 @@
-"""The gateway: keeps every bonded device of an owner account connected over BLE and ingests its telemetry.
+"""The gateway: keeps every bonded device of an owner account connected over BLE, ingests its telemetry and serves its updates.
 
 One asyncio loop; one task per bonded device and one scanner. Telemetry goes
 through the same :class:`~edge_agent.telemetry.ingest.IngestCore` and
@@ -22,6 +22,11 @@ Rules it keeps:
   closed and the writer closed.
 - **A bond the device no longer holds** (``unknown_bond``) is reported once
   and that device is left alone until it is paired again.
+- **Updates on every link.** Each link has an OTA server
+  (:mod:`edge_agent.ota_server`): a device's OTA_QUERY is answered from the
+  update store and the registry's releases, image bytes go on the bulk
+  characteristic, and its OTA_STATEs are recorded. Every ``grow_every``
+  seconds the releases whose growth schedule is due grow their fraction.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 30.0
 SCAN_WINDOW = 3.0
 QUIET_AFTER = 60.0
+GROW_EVERY = 60.0         # seconds between two looks at the releases' growth schedules
 
 
 class EventLog:
@@ -92,12 +98,14 @@ class Gateway:
     """Keeps the bonded devices of ``account`` connected until ``stop`` is set."""
 
     def __init__(self, db: str, account: str, event: EventLog, *, scan_window: float = SCAN_WINDOW,
-                 quiet_after: float = QUIET_AFTER):
+                 quiet_after: float = QUIET_AFTER, serve_updates: bool = True, grow_every: float = GROW_EVERY):
         self.db = db
         self.account = account
         self.event = event
         self.scan_window = scan_window
         self.quiet_after = quiet_after
+        self.serve_updates = serve_updates
+        self.grow_every = grow_every
         self.devices: dict[str, DeviceState] = {}
         self.radio = asyncio.Lock()
         self.stop = asyncio.Event()
@@ -114,6 +122,7 @@ class Gateway:
         self.event("start", account=self.account, devices=len(self._bonded()))
         scanner = asyncio.ensure_future(self._scanner())
         timer = asyncio.ensure_future(self._timer(duration)) if duration is not None else None
+        grower = asyncio.ensure_future(self._grow_rollouts()) if self.serve_updates else None
         try:
             await self.stop.wait()
         finally:
@@ -121,9 +130,10 @@ class Gateway:
             loop = asyncio.get_running_loop()
             # The last ACKs go out while the links are still up.
             await loop.run_in_executor(None, self.writer.flush, 5.0)
-            for task in [scanner, *self._tasks.values(), *([timer] if timer else [])]:
+            extra = [t for t in (timer, grower) if t is not None]
+            for task in [scanner, *self._tasks.values(), *extra]:
                 task.cancel()
-            await asyncio.gather(scanner, *self._tasks.values(), return_exceptions=True)
+            await asyncio.gather(scanner, *self._tasks.values(), *extra, return_exceptions=True)
             await loop.run_in_executor(None, self.writer.close)
             with self.core.lock:
                 self.registry.close()
@@ -134,6 +144,36 @@ class Gateway:
     async def _timer(self, duration: float) -> None:
         await asyncio.sleep(duration)
         self.stop.set()
+
+    async def _grow_rollouts(self) -> None:
+        """Grow the releases whose schedule is due, now and every ``grow_every`` seconds."""
+        from edge_agent.telemetry.writer import Job
+
+        def grown(result: Any, error: BaseException | None) -> None:
+            if error is not None:
+                self.event("rollout_error", error=str(error))
+                return
+            for release, before in result or ():
+                self.event("rollout_grown", release=release.id, key=release.key, fraction=release.fraction,
+                           before=before)
+        while not self.stop.is_set():
+            self.writer.submit(Job(lambda s: s.grow_rollouts(), grown, what="rollout growth"))
+            await asyncio.sleep(self.grow_every)
+
+    def _ota_listener(self, device_id: str) -> Callable[[str, dict], None]:
+        """The event log's lines for what a device's OTA server does (not each window's progress)."""
+        def heard(event: str, fields: dict) -> None:
+            fields = {k: v for k, v in fields.items() if v is not None and k != "device"}
+            if event == "offered" and fields.get("install"):
+                self.event("ota_offered", device_id, release=fields["release"], version=fields["version"],
+                           sequence=fields["sequence"])
+            elif event == "state":
+                self.event("ota_state", device_id, **fields)
+            elif event == "halted":
+                self.event("rollout_halted", device_id, release=fields["release"], reason=fields["reason"])
+            elif event == "error":
+                self.event("ota_error", device_id, **fields)
+        return heard
 
     def _bonded(self) -> list[str]:
         with self.core.lock:
@@ -217,7 +257,8 @@ class Gateway:
             state.connects += 1
             self.event("connected", state.device_id, address=state.address, mtu=conn.segment_size + 3)
             self.writer.submit(_note_connected(state.device_id))
-            pump = TelemetryPump(conn, session, self.core)
+            pump = TelemetryPump(conn, session, self.core, serve_updates=self.serve_updates,
+                                 ota_listener=self._ota_listener(state.device_id))
             state.stats.append(pump.link.stats)
             try:
                 await self._pump(pump)
@@ -235,6 +276,8 @@ class Gateway:
             last = (pump.received, time.monotonic())
             while not run.done():
                 await asyncio.wait({run}, timeout=1.0)
+                if pump.ota is not None:
+                    pump.ota.poll()       # re-offers an unanswered transfer (7.5)
                 if pump.received != last[0]:
                     last = (pump.received, time.monotonic())
                 elif time.monotonic() - last[1] > self.quiet_after:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 # The distribution is installed in editable mode from a checkout (see README);
@@ -25,6 +26,11 @@ def default_db() -> Path:
     """The registry: ``$EDGE_DB`` or ``<state dir>/registry.db``."""
     env = os.environ.get("EDGE_DB")
     return Path(env) if env else state_dir() / "registry.db"
+
+
+def updates_dir() -> Path:
+    """The update store (OTA images by digest): ``<state dir>/updates``."""
+    return state_dir() / "updates"
 
 
 def default_sim_dir() -> Path:
@@ -73,3 +79,18 @@ def _tighten(path: Path, mode: int) -> None:
             os.chmod(path, st.st_mode & 0o777 & mode)
     except OSError:                  # absent, or not ours to change: nothing to tighten
         pass
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """``data`` in ``path``: written and synced under a new name, then renamed over
+    it, so a reader or a power cut sees the old file or the new one, never half."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

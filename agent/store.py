@@ -42,6 +42,7 @@ import os
 import sqlite3
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain, groupby
 from pathlib import Path
@@ -256,6 +257,70 @@ MIGRATIONS: list[tuple[str, ...]] = [
             detail     TEXT NOT NULL DEFAULT ''
         )""",
     ),
+    # 7: OTA releases, each device's update state per release, and their
+    # history (docs/protocol.md section 7). A release is one signed manifest
+    # of an image kept in the update store under its digest; (board,
+    # component, sequence) names one image for good. ota_devices holds the
+    # host's latest view of a device per release; ota_history every
+    # transition of a device or a release, and only grows (triggers refuse
+    # an update or a delete).
+    (
+        """CREATE TABLE releases (
+            id          INTEGER PRIMARY KEY,
+            board       TEXT NOT NULL,
+            component   TEXT NOT NULL,
+            version     TEXT NOT NULL,
+            sequence    INTEGER NOT NULL,
+            digest      BLOB NOT NULL,          -- SHA-256 of the image, 32 bytes
+            size        INTEGER NOT NULL,
+            manifest    BLOB NOT NULL,          -- the COSE_Sign1 as published (re-signing replaces it)
+            image       TEXT NOT NULL,          -- the image's file name in the update store
+            expires     INTEGER NOT NULL,       -- the manifest's, Unix seconds
+            created     REAL NOT NULL,
+            fraction    REAL NOT NULL CHECK (fraction >= 0 AND fraction <= 1),
+            halt_at     REAL NOT NULL CHECK (halt_at > 0 AND halt_at <= 1),
+            min_devices INTEGER NOT NULL CHECK (min_devices >= 1),
+            state       TEXT NOT NULL CHECK (state IN ('active', 'halted', 'paused', 'done')),
+            halt_reason TEXT,
+            grow_step   REAL,                   -- the fraction grows by this ...
+            grow_period REAL,                   -- ... every this many seconds
+            grown_at    REAL,                   -- when it last grew (or was published)
+            UNIQUE (board, component, sequence)
+        )""",
+        """CREATE TABLE ota_devices (
+            device_id  TEXT NOT NULL,
+            release    INTEGER NOT NULL REFERENCES releases (id),
+            state      TEXT NOT NULL,           -- offered, downloading, ..., confirmed, rolled-back
+            held       INTEGER,                 -- bytes the device holds durably
+            size       INTEGER,
+            check_name TEXT,                    -- the check that refused it
+            reason     TEXT,
+            source     TEXT NOT NULL,           -- the link it came on
+            updated    REAL NOT NULL,
+            PRIMARY KEY (device_id, release)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX ota_devices_by_release ON ota_devices (release, state)",
+        """CREATE TABLE ota_history (
+            id         INTEGER PRIMARY KEY,
+            t          REAL NOT NULL,
+            device_id  TEXT,                    -- NULL: a release's own transition
+            release    INTEGER,                 -- NULL: a sequence no release here has
+            component  TEXT,
+            sequence   INTEGER,
+            state      TEXT NOT NULL,
+            held       INTEGER,
+            size       INTEGER,
+            check_name TEXT,
+            reason     TEXT,
+            source     TEXT
+        )""",
+        "CREATE INDEX ota_history_by_device ON ota_history (device_id, id)",
+        "CREATE INDEX ota_history_by_release ON ota_history (release, id)",
+        """CREATE TRIGGER ota_history_no_update BEFORE UPDATE ON ota_history
+            BEGIN SELECT RAISE(ABORT, 'ota_history only grows'); END""",
+        """CREATE TRIGGER ota_history_no_delete BEFORE DELETE ON ota_history
+            BEGIN SELECT RAISE(ABORT, 'ota_history only grows'); END""",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -274,6 +339,63 @@ _DEVICE_SELECT = ", ".join(f"d.{c}" for c in DEVICE_COLUMNS)
 # as hex by the readers that need them).
 BOND_COLUMNS = ("device_id", "account", "paired_at", "last_connected")
 AUDIT_ACTIONS = ("paired", "unpaired", "forgotten", "factory_reset", "pair_refused")
+
+# OTA (docs/protocol.md 7.2). The host's view of a device's update: "offered"
+# is the host's own word (it sent the manifest), the rest are OTA_STATE's.
+OTA_DEVICE_STATES = ("offered", "downloading", "stalled", "verified", "installed", "applying", "trial",
+                     "confirmed", "rolled-back", "refused", "failed", "stale", "current")
+OTA_IN_PROGRESS = ("downloading", "stalled", "verified", "installed", "applying", "trial")
+OTA_FAILED = ("rolled-back", "failed")
+# A device "attempted" a release once it started to download it; the halt rule
+# weighs the failed among those (a refusal writes nothing: it is not an attempt).
+OTA_ATTEMPTED = OTA_IN_PROGRESS + ("confirmed",) + OTA_FAILED
+RELEASE_STATES = ("active", "halted", "paused", "done")
+_RELEASE_COLUMNS = ("id", "board", "component", "version", "sequence", "digest", "size", "manifest", "image",
+                    "expires", "created", "fraction", "halt_at", "min_devices", "state", "halt_reason",
+                    "grow_step", "grow_period", "grown_at")
+
+
+@dataclass(frozen=True)
+class Release:
+    """One published OTA release (a row of ``releases``)."""
+
+    id: int
+    board: str
+    component: str
+    version: str
+    sequence: int
+    digest: bytes
+    size: int
+    manifest: bytes
+    image: str
+    expires: int
+    created: float
+    fraction: float
+    halt_at: float
+    min_devices: int
+    state: str
+    halt_reason: str | None
+    grow_step: float | None
+    grow_period: float | None
+    grown_at: float | None
+
+    @property
+    def key(self) -> str:
+        """The release's stable name, ``board/component/sequence``: what the rollout buckets hash."""
+        return f"{self.board}/{self.component}/{self.sequence}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The row for people and JSON: digest in hex, no manifest bytes."""
+        out = {c: getattr(self, c) for c in _RELEASE_COLUMNS if c != "manifest"}
+        out["digest"] = self.digest.hex()
+        return out
+
+    @classmethod
+    def from_row(cls, row: tuple) -> "Release":
+        values = dict(zip(_RELEASE_COLUMNS, row))
+        values["digest"] = bytes(values["digest"])
+        values["manifest"] = bytes(values["manifest"])
+        return cls(**values)
 
 _COLUMNS = "d.device_id, s.seq, r.name, r.unit, s.value, s.t, s.flags, b.estimated, b.boot, b.received"
 # Records with their batch, from the samples: the run holding a record is the
@@ -352,6 +474,14 @@ def _dicts(cur: sqlite3.Cursor) -> list[dict]:
     """The rows of ``cur`` as dicts by column name."""
     names = [c[0] for c in cur.description]
     return [dict(zip(names, row)) for row in cur]
+
+
+def _where(**equal: Any) -> tuple[str, list[Any]]:
+    """`` WHERE a = ? AND b = ?`` and its arguments for the columns given a value (None: any)."""
+    given = {column: value for column, value in equal.items() if value is not None}
+    if not given:
+        return "", []
+    return " WHERE " + " AND ".join(f"{c.replace('__', '.')} = ?" for c in given), list(given.values())
 
 
 def _ms_bound(seconds: float) -> int:
@@ -1121,6 +1251,230 @@ class Store:
     def account_devices(self, account: str) -> set[str]:
         """The device ids bound to ``account``."""
         return {r[0] for r in self._db.execute("SELECT device_id FROM bonds WHERE account = ?", (account,))}
+
+    # -- OTA releases and update state (edge ota publish/rollout/status, the OTA server)
+
+    def add_release(self, *, board: str, component: str, version: str, sequence: int, digest: bytes,
+                    size: int, manifest: bytes, image: str, expires: int, fraction: float, halt_at: float,
+                    min_devices: int, grow: tuple[float, float] | None = None,
+                    at: float | None = None) -> tuple[Release, bool]:
+        """Record a release (its image already in the update store); (the release, whether it is new).
+
+        The same (board, component, sequence) again with the same digest is
+        the same release re-signed: its manifest and expiry are replaced (the
+        freshness of 7.9), its rollout kept. Another digest for a sequence
+        published before is refused: a sequence names one image for good.
+        """
+        at = time.time() if at is None else at
+        with self.transaction():
+            old = self.release_by_sequence(board, component, sequence)
+            if old is not None:
+                if old.digest != digest:
+                    raise BadInput(f"release {old.id} is already {component} sequence {sequence} for {board}, "
+                                   f"with another image (sha256 {old.digest.hex()[:16]}...)",
+                                   "sign the new image with a higher --sequence (`edge ota sign`)")
+                if old.manifest != manifest and expires > old.expires:
+                    self._db.execute("UPDATE releases SET manifest = ?, expires = ? WHERE id = ?",
+                                     (manifest, expires, old.id))
+                    self._release_event(old.id, "re-signed", f"expires {expires}", at)
+                return self.release(old.id) or old, False
+            cur = self._db.execute(
+                "INSERT INTO releases (board, component, version, sequence, digest, size, manifest, image, "
+                "expires, created, fraction, halt_at, min_devices, state, grow_step, grow_period, grown_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?, ?, ?)",
+                (board, component, version, sequence, digest, size, manifest, image, expires, at, fraction,
+                 halt_at, min_devices, *(grow or (None, None)), at))
+            rid = int(cur.lastrowid or 0)
+            self._release_event(rid, "published", f"{version}, fraction {fraction:g}", at)
+            if fraction >= 1:
+                self._supersede(rid, at)
+            release = self.release(rid)
+            assert release is not None
+            return release, True
+
+    def release(self, release_id: int) -> Release | None:
+        """The release ``release_id``, or None."""
+        row = self._db.execute(f"SELECT {', '.join(_RELEASE_COLUMNS)} FROM releases WHERE id = ?",
+                               (release_id,)).fetchone()
+        return None if row is None else Release.from_row(row)
+
+    def release_by_sequence(self, board: str, component: str, sequence: int) -> Release | None:
+        """The release of ``component`` ``sequence`` for ``board``, or None."""
+        row = self._db.execute(f"SELECT {', '.join(_RELEASE_COLUMNS)} FROM releases "
+                               "WHERE board = ? AND component = ? AND sequence = ?",
+                               (board, component, sequence)).fetchone()
+        return None if row is None else Release.from_row(row)
+
+    def releases(self, board: str | None = None, component: str | None = None,
+                 states: Iterable[str] | None = None) -> list[Release]:
+        """Releases, newest sequence first, of one board / component / set of states."""
+        where, args = _where(board=board, component=component)
+        if states is not None:
+            states = list(states)
+            where += (" AND " if where else " WHERE ") + f"state IN ({', '.join('?' * len(states))})"
+            args += states
+        sql = f"SELECT {', '.join(_RELEASE_COLUMNS)} FROM releases" + where
+        return [Release.from_row(r) for r in self._db.execute(sql + " ORDER BY sequence DESC, id DESC", args)]
+
+    def set_rollout(self, release_id: int, *, fraction: float | None = None, state: str | None = None,
+                    reason: str | None = None, at: float | None = None) -> Release:
+        """Change a release's fraction and/or state (``active``, ``paused``, ``halted``), with history.
+
+        Leaving ``halted`` (resume) clears the halt reason; a fraction of 1
+        makes older releases of the same board and component ``done``.
+        """
+        at = time.time() if at is None else at
+        if fraction is not None and not 0 <= fraction <= 1:
+            raise BadInput(f"a rollout fraction is 0..1, not {fraction:g}", "pass --fraction 0.25 for 25 %")
+        if state is not None and state not in RELEASE_STATES:
+            raise ValueError(f"unknown release state {state!r}")
+        with self.transaction():
+            old = self.release(release_id)
+            if old is None:
+                raise NotFound(f"no release {release_id} in the registry {self.path}",
+                               "see the releases with `edge ota status`")
+            if old.state == "done" and state is not None and state != "done":
+                raise BadInput(f"release {release_id} is done: a later release of {old.board} "
+                               f"{old.component} went to every device", "publish a new release instead")
+            if fraction is not None and fraction != old.fraction:
+                self._db.execute("UPDATE releases SET fraction = ?, grown_at = ? WHERE id = ?",
+                                 (fraction, at, release_id))
+                self._release_event(release_id, "fraction", f"{old.fraction:g} -> {fraction:g}", at)
+                if fraction >= 1:
+                    self._supersede(release_id, at)
+            if state is not None and state != old.state:
+                self._db.execute("UPDATE releases SET state = ?, halt_reason = ? WHERE id = ?",
+                                 (state, reason if state == "halted" else None, release_id))
+                self._release_event(release_id, state, reason, at)
+            new = self.release(release_id)
+            assert new is not None
+            return new
+
+    def _supersede(self, release_id: int, at: float) -> None:
+        """Release ``release_id`` goes to every device: older ones of its board and component are done."""
+        board, component, sequence = self._db.execute(
+            "SELECT board, component, sequence FROM releases WHERE id = ?", (release_id,)).fetchone()
+        for (rid,) in self._db.execute(
+                "SELECT id FROM releases WHERE board = ? AND component = ? AND sequence < ? "
+                "AND state != 'done'", (board, component, sequence)).fetchall():
+            self._db.execute("UPDATE releases SET state = 'done' WHERE id = ?", (rid,))
+            self._release_event(rid, "done", f"superseded by release {release_id}", at)
+
+    def grow_rollouts(self, at: float | None = None) -> list[tuple[Release, float]]:
+        """Grow each active release's fraction whose schedule is due; [(release after, fraction before)]."""
+        at = time.time() if at is None else at
+        grown = []
+        with self.transaction():
+            for r in self.releases(states=("active",)):
+                if not r.grow_step or not r.grow_period or r.fraction >= 1:
+                    continue
+                if at - (r.grown_at or r.created) < r.grow_period:
+                    continue
+                new = self.set_rollout(r.id, fraction=min(1.0, round(r.fraction + r.grow_step, 6)), at=at)
+                grown.append((new, r.fraction))
+        return grown
+
+    def _release_event(self, release_id: int, state: str, reason: str | None, at: float) -> None:
+        self._db.execute("INSERT INTO ota_history (t, release, state, reason) VALUES (?, ?, ?, ?)",
+                         (at, release_id, state, reason))
+
+    def note_ota_state(self, device_id: str, component: str, sequence: int, state: str, *,
+                       release_id: int | None = None, held: int | None = None, size: int | None = None,
+                       check: str | None = None, reason: str | None = None, source: str = "",
+                       at: float | None = None) -> Release | None:
+        """Record one update transition of ``device_id`` (``state`` of :data:`OTA_DEVICE_STATES`).
+
+        The transition always goes to the history; with a release (the
+        registry's for the device's board, component and sequence) it is also
+        the device's state for that release, and the release's halt rule is
+        weighed again. An ``offered`` never hides a transfer in progress.
+        Returns the release when this transition halted it, else None.
+        """
+        if state not in OTA_DEVICE_STATES:
+            raise ValueError(f"unknown OTA state {state!r}")
+        at = time.time() if at is None else at
+        with self.transaction():
+            self._db.execute(
+                "INSERT INTO ota_history (t, device_id, release, component, sequence, state, held, size, "
+                "check_name, reason, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (at, device_id, release_id, component, sequence, state, held, size, check, reason, source))
+            if release_id is None:
+                return None
+            keep = f"state IN ({', '.join('?' * len(OTA_IN_PROGRESS))})" if state == "offered" else "0"
+            self._db.execute(
+                "INSERT INTO ota_devices (device_id, release, state, held, size, check_name, reason, source, "
+                "updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device_id, release) DO UPDATE SET "
+                "state = excluded.state, held = coalesce(excluded.held, CASE WHEN excluded.state IN "
+                "('downloading', 'stalled') THEN held END), size = coalesce(excluded.size, size), "
+                "check_name = excluded.check_name, reason = excluded.reason, source = excluded.source, "
+                f"updated = excluded.updated WHERE NOT ({keep})",
+                (device_id, release_id, state, held, size, check, reason, source, at,
+                 *(OTA_IN_PROGRESS if state == "offered" else ())))
+            if state in OTA_ATTEMPTED:     # a new attempt can bring the count to the minimum
+                return self._weigh_halt(release_id, at)
+        return None
+
+    def note_ota_progress(self, device_id: str, release_id: int, held: int, size: int, source: str = "",
+                          at: float | None = None) -> None:
+        """A transfer's progress (bytes the device acknowledged): the device's state, not the history."""
+        with self.transaction():
+            self._db.execute(
+                "INSERT INTO ota_devices (device_id, release, state, held, size, source, updated) "
+                "VALUES (?, ?, 'downloading', ?, ?, ?, ?) ON CONFLICT (device_id, release) DO UPDATE SET "
+                "held = excluded.held, size = excluded.size, source = excluded.source, "
+                "updated = excluded.updated, state = CASE WHEN state IN ('offered', 'stalled') "
+                "THEN 'downloading' ELSE state END",
+                (device_id, release_id, held, size, source, time.time() if at is None else at))
+
+    def _weigh_halt(self, release_id: int, at: float) -> Release | None:
+        """Halt an active release whose failed share passed its threshold; the release if it did."""
+        from edge_ota.rollout import halt_reason
+
+        release = self.release(release_id)
+        if release is None or release.state != "active":
+            return None
+        counts = self.ota_counts(release_id)
+        attempted = sum(counts.get(s, 0) for s in OTA_ATTEMPTED)
+        failed = sum(counts.get(s, 0) for s in OTA_FAILED)
+        why = halt_reason(attempted, failed, release.halt_at, release.min_devices)
+        if why is None:
+            return None
+        return self.set_rollout(release_id, state="halted", reason=why, at=at)
+
+    def ota_counts(self, release_id: int) -> dict[str, int]:
+        """How many devices are in each state for ``release_id``."""
+        return dict(self._db.execute("SELECT state, count(*) FROM ota_devices WHERE release = ? "
+                                     "GROUP BY state", (release_id,)).fetchall())
+
+    def ota_device(self, device_id: str, release_id: int) -> dict | None:
+        """The state of ``device_id`` for ``release_id``, or None if it never had one."""
+        rows = self.ota_devices(device_id=device_id, release_id=release_id)
+        return rows[0] if rows else None
+
+    def ota_devices(self, device_id: str | None = None, release_id: int | None = None) -> list[dict]:
+        """Per device and release: state, held, size, percent, check, reason, source, updated; latest first."""
+        where, args = _where(o__device_id=device_id, o__release=release_id)
+        rows = _dicts(self._db.execute(
+            "SELECT o.device_id, o.release, r.component, r.sequence, r.version, o.state, o.held, "
+            "coalesce(o.size, r.size) AS size, o.check_name AS 'check', o.reason, o.source, o.updated "
+            "FROM ota_devices o JOIN releases r ON r.id = o.release" + where
+            + " ORDER BY o.updated DESC, o.device_id", args))
+        for row in rows:
+            row["percent"] = (min(100, row["held"] * 100 // row["size"])
+                              if row["held"] is not None and row["size"] else None)
+        return rows
+
+    def ota_history(self, device_id: str | None = None, release_id: int | None = None) -> list[dict]:
+        """The OTA history, oldest first, of one device and/or release."""
+        where, args = _where(device_id=device_id, release=release_id)
+        return _dicts(self._db.execute(
+            "SELECT t, device_id, release, component, sequence, state, held, size, check_name AS 'check', "
+            "reason, source FROM ota_history" + where + " ORDER BY id", args))
+
+    def boards_devices(self, board: str) -> list[str]:
+        """The device ids the registry holds for ``board``."""
+        return [r[0] for r in self._db.execute("SELECT device_id FROM devices WHERE board = ? "
+                                               "ORDER BY device_id", (board,))]
 
     # -- reading
 

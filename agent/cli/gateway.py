@@ -1,4 +1,4 @@
-"""``edge gateway run``: keep an owner account's paired devices connected and store their telemetry."""
+"""``edge gateway run``: keep an owner account's paired devices connected, store their telemetry, serve their updates."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from edge_agent.cli.telemetry import db_option
 
 @click.group(cls=EdgeGroup)
 def gateway() -> None:
-    """The gateway daemon: keeps paired devices connected over BLE and stores their telemetry.
+    """The gateway daemon: keeps paired devices connected over BLE, stores their telemetry, serves updates.
 
     \b
     Example:
@@ -29,10 +29,11 @@ def gateway() -> None:
 @click.option("--for", "duration", type=Duration(min=0.1), default=None, metavar="DURATION",
               help="Stop after this long (30s, 10m) [default: until Ctrl-C or SIGTERM].")
 @click.option("--json-log", is_flag=True, help="Log one JSON object per line instead of text.")
+@click.option("--no-updates", is_flag=True, help="Do not serve OTA updates (telemetry only).")
 @click.option("--quiet-after", type=Duration(min=1), default=60.0, show_default=True, metavar="DURATION",
               help="Drop and re-find a link that carried nothing for this long.")
 @db_option
-def run(account, duration, json_log, quiet_after, db):
+def run(account, duration, json_log, no_updates, quiet_after, db):
     """Keep every paired device of the account connected and ingest its telemetry.
 
     Each device found advertising is connected with its bond (no code),
@@ -41,6 +42,12 @@ def run(account, duration, json_log, quiet_after, db):
     for again, retrying after 1 s, 2 s, 4 s ... up to 30 s. One line per
     event (found, connected, disconnected, retry, ...) on stdout. Ctrl-C or
     SIGTERM stops it cleanly (records committed, links closed), exit 0.
+
+    Updates: a device that asks is offered the newest release published for
+    its board (`edge ota publish`) if the rollout includes it, the image sent
+    on the BLE bulk characteristic, and each step it reports recorded
+    (`edge ota status`); ota_offered, ota_state and rollout_halted lines say
+    so. Releases published with --grow grow their fraction on schedule.
 
     \b
     Examples:
@@ -58,7 +65,7 @@ def run(account, duration, json_log, quiet_after, db):
     event = EventLog(json_lines=json_log)
 
     async def main() -> None:
-        gw = Gateway(path, account, event, quiet_after=quiet_after)
+        gw = Gateway(path, account, event, quiet_after=quiet_after, serve_updates=not no_updates)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, gw.stop.set)

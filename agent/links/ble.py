@@ -54,6 +54,7 @@ PAIRED, PAUSED = 0x01, 0x02
 MAX_NAME = 22             # a longer id goes as a Shortened Local Name of its first 22
 _ID = re.compile(r"[a-z0-9][a-z0-9.-]{0,63}")
 DEFAULT_MTU = 23
+MAX_ATT_VALUE = 512       # bytes in one attribute value, whatever the MTU
 
 UNPAIR_DONE = 23          # control type carried sealed on telemetry (5.4 table)
 
@@ -298,6 +299,17 @@ class BleConnection:
         """One sealed message to the device, written without response."""
         await self._write(TELEMETRY, sealed, response=False)
 
+    @property
+    def mtu(self) -> int:
+        """The connection's ATT MTU."""
+        return self.segment_size + 3
+
+    async def write_bulk(self, value: bytes) -> None:
+        """One OTA chunk value (``u32be offset | data``, 7.4) on the bulk characteristic,
+        written without response: no segment header, no seal, one ATT value.
+        Each write is awaited, so the stack's own flow control paces the next."""
+        await self.client.write_gatt_char(BULK, value, response=False)
+
     def on_telemetry(self, handler: Callable[[bytes], None] | None) -> None:
         """Where sealed messages from the device go (None: dropped)."""
         self._on_telemetry = handler
@@ -432,11 +444,13 @@ class TelemetryPump:
     """
 
     def __init__(self, conn: BleConnection, session: Any, core: "IngestCore",
-                 loop: asyncio.AbstractEventLoop | None = None):
+                 loop: asyncio.AbstractEventLoop | None = None, *, serve_updates: bool = False,
+                 ota_listener: Callable[[str, dict], None] | None = None):
         self.conn = conn
         self.session = session
         self.loop = loop or asyncio.get_running_loop()
-        self.outgoing: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=256)
+        # Sealed messages (bytes) and bulk chunk values ((BULK, value)), in the order they were sent.
+        self.outgoing: asyncio.Queue[bytes | tuple[str, bytes] | None] = asyncio.Queue(maxsize=256)
         self.bad_sealed = 0
         self.unpaired = asyncio.Event()
         self.received = 0
@@ -445,17 +459,35 @@ class TelemetryPump:
         # A link is bound to the device that proved itself on it (DESIGN 11).
         self.link.bound = conn.device_id
         self.link.stats.device = conn.device_id
+        self.ota: Any = None
+        if serve_updates:
+            from edge_agent.ota_server import OtaServer
+            from edge_ota.transfer import BULK_HEADER, chunk_size_for_mtu
+
+            # Image bytes go as raw values on the bulk characteristic (7.4), sized to the MTU.
+            # An ATT value holds at most 512 bytes (Core spec Vol 3 Part F 3.2.9), whatever the MTU.
+            chunk = min(chunk_size_for_mtu(conn.mtu), MAX_ATT_VALUE - BULK_HEADER)
+            self.ota = self.link.ota = OtaServer(self.link, chunk_size=chunk, sink=self._bulk,
+                                                 listener=ota_listener)
 
     def _send(self, payload: bytes) -> None:
+        self._put(payload)
+
+    def _bulk(self, sequence: int, offset: int, data: memoryview) -> None:
+        from edge_ota.transfer import bulk_value
+
+        self._put((BULK, bulk_value(offset, data)))
+
+    def _put(self, item: bytes | tuple[str, bytes]) -> None:
         if self.conn.closed.is_set():
             from edge_agent.telemetry.ingest import LinkClosed
             raise LinkClosed(f"the BLE link to {self.conn.device_id} is closed")
 
         def put() -> None:
             try:
-                self.outgoing.put_nowait(payload)
+                self.outgoing.put_nowait(item)
             except asyncio.QueueFull:
-                log.warning("%s: outgoing queue full; a reply dropped (the device asks again)",
+                log.warning("%s: outgoing queue full; a message or chunk dropped (the device asks again)",
                             self.conn.device_id)
         self.loop.call_soon_threadsafe(put)
 
@@ -492,7 +524,10 @@ class TelemetryPump:
             if payload is None:
                 return
             try:
-                await self.conn.write_telemetry(self.session.seal(payload))
+                if isinstance(payload, tuple):
+                    await self.conn.write_bulk(payload[1])
+                else:
+                    await self.conn.write_telemetry(self.session.seal(payload))
             except Exception as e:   # a link gone away: the device asks again after RESUME
                 log.warning("%s: could not write telemetry: %s", self.conn.device_id, e)
                 return

@@ -38,8 +38,8 @@ from typing import Any, Callable, Sequence
 import cbor2
 
 from edge_agent.messages import (END_TIME_MS, MIN_TIME_MS, TIME_ESTIMATED, Ack, Batch, Hello,
-                                 MessageError, OldProtocol, Refuse, Sensors, Status, Time,
-                                 decode_message, encode_message)
+                                 MessageError, OldProtocol, OtaQuery, OtaState, OtaWindow, Refuse, Sensors,
+                                 Status, Time, decode_message, encode_message)
 from edge_agent.store import BOOLEAN, Store
 from edge_agent.telemetry.writer import Job, RegistryWriter
 
@@ -170,6 +170,9 @@ class LinkSession:
         self.bound: str | None = None
         self.hello_refused = False
         self._old_reported = False
+        # The OTA server of this link (edge_agent.ota_server.OtaServer), set by
+        # a link that serves updates; without one OTA messages are only logged.
+        self.ota: Any = None
 
     def opening(self) -> None:
         """The link has (re)opened: say a host listens and ask the device to announce itself."""
@@ -233,7 +236,14 @@ class LinkSession:
                 self._batch(msg, payload)
         elif isinstance(msg, Status):
             self._status(msg)
-        else:   # TIME, ACK and REFUSE travel host -> device
+        elif isinstance(msg, (OtaQuery, OtaWindow, OtaState)):
+            if self._for_this_link(msg.device_id, payload):
+                if self.ota is not None:
+                    self.ota.receive(msg, payload)
+                else:
+                    log.info("%s: %s of %s not served: this link serves no updates (`edge gateway run` "
+                             "and `edge ota push` do)", self.source, type(msg).__name__, msg.device_id)
+        else:   # TIME, ACK, REFUSE, OTA_OFFER and OTA_CHUNK travel host -> device
             self.bad("unexpected", payload)
             log.warning("%s: a device sent %s, which only a host sends", self.source, type(msg).__name__)
 

@@ -69,7 +69,7 @@ class EdgePeripheral:
                                         Characteristic.WRITEABLE,
                                         CharacteristicValue(write=lambda c, v: self._written(TELEMETRY, v)))
         bulk = Characteristic(BULK, props.WRITE_WITHOUT_RESPONSE | props.NOTIFY, Characteristic.WRITEABLE,
-                              CharacteristicValue(write=lambda c, v: None))
+                              CharacteristicValue(write=lambda c, v: self._bulk(bytes(v))))
         self.device.add_service(Service(SERVICE, [self.control, self.telemetry, bulk]))
         self.device.on("connection", self._connected)
 
@@ -127,6 +127,9 @@ class EdgePeripheral:
         else:
             self.telemetry_writes += 1
             self._telemetry(message)
+
+    def _bulk(self, value: bytes) -> None:
+        """A value written on the bulk characteristic (OTA chunks, 7.4): ignored unless a subclass serves OTA."""
 
     def _send(self, uuid: str, message: bytes) -> None:
         self.out.put_nowait((uuid, message))

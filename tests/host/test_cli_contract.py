@@ -65,7 +65,8 @@ class Scenario:
         env = self.home.env
         if command_path(args)[:1] in BLE_COMMANDS:
             env = {**env, "EDGE_BLE": "sim"}    # the bench's air: a free host controller of it
-        proc = edge(*args, timeout=120, env=env)
+        proc = edge(*args, timeout=120, env=env, check=not hasattr(check, "exit_code"))
+        assert proc.returncode == getattr(check, "exit_code", 0), (proc.stdout, proc.stderr)
         self.ran.add(command_path(args))
         check(proc, self)
 
@@ -215,6 +216,29 @@ def verified(proc, s):
     assert all(c["ok"] for c in checks) and checks[-1]["check"] == "digest", checks
 
 
+def published(proc, s):
+    release = json.loads(proc.stdout)
+    assert release["new"] and release["state"] == "active" and release["fraction"] == 0.5, release
+    s.known["release"] = str(release["id"])
+
+
+def rolled_out(proc, s):
+    assert json.loads(proc.stdout)["fraction"] == 1.0
+
+
+def ota_status(proc, s):
+    [row] = json.loads(proc.stdout)["releases"]
+    assert row["id"] == int(s.known["release"]) and row["state"] == "active"
+
+
+def push_unanswered(proc, s):
+    # The virtual board's agent has no OTA client yet: the push says so and exits 5.
+    assert json.loads(proc.stderr)["exit_code"] == 5 and "no state from the device" in proc.stderr
+
+
+push_unanswered.exit_code = 5  # type: ignore[attr-defined]
+
+
 def bundled(proc, s):
     made = json.loads(proc.stdout)
     assert made["component"] == "agent" and made["version"] == "1.0.1" and made["files"], made
@@ -250,6 +274,10 @@ STEPS: list[tuple[tuple[str, ...], Callable]] = [
     (("ota", "sign", "{image}", "--board", "esp32", "--component", "agent", "--version", "1.0.0",
       "--sequence", "1", "-o", "{manifest}", "--json"), signed),
     (("ota", "verify", "{manifest}", "--image", "{image}", "--board", "esp32", "--json"), verified),
+    (("ota", "publish", "{image}", "{manifest}", "--fraction", "0.5", "--json"), published),
+    (("ota", "rollout", "{release}", "--fraction", "1", "--json"), rolled_out),
+    (("ota", "status", "--json"), ota_status),
+    (("ota", "push", "esp32-1", "{image}", "{manifest}", "--timeout", "5s", "--json"), push_unanswered),
     (("ota", "bundle", "--board", "esp32", "--version", "1.0.1", "-o", "{out}/agent.bundle", "--json"), bundled),
     (("sim", "power", "esp32-1", "off"), mode("esp32-1", "off")),
     (("sim", "power", "esp32-1", "on"), mode("esp32-1", "micropython")),

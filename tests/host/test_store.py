@@ -351,7 +351,7 @@ def test_an_old_registry_is_migrated_and_keeps_its_data(tmp_path):
     db.commit()
     db.close()
     with Store(path) as s:
-        assert s.schema_version == SCHEMA_VERSION == 6
+        assert s.schema_version == SCHEMA_VERSION == 7
         assert s.bonds() == [] and s.audit_log() == []   # the tables step 6 adds
         assert [(r.name, r.value, r.t_ms, r.received_ms) for r in s.query()] == [("temp", 21.5, 5000, 6000)]
         s.note_bad_frame("p", "bad_crc", b"x")          # the table step 2 adds
