@@ -284,11 +284,18 @@ def provision(link: BoardLink, store: Store, board: dict, *, reprovision: bool =
 
 
 def _ensure_anchors(link: BoardLink, ota_root: bytes) -> None:
-    want = {"v": 1, "ota_root": ota_root.hex()}
+    # After `edge ota keygen --rotate-root` a new board trusts the current
+    # root at its epoch (docs/protocol.md 6.4): a rotation to epoch n + 1
+    # must come from it.
+    from edge_ota.keys import root_epoch
+
+    want: dict[str, object] = {"v": 1, "ota_root": ota_root.hex()}
+    if root_epoch():
+        want["epoch"] = root_epoch()
     out = link.exec(_PRELUDE + "import json\nprint(json.dumps(_i.anchors('')))")
     try:
         have = json.loads(out.strip().splitlines()[-1])
     except (ValueError, IndexError):
         have = None
     if have != want:
-        link.exec(_PRELUDE + f"_i.write_anchors('', {{'v': 1, 'ota_root': {ota_root.hex()!r}}})")
+        link.exec(_PRELUDE + f"_i.write_anchors('', {want!r})")

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from edge_agent.errors import EdgeError
 from edge_agent.messages import MessageError, OtaChunk, OtaOffer, OtaQuery, OtaState, OtaWindow, encode_message
+from edge_ota.keys import ROTATION
 from edge_agent.store import OTA_IN_PROGRESS, Release, Store
 
 if TYPE_CHECKING:
@@ -61,7 +62,6 @@ CLOSING_STATES = frozenset(("refused", "current", "stalled", "verified", "instal
                             "confirmed", "rolled-back", "failed"))
 NOT_AGAIN = ("rolled-back", "failed", "refused")   # a device's state that keeps a release from it
 KEY_LIST = "ota-keys.cose"
-ROTATION = "ota-root-rotation-{epoch}.cose"        # the root rotation to ``epoch``, in the key folder
 
 Sink = Callable[[int, int, memoryview], None]        # (sequence, offset, data)
 Listener = Callable[[str, dict], None]                # (event, fields)

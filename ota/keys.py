@@ -6,7 +6,10 @@ created on first use, with a notice on stderr: whoever holds it can update the
 whole fleet, so it must be backed up and guarded. Devices receive the raw
 32-byte public key as their trust anchor at provisioning
 (``identity/anchors.json``). :func:`root_signer` signs the key list
-(``edge ota keygen``); rotation comes with a later issue.
+(``edge ota keygen``). :func:`rotate_root` makes the next root: the current
+one signs a root rotation (docs/protocol.md 6.4) kept beside it as
+``ota-root-rotation-<epoch>.cose``, and is retired to
+``ota-root-epoch-<n>.pem``.
 """
 
 from __future__ import annotations
@@ -109,3 +112,54 @@ def root_signer():
     root_public_key()
     private, _ = _paths()
     return Ed25519Signer(ECC.import_key(private.read_text()))
+
+
+ROTATION = "ota-root-rotation-{epoch}.cose"     # the rotation to ``epoch``, signed by root ``epoch - 1``
+RETIRED = "ota-root-epoch-{epoch}.pem"          # a root that was rotated away, kept for the record
+
+
+def root_epoch() -> int:
+    """The current root's epoch: the number of rotations made (0: the first root)."""
+    d = key_dir()
+    n = 0
+    while (d / ROTATION.format(epoch=n + 1)).exists():
+        n += 1
+    return n
+
+
+def rotate_root() -> tuple[int, bytes, Path]:
+    """Make the next root and the rotation the current root signs for it.
+
+    Returns (new epoch, new public key, rotation file). Order, so a crash
+    leaves a state the next call repairs or refuses clearly: the next key is
+    written (``ota-root.next.pem``), then the rotation file, then the current
+    root is retired and the next one takes its name.
+    """
+    from edge_ota.manifest import RootRotation
+
+    signer = root_signer()
+    private, public = _paths()
+    epoch = root_epoch() + 1
+    nxt = private.with_name(f"{ROOT_NAME}.next.pem")
+    if nxt.exists():
+        raise BadInput(f"{nxt} is left from a root rotation that did not finish",
+                       "if ota-root-rotation files name its key, rename it to ota-root.pem; "
+                       "otherwise delete it and rotate again")
+    key = new_private_key(nxt)
+    if key is None:
+        raise BadInput(f"{nxt} appeared while rotating", "run one rotation at a time")
+    new_pub = key.public_key().export_key(format="raw")
+    rotation = RootRotation(epoch, new_pub).sign(signer)
+    path = key_dir() / ROTATION.format(epoch=epoch)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(rotation)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+    os.link(private, private.with_name(RETIRED.format(epoch=epoch - 1)))
+    nxt.replace(private)
+    public.unlink(missing_ok=True)
+    root_public_key()
+    return epoch, new_pub, path

@@ -132,8 +132,11 @@ def ota() -> None:
               help="How long devices accept the key (30d, 12h, ...).")
 @click.option("--revoke", metavar="NAME", default=None,
               help="Make no key: re-sign the key list without the key NAME.")
+@click.option("--rotate-root", is_flag=True,
+              help="Make no signing key: make a new OTA root, signed over by the current one "
+                   "(devices move to it when they next ask for updates), and re-sign the key list with it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def keygen(name: str, expires: float, revoke: str | None, as_json: bool) -> None:
+def keygen(name: str, expires: float, revoke: str | None, rotate_root: bool, as_json: bool) -> None:
     """Make a signing key and re-sign the key list with the OTA root.
 
     The new key is Ed25519 (PKCS#8 PEM, mode 0600) in $EDGE_HOME/keys; an
@@ -146,17 +149,33 @@ def keygen(name: str, expires: float, revoke: str | None, as_json: bool) -> None
     Example:
       edge ota keygen --signing release-2025 --expires 365d
       edge ota keygen --revoke release-2024
+      edge ota keygen --rotate-root        # the old root stays as ota-root-epoch-N.pem
+
+    --rotate-root: the current root signs a rotation to a new root
+    (ota-root-rotation-N.cose in the key folder); gateways offer it to each
+    device before anything else, and boards flashed from now on trust the new
+    root at its epoch. Keep the retired root's file with your backups.
     """
     from edge_ota.cose import kid_of
     from edge_ota.keys import key_dir, new_private_key, root_signer
 
+    if rotate_root and revoke is not None:
+        raise BadInput("--rotate-root and --revoke are two steps", "run them one after the other")
     root = root_signer()
     current, names = _current_list(root.public_key)
     now = int(time.time())
     keys = {kid: entry for kid, entry in current.keys.items() if entry[1] > now}
     made: dict[str, Any] | None = None
     revoked: dict[str, Any] | None = None
-    if revoke is not None:
+    rotated: dict[str, Any] | None = None
+    if rotate_root:
+        from edge_ota.keys import rotate_root as rotate
+
+        epoch, new_root, rotation = rotate()
+        root = root_signer()
+        rotated = {"epoch": epoch, "root": new_root.hex(), "kid": kid_of(new_root).hex(),
+                   "rotation": str(rotation)}
+    elif revoke is not None:
         by_name = {v: k for k, v in names.items()}
         kid_hex = by_name.get(_key_name(revoke))
         if kid_hex is None and (key_dir() / f"{revoke}.pem").exists():
@@ -185,7 +204,7 @@ def keygen(name: str, expires: float, revoke: str | None, as_json: bool) -> None
     new = _save_list(root, current.sequence + 1, keys, names)
     rows = _rows(new, names)
     list_path = str(key_dir() / KEY_LIST)
-    result = {"key": made, "revoked": revoked,
+    result = {"key": made, "revoked": revoked, "root_rotation": rotated,
               "key_list": {"path": list_path, "sequence": new.sequence, "keys": rows}}
     if as_json:
         click.echo(json.dumps(result))
@@ -195,6 +214,9 @@ def keygen(name: str, expires: float, revoke: str | None, as_json: bool) -> None
                    f"valid until {made['expires_at']}")
     if revoked:
         click.echo(f"revoked signing key {revoked['name']} ({revoked['kid']}); its file stays")
+    if rotated:
+        click.echo(f"rotated the OTA root to epoch {rotated['epoch']} ({rotated['kid']}); the rotation "
+                   f"is {rotated['rotation']}: gateways offer it to every device first")
     click.echo(f"key list {new.sequence} signed by the root at {list_path}:")
     for row in rows:
         click.echo(f"  {row['name'] or '?':20} {row['kid']}  until {row['expires_at']}")

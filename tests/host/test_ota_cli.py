@@ -228,3 +228,35 @@ def test_edge_ota_bundle_runs_as_a_user_runs_it_and_the_bundle_signs_and_verifie
                    "--sequence", "1", "-o", str(manifest))
     checks = json.loads(edge_home.edge("ota", "verify", str(manifest), "--image", str(out), "--json").stdout)
     assert checks[-1] == {"check": "digest", "ok": True, "detail": f"sha256 {made['sha256']}"}
+
+
+def test_rotate_root_signs_the_next_root_with_the_current_one_and_re_signs_the_key_list(release, monkeypatch):
+    from edge_ota.keys import key_dir, root_epoch, root_public_key
+    from edge_ota.manifest import TrustedState
+
+    home, image, manifest = release
+    monkeypatch.setenv("EDGE_HOME", str(home.root))
+    old_root = root_public_key(create=False)
+    r = home.invoke("ota", "keygen", "--rotate-root", "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    new_root = root_public_key(create=False)
+    assert new_root != old_root and out["root_rotation"]["root"] == new_root.hex()
+    assert root_epoch() == 1 and (key_dir() / "ota-root-epoch-0.pem").exists()
+    # A device trusting the old root takes the rotation, then the re-signed
+    # key list, then a manifest signed before the rotation by a listed key.
+    device = TrustedState(old_root)
+    device.rotate_root((key_dir() / "ota-root-rotation-1.cose").read_bytes())
+    assert device.root == new_root and device.epoch == 1
+    device.update_key_list((key_dir() / "ota-keys.cose").read_bytes())
+    assert verify(home, manifest, "--image", str(image))[0].exit_code == 0
+    # The rotation cannot be replayed on the rotated device, and a second
+    # rotation chains from the new root.
+    with pytest.raises(Exception, match="not-root"):
+        device.rotate_root((key_dir() / "ota-root-rotation-1.cose").read_bytes())
+    assert home.invoke("ota", "keygen", "--rotate-root").exit_code == 0
+    device.rotate_root((key_dir() / "ota-root-rotation-2.cose").read_bytes())
+    assert device.root == root_public_key(create=False) and root_epoch() == 2
+    # Mixing the two steps is refused.
+    r = home.invoke("ota", "keygen", "--rotate-root", "--revoke", "ota-signing")
+    assert r.exit_code != 0 and "two steps" in r.output
