@@ -184,6 +184,27 @@ def key_list(data, root_pub, current_seq=None):
     return out, seq
 
 
+def rotation(data, root_pub, epoch):
+    # (next root's public key, its epoch) if the current root (root_pub, at
+    # epoch) signed this rotation to epoch + 1 (else "stale-rotation").
+    kid, prot, payload, sig = _sign1(data)
+    if kid != kid_of(root_pub):
+        raise ValueError("not-root")
+    _verify(root_pub, prot, payload, sig)
+    b = _body(payload, 3, 0b111)
+    if not _bytes(b[2], 32):
+        raise ValueError("malformed")
+    if _uint(b[1]) != epoch + 1:
+        raise ValueError("stale-rotation")
+    return b[2], b[1]
+
+
+def key_list_seq(data):
+    # The sequence of a key list this device already checked and holds
+    # (its signature is not checked again): what an OTA_QUERY reports.
+    return _uint(_body(_sign1(data)[2], 2, 0b111)[1])
+
+
 def _version(v):
     # "MAJOR.MINOR.PATCH" as a tuple: digits, no leading zeros, up to 9 each.
     if not isinstance(v, str):
