@@ -160,13 +160,8 @@ def _body(payload, kind, keys):
     return b
 
 
-def key_list(data, root_pub, current_seq=None):
-    # The key list in data ({kid: (pub, expires)}, sequence) if the root
-    # signed it; with current_seq, only if newer (else "stale-key-list").
-    kid, prot, payload, sig = _sign1(data)
-    if kid != kid_of(root_pub):
-        raise ValueError("not-root")
-    _verify(root_pub, prot, payload, sig)
+def _keys(payload):
+    # ({kid: (pub, expires)}, sequence) of a key list's payload.
     b = _body(payload, 2, 0b111)
     seq = _uint(b[1])
     keys = b[2]
@@ -179,9 +174,27 @@ def key_list(data, root_pub, current_seq=None):
                 or not _bytes(e[0]) or kid_of(e[0]) != k:
             raise ValueError("malformed")
         out[k] = (e[0], _uint(e[1]))
+    return out, seq
+
+
+def key_list(data, root_pub, current_seq=None):
+    # The key list in data ({kid: (pub, expires)}, sequence) if the root
+    # signed it; with current_seq, only if newer (else "stale-key-list").
+    kid, prot, payload, sig = _sign1(data)
+    if kid != kid_of(root_pub):
+        raise ValueError("not-root")
+    _verify(root_pub, prot, payload, sig)
+    out, seq = _keys(payload)
     if current_seq is not None and seq <= current_seq:
         raise ValueError("stale-key-list")
     return out, seq
+
+
+def held_key_list(data):
+    # The key list this device checked before it wrote it (ota/keys.cose):
+    # read, not verified again; it stays in force after a root rotation
+    # until the new root signs a newer one (section 6.4).
+    return _keys(_sign1(data)[2])
 
 
 def rotation(data, root_pub, epoch):
@@ -197,12 +210,6 @@ def rotation(data, root_pub, epoch):
     if _uint(b[1]) != epoch + 1:
         raise ValueError("stale-rotation")
     return b[2], b[1]
-
-
-def key_list_seq(data):
-    # The sequence of a key list this device already checked and holds
-    # (its signature is not checked again): what an OTA_QUERY reports.
-    return _uint(_body(_sign1(data)[2], 2, 0b111)[1])
 
 
 def _version(v):
@@ -244,13 +251,17 @@ def _manifest(payload):
             "expires": b[9]}
 
 
-def check(data, root_pub, key_list_data, board, counters, now_s, capacity=None):
+def check(data, root_pub, key_list_data, board, counters, now_s, capacity=None, held=False):
     # The manifest in data (a dict) if this device may install it:
-    # key_list_data the signed key list it holds (None: none yet),
+    # key_list_data the signed key list it holds (None: none yet; held:
+    # the device's own copy, checked when written: see held_key_list),
     # counters {component: (running version, sequence)}, now_s Unix
     # seconds, capacity {target: bytes} (None: not checked yet).
     kid, prot, payload, sig = _sign1(data)
-    keys = key_list(key_list_data, root_pub)[0] if key_list_data is not None else {}
+    if key_list_data is None:
+        keys = {}
+    else:
+        keys = (held_key_list(key_list_data) if held else key_list(key_list_data, root_pub))[0]
     entry = keys.get(kid)
     if entry is None:
         raise ValueError("unknown-key")
