@@ -28,6 +28,19 @@ def path(root, name):
     return root + "/" + name if root else name
 
 
+def blocks():
+    # The two blocks of a transfer (ota_transfer.py): [buffer, view of its
+    # block, view of it all]; each buffer is a 4-byte guard and a block.
+    # Copies go through a view: a bytearray's own slice assignment from
+    # bytes allocates, a memoryview's does not.
+    out = []
+    for _ in range(2):
+        b = bytearray(4100)
+        v = memoryview(b)
+        out.append((b, v[4:], v))
+    return out
+
+
 class OtaClient:
     # root: the filesystem root ("" on a board); cfg: the board file's `ota`
     # object (defaults filled by ota_query.settings); targets: None for the
@@ -50,7 +63,7 @@ class OtaClient:
         self.states = []  # [(number, payload)], for every link
         self.sent = 0  # number of the last state queued
         self.queries = []  # payloads for one link
-        self.window = None  # the latest OTA_WINDOW, for window_link only
+        self.window = None  # the transfer whose OTA_WINDOW is due, on window_link only
         self.window_link = None
         self.xfer = None  # the open transfer (ota_transfer.Transfer)
         self.waiting = None  # (component, seq, digest_hex, version, reason): installed, not applied
@@ -59,6 +72,7 @@ class OtaClient:
         self.policy_at = 0
         self.reset_at = None
         self.ignored = 0  # chunks for no open transfer, another sequence or link
+        self.nomem = 0  # offers dropped for want of heap
         self.healthy_seen = False
         self.stale_told = False
         self.run("ota_apply", "boot_report")
@@ -117,21 +131,32 @@ class OtaClient:
 
     # -- messages in -------------------------------------------------------
     def offer(self, f, link, now_ms):
-        # A valid OTA_OFFER (messages.decode) for this device, on link. A
-        # transfer's code and blocks are placed first, while the heap is in
-        # one piece: the checks' modules come and go after them, and the
-        # names each module brings stay for good, in the holes.
-        buf = None
-        if 3 in f and self.xfer is None:
-            import gc
-            gc.collect()
-            from edgefw import ota_transfer
-            buf = bytearray(ota_transfer.BUF)
-        plan = self.run("ota_offer", "offer", f, link, now_ms)
-        if plan is not None:
-            from edgefw.ota_transfer import Transfer
-            self.xfer = Transfer(self, buf, *plan)
-        elif self.xfer is None:
+        # A valid OTA_OFFER (messages.decode) for this device, on link. With
+        # a manifest and no transfer open, the transfer's code and blocks
+        # are placed first, while the heap still has holes of 4 KB: the
+        # checks' modules come and go after them and leave it cut up.
+        bufs = None
+        try:
+            if 3 in f and self.xfer is None:
+                import gc
+                gc.collect()
+                bufs = blocks()
+            plan = self.run("ota_offer", "offer", f, link, now_ms)
+            if plan is not None:
+                from edgefw.ota_transfer import Transfer
+                self.xfer = Transfer(self, bufs, *plan)
+        except MemoryError:
+            # Too little heap just now: said if it can be, and asked again
+            # at the next query; the agent goes on.
+            bufs = None
+            self.nomem += 1
+            try:
+                import gc
+                gc.collect()
+                self.state(f[2], 0, "failed", reason="out of memory checking the offer")
+            except MemoryError:
+                pass
+        if self.xfer is None:
             drop("ota_transfer")
 
     def chunk(self, seq, offset, data, skip, link, now_ms):
@@ -168,16 +193,16 @@ class OtaClient:
     def poll(self, link, now_ms):
         # (payload or None, ms until it wants to run again) for link, which
         # has heard a host's TIME. link.ota_seen: the last state it sent.
+        x = self.xfer
+        if x is not None:
+            x.tick(now_ms)
         seen = link.ota_seen
         for n, payload in self.states:
             if n > seen:
                 link.ota_seen = n
                 return payload, 0
-        x = self.xfer
-        if x is not None:
-            x.tick(now_ms)
         if self.window is not None and self.window_link is link:
-            payload = self.window
+            payload = self.window.message()
             self.window = None
             return payload, 0
         if self.reset_at is not None:

@@ -13,7 +13,6 @@ from hashlib import sha256
 
 from micropython import const
 
-from edgefw import ed25519
 from edgefw.cbor_read import Reader
 
 _TAG18 = const(0xD2)
@@ -130,6 +129,10 @@ def _head(mt, n):
 
 def _verify(pub, prot, payload, sig):
     # Ed25519 over ["Signature1", protected, h'', payload], hashed in pieces.
+    # Imported here: reading a key list this device holds needs none of it.
+    from edgefw import ed25519
+    import gc
+    gc.collect()  # the verify's numbers want what the decoding left
     h = ed25519.start(pub, sig)
     h.update(b"\x84\x6aSignature1")
     h.update(_head(0x40, len(prot)))

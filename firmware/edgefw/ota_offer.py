@@ -8,7 +8,7 @@ from binascii import hexlify
 
 from edgefw import atomic, ota_manifest
 from edgefw.ota_client import path
-from edgefw.ota_query import COMPONENTS, fresh, keys_held, save, trust, version_of, when
+from edgefw.ota_files import COMPONENTS, keys_held, load, save, trust, version_of
 
 
 def offer(c, f, link, now_ms):
@@ -16,7 +16,8 @@ def offer(c, f, link, now_ms):
     # once this module and the checks' are dropped: the heap they held is
     # where the transfer's blocks go).
     comp = f[2]
-    when(c, f, now_ms)
+    if 6 in f:
+        c.query_at = now_ms + f[6] * 1000  # the host says when to ask again
     try:
         return _offer(c, f, link, now_ms)
     except ValueError as e:
@@ -78,6 +79,7 @@ def _manifest(c, data, held, root_pub, link, now_ms, now_s):
     seq = m["sequence"]
     digest = hexlify(m["digest"]).decode()
     version = m["version"]
+    from edgefw.ota_query import fresh  # after the checks: not in the heap they need
     if seq == counters[comp][1] + 1:
         if sl.running_digest(root, comp) != digest:
             raise ValueError("rollback", seq)
@@ -99,7 +101,6 @@ def _manifest(c, data, held, root_pub, link, now_ms, now_s):
         c.waiting = (comp, seq, digest, version, target, "")
         c.try_apply(now_ms)
         return
-    from edgefw.ota_query import load
     dl = load(root, "dl.json")
     resume = (dl is not None and dl.get("component") == comp and dl.get("seq") == seq
               and dl.get("digest") == digest and dl.get("size") == m["size"])

@@ -4,14 +4,18 @@
 # the client's window slot), the image into the target.
 #
 # Rules it keeps:
-# - two 4096-byte blocks, allocated here and released at close: bytes
-#   [ack, ack + 8192) sit at buf[4 + offset - ack]; buf[0:4] is a guard, so
-#   a BLE write (u32be offset | data) is copied whole, its 4 header bytes
-#   landing on bytes already held (saved and put back) or on the guard: no
-#   allocation per chunk;
+# - two 4096-byte blocks (allocated by the client before an OFFER's checks
+#   cut the heap up, released when the transfer closes; two holes of 4 KB
+#   are easier to find than one of 8), the one at ack first, swapped when it is written; each has a
+#   4-byte guard in front, so a BLE write (u32be offset | data) is copied
+#   whole, its 4 header bytes landing on bytes already held (saved and put
+#   back) or on the guard: no allocation per chunk. The one chunk of a
+#   block that straddles two is copied byte by byte;
 # - a chunk is taken only at the expected offset; a block is written, hashed
 #   and acknowledged when whole (one OTA_WINDOW per 4 KB, none per chunk);
-# - a gap asks for a rewind at most once per expected offset or second;
+# - a gap asks for a rewind at most once per expected offset or second; a
+#   rewind expects the bytes from ack again (the host cuts its chunks anew
+#   from there);
 # - a block not complete within 15 s of its grant: a rewind, and after 3
 #   with no block completed the transfer closes `stalled`, keeping what it
 #   holds;
@@ -20,8 +24,8 @@
 from hashlib import sha256
 
 from edgefw import atomic, messages
-from edgefw.ota_client import path
-from edgefw.ota_query import save
+from edgefw.ota_client import blocks, path
+from edgefw.ota_files import save
 
 from micropython import const
 
@@ -31,7 +35,23 @@ _BLOCK_MS = const(15000)
 _RETRIES = const(3)
 _REWIND_MS = const(1000)
 _SAVE_EVERY = const(65536)
-BUF = const(4 + _GRANT)  # the guard and two blocks
+def _copy(blk, at, src, skip):
+    # src into the block's buffer from at; the skip bytes its header
+    # overwrites (held bytes or the guard) are put back. Ints on the stack:
+    # no allocation.
+    buf = blk[0]
+    if skip:
+        s0 = buf[at]
+        s1 = buf[at + 1]
+        s2 = buf[at + 2]
+        s3 = buf[at + 3]
+        blk[2][at:at + len(src)] = src
+        buf[at] = s0
+        buf[at + 1] = s1
+        buf[at + 2] = s2
+        buf[at + 3] = s3
+    else:
+        blk[2][at:at + len(src)] = src
 
 
 def forget(root):
@@ -39,7 +59,7 @@ def forget(root):
 
 
 class Transfer:
-    def __init__(self, c, buf, link, target, m, digest_hex, resume, now_ms):
+    def __init__(self, c, bufs, link, target, m, digest_hex, resume, now_ms):
         self.c = c
         self.link = link
         self.t = target
@@ -49,21 +69,19 @@ class Transfer:
         self.digest = m["digest"]
         self.digest_hex = digest_hex
         self.version = m["version"]
-        self.buf = buf if buf is not None else bytearray(BUF)
-        mv = memoryview(self.buf)
-        self.mv = mv
-        self.lo = mv[4:4 + _BLOCK]
-        self.hi = mv[4 + _BLOCK:4 + _GRANT]
+        self.a, self.b = bufs or blocks()  # the block at ack, the next one
         self.h = sha256()
         self.dup = self.gaps = self.past = 0  # chunks ignored, by rule
         self.retries = 0
+        self.rewind = False
         self.rw_at = -1
         self.rw_ms = 0
         held = target.begin(resume)
         # The running SHA-256 cannot be saved: the bytes held are hashed again.
+        v = self.a[1]
         for off in range(0, held, _BLOCK):
-            n = target.read_into(off, self.lo)
-            self.h.update(self.lo if n == _BLOCK else self.lo[:n])
+            n = target.read_into(off, v)
+            self.h.update(v if n == _BLOCK else v[:n])
         self.ack = self.next = self.saved = held
         self.save()
         c.state(self.component, self.seq, "downloading", version=self.version, held=held, size=self.size)
@@ -84,9 +102,26 @@ class Transfer:
         self.window(rewind)
 
     def window(self, rewind):
+        # A window is due on the link; built when it goes out (message()),
+        # so a rewind asked for is not lost to a block written before.
         c = self.c
-        c.window = messages.ota_window(c.device_id, self.seq, self.ack, self.limit, rewind)
+        self.rewind = self.rewind or rewind
+        c.window = self
         c.window_link = self.link
+
+    def rewind_from_ack(self, now_ms):
+        # The host sends again from ack, its chunks cut anew from there: the
+        # bytes past ack held in the blocks are taken again, not matched.
+        self.next = self.ack
+        self.rw_at = self.ack
+        self.rw_ms = now_ms
+        self.window(True)
+
+    def message(self):
+        c = self.c
+        rewind = self.rewind
+        self.rewind = False
+        return messages.ota_window(c.device_id, self.seq, self.ack, self.limit, rewind)
 
     def again(self, link, now_ms):
         # The same manifest offered again: the host waited 30 s for news.
@@ -96,6 +131,14 @@ class Transfer:
     # -- chunks ------------------------------------------------------------
     def take(self, offset, src, skip, now_ms):
         # src[skip:] holds the bytes at offset.
+        n = len(src)
+        end = offset + n - skip
+        if end > self.size:
+            self.refuse("size-mismatch")  # the endless-data attack
+            return
+        if end > self.limit:
+            self.past += 1  # the host broke the window
+            return
         exp = self.next
         if offset != exp:
             if offset < exp:
@@ -103,32 +146,23 @@ class Transfer:
             else:
                 self.gaps += 1
                 if self.rw_at != exp or now_ms - self.rw_ms >= _REWIND_MS:
-                    self.rw_at = exp
-                    self.rw_ms = now_ms
-                    self.window(True)
+                    self.rewind_from_ack(now_ms)
             return
-        n = len(src)
-        end = offset + n - skip
-        if end > self.size:
-            self.refuse("size-mismatch")  # the endless-data attack
-            return
-        if end > self.limit:
-            self.past += 1
-            return
-        d = 4 + offset - self.ack - skip
-        b = self.buf
-        if skip:
-            s0 = b[d]
-            s1 = b[d + 1]
-            s2 = b[d + 2]
-            s3 = b[d + 3]
-            self.mv[d:d + n] = src
-            b[d] = s0
-            b[d + 1] = s1
-            b[d + 2] = s2
-            b[d + 3] = s3
+        d = offset - self.ack  # where src[skip] goes, from the first block's start
+        e = d + n - skip
+        if e <= _BLOCK:
+            _copy(self.a, 4 + d - skip, src, skip)
+        elif d >= _BLOCK:
+            _copy(self.b, 4 + d - _BLOCK - skip, src, skip)
         else:
-            self.mv[d:d + n] = src
+            a = self.a[0]
+            b = self.b[0]
+            for i in range(skip, n):
+                if d < _BLOCK:
+                    a[4 + d] = src[i]
+                else:
+                    b[4 + d - _BLOCK] = src[i]
+                d += 1
         self.next = end
         if end - self.ack >= _BLOCK or end == self.size:
             self.block(now_ms)
@@ -137,7 +171,7 @@ class Transfer:
         # The first block is whole: to flash, into the hash, acknowledged.
         a = self.ack
         k = self.size - a
-        v = self.lo if k >= _BLOCK else self.lo[:k]
+        v = self.a[1] if k >= _BLOCK else self.a[1][:k]
         if k > _BLOCK:
             k = _BLOCK
         try:
@@ -151,8 +185,7 @@ class Transfer:
             return
         self.h.update(v)
         self.ack = a + k
-        if self.next > self.ack:
-            self.lo[:] = self.hi  # the second block's bytes move down
+        self.a, self.b = self.b, self.a  # the next block is now first
         self.retries = 0
         self.rw_at = -1
         if self.ack == self.size:
@@ -168,14 +201,15 @@ class Transfer:
         if self.retries > _RETRIES:
             self.pause(None)
             return
-        self.grant(now_ms, True)
+        self.deadline = now_ms + _BLOCK_MS
+        self.rewind_from_ack(now_ms)
 
     # -- the end -----------------------------------------------------------
     def release(self):
         c = self.c
         if c.xfer is self:
             c.xfer = None
-        self.buf = self.mv = self.lo = self.hi = None
+        self.a = self.b = None
 
     def pause(self, why="paused"):
         # Closed, what is held kept for a resume: `stalled` when the host

