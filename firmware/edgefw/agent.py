@@ -41,6 +41,8 @@ class Agent:
         self.wake = asyncio.Event()
         self.wdt = None
         self._health = health
+        self.ota = None  # the OTA client (boot_build), told when the agent is healthy
+        self.selftest_ok = False
         self.fs_errors = 0  # flash writes that raised OSError to the agent
         self.no_memory = 0  # sends that ran out of heap (the message waits)
         self._fs_seen = ticks.journal.fs_full
@@ -133,6 +135,10 @@ class Agent:
             if self._health is not None and up >= _HEALTHY_MS:
                 self._health()
                 self._health = None
+            if self.ota is not None and self.selftest_ok and up >= _HEALTHY_MS:
+                # A new image on trial confirms (section 7.7), once.
+                self.ota.healthy()
+                self.selftest_ok = False
             await _sleep_ms(self.period)
 
     async def sender(self):
@@ -169,6 +175,7 @@ class Agent:
 
     async def run(self):
         state, reason, result = self.selftest()
+        self.selftest_ok = state == "ok"
         self.report(state, reason, result)
         wd = self.watchdog_ms
         self.wdt = self.port.watchdog(wd) if wd else None

@@ -6,9 +6,8 @@
 def boot_report(c):
     # At boot, once: `trial` from a new image on trial, `rolled-back` (with
     # why) from the image the device went back to.
-    try:
-        sl = c.slots()
-    except ImportError:
+    sl = c.slots()
+    if sl is None:
         return  # a firmware built without OTA slots
     r = sl.take_report(c.root)
     if r is not None:
@@ -19,13 +18,14 @@ def boot_report(c):
 def confirm(c):
     # On trial: one pointer write makes the new image the device's and
     # raises its counter (slots.confirm); then `confirmed`.
+    sl = c.slots()
+    if sl is None or not sl.on_trial(c.root):
+        return
     try:
-        sl = c.slots()
+        import esp32  # a firmware image on trial is marked valid too (7.8)
     except ImportError:
-        return
-    if not sl.on_trial(c.root):
-        return
-    p = sl.confirm(c.root)
+        esp32 = None
+    p = sl.confirm(c.root) if esp32 is None else sl.confirm(c.root, esp32)
     if p is not None:
         c.state(p["component"], p["seq"], "confirmed", version=p.get("version"))
 

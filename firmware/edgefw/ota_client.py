@@ -73,6 +73,7 @@ class OtaClient:
         self.reset_at = None
         self.ignored = 0  # chunks for no open transfer, another sequence or link
         self.nomem = 0  # offers dropped for want of heap
+        self.errors = 0  # faults of the OTA code or the flash, each reported
         self.healthy_seen = False
         self.stale_told = False
         self.run("ota_apply", "boot_report")
@@ -88,14 +89,26 @@ class OtaClient:
         before = list(sys.modules)
         try:
             return getattr(__import__("edgefw." + module, None, None, (fn,)), fn)(self, *args)
+        except MemoryError:
+            raise
+        except Exception as e:
+            # A fault of this code or of the flash: reported, never a crash
+            # of the agent; the next query tries again.
+            self.errors += 1
+            self.state("agent", 0, "failed", reason="%s: %r" % (fn, e))
+            return None
         finally:
             for name in list(sys.modules):
                 if name[:7] == "edgefw." and name not in before:
                     drop(name[7:])
 
     def slots(self):
+        # edgefw.slots, or None on a firmware built without it.
         if self.slots_mod is None:
-            from edgefw import slots
+            try:
+                from edgefw import slots
+            except ImportError:
+                return None
             return slots
         return self.slots_mod
 
@@ -104,7 +117,8 @@ class OtaClient:
         if self.targets is not None:
             return self.targets.get(component)
         if component == "agent":
-            return self.slots().AgentTarget(self.root)
+            sl = self.slots()
+            return None if sl is None else sl.AgentTarget(self.root)
         if component == "firmware":
             try:
                 import esp32

@@ -63,6 +63,8 @@ def _offer(c, f, link, now_ms):
 def _manifest(c, data, held, root_pub, link, now_ms, now_s):
     root = c.root
     sl = c.slots()
+    if sl is None:
+        raise ValueError("wrong-component", 0)  # a firmware without OTA slots
     targets = {}
     counters = {}
     capacity = {}

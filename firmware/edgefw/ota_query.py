@@ -38,7 +38,7 @@ def queries(c, now_ms):
     now_s = c.now_s()
     why = c.why
     for comp in COMPONENTS:
-        if c.target(comp) is None:
+        if sl is None or c.target(comp) is None:
             continue
         counter = sl.counter(root, comp)
         held = dl is not None and dl.get("component") == comp
