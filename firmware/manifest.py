@@ -47,6 +47,7 @@ package(
         "messages_pair.py",
         "messages_write.py",
         "ota_manifest.py",
+        "ota_partition.py",
         "outgoing.py",
         "pairing.py",
         "pairing_exchange.py",
@@ -58,6 +59,7 @@ package(
         "sensors_build.py",
         "sensors_sim.py",
         "session.py",
+        "slots.py",
         "sha512.py",
         "ticks.py",
         "uplink.py",
@@ -68,5 +70,7 @@ package(
         "x25519.py",
     ],
 )
-# main.py stays on the board's filesystem (`edge flash` writes it): it is what
-# MicroPython runs at boot, and all it does is import edgefw.boot.
+# main.py and stage0.py stay on the board's filesystem (`edge flash` writes
+# them, OTA never does): MicroPython runs main.py at boot, and stage 0 picks
+# the agent's slot (docs/protocol.md 7.7) before anything of edgefw is
+# imported, so it cannot be part of the package.

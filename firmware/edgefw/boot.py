@@ -10,7 +10,9 @@
 #   sends STATUS, and returns to the REPL instead of resetting when the crash
 #   could not be counted (a reset would loop uncounted).
 # A crash is an exception out of the agent or a watchdog reset; a power cut is
-# not one. This module imports nothing at its top but the package's drop()
+# not one. An agent on trial (an update, docs/protocol.md 7.7) does not reset
+# after a crash: main() returns "crashed" and stage 0 rolls back at once.
+# This module imports nothing at its top but the package's drop()
 # (what runs once, reading the files and building the agent, is in
 # boot_build.py, dropped after); the port adapter has a guard of its own (without it no
 # frame can be sent).
@@ -71,14 +73,15 @@ def _unload():
 
 class _Boot:
     # What the guard needs to know when something fails.
-    def __init__(self, port):
+    def __init__(self, port, trial):
         self.port = port
+        self.trial = trial
         self.dev = None
         self.crashes = 0
         self.running = False
 
 
-def main(port=None):
+def main(port=None, trial=False):
     if port is None:
         try:
             from edgefw.port import detect
@@ -88,7 +91,7 @@ def main(port=None):
             print("edge: SAFE MODE: cannot load the port adapter (%r); re-flash with "
                   "`edge flash`" % (e,))
             return "safe"
-    b = _Boot(port)
+    b = _Boot(port, trial)
     try:
         return _start(b)
     except MemoryError as e:
@@ -117,7 +120,7 @@ def _crashed(b, e):
         reason += "; crash count not saved (flash full?): staying at the REPL"
     _line(port, "agent stopped: " + reason)
     send_status(port, b.dev, "error", reason)
-    if saved:
+    if saved and not b.trial:
         port.reset_after_crash()
     return "crashed"
 

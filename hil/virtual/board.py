@@ -35,6 +35,10 @@ bytes between the two masters, appends everything the board prints to
   (:class:`~.peripherals.BootselDrive`). Either way the image lands in
   ``flash.bin`` and ``flash.json`` records it; the interpreter itself does
   not change (a virtual board cannot run it).
+* OTA partitions (ESP family). ``import esp32`` gets a stand-in
+  (``vesp32.py``): two OTA partitions and an otadata record in a file in the
+  board's home, with ESP-IDF's rollback rule at each start that runs main.py;
+  the interpreter never changes with the partition it "boots".
 * States. The chip's state (off, starting, running, backoff, held,
   download, bootsel, stopped) moves only as :mod:`.lifecycle`'s table allows.
 """
@@ -73,6 +77,38 @@ QUICK_EXIT_S = 1.0
 CRASH_LOOP_RUNS = 5
 CRASH_LOOP_BACKOFF_S = 10.0
 CONSOLE_LOG_MAX = 16 * 1024 * 1024  # console.log rolls over to console.log.1 past this
+# Each OTA partition of an ESP-family board: MicroPython's
+# ports/esp32/partitions-4MiB-ota.csv (ota_0 and ota_1, 0x180000 each), the
+# table of its OTA builds for 4 MB of flash, the least our ESP boards have.
+OTA_PARTITION_BYTES = 0x180000
+
+# What the esp32 stand-in (vesp32.py) keeps in the heap once loaded, by a
+# board's interpreter: a real port's esp32 module is in its firmware, so the
+# heap is the budget plus this, as it is plus the ROM image. Measured once.
+_STANDIN_COST = """
+import gc, sys
+sys.path.insert(0, sys.argv[1])
+gc.collect()
+before = gc.mem_free()
+import vesp32
+vesp32.start(sys.argv[2], 4096, True)
+gc.collect()
+print(before - gc.mem_free())
+"""
+_standin_cost: dict[str, int] = {}
+
+
+def esp32_standin_bytes(micropython: str, runner: str) -> int:
+    """The heap the esp32 stand-in takes on a board (see :data:`_STANDIN_COST`)."""
+    if micropython not in _standin_cost:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="edge-vesp32-") as tmp:
+            proc = subprocess.run([micropython, "-X", "heapsize=1M", "-c", _STANDIN_COST,
+                                   str(Path(runner).parent), str(Path(tmp) / "ota.bin")],
+                                  capture_output=True, text=True, timeout=60)
+        _standin_cost[micropython] = max(0, int(proc.stdout.split()[-1])) if proc.returncode == 0 else 0
+    return _standin_cost[micropython]
 
 
 def _take_controlling_tty() -> None:  # runs in the child, after setsid()
@@ -451,6 +487,12 @@ class VirtualBoard:
         env["EDGE_BOARD_PLATFORM"] = self.spec.platform
         env["EDGE_BOARD_MACHINE"] = self.spec.machine
         env.pop("EDGE_BLE_SOCKET", None)
+        env.pop("EDGE_ESP32_OTA", None)
+        if self.spec.family == "esp32":
+            # The esp32 module's OTA partitions (vesp32.py), in the home: not
+            # part of the board's filesystem.
+            env["EDGE_ESP32_OTA"] = str(Path(self.spec.home) / "ota-partitions.bin")
+            env["EDGE_ESP32_OTA_SIZE"] = str(OTA_PARTITION_BYTES)
         env.pop("EDGE_BLE_MPY", None)
         if self.radio is not None and mode == "boot" and await self.radio.start():
             self.on_change()
@@ -466,6 +508,9 @@ class VirtualBoard:
         rom = Path(self.spec.fs).parent / "agent.romfs"
         rom_size = build_rom(Path(self.spec.fs), rom) if mode == "boot" else 0
         heap = self.spec.heap_bytes
+        if self.spec.family == "esp32" and mode == "boot":
+            # As the ROM image: what a board keeps in flash, for the agent.
+            heap += esp32_standin_bytes(self.micropython, self.runner)
         if rom_size:
             heap += rom_size + ROM_HEAP_SLACK + qstr_bytes(self.micropython, rom)
         argv = [self.micropython, "-X", f"heapsize={heap}", "-i", self.runner, self.spec.fs, mode]

@@ -12,7 +12,8 @@
 # The supervisor reads in-band markers `ESC _ edge:<what> ESC \` (an APC
 # string, which terminals ignore) and strips them from the console;
 # `machine` is vmachine.py (adds machine.bootloader()); `bluetooth` is
-# vbluetooth.py when EDGE_BLE_SOCKET is set.
+# vbluetooth.py when EDGE_BLE_SOCKET is set; `esp32` is vesp32.py (OTA
+# partitions) when EDGE_ESP32_OTA is set.
 # ROM_IMAGE (rom.py): the agent frozen as a ROMFS image, mounted at /rom ahead
 # of the folder on sys.path; its buffer is the heap's first allocation and
 # stands for the board's flash (the heap is the budget plus the image).
@@ -84,6 +85,13 @@ def _boot():
         sys.modules["machine"] = vmachine
     except ImportError:
         pass
+    # OTA partitions (vesp32.py) on an ESP-family board: the file is in the
+    # board's home, opened before the board's folder becomes "/".
+    ota = os.getenv("EDGE_ESP32_OTA")
+    if ota:
+        import vesp32
+        vesp32.start(ota, int(os.getenv("EDGE_ESP32_OTA_SIZE")), mode == "boot")
+        sys.modules["esp32"] = vesp32
     # A radio (vbluetooth.py, bridged to the virtual air by ble_bridge.py)
     # only on a board the supervisor gave one: it costs heap, as NimBLE does.
     if os.getenv("EDGE_BLE_SOCKET"):

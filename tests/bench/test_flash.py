@@ -485,8 +485,8 @@ def test_a_board_with_this_agent_frozen_in_its_image_gets_no_copy_that_would_sha
         bundle = builds.bundle(load_board("esp32"), None)
     copied, skipped, _ = deploy(board, bundle, lambda *a: None, result)
     assert result.frozen == agent_version() and result.warning is None
-    assert sorted(p.name for p in fs.iterdir()) == ["board.json", "main.py"]
-    assert copied == 2 and skipped == 0
+    assert sorted(p.name for p in fs.iterdir()) == ["board.json", "main.py", "stage0.mpy"]
+    assert copied == 3 and skipped == 0
     assert imported_from(board) == "frozen"
 
 
@@ -518,6 +518,38 @@ def test_a_board_with_nothing_frozen_gets_the_agent_copied(tmp_path):
     copied, _, _ = deploy(board, bundle, lambda *a: None, result)
     assert copied == len(bundle.files) and result.frozen is None and result.warning is None
     assert (fs / "edgefw" / "uplink.mpy").exists()
+
+
+def test_a_reflash_returns_a_board_to_the_agent_it_deployed_keeping_counters_and_keys(tmp_path):
+    import json
+    import struct
+    import zlib
+
+    from edge_agent.flash import _FACTORY_SLOT, Builds, Result, deploy
+
+    fs = tmp_path / "fs"
+    (fs / "slots" / "b" / "edgefw").mkdir(parents=True)
+    (fs / "slots" / "b" / "edgefw" / "__init__.py").write_text('VERSION = "9.9.9"\n')
+    (fs / "ota").mkdir()
+    (fs / "ota" / "keys.cose").write_bytes(b"key list")
+    (fs / "ota" / "dl").write_bytes(b"half a download")
+    pointer = {"active": "b", "prev": "a", "trial": 1, "seq": {"agent": 7, "firmware": 2},
+               "digest": {"agent": "aa", "firmware": "ff"}, "version": {"agent": "9.9.9"},
+               "bad": {"agent": 8}, "pending": {"component": "agent", "seq": 9, "digest": "bb",
+                                                 "version": "10"}}
+    data = json.dumps(pointer).encode()
+    (fs / "ota" / "slot").write_bytes(data + struct.pack(">I", zlib.crc32(data)))
+    board = FolderBoard(fs, None)
+    with Builds() as builds:
+        deploy(board, builds.bundle(load_board("esp32"), None), lambda *a: None,
+               Result(Target("b", board.port, "esp32")))
+    board.exec(_FACTORY_SLOT)
+    raw = (fs / "ota" / "slot").read_bytes()
+    assert zlib.crc32(raw[:-4]) == struct.unpack(">I", raw[-4:])[0]
+    assert json.loads(raw[:-4]) == {"active": "", "prev": "", "why": "", "seq": {"agent": 7, "firmware": 2},
+                                    "digest": {"firmware": "ff"}, "version": {}, "bad": {"agent": 8}}
+    assert not (fs / "slots" / "b").exists() and not (fs / "ota" / "dl").exists()
+    assert (fs / "ota" / "keys.cose").read_bytes() == b"key list"
 
 
 # -- again and again -----------------------------------------------------------------

@@ -16,7 +16,7 @@ _BUILT: dict[str, Path] = {}
 
 
 def compiled_firmware() -> Path:
-    """A folder holding edgefw/*.mpy built from the current sources (once per process)."""
+    """A folder holding edgefw/*.mpy and stage0.mpy built from the current sources (once per process)."""
     if "dir" not in _BUILT:
         out = Path(tempfile.mkdtemp(prefix="edgefw-mpy-"))
         atexit.register(shutil.rmtree, out, True)
@@ -28,6 +28,9 @@ def compiled_firmware() -> Path:
                 continue
             subprocess.run([str(mpy_cross), "-o", str(out / "edgefw" / (src.stem + ".mpy")), str(src)],
                            check=True, capture_output=True)
+        # Stage 0 (a top-level module beside main.py, docs/protocol.md 7.7).
+        subprocess.run([str(mpy_cross), "-o", str(out / "stage0.mpy"), str(FIRMWARE / "stage0.py")],
+                       check=True, capture_output=True)
         _BUILT["dir"] = out
     return _BUILT["dir"]
 

@@ -236,3 +236,27 @@ def test_a_port_adapter_that_cannot_load_still_ends_at_the_repl_saying_why(tmp_p
     rc, console = boot_once(fs)
     assert rc == 0 and "Traceback" not in console, console
     assert "SAFE MODE: cannot load the port adapter" in console
+
+
+def test_an_agent_on_trial_that_crashes_returns_to_stage_0_instead_of_resetting(tmp_path):
+    # docs/protocol.md 7.7: stage 0 rolls back at once; a reset first would
+    # only count a trial boot.
+    from tests.mpy import run
+
+    fs = install(tmp_path / "fs")
+    (fs / "journal").write_bytes(b"a file where the journal folder should be")
+    out = run("""
+sys.path[:] = ['', '.frozen']
+from edgefw.port import Port
+class P(Port):
+    def reset_after_crash(self):
+        print("RESET")
+    def watchdog_reset(self):
+        return False
+from edgefw import boot
+print("RESULT", boot.main(P(), trial=True))
+print("RESULT", boot.main(P()))
+""", cwd=fs).stdout.decode(errors="replace")
+    # On trial: "crashed" and no reset; the second run (not on trial) resets.
+    assert out.count("RESULT crashed") == 2 and out.count("RESET") == 1, out
+    assert out.index("RESULT crashed") < out.index("RESET"), out

@@ -157,6 +157,19 @@ def test_each_board_runs_with_its_board_files_heap(simbench):
     assert heap * 0.97 < int(out.split()[-1]) <= heap
 
 
+def test_an_esp_board_has_two_ota_partitions_kept_outside_its_filesystem(simbench):
+    # docs/protocol.md 7.8: the esp32 stand-in (hil/virtual/vesp32.py).
+    boards = simbench.up("--board", "esp32", "--board", "picow")
+    out = ok(mpremote(boards["esp32-1"]["port"], "exec",
+                      "import esp32; p = esp32.Partition(esp32.Partition.RUNNING); "
+                      "print(p.info()[4], p.get_next_update().info()[4], p.ioctl(4, 0) * p.ioctl(5, 0))"))
+    assert out.split()[-3:] == ["ota_0", "ota_1", str(0x180000)]
+    assert (Path(boards["esp32-1"]["fs"]).parent / "ota-partitions.bin").is_file()   # the board's home
+    assert not list(Path(boards["esp32-1"]["fs"]).glob("ota*"))
+    out = mpremote(boards["picow-1"]["port"], "exec", "import esp32")
+    assert out.returncode != 0 and "esp32" in out.stdout + out.stderr
+
+
 def test_down_stops_supervisor_and_every_interpreter_and_removes_the_ports(simbench):
     boards = simbench.up("--board", "virtual", "-n", "2")
     state = st.read_state(simbench.rundir)
