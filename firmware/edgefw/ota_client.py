@@ -28,13 +28,13 @@ def path(root, name):
     return root + "/" + name if root else name
 
 
-def blocks():
-    # The two blocks of a transfer (ota_transfer.py): [buffer, view of its
-    # block, view of it all]; each buffer is a 4-byte guard and a block.
-    # Copies go through a view: a bytearray's own slice assignment from
-    # bytes allocates, a memoryview's does not.
-    out = []
-    for _ in range(2):
+def blocks(out):
+    # Fills out (a list) up to the two blocks of a transfer (ota_transfer.py),
+    # each (buffer, view of its block, view of it all): a 4-byte guard and a
+    # block. Copies go through a view: a bytearray's own slice assignment
+    # from bytes allocates, a memoryview's does not. MemoryError leaves in
+    # out what was made.
+    while len(out) < 2:
         b = bytearray(4100)
         v = memoryview(b)
         out.append((b, v[4:], v))
@@ -146,19 +146,25 @@ class OtaClient:
     # -- messages in -------------------------------------------------------
     def offer(self, f, link, now_ms):
         # A valid OTA_OFFER (messages.decode) for this device, on link. With
-        # a manifest and no transfer open, the transfer's code and blocks
-        # are placed first, while the heap still has holes of 4 KB: the
-        # checks' modules come and go after them and leave it cut up.
-        bufs = None
+        # a manifest and no transfer open, the transfer's blocks are placed
+        # first, where the heap still has holes of 4 KB (the checks' modules
+        # come and go after them and leave it cut up); a block that finds no
+        # hole then is made after the checks, in the room their code left.
+        bufs = []
         try:
             if 3 in f and self.xfer is None:
                 import gc
                 gc.collect()
-                bufs = blocks()
+                try:
+                    blocks(bufs)
+                except MemoryError:
+                    pass
             plan = self.run("ota_offer", "offer", f, link, now_ms)
             if plan is not None:
+                import gc
+                gc.collect()
                 from edgefw.ota_transfer import Transfer
-                self.xfer = Transfer(self, bufs, *plan)
+                self.xfer = Transfer(self, blocks(bufs), *plan)
         except MemoryError:
             # Too little heap just now: said if it can be, and asked again
             # at the next query; the agent goes on.
@@ -167,7 +173,7 @@ class OtaClient:
             try:
                 import gc
                 gc.collect()
-                self.state(f[2], 0, "failed", reason="out of memory checking the offer")
+                self.state(f[2], 0, "failed", reason="out of memory for the offer's checks or blocks")
             except MemoryError:
                 pass
         if self.xfer is None:

@@ -6,7 +6,7 @@
 # checked. Loaded for each OFFER and dropped after (OtaClient.run).
 from binascii import hexlify
 
-from edgefw import atomic, ota_manifest
+from edgefw import atomic, drop, ota_manifest
 from edgefw.ota_client import path
 from edgefw.ota_files import COMPONENTS, keys_held, load, save, trust, version_of
 
@@ -60,29 +60,49 @@ def _offer(c, f, link, now_ms):
         return _manifest(c, data, held, root_pub, link, now_ms, now_s)
 
 
+class _Device:
+    # What ota_manifest.check asks of the device after the signature passed
+    # (counters, then room), read only then: edgefw.slots and the targets
+    # are loaded once the verify's code and numbers have left the heap.
+    def __init__(self, c):
+        self.c = c
+        self.sl = None
+        self.targets = {}
+
+    def _target(self, comp):
+        if self.sl is None:
+            drop("ed25519")  # the signatures are checked: their code goes
+            drop("sha512")
+            import gc
+            gc.collect()
+            self.sl = self.c.slots()
+        if comp not in self.targets:
+            self.targets[comp] = None if self.sl is None else self.c.target(comp)
+        return self.targets[comp]
+
+    def get(self, key, default=None):
+        # counters: component -> (running version, counter - 1), one below
+        # the counter so the manifest the device runs passes the checks and
+        # is told `current`, not refused `rollback`; capacity: target -> bytes.
+        if key in COMPONENTS:
+            if self._target(key) is None:
+                return default
+            return version_of(self.c, key), self.sl.counter(self.c.root, key) - 1
+        t = self._target("agent" if key == "agent-slot" else "firmware")
+        return default if t is None else t.capacity()
+
+
 def _manifest(c, data, held, root_pub, link, now_ms, now_s):
     root = c.root
-    sl = c.slots()
-    if sl is None:
-        raise ValueError("wrong-component", 0)  # a firmware without OTA slots
-    targets = {}
-    counters = {}
-    capacity = {}
-    for comp in COMPONENTS:
-        t = c.target(comp)
-        if t is not None:
-            targets[comp] = t
-            # One below the counter: the manifest the device runs passes the
-            # checks and is told `current` below, not refused `rollback`.
-            counters[comp] = (version_of(c, comp), sl.counter(root, comp) - 1)
-            capacity["agent-slot" if comp == "agent" else "ota-partition"] = t.capacity()
-    m = ota_manifest.check(data, root_pub, held, c.board, counters, now_s, capacity, held=True)
+    dev = _Device(c)
+    m = ota_manifest.check(data, root_pub, held, c.board, dev, now_s, dev, held=True)
+    sl = dev.sl
     comp = m["component"]
     seq = m["sequence"]
     digest = hexlify(m["digest"]).decode()
     version = m["version"]
     from edgefw.ota_query import fresh  # after the checks: not in the heap they need
-    if seq == counters[comp][1] + 1:
+    if seq == sl.counter(root, comp):
         if sl.running_digest(root, comp) != digest:
             raise ValueError("rollback", seq)
         fresh(c, m)
@@ -97,7 +117,7 @@ def _manifest(c, data, held, root_pub, link, now_ms, now_s):
             x.again(link, now_ms)  # the host offers again (30 s without news): go on
             return
         x.pause()  # a new download of comp empties what it held (Transfer, begin)
-    target = targets[comp]
+    target = dev.targets[comp]
     if target.installed(seq, digest):
         c.state(comp, seq, "installed", version=version)
         c.waiting = (comp, seq, digest, version, target, "")

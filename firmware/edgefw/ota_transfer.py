@@ -4,9 +4,9 @@
 # the client's window slot), the image into the target.
 #
 # Rules it keeps:
-# - two 4096-byte blocks (allocated by the client before an OFFER's checks
-#   cut the heap up, released when the transfer closes; two holes of 4 KB
-#   are easier to find than one of 8), the one at ack first, swapped when it is written; each has a
+# - two 4096-byte blocks (made by the client when the OFFER came, before
+#   its checks cut the heap up; released when the transfer closes), the
+#   one at ack first, swapped when it is written; each has a
 #   4-byte guard in front, so a BLE write (u32be offset | data) is copied
 #   whole, its 4 header bytes landing on bytes already held (saved and put
 #   back) or on the guard: no allocation per chunk. The one chunk of a
@@ -24,7 +24,7 @@
 from hashlib import sha256
 
 from edgefw import atomic, messages
-from edgefw.ota_client import blocks, path
+from edgefw.ota_client import path
 from edgefw.ota_files import save
 
 from micropython import const
@@ -59,7 +59,7 @@ def forget(root):
 
 
 class Transfer:
-    def __init__(self, c, bufs, link, target, m, digest_hex, resume, now_ms):
+    def __init__(self, c, blocks, link, target, m, digest_hex, resume, now_ms):
         self.c = c
         self.link = link
         self.t = target
@@ -69,7 +69,7 @@ class Transfer:
         self.digest = m["digest"]
         self.digest_hex = digest_hex
         self.version = m["version"]
-        self.a, self.b = bufs or blocks()  # the block at ack, the next one
+        self.a, self.b = blocks  # the block at ack, the next one (the client's)
         self.h = sha256()
         self.dup = self.gaps = self.past = 0  # chunks ignored, by rule
         self.retries = 0

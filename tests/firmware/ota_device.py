@@ -159,11 +159,13 @@ j.open()
 tw = TickWriter(j, [Sensor("battery", "V", 3.9)])
 up = Uplink("esp32-3f9a0c12b7d4", "esp32", "0.1.0", clock, j, tw.table)
 from edgefw.ota_client import OtaClient
-target = Target()
+REAL = len(sys.argv) > 3 and sys.argv[3] == "real"  # edgefw.slots and its AgentTarget
+BATTERY = float(sys.argv[4]) if len(sys.argv) > 4 else 3.9
+target = None if REAL else Target()
 up.ota = OtaClient(ROOT, "esp32-3f9a0c12b7d4", "esp32", "0.1.0", clock,
-                   {"check_s": 3600, "jitter": 0.1, "apply": {"battery_min_v": None, "parked": False, "hours": None}},
-                   targets={"agent": target}, slots=Slots(), reset=reset,
-                   readings=lambda: {"battery": 3.9})
+                   {"check_s": 3600, "jitter": 0.1, "apply": {"battery_min_v": 3.6, "parked": False, "hours": None}},
+                   targets=None if REAL else {"agent": target}, slots=None if REAL else Slots(),
+                   reset=reset, readings=lambda: {"battery": BATTERY})
 low = gc.mem_free()
 while True:
     line = sys.stdin.readline()
@@ -244,7 +246,8 @@ def rotation(epoch: int = 1, nxt=NEXT_ROOT, by=ROOT) -> bytes:
 class Device:
     """The device process; ``send`` gives it lines and returns its messages."""
 
-    def __init__(self, root: Path, heap: str = "esp32", capacity: int = CAPACITY):
+    def __init__(self, root: Path, heap: str = "esp32", capacity: int = CAPACITY, real: bool = False,
+                 battery: float = 3.9):
         self.root = root
         self.resets = 0
         self.low = None
@@ -252,7 +255,7 @@ class Device:
         code = prelude() + f"sys.path.insert(0, {str(harness())!r})\nimport ota_harness\n"
         self.p = subprocess.Popen(
             [micropython_exe(), "-X", f"heapsize={heap if heap.isdigit() else board_heap(heap)}", "-c", code,
-             str(root), str(capacity)],
+             str(root), str(capacity), "real" if real else "stand-in", str(battery)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env={**os.environ, "MICROPYPATH": ".frozen"}, cwd=str(FIRMWARE))
 
