@@ -23,7 +23,9 @@
 #   the target made the bytes durable.
 from hashlib import sha256
 
-from edgefw import atomic, messages
+from edgefw import atomic
+from edgefw.cbor_put import put, put_head
+from edgefw.messages import T_OTA_WINDOW
 from edgefw.ota_client import path
 from edgefw.ota_files import save
 
@@ -73,6 +75,7 @@ class Transfer:
         self.h = sha256()
         self.dup = self.gaps = self.past = 0  # chunks ignored, by rule
         self.retries = 0
+        self.wbuf = bytearray(128)  # an OTA_WINDOW: a device id is at most 64 characters
         self.rewind = False
         self.rw_at = -1
         self.rw_ms = 0
@@ -118,10 +121,20 @@ class Transfer:
         self.window(True)
 
     def message(self):
-        c = self.c
+        # OTA_WINDOW, written in place (one per 4 KB: messages_write is not
+        # loaded for it), deterministic as messages.ota_window writes it.
         rewind = self.rewind
         self.rewind = False
-        return messages.ota_window(c.device_id, self.seq, self.ack, self.limit, rewind)
+        b = self.wbuf
+        i = put_head(b, 0, 0xA0, 6 if rewind else 5)
+        i = put(b, put(b, i, 0), T_OTA_WINDOW)
+        i = put(b, put(b, i, 1), self.c.device_id)
+        i = put(b, put(b, i, 2), self.seq)
+        i = put(b, put(b, i, 3), self.ack)
+        i = put(b, put(b, i, 4), self.limit)
+        if rewind:
+            i = put(b, put(b, i, 5), True)
+        return memoryview(b)[:i]
 
     def again(self, link, now_ms):
         # The same manifest offered again: the host waited 30 s for news.
