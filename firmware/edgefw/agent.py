@@ -41,7 +41,8 @@ class Agent:
         self.wake = asyncio.Event()
         self.wdt = None
         self._health = health
-        self.ota = None  # the OTA client (boot_build), told when the agent is healthy
+        self.ota = None  # the OTA client, told when the agent is healthy
+        self.ota_setup = None  # (board name, board's `ota` object): the client to build
         self.selftest_ok = False
         self.fs_errors = 0  # flash writes that raised OSError to the agent
         self.no_memory = 0  # sends that ran out of heap (the message waits)
@@ -177,6 +178,14 @@ class Agent:
         state, reason, result = self.selftest()
         self.selftest_ok = state == "ok"
         self.report(state, reason, result)
+        if self.ota_setup is not None:
+            # After boot's peak of heap, not in it.
+            try:
+                from edgefw.ota_client import start
+            except ImportError:
+                start = None  # a firmware built without OTA: `edge flash` only
+            if start is not None:
+                self.ota = start(self, *self.ota_setup)
         wd = self.watchdog_ms
         self.wdt = self.port.watchdog(wd) if wd else None
         tasks = [self.sampler(), self.sender()]

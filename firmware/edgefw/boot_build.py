@@ -91,51 +91,13 @@ def build(port, board, cfg, healthy):
     if bt is not None:
         links.append(_ble_link(ble, bt, port, board, dev, clock, journal, ticks, link.uplink))
 
-    ota = _ota(port, board, dev, clock, found)
-    for each in links:
-        each.uplink.ota = ota
     port.write(("edge: agent %s on %s (%s), device %s, boot %d%s\r\n" % (
         VERSION, board["name"], port.name, dev, clock.boot,
         ", BLE" if len(links) > 1 else "")).encode())
     agent = Agent(port, board.get("watchdog_ms", 0), dev, cfg["sample_period_ms"], clock, ticks,
                   links, found, healthy)
-    agent.ota = ota
+    agent.ota_setup = (board["name"], board.get("ota"))  # the OTA client, built once the agent runs
     return agent
-
-
-def _ota(port, board, dev, clock, sensors):
-    # The OTA client (docs/protocol.md section 7), shared by the links; a
-    # firmware built without it updates by `edge flash` only. Small until
-    # an OFFER comes: its checks and transfer are loaded then.
-    from edgefw import VERSION
-    try:
-        from edgefw.ota_client import OtaClient
-    except ImportError:
-        return None
-    policy_names = ("battery", "parked")
-
-    def readings():
-        # The latest value of the sensors the apply policy looks at.
-        out = {}
-        for s in sensors:
-            if s.name in policy_names:
-                try:
-                    out[s.name] = s.read()
-                except Exception:
-                    pass
-        return out
-
-    def reset():
-        # After the switch: the board boots the new slot. A port with no
-        # machine reset (a virtual board) exits; its supervisor starts it.
-        try:
-            import machine
-            machine.reset()
-        except ImportError:
-            raise SystemExit(0)
-
-    return OtaClient(port.root, dev, board["name"], VERSION, clock, board.get("ota"), reset=reset,
-                     readings=readings)
 
 
 def _radio():

@@ -76,7 +76,7 @@ class OtaClient:
         self.errors = 0  # faults of the OTA code or the flash, each reported
         self.healthy_seen = False
         self.stale_told = False
-        self.run("ota_apply", "boot_report")
+        self.report_due = True  # slots.take_report, at the first poll: off boot's peak
 
     # -- helpers for the modules loaded on demand --------------------------
     def run(self, module, fn, *args):
@@ -121,7 +121,7 @@ class OtaClient:
             return None if sl is None else sl.AgentTarget(self.root)
         if component == "firmware":
             try:
-                import esp32
+                esp32 = __import__("esp32")  # the ESP32 port's only (ota_apply.confirm)
                 from edgefw import ota_partition
             except ImportError:
                 return None
@@ -232,6 +232,10 @@ class OtaClient:
             return None, 100
         # Each step below moves its own time or flag on, so the poll again
         # that sends what it queued ends.
+        if self.report_due:
+            self.report_due = False
+            self.run("ota_apply", "boot_report")
+            return self.poll(link, now_ms)
         if self.healthy_seen:
             self.healthy_seen = False
             self._confirm()
@@ -265,3 +269,36 @@ class OtaClient:
 
     def applied(self, now_ms):
         self.reset_at = now_ms + _RESET_MS
+
+
+def start(agent, board_name, cfg):
+    # The agent's client, shared by its links (from Agent.run).
+    from edgefw import VERSION
+    port = agent.port
+    sensors = agent.sensors
+
+    def readings():
+        # The latest value of the sensors the apply policy looks at.
+        out = {}
+        for s in sensors:
+            if s.name == "battery" or s.name == "parked":
+                try:
+                    out[s.name] = s.read()
+                except Exception:
+                    pass
+        return out
+
+    def reset():
+        # After the switch: the board boots the new slot. A port with no
+        # machine reset (a virtual board) exits; its supervisor starts it.
+        try:
+            import machine
+            machine.reset()
+        except ImportError:
+            raise SystemExit(0)
+
+    c = OtaClient(port.root, agent.device_id, board_name, VERSION, agent.clock, cfg, reset=reset,
+                  readings=readings)
+    for link in agent.links:
+        link.uplink.ota = c
+    return c
