@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.firmware.spec_host import encode
+
 from tests.firmware.ota_device import (DEVICE_ID, Device, Host, anchors, files, image, key_list,
                                        manifest, offer, ota, sha, slot_file, states, time_msg)
 
@@ -369,3 +371,31 @@ def test_the_switch_waits_for_the_policy_and_says_why(root):
     finally:
         dev.stop()
 
+
+
+def test_a_running_agent_asks_once_it_hears_time_and_answers_an_offer_on_its_console(tmp_path):
+    # The whole agent on a virtual board (boot, Uplink, serial link): the
+    # client is built once the agent runs and routed both ways.
+    from tests.device import PipeDevice, install, pump
+    from tests.firmware.spec_host import SpecHost
+    from tests.firmware.spec_host import messages as frames
+
+    fs = install(tmp_path / "fs", board="esp32", device_id="dev-1", sample_period_ms=100)
+    anchors(fs)
+    session = SpecHost()
+    dev = PipeDevice(fs, board="esp32")
+    dev.start()
+    try:
+        dev.write(session.start())
+        pump(dev, session, 10, until=lambda: any(m.get(0) == 9 for m in frames(bytes(dev.console))))
+        query = [m for m in frames(bytes(dev.console)) if m.get(0) == 9]
+        assert query and query[0][1] == "dev-1" and query[0][2] == "agent" and query[0][9] == "boot"
+        img = image(5_000)
+        m = offer(manifest(img, board="esp32"))
+        m[1] = "dev-1"
+        dev.write(encode(m))
+        pump(dev, session, 10, until=lambda: any(x.get(0) == 13 for x in frames(bytes(dev.console))))
+        st = [x for x in frames(bytes(dev.console)) if x.get(0) == 13]
+        assert [(x[4], x.get(8)) for x in st] == [("refused", "unknown-key")]  # no key list held
+    finally:
+        dev.stop()
