@@ -107,13 +107,7 @@ def write_anchors(root, anchors):
 
 
 def anchors(root):
-    data = atomic.read(_path(root, "anchors.json"))
-    if data is None:
-        return None
-    try:
-        return json.loads(data)
-    except ValueError:
-        return None
+    return atomic.read_json(_path(root, "anchors.json"))
 
 
 def factory_reset(root):

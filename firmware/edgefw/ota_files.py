@@ -19,13 +19,7 @@ COMPONENTS = ("agent", "firmware")
 def load(root, name):
     # The JSON of <name> (under ota/ unless it names its folder), or None
     # (absent, damaged).
-    data = atomic.read(path(root, name if "/" in name else "ota/" + name))
-    if data is None:
-        return None
-    try:
-        return json.loads(data)
-    except ValueError:
-        return None
+    return atomic.read_json(path(root, name if "/" in name else "ota/" + name))
 
 
 def save(root, name, value):

@@ -70,6 +70,12 @@ def _ready(root, **kw):
     return dev
 
 
+def _running(root, img):
+    # A device that runs img as sequence 7 (version 1.3.0) and holds key list 1.
+    slot_file(root, seq={"agent": 7}, digest={"agent": sha(img)}, version={"agent": "1.3.0"})
+    return _ready(root)
+
+
 def _transfer(root, img, mangle=None, **kw):
     dev = _ready(root)
     host = Host(dev, img, mangle=mangle, **kw)
@@ -222,8 +228,7 @@ def test_a_transfer_cut_at_every_tenth_resumes_after_each_restart_and_completes(
 
 def test_a_frozen_update_server_is_reported_stale_once_the_current_manifest_expires(root):
     img = image(5_000)
-    slot_file(root, seq={"agent": 7}, digest={"agent": sha(img)}, version={"agent": "1.3.0"})
-    dev = _ready(root)
+    dev = _running(root, img)
     try:
         from tests.firmware.ota_device import NOW_S
         got = dev.msg(offer(manifest(img, expires=NOW_S + 600)))
@@ -286,8 +291,7 @@ def test_every_refusal_of_an_offer_writes_nothing(root):
 
 def test_the_running_manifest_offered_again_is_current_not_reinstalled(root):
     img = image(5_000)
-    slot_file(root, seq={"agent": 7}, digest={"agent": sha(img)}, version={"agent": "1.3.0"})
-    dev = _ready(root)
+    dev = _running(root, img)
     try:
         assert states(dev.msg(offer(manifest(img)))) == ["current"]
         before = files(root)
