@@ -14,6 +14,8 @@ from micropython import const
 
 _HEALTHY_MS = const(30000)
 _STATUS_GAP_MS = const(10000)
+_OTA_START_MS = const(2000)
+_OTA_RETRY_MS = const(60000)
 
 # MicroPython's asyncio has the *_ms forms; CPython's has seconds only.
 if hasattr(asyncio, "sleep_ms"):
@@ -43,6 +45,7 @@ class Agent:
         self._health = health
         self.ota = None  # the OTA client, told when the agent is healthy
         self.ota_setup = None  # (board name, board's `ota` object): the client to build
+        self._ota_at = _OTA_START_MS
         self.selftest_ok = False
         self.fs_errors = 0  # flash writes that raised OSError to the agent
         self.no_memory = 0  # sends that ran out of heap (the message waits)
@@ -104,6 +107,23 @@ class Agent:
         finally:
             drop("agent_selftest")
 
+    def ota_start(self, up):
+        # The OTA client, from the sampler once the links run (their
+        # modules loaded: boot's peak of heap is over); a heap too cut up
+        # just now is counted and tried again a minute later, never a crash.
+        # A firmware built without it updates by `edge flash` only.
+        self._ota_at = up + _OTA_RETRY_MS
+        try:
+            from edgefw.ota_client import start
+            self.ota = start(self, *self.ota_setup)
+        except ImportError:
+            pass
+        except MemoryError:
+            self.no_memory += 1
+            drop("ota_client")
+            return
+        self.ota_setup = None
+
     # -- tasks -------------------------------------------------------------
     def _feed(self):
         if self.wdt is not None:
@@ -136,6 +156,8 @@ class Agent:
             if self._health is not None and up >= _HEALTHY_MS:
                 self._health()
                 self._health = None
+            if self.ota_setup is not None and up >= self._ota_at:
+                self.ota_start(up)
             if self.ota is not None and self.selftest_ok and up >= _HEALTHY_MS:
                 # A new image on trial confirms (section 7.7), once.
                 self.ota.healthy()
@@ -178,14 +200,6 @@ class Agent:
         state, reason, result = self.selftest()
         self.selftest_ok = state == "ok"
         self.report(state, reason, result)
-        if self.ota_setup is not None:
-            # After boot's peak of heap, not in it.
-            try:
-                from edgefw.ota_client import start
-            except ImportError:
-                start = None  # a firmware built without OTA: `edge flash` only
-            if start is not None:
-                self.ota = start(self, *self.ota_setup)
         wd = self.watchdog_ms
         self.wdt = self.port.watchdog(wd) if wd else None
         tasks = [self.sampler(), self.sender()]

@@ -22,6 +22,7 @@ from micropython import const
 _STATES = const(8)
 _POLICY_MS = const(60000)
 _RESET_MS = const(500)  # the last states leave before the reset
+_RETRY_MS = const(60000)
 
 
 def path(root, name):
@@ -68,6 +69,7 @@ class OtaClient:
         self.xfer = None  # the open transfer (ota_transfer.Transfer)
         self.waiting = None  # (component, seq, digest_hex, version, reason): installed, not applied
         self.query_at = 0  # uptime ms of the next query (0: at the first TIME)
+        self.now_ms = 0  # of the latest poll
         self.why = "boot"
         self.policy_at = 0
         self.reset_at = None
@@ -90,7 +92,12 @@ class OtaClient:
         try:
             return getattr(__import__("edgefw." + module, None, None, (fn,)), fn)(self, *args)
         except MemoryError:
-            raise
+            if module == "ota_offer":
+                raise  # the offer says so itself
+            # A heap too cut up just now: counted, tried again in a minute.
+            self.nomem += 1
+            self.query_at = self.policy_at = self.now_ms + _RETRY_MS
+            return None
         except Exception as e:
             # A fault of this code or of the flash: reported, never a crash
             # of the agent; the next query tries again.
@@ -213,6 +220,7 @@ class OtaClient:
     def poll(self, link, now_ms):
         # (payload or None, ms until it wants to run again) for link, which
         # has heard a host's TIME. link.ota_seen: the last state it sent.
+        self.now_ms = now_ms
         x = self.xfer
         if x is not None:
             x.tick(now_ms)
