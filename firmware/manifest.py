@@ -45,6 +45,7 @@ package(
         "link_serial.py",
         "messages.py",
         "messages_pair.py",
+        "messages_ota.py",
         "messages_write.py",
         "ota_apply.py",
         "ota_client.py",

@@ -247,8 +247,10 @@ def __getattr__(name):
     # Dunder names are CPython's import machinery asking (__path__, ...).
     if name[:2] == "__":
         raise AttributeError(name)
-    from edgefw import drop, messages_write
+    from edgefw import drop
+    module = "messages_ota" if name[:4] == "ota_" else "messages_write"
     try:
-        return getattr(messages_write, name)
+        return getattr(__import__("edgefw." + module, None, None, (name,)), name)
     finally:
+        drop("messages_ota")
         drop("messages_write")
