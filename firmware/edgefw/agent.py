@@ -107,23 +107,6 @@ class Agent:
         finally:
             drop("agent_selftest")
 
-    def ota_start(self, up):
-        # The OTA client, from the sampler once the links run (their
-        # modules loaded: boot's peak of heap is over); a heap too cut up
-        # just now is counted and tried again a minute later, never a crash.
-        # A firmware built without it updates by `edge flash` only.
-        self._ota_at = up + _OTA_RETRY_MS
-        try:
-            from edgefw.ota_client import start
-            self.ota = start(self, *self.ota_setup)
-        except ImportError:
-            pass
-        except MemoryError:
-            self.no_memory += 1
-            drop("ota_client")
-            return
-        self.ota_setup = None
-
     # -- tasks -------------------------------------------------------------
     def _feed(self):
         if self.wdt is not None:
@@ -157,7 +140,16 @@ class Agent:
                 self._health()
                 self._health = None
             if self.ota_setup is not None and up >= self._ota_at:
-                self.ota_start(up)
+                # The OTA client once the links run (boot's heap peak over);
+                # a heap too cut up just now: counted, tried again later.
+                self._ota_at = up + _OTA_RETRY_MS
+                try:
+                    from edgefw.ota_client import start
+                    start(self)
+                except ImportError:
+                    self.ota_setup = None  # a firmware without it: `edge flash` only
+                except MemoryError:
+                    self.no_memory += 1
             if self.ota is not None and self.selftest_ok and up >= _HEALTHY_MS:
                 # A new image on trial confirms (section 7.7), once.
                 self.ota.healthy()

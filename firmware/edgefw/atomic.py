@@ -42,18 +42,6 @@ def read(path, limit=_LIMIT):
     return data
 
 
-def read_json(path):
-    # The JSON value of the last complete write(), or None (absent, damaged).
-    data = read(path)
-    if data is None:
-        return None
-    import json
-    try:
-        return json.loads(data)
-    except ValueError:
-        return None
-
-
 def write(path, data):
     try:
         _write(path, data)

@@ -107,7 +107,13 @@ def write_anchors(root, anchors):
 
 
 def anchors(root):
-    return atomic.read_json(_path(root, "anchors.json"))
+    data = atomic.read(_path(root, "anchors.json"))
+    if data is None:
+        return None
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None
 
 
 def factory_reset(root):

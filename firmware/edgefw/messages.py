@@ -52,7 +52,7 @@ K_ID = const(3)
 K_ID_OR_EMPTY = const(4)
 K_MAP = const(5)
 K_ARRAY = const(6)
-K_BSTR = const(7)  # a byte string of lo..hi bytes, given as a view of the payload
+K_BSTR = const(7)  # a byte string of lo..hi bytes
 
 # type -> ((key, kind, required, lo, hi), ...); lo..hi is a uint's range or
 # a text's length in characters. Only what a device receives: the types it
@@ -130,13 +130,6 @@ def _value(r, key, kind, lo, hi):
     want = 0 if kind == K_UINT else 5 if kind == K_MAP else 4 if kind == K_ARRAY else 2 if kind == K_BSTR else 3
     if mt != want:
         raise bad(_E_KIND, key)
-    if kind == K_BSTR and r.b[at] & 31 != 31:
-        # A view, not a copy: an image chunk is copied once, into its block.
-        n = r.head()
-        if not lo <= n <= hi:
-            raise bad(_E_ITEMS, key, lo, hi)
-        i = r.take(n, at)
-        return r.b[i:i + n]
     v = r.item(1)
     if kind == K_UINT:
         if not lo <= v <= hi:
@@ -211,10 +204,9 @@ def _decode(payload):
     r, kind, keys = typed(payload)
     spec = _KEYS.get(kind)
     out = None
-    if spec is None and (kind == T_HELLO or T_STATUS <= kind <= T_BATCH or kind == T_OTA_QUERY
-                         or kind == T_OTA_WINDOW or kind == T_OTA_STATE):
+    if spec is None and T_HELLO <= kind <= T_OTA_STATE:
         from edgefw import outgoing as out
-        spec = out.KEYS[kind]
+        spec = out.KEYS.get(kind)
     if spec is None:
         raise bad(_E_UNKNOWN, kind)
     fields = {}

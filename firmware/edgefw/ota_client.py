@@ -279,9 +279,10 @@ class OtaClient:
         self.reset_at = now_ms + _RESET_MS
 
 
-def start(agent, board_name, cfg):
-    # The agent's client, shared by its links (from Agent.run).
+def start(agent):
+    # The agent's client, shared by its links (from Agent.sampler).
     from edgefw import VERSION
+    board_name, cfg = agent.ota_setup
     port = agent.port
     sensors = agent.sensors
 
@@ -309,4 +310,5 @@ def start(agent, board_name, cfg):
                   readings=readings)
     for link in agent.links:
         link.uplink.ota = c
-    return c
+    agent.ota = c
+    agent.ota_setup = None

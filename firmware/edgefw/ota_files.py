@@ -19,7 +19,15 @@ COMPONENTS = ("agent", "firmware")
 def load(root, name):
     # The JSON of <name> (under ota/ unless it names its folder), or None
     # (absent, damaged).
-    return atomic.read_json(path(root, name if "/" in name else "ota/" + name))
+    # Not shared with identity.anchors through atomic.py: atomic is loaded
+    # at boot, and a helper there costs boot's heap peak on every board.
+    data = atomic.read(path(root, name if "/" in name else "ota/" + name))
+    if data is None:
+        return None
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None
 
 
 def save(root, name, value):
