@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests.firmware.ota_device import (Device, Host, anchors, files, image, key_list, manifest, offer,
+                                       ota, sha, slot_file, states, time_msg)
 from tests.firmware.spec_host import encode
-
-from tests.firmware.ota_device import (DEVICE_ID, Device, Host, anchors, files, image, key_list,
-                                       manifest, offer, ota, sha, slot_file, states, time_msg)
 
 
 @pytest.fixture
@@ -251,7 +250,7 @@ def _non_canonical(data: bytes) -> bytes:
 def test_every_refusal_of_an_offer_writes_nothing(root):
     from edge_ota.cose import Ed25519Signer
 
-    from tests.firmware.ota_device import KEYS_EXPIRE, NOW_S, ROOT, SIGNER, rotation
+    from tests.firmware.ota_device import KEYS_EXPIRE, NOW_S, SIGNER, rotation
     img = image(5_000)
     other = Ed25519Signer.from_seed(bytes(range(100, 132)))
     good = manifest(img)
