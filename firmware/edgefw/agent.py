@@ -14,6 +14,8 @@ from micropython import const
 
 _HEALTHY_MS = const(30000)
 _STATUS_GAP_MS = const(10000)
+_OTA_START_MS = const(2000)
+_OTA_RETRY_MS = const(60000)
 
 # MicroPython's asyncio has the *_ms forms; CPython's has seconds only.
 if hasattr(asyncio, "sleep_ms"):
@@ -41,6 +43,10 @@ class Agent:
         self.wake = asyncio.Event()
         self.wdt = None
         self._health = health
+        self.ota = None  # the OTA client, told when the agent is healthy
+        self.ota_setup = None  # (board name, board's `ota` object): the client to build
+        self._ota_at = _OTA_START_MS
+        self.selftest_ok = False
         self.fs_errors = 0  # flash writes that raised OSError to the agent
         self.no_memory = 0  # sends that ran out of heap (the message waits)
         self._fs_seen = ticks.journal.fs_full
@@ -133,6 +139,21 @@ class Agent:
             if self._health is not None and up >= _HEALTHY_MS:
                 self._health()
                 self._health = None
+            if self.ota_setup is not None and up >= self._ota_at:
+                # The OTA client once the links run (boot's heap peak over);
+                # a heap too cut up just now: counted, tried again later.
+                self._ota_at = up + _OTA_RETRY_MS
+                try:
+                    from edgefw.ota_client import start
+                    start(self)
+                except ImportError:
+                    self.ota_setup = None  # a firmware without it: `edge flash` only
+                except MemoryError:
+                    self.no_memory += 1
+            if self.ota is not None and self.selftest_ok and up >= _HEALTHY_MS:
+                # A new image on trial confirms (section 7.7), once.
+                self.ota.healthy()
+                self.selftest_ok = False
             await _sleep_ms(self.period)
 
     async def sender(self):
@@ -169,6 +190,7 @@ class Agent:
 
     async def run(self):
         state, reason, result = self.selftest()
+        self.selftest_ok = state == "ok"
         self.report(state, reason, result)
         wd = self.watchdog_ms
         self.wdt = self.port.watchdog(wd) if wd else None

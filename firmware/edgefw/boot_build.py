@@ -94,8 +94,10 @@ def build(port, board, cfg, healthy):
     port.write(("edge: agent %s on %s (%s), device %s, boot %d%s\r\n" % (
         VERSION, board["name"], port.name, dev, clock.boot,
         ", BLE" if len(links) > 1 else "")).encode())
-    return Agent(port, board.get("watchdog_ms", 0), dev, cfg["sample_period_ms"], clock, ticks,
-                 links, found, healthy)
+    agent = Agent(port, board.get("watchdog_ms", 0), dev, cfg["sample_period_ms"], clock, ticks,
+                  links, found, healthy)
+    agent.ota_setup = (board["name"], board.get("ota"))  # the OTA client, built once the agent runs
+    return agent
 
 
 def _radio():

@@ -2,7 +2,8 @@
 # one service of three characteristics, each carrying segments (5.3) of
 # messages. Control carries pairing and bond messages in clear, to Pairing;
 # telemetry carries section 2 messages sealed in the Session that pairing or
-# a bond opened, to and from this link's Uplink; bulk is reserved.
+# a bond opened, to and from this link's Uplink; bulk carries OTA image bytes
+# to the OTA client (docs/protocol.md 7.4).
 #
 # Rules it keeps:
 # - the radio module is passed in (MicroPython's `bluetooth`, or the virtual
@@ -55,8 +56,8 @@ _UUID_CONTROL = "9ba40002-ec51-4948-832f-fdedb1cbf4a1"
 _UUID_TELEMETRY = "9ba40003-ec51-4948-832f-fdedb1cbf4a1"
 _UUID_BULK = "9ba40004-ec51-4948-832f-fdedb1cbf4a1"
 
-# ERROR {0: 31, 1: "not_supported"}: the answer to a write on bulk (5.2), and
-# to control messages when the firmware has no pairing.
+# ERROR {0: 31, 1: "not_supported"}: the answer to control messages when the
+# firmware has no pairing.
 _NOT_SUPPORTED = b"\xa2\x00\x18\x1f\x01\x6dnot_supported"
 
 STATE_VERSION = const(0x10)  # bits 7-4: advertising format version 1
@@ -102,7 +103,7 @@ class BleLink:
         self._adv_state = None
         self._wake = None
         self.connects = 0
-        self.bad_writes = 0  # writes to bulk, too long, or from no central
+        self.bad_writes = 0  # too long, from no central, or to bulk with no transfer open
         self.bad_sealed = 0
         self.interrupts_ignored = 0
         self.h_control = self.h_telemetry = self.h_bulk = None
@@ -173,11 +174,18 @@ class BleLink:
         if event == _IRQ_GATTS_WRITE:
             conn, handle = data[0], data[1]
             value = self._ble.gatts_read(handle)
-            if conn != self._conn or handle == self.h_bulk or len(value) > self._mtu - 3:
+            if conn != self._conn or len(value) > self._mtu - 3:
                 self.bad_writes += 1
-                if handle == self.h_bulk and conn == self._conn:
-                    self._reply = _NOT_SUPPORTED
-                    self._kick()
+                return
+            if handle == self.h_bulk:
+                # Image bytes (7.4): to the OTA client as they are, no copy;
+                # with no transfer open on this link, ignored and counted.
+                ota = self.uplink.ota
+                if ota is None or ota.xfer is None or ota.xfer.link is not self.uplink:
+                    self.bad_writes += 1
+                    return
+                ota.bulk(value, self.uplink, self.clock.uptime_ms())
+                self._kick()
                 return
             i = _CONTROL if handle == self.h_control else _TELEMETRY
             msg = self._rx[i].feed(value)
@@ -209,7 +217,10 @@ class BleLink:
 
     def _dropped(self):
         # The connection is gone: its session, unfinished segments, queued
-        # messages and notifications with it (5.3, 5.6).
+        # messages and notifications with it (5.3, 5.6); a transfer on it
+        # pauses, what it holds kept (7.5).
+        if self.uplink.ota is not None:
+            self.uplink.ota.closed(self.uplink)
         self._session = None
         self._tx = None
         self._reply = None

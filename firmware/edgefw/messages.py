@@ -15,6 +15,11 @@ T_STATUS = const(5)
 T_SENSORS = const(6)
 T_BATCH = const(7)
 T_REFUSE = const(8)
+T_OTA_QUERY = const(9)
+T_OTA_OFFER = const(10)
+T_OTA_WINDOW = const(11)
+T_OTA_CHUNK = const(12)
+T_OTA_STATE = const(13)
 MAX_MESSAGE = const(1024)
 VERSION = const(2)
 TIME_MIN = const(1577836800000)  # 2020-01-01 (section 2.5)
@@ -47,6 +52,7 @@ K_ID = const(3)
 K_ID_OR_EMPTY = const(4)
 K_MAP = const(5)
 K_ARRAY = const(6)
+K_BSTR = const(7)  # a byte string of lo..hi bytes
 
 # type -> ((key, kind, required, lo, hi), ...); lo..hi is a uint's range or
 # a text's length in characters. Only what a device receives: the types it
@@ -57,6 +63,10 @@ _KEYS = {
     T_ACK: ((1, K_ID, 1, 0, 0), (2, K_UINT, 1, 0, UINT_MAX)),
     T_REFUSE: ((1, K_ID, 1, 0, 0), (2, K_UINT, 1, 0, UINT_MAX), (3, K_UINT, 1, 0, UINT_MAX),
                (4, K_TSTR, 1, 1, 64)),
+    T_OTA_OFFER: ((1, K_ID, 1, 0, 0), (2, K_TSTR, 1, 1, 16), (3, K_BSTR, 0, 1, 512),
+                  (4, K_BSTR, 0, 1, 640), (5, K_BSTR, 0, 1, 200), (6, K_UINT, 0, 60, 604800)),
+    T_OTA_CHUNK: ((1, K_ID, 1, 0, 0), (2, K_UINT, 1, 0, UINT_MAX), (3, K_UINT, 1, 0, UINT_MAX),
+                  (4, K_BSTR, 1, 1, 960)),
 }
 
 def _made_of(s, upper, extra, hi):
@@ -117,7 +127,7 @@ def _value(r, key, kind, lo, hi):
         if r.b[at] not in (0xF4, 0xF5):
             raise bad(_E_BOOL, key)
         return r.item(1)
-    want = 0 if kind == K_UINT else 5 if kind == K_MAP else 4 if kind == K_ARRAY else 3
+    want = 0 if kind == K_UINT else 5 if kind == K_MAP else 4 if kind == K_ARRAY else 2 if kind == K_BSTR else 3
     if mt != want:
         raise bad(_E_KIND, key)
     v = r.item(1)
@@ -130,7 +140,7 @@ def _value(r, key, kind, lo, hi):
     elif kind == K_ID or kind == K_ID_OR_EMPTY:
         if not (valid_id(v) or (kind == K_ID_OR_EMPTY and v == "")):
             raise bad(_E_ID, key)
-    elif kind == K_ARRAY:
+    elif kind == K_ARRAY or kind == K_BSTR:
         if not lo <= len(v) <= hi:
             raise bad(_E_ITEMS, key, lo, hi)
     return v
@@ -194,9 +204,9 @@ def _decode(payload):
     r, kind, keys = typed(payload)
     spec = _KEYS.get(kind)
     out = None
-    if spec is None and (kind == T_HELLO or T_STATUS <= kind <= T_BATCH):
+    if spec is None and T_HELLO <= kind <= T_OTA_STATE:
         from edgefw import outgoing as out
-        spec = out.KEYS[kind]
+        spec = out.KEYS.get(kind)
     if spec is None:
         raise bad(_E_UNKNOWN, kind)
     fields = {}
@@ -229,8 +239,10 @@ def __getattr__(name):
     # Dunder names are CPython's import machinery asking (__path__, ...).
     if name[:2] == "__":
         raise AttributeError(name)
-    from edgefw import drop, messages_write
+    from edgefw import drop
+    module = "messages_ota" if name[:4] == "ota_" else "messages_write"
     try:
-        return getattr(messages_write, name)
+        return getattr(__import__("edgefw." + module, None, None, (name,)), name)
     finally:
+        drop("messages_ota")
         drop("messages_write")

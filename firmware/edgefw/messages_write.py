@@ -33,7 +33,7 @@ def dump_into(out, v):
         out.extend(_S[:put_head(_S, 0, 0x80, len(v))])
         for x in v:
             dump_into(out, x)
-    elif isinstance(v, (str, bytes, bytearray)):
+    elif isinstance(v, (str, bytes, bytearray, memoryview)):
         b = v.encode() if isinstance(v, str) else v
         out.extend(_S[:put_head(_S, 0, 0x60 if b is not v else 0x40, len(b))])
         out.extend(b)
@@ -86,3 +86,4 @@ def table_id(table):
 def sensors(device_id, table):
     return encode(T_SENSORS, {1: device_id, 2: table_id(table),
                               3: [[name, unit] for name, unit in table]})
+

@@ -13,7 +13,6 @@ from hashlib import sha256
 
 from micropython import const
 
-from edgefw import ed25519
 from edgefw.cbor_read import Reader
 
 _TAG18 = const(0xD2)
@@ -130,6 +129,10 @@ def _head(mt, n):
 
 def _verify(pub, prot, payload, sig):
     # Ed25519 over ["Signature1", protected, h'', payload], hashed in pieces.
+    # Imported here: reading a key list this device holds needs none of it.
+    from edgefw import ed25519
+    import gc
+    gc.collect()  # the verify's numbers want what the decoding left
     h = ed25519.start(pub, sig)
     h.update(b"\x84\x6aSignature1")
     h.update(_head(0x40, len(prot)))
@@ -160,13 +163,8 @@ def _body(payload, kind, keys):
     return b
 
 
-def key_list(data, root_pub, current_seq=None):
-    # The key list in data ({kid: (pub, expires)}, sequence) if the root
-    # signed it; with current_seq, only if newer (else "stale-key-list").
-    kid, prot, payload, sig = _sign1(data)
-    if kid != kid_of(root_pub):
-        raise ValueError("not-root")
-    _verify(root_pub, prot, payload, sig)
+def _keys(payload):
+    # ({kid: (pub, expires)}, sequence) of a key list's payload.
     b = _body(payload, 2, 0b111)
     seq = _uint(b[1])
     keys = b[2]
@@ -179,9 +177,42 @@ def key_list(data, root_pub, current_seq=None):
                 or not _bytes(e[0]) or kid_of(e[0]) != k:
             raise ValueError("malformed")
         out[k] = (e[0], _uint(e[1]))
+    return out, seq
+
+
+def key_list(data, root_pub, current_seq=None):
+    # The key list in data ({kid: (pub, expires)}, sequence) if the root
+    # signed it; with current_seq, only if newer (else "stale-key-list").
+    kid, prot, payload, sig = _sign1(data)
+    if kid != kid_of(root_pub):
+        raise ValueError("not-root")
+    _verify(root_pub, prot, payload, sig)
+    out, seq = _keys(payload)
     if current_seq is not None and seq <= current_seq:
         raise ValueError("stale-key-list")
     return out, seq
+
+
+def held_key_list(data):
+    # The key list this device checked before it wrote it (ota/keys.cose):
+    # read, not verified again; it stays in force after a root rotation
+    # until the new root signs a newer one (section 6.4).
+    return _keys(_sign1(data)[2])
+
+
+def rotation(data, root_pub, epoch):
+    # (next root's public key, its epoch) if the current root (root_pub, at
+    # epoch) signed this rotation to epoch + 1 (else "stale-rotation").
+    kid, prot, payload, sig = _sign1(data)
+    if kid != kid_of(root_pub):
+        raise ValueError("not-root")
+    _verify(root_pub, prot, payload, sig)
+    b = _body(payload, 3, 0b111)
+    if not _bytes(b[2], 32):
+        raise ValueError("malformed")
+    if _uint(b[1]) != epoch + 1:
+        raise ValueError("stale-rotation")
+    return b[2], b[1]
 
 
 def _version(v):
@@ -223,13 +254,17 @@ def _manifest(payload):
             "expires": b[9]}
 
 
-def check(data, root_pub, key_list_data, board, counters, now_s, capacity=None):
+def check(data, root_pub, key_list_data, board, counters, now_s, capacity=None, held=False):
     # The manifest in data (a dict) if this device may install it:
-    # key_list_data the signed key list it holds (None: none yet),
+    # key_list_data the signed key list it holds (None: none yet; held:
+    # the device's own copy, checked when written: see held_key_list),
     # counters {component: (running version, sequence)}, now_s Unix
     # seconds, capacity {target: bytes} (None: not checked yet).
     kid, prot, payload, sig = _sign1(data)
-    keys = key_list(key_list_data, root_pub)[0] if key_list_data is not None else {}
+    if key_list_data is None:
+        keys = {}
+    else:
+        keys = (held_key_list(key_list_data) if held else key_list(key_list_data, root_pub))[0]
     entry = keys.get(kid)
     if entry is None:
         raise ValueError("unknown-key")

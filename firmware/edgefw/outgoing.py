@@ -3,8 +3,9 @@
 # device never receives these; edgefw.messages imports this module only when
 # it decodes one (tests against the shared vectors, a host running this code),
 # so it costs a board no memory.
-from edgefw.messages import (K_ARRAY, K_ID, K_ID_OR_EMPTY, K_MAP, K_TSTR, K_UINT, UINT_MAX, T_BATCH, T_HELLO,
-                             T_SENSORS, T_STATUS, VERSION, plain_text, valid_name, valid_unit)
+from edgefw.messages import (K_ARRAY, K_BOOL, K_ID, K_ID_OR_EMPTY, K_MAP, K_TSTR, K_UINT, UINT_MAX, T_BATCH,
+                             T_HELLO, T_OTA_QUERY, T_OTA_STATE, T_OTA_WINDOW, T_SENSORS, T_STATUS, VERSION,
+                             plain_text, valid_name, valid_unit)
 
 KEYS = {
     T_HELLO: ((1, K_ID, 1, 0, 0), (2, K_TSTR, 1, 1, 64), (3, K_TSTR, 1, 1, 64),
@@ -17,6 +18,14 @@ KEYS = {
     T_BATCH: ((1, K_ID, 1, 0, 0), (2, K_UINT, 1, 0, UINT_MAX), (3, K_UINT, 1, 0, UINT_MAX),
               (4, K_UINT, 1, 0, 1), (5, K_UINT, 1, 0, UINT_MAX), (6, K_UINT, 1, 0, 0xFFFFFFFF),
               (7, K_UINT, 1, 0, UINT_MAX), (8, K_UINT, 1, 0, UINT_MAX), (9, K_ARRAY, 1, 1, 128)),
+    T_OTA_QUERY: ((1, K_ID, 1, 0, 0), (2, K_TSTR, 1, 1, 16), (3, K_TSTR, 1, 1, 32), (4, K_UINT, 1, 0, UINT_MAX),
+                  (5, K_UINT, 1, 0, UINT_MAX), (6, K_UINT, 1, 0, UINT_MAX), (7, K_UINT, 0, 0, UINT_MAX),
+                  (8, K_UINT, 0, 0, UINT_MAX), (9, K_TSTR, 1, 1, 16)),
+    T_OTA_WINDOW: ((1, K_ID, 1, 0, 0), (2, K_UINT, 1, 0, UINT_MAX), (3, K_UINT, 1, 0, UINT_MAX),
+                   (4, K_UINT, 1, 0, UINT_MAX), (5, K_BOOL, 0, 0, 0)),
+    T_OTA_STATE: ((1, K_ID, 1, 0, 0), (2, K_TSTR, 1, 1, 16), (3, K_UINT, 1, 0, UINT_MAX), (4, K_TSTR, 1, 1, 16),
+                  (5, K_TSTR, 0, 1, 32), (6, K_UINT, 0, 0, UINT_MAX), (7, K_UINT, 0, 0, UINT_MAX),
+                  (8, K_TSTR, 0, 1, 32), (9, K_TSTR, 0, 0, 200)),
 }
 
 
@@ -28,6 +37,10 @@ def check(kind, fields):
         _table_ok(fields[3], fields.pop(-1), fields[2])
     elif kind == T_BATCH:
         _ticks_ok(fields[2], fields[9])
+    elif kind == T_OTA_QUERY and (8 in fields) and (7 not in fields):
+        raise ValueError("key 8 (bytes held) comes only with key 7 (the download's sequence)")
+    elif kind == T_OTA_WINDOW and fields[4] < fields[3]:
+        raise ValueError("key 4 (limit) is below key 3 (ack)")
 
 
 def _uint_ok(v):

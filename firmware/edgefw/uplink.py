@@ -20,7 +20,7 @@ from array import array
 from edgefw import drop, messages
 from edgefw.cbor_put import head_len, put, put_head
 from edgefw.cbor_read import Reader
-from edgefw.messages import T_ACK, T_REFUSE, T_TIME
+from edgefw.messages import T_ACK, T_OTA_CHUNK, T_OTA_OFFER, T_REFUSE, T_TIME
 
 from micropython import const
 
@@ -110,6 +110,10 @@ class Uplink:
         self._error = None  # the latest error STATUS not yet sent
         self._dropped_seen = journal.dropped
         self._stuck = None  # (boot, clock changes) for which no epoch could be estimated
+        # The agent's OTA client (ota_client.OtaClient), shared by its links;
+        # ota_seen: the number of the last of its states this link sent.
+        self.ota = None
+        self.ota_seen = 0
         # The buffers, largest first: at boot the heap is fragmented (the
         # board file's dict is still alive), and its largest holes are few.
         if share is None:
@@ -152,12 +156,12 @@ class Uplink:
         # device or out of range (counted in bad_messages; nothing else
         # changes).
         try:
-            self._receive(payload)
+            self._receive(payload, now_ms)
         except ValueError:
             self.bad_messages += 1
             raise
 
-    def _receive(self, payload):
+    def _receive(self, payload, now_ms):
         kind, f = messages.decode(payload)
         j = self.journal
         if kind == T_TIME:
@@ -168,10 +172,17 @@ class Uplink:
                 self._inflight_end = None
                 self._retry = _RETRY_MIN
             return
-        if kind != T_ACK and kind != T_REFUSE:
+        ota = kind == T_OTA_OFFER or kind == T_OTA_CHUNK
+        if (kind != T_ACK and kind != T_REFUSE and not ota) or (ota and self.ota is None):
             raise messages.bad(_E_NOT_FOR_DEVICE, kind)
         if f[1] != self.device_id:
             raise messages.bad(_E_OTHER_DEVICE, f[1], self.device_id)
+        if kind == T_OTA_CHUNK:
+            self.ota.chunk(f[2], f[3], f[4], 0, self, now_ms)
+            return
+        if kind == T_OTA_OFFER:
+            self.ota.offer(f, self, now_ms)
+            return
         acked = j.acked
         sent = self._sent_end if self._sent_end > acked else acked
         if kind == T_ACK:
@@ -201,6 +212,8 @@ class Uplink:
         self._hello_now = True
         self._inflight_end = None
         self._retry = _RETRY_MIN
+        if self.ota is not None:
+            self.ota.closed(self)
 
     # -- messages out ------------------------------------------------------
     def hello(self, now_ms):
@@ -254,16 +267,21 @@ class Uplink:
             return payload, 0
         if not self.time_known:
             return None, max(0, self._hello_at - now_ms)
+        ota_wait = 30000
+        if self.ota is not None:
+            payload, ota_wait = self.ota.poll(self, now_ms)
+            if payload is not None:
+                return payload, 0
         if self._inflight_end is not None:
             left = self._deadline - now_ms
             if left > 0 and self._inflight_end > j.acked:
-                return None, left
+                return None, min(left, ota_wait)
             if left <= 0:
                 self._retry = min(self._retry * 2, _RETRY_MAX)
             self._inflight_end = None
         payload, end = self._next_batch()
         if payload is None:
-            return None, 1000
+            return None, min(1000, ota_wait)
         self._inflight_end = end
         if end > self._sent_end:
             self._sent_end = end

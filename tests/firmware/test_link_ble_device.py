@@ -64,6 +64,7 @@ class Pairing:
     def sealed(self, m): return b"DONE" if m == b"\xa1\x00\x16" else None
     def disconnected(self): self.gone += 1
 class Uplink:
+    ota = None
     def __init__(self): self.got = []; self.out = [b"HELLO" * 60]; self.re = 0
     def receive(self, m, now):
         if m == b"BAD": raise ValueError("bad")
@@ -74,7 +75,9 @@ class Uplink:
 from edgefw.link_ble import BleLink, adv_payload
 from edgefw.segments import split
 up = Uplink(); p = Pairing()
-link = BleLink(bt, up, p, %r, None)
+class Clock:
+    def uptime_ms(self): return 7
+link = BleLink(bt, up, p, %r, Clock())
 link.start()
 def write(h, value):
     _ble.values[h] = bytes(value)
@@ -154,7 +157,7 @@ write(24, b"\x80\x00\x05ab"); write(24, b"\x05cd")   # wrong continuation index
 write(24, b"\x07zz")                          # continuation with nothing in progress
 write(24, b"")                                # empty
 write_msg(24, b"plain TIME")                  # a plain message before any session
-write(27, b"\x80\x00\x01x")                   # bulk: not supported
+write(27, b"\x00\x00\x00\x00x")               # bulk with no OTA transfer open: ignored
 write(24, b"\x80\x02\x58" + b"x" * 597)       # 600 bytes: longer than MTU - 3
 write(21, b"\x80\x00\x02")                    # control: unfinished, then the link drops
 link.handle(0)
@@ -170,10 +173,31 @@ out(link.bad_writes)
 """
     counts, ctl, after, bad_after = _run(code)
     assert counts == [4, 1, 2, [], []]
-    error = bytes.fromhex("a200181f016d") + b"not_supported"   # ERROR {0: 31, 1: "not_supported"}
-    assert ctl == [[21, "800013" + error[:17].hex()], [21, "01" + error[17:].hex()]]
+    assert ctl == []   # bulk is not answered: the host learns from OTA_WINDOW and OTA_STATE
     assert after == [False, None, 1, ["adv", 100000, "02010605ffffffea111309" + DEVICE.encode().hex()]]
     assert bad_after == 3   # a write with no central connected
+
+
+def test_bulk_writes_go_to_the_ota_transfer_open_on_this_link_as_they_are():
+    code = r"""
+class Xfer:
+    link = up
+class Ota:
+    def __init__(self): self.xfer = None; self.got = []; self.paused = 0
+    def bulk(self, value, link, now): self.got.append([binascii.hexlify(value).decode(), link is up, now])
+    def closed(self, link): self.paused += 1
+up.ota = Ota()
+_ble.h(1, (1, 0, memoryview(b"\0" * 6)))
+write(27, b"\x00\x00\x10\x00ab")            # no transfer open: ignored, counted
+up.ota.xfer = Xfer()
+write(27, b"\x00\x00\x10\x00cd")
+out([link.bad_writes, up.ota.got])
+_ble.h(2, (1, 0, memoryview(b"\0" * 6)))      # the central goes: the transfer pauses
+out(up.ota.paused)
+"""
+    counted, closed = _run(code)
+    assert counted == [1, [["00001000" + b"cd".hex(), True, 7]]]
+    assert closed == 1
 
 
 def test_unpair_is_answered_sealed_and_closes_the_link():

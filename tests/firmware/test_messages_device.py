@@ -120,3 +120,72 @@ messages.decode(bytes.fromhex({next(v["hex"] for v in MESSAGES if v["type"] == "
 print("edgefw.outgoing" in sys.modules)
 """
     assert run(code, heap="esp32").stdout.decode().split() == ["False", "True"]
+
+
+# -- OTA messages (section 7.2): device-only vectors, the shared ones come
+# with the host's types (tests/vectors/messages.json) --------------------
+
+_OTA = r"""
+import binascii
+from edgefw import messages
+from edgefw.ota_transfer import Transfer
+def hx(b): return binascii.hexlify(b).decode()
+out = []
+out.append(hx(messages.ota_query("esp32-3f9a0c12b7d4", "agent", "0.1.0", 6, 1, 0, "resume", 7, 8192)))
+out.append(hx(messages.ota_query("esp32-3f9a0c12b7d4", "agent", "0.1.0", 0, 0, 0, "boot")))
+out.append(hx(messages.ota_window("esp32-3f9a0c12b7d4", 7, 4096, 12288)))
+out.append(hx(messages.ota_window("esp32-3f9a0c12b7d4", 7, 4096, 12288, True)))
+out.append(hx(messages.ota_state("esp32-3f9a0c12b7d4", "agent", 7, "downloading", version="1.3.0",
+                                 held=0, size=50000)))
+out.append(hx(messages.ota_state("esp32-3f9a0c12b7d4", "agent", 7, "refused", check="rollback",
+                                 reason="x" * 300)))
+class C:
+    device_id = "esp32-3f9a0c12b7d4"
+class W:
+    # Transfer.message on a stand-in holding what it reads.
+    message = Transfer.message
+t = W()
+t.c = C(); t.seq = 7; t.ack = 4096; t.limit = 12288; t.wbuf = bytearray(128)
+for rewind in (False, True):
+    t.rewind = rewind
+    out.append(hx(t.message()))
+for h in sys.stdin.read().split():
+    try:
+        k, f = messages.decode(binascii.unhexlify(h))
+        out.append([k, sorted((key, hx(v) if not isinstance(v, (int, str)) else v) for key, v in f.items())])
+    except ValueError as e:
+        out.append(["err", str(e)])
+print(repr(out))
+"""
+
+
+def test_ota_messages_are_built_in_deterministic_encoding_and_decoded_by_the_rules_of_2_1():
+    import cbor2
+    dev = "esp32-3f9a0c12b7d4"
+    offer = {0: 10, 1: dev, 2: "agent", 3: b"\xd2" * 200, 4: b"k" * 100, 6: 3600}
+    chunk = {0: 12, 1: dev, 2: 7, 3: 4096, 4: bytes(range(256)) * 3}
+    bad = [
+        {0: 12, 1: dev, 2: 7, 3: 0, 4: b""},                 # empty chunk
+        {0: 12, 1: dev, 2: 7, 3: 0, 4: b"x" * 961},          # past 960 bytes
+        {0: 12, 1: dev, 2: 7, 3: 0, 4: "text"},              # a text, not bytes
+        {0: 10, 1: dev, 2: "agent", 3: b"m" * 513},           # a manifest past 512 bytes
+        {0: 10, 1: dev, 2: "agent", 6: 59},                   # ask again sooner than 60 s
+        {0: 12, 1: dev, 2: 7, 4: b"x"},                       # no offset
+    ]
+    hexes = [cbor2.dumps(m).hex() for m in [offer, chunk] + bad]
+    got = ast.literal_eval(run(prelude() + _OTA, heap="esp32", stdin=" ".join(hexes).encode()).stdout.decode())
+    canon = [
+        {0: 9, 1: dev, 2: "agent", 3: "0.1.0", 4: 6, 5: 1, 6: 0, 7: 7, 8: 8192, 9: "resume"},
+        {0: 9, 1: dev, 2: "agent", 3: "0.1.0", 4: 0, 5: 0, 6: 0, 9: "boot"},
+        {0: 11, 1: dev, 2: 7, 3: 4096, 4: 12288},
+        {0: 11, 1: dev, 2: 7, 3: 4096, 4: 12288, 5: True},
+        {0: 13, 1: dev, 2: "agent", 3: 7, 4: "downloading", 5: "1.3.0", 6: 0, 7: 50000},
+        {0: 13, 1: dev, 2: "agent", 3: 7, 4: "refused", 8: "rollback", 9: "x" * 200},
+        {0: 11, 1: dev, 2: 7, 3: 4096, 4: 12288},
+        {0: 11, 1: dev, 2: 7, 3: 4096, 4: 12288, 5: True},
+    ]
+    assert got[:8] == [cbor2.dumps(m, canonical=True).hex() for m in canon]
+    assert got[8] == [10, [(1, dev), (2, "agent"), (3, (b"\xd2" * 200).hex()), (4, (b"k" * 100).hex()),
+                           (6, 3600)]]
+    assert got[9] == [12, [(1, dev), (2, 7), (3, 4096), (4, (bytes(range(256)) * 3).hex())]]
+    assert all(g[0] == "err" for g in got[10:]), got[10:]

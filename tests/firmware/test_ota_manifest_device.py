@@ -39,6 +39,10 @@ def one(c, root):
                                   c["now"], c["capacity"])
     if c["kind"] == "k":
         return ota_manifest.key_list(h(c["data"]), root, c["current"])
+    if c["kind"] == "r":
+        if ota_manifest.rotation(h(c["data"]), root, c["epoch"]) != (h(NEXT), c["epoch"] + 1):
+            raise ValueError("wrong next root")
+        return
     image(GOOD, c["length"], c["corrupt"])
 
 root = None
@@ -50,6 +54,7 @@ while True:
     c = json.loads(line)
     if c["kind"] == "root":
         root = h(c["root"])
+        NEXT = c["next"]
         continue
     try:
         r = one(c, root)
@@ -63,9 +68,10 @@ while True:
 
 
 def cases() -> list[dict]:
-    out = [{"kind": "root", "root": VECTORS["root"]}]
+    out = [{"kind": "root", "root": VECTORS["root"], "next": VECTORS["next_root"]}]
     out += [dict(c, kind="m") for c in VECTORS["manifests"]]
     out += [dict(c, kind="k") for c in VECTORS["key_lists"]]
+    out += [dict(c, kind="r") for c in VECTORS["rotations"]]
     out += [dict(c, kind="i") for c in VECTORS["images"]]
     return out
 
@@ -102,6 +108,13 @@ def test_every_vector_gives_the_hosts_verdict_under_cpython():
         try:
             ota_manifest.key_list(bytes.fromhex(c["data"]), root, c["current"])
             got = "ok"
+        except ValueError as e:
+            got = e.args[0]
+        assert got == c["expect"], c["name"]
+    for c in VECTORS["rotations"]:
+        try:
+            nxt = ota_manifest.rotation(bytes.fromhex(c["data"]), root, c["epoch"])
+            got = "ok" if nxt == (bytes.fromhex(VECTORS["next_root"]), c["epoch"] + 1) else "wrong"
         except ValueError as e:
             got = e.args[0]
         assert got == c["expect"], c["name"]

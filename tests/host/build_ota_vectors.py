@@ -19,11 +19,12 @@ from pathlib import Path
 import cbor2
 
 from edge_ota.cose import Ed25519Signer, dumps, sig_structure, sign1
-from edge_ota.manifest import KeyList, Manifest
+from edge_ota.manifest import KeyList, Manifest, RootRotation
 
 OUT = Path(__file__).parents[1] / "vectors" / "ota.json"
 ROOT = Ed25519Signer.from_seed(bytes(range(32)))
 SIGNER = Ed25519Signer.from_seed(bytes(range(32, 64)))
+NEXT_ROOT = Ed25519Signer.from_seed(bytes(range(64, 96)))
 BOARD = "esp32-devkitc"
 IMAGE = bytes(i & 0xFF for i in range(10240))
 NOW = 1790000000
@@ -142,6 +143,25 @@ def build() -> dict:
         {"name": "kid not its key's", "data": bad_kid.hex(), "current": 0, "expect": "malformed"},
         {"name": "stale", "data": kl.hex(), "current": 1, "expect": "stale-key-list"},
     ]
+    rot = RootRotation(1, NEXT_ROOT.public_key).sign(ROOT)
+    rot_body = RootRotation(1, NEXT_ROOT.public_key).to_cbor()
+    rotations = [
+        {"name": "good", "data": rot.hex(), "epoch": 0, "expect": "ok"},
+        {"name": "replayed at epoch 1", "data": rot.hex(), "epoch": 1, "expect": "stale-rotation"},
+        {"name": "skips an epoch", "data": RootRotation(2, NEXT_ROOT.public_key).sign(ROOT).hex(),
+         "epoch": 0, "expect": "stale-rotation"},
+        {"name": "signed by the signing key", "data": RootRotation(1, NEXT_ROOT.public_key)
+         .sign(SIGNER).hex(), "epoch": 0, "expect": "not-root"},
+        {"name": "bad signature", "data": (rot[:-1] + bytes([rot[-1] ^ 1])).hex(), "epoch": 0,
+         "expect": "bad-signature"},
+        {"name": "next root of 31 bytes", "data": sign1(dumps({0: 3, 1: 1, 2: bytes(31)}), ROOT).hex(),
+         "epoch": 0, "expect": "malformed"},
+        {"name": "a key list's kind", "data": sign1(b"\xa3\x00\x02" + rot_body[3:], ROOT).hex(),
+         "epoch": 0, "expect": "malformed"},
+        {"name": "trailing byte", "data": (rot + b"\x00").hex(), "epoch": 0, "expect": "trailing-bytes"},
+        {"name": "epoch as 18 01", "data": sign1(b"\xa3\x00\x03\x01\x18\x01" + rot_body[5:], ROOT).hex(),
+         "epoch": 0, "expect": "not-canonical"},
+    ]
     images = [
         {"length": 10240, "corrupt": False, "expect": "ok"},
         {"length": 10239, "corrupt": False, "expect": "size-mismatch"},
@@ -149,7 +169,7 @@ def build() -> dict:
         {"length": 10240, "corrupt": True, "expect": "digest-mismatch"},
     ]
     return {"root": ROOT.public_key.hex(), "manifests": manifests, "key_lists": key_lists,
-            "images": images}
+            "rotations": rotations, "next_root": NEXT_ROOT.public_key.hex(), "images": images}
 
 
 if __name__ == "__main__":
