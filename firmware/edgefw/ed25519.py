@@ -97,24 +97,26 @@ def _cached(P):
 
 
 def _table(P):
-    # The odd multiples P, 3P, ..., 15P, cached form.
+    # The odd multiples P, 3P, 5P, 7P, cached form: width-4 NAF, whose
+    # tables take half the heap of width 5's for ~10 % more additions (an
+    # OTA check runs beside the agent, in what its heap has left).
     P2 = _cached(_dbl(P))
     t = [_cached(P)]
-    for _ in range(7):
+    for _ in range(3):
         P = _add(P, P2)
         t.append(_cached(P))
     return t
 
 
 def _naf(k, out):
-    # Width-5 NAF of k into out (a bytearray of 256, two's complement
-    # digits, odd in -15..15); returns the number of digits.
+    # Width-4 NAF of k into out (a bytearray of 256, two's complement
+    # digits, odd in -7..7); returns the number of digits.
     i = 0
     while k:
         if k & 1:
-            d = k & 31
-            if d > 16:
-                d -= 32
+            d = k & 15
+            if d > 8:
+                d -= 16
             k -= d
             out[i] = d & 255
         else:
