@@ -394,4 +394,10 @@ class BleLink:
                 self.handle(agent.clock.uptime_ms())
             except OSError as e:
                 agent.fs_error(e)
+            except MemoryError:
+                # As on the serial link: the message is lost, the host
+                # repeats it; the agent goes on.
+                agent.no_memory += 1
+                import gc
+                gc.collect()
             agent.wake.set()

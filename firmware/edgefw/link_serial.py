@@ -128,6 +128,13 @@ class SerialLink:
                         agent.wake.set()
                 except OSError as e:
                     agent.fs_error(e)
+                except MemoryError:
+                    # A heap too cut up for this message just now: the
+                    # line is lost (the host sends again: TIME, ACK and the
+                    # OTA transfer all repeat), never the agent.
+                    agent.no_memory += 1
+                    import gc
+                    gc.collect()
             elif got == INTERRUPT:
                 c = await self._next_byte(stream, sleep_ms)
                 if c is not None and c < 32:

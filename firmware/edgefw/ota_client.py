@@ -101,7 +101,10 @@ class OtaClient:
         except Exception as e:
             # A fault of this code or of the flash: reported, never a crash
             # of the agent; the next query tries again.
+            # Not before a minute either: a fault that repeats must not
+            # flood the link.
             self.errors += 1
+            self.query_at = self.policy_at = self.now_ms + _RETRY_MS
             self.state("agent", 0, "failed", reason="%s: %r" % (fn, e))
             return None
         finally:
@@ -303,7 +306,7 @@ def start(agent):
         try:
             import machine
             machine.reset()
-        except ImportError:
+        except (ImportError, AttributeError):  # the virtual board's machine has none
             raise SystemExit(0)
 
     c = OtaClient(port.root, agent.device_id, board_name, VERSION, agent.clock, cfg, reset=reset,

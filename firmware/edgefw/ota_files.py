@@ -73,5 +73,8 @@ def keys_seq(root):
 def version_of(c, component):
     if component == "agent":
         return c.version
-    import os
-    return os.uname().release
+    # MicroPython's release as x.y.z: sys.implementation is on every port
+    # (os.uname is not on the Unix port).
+    import sys
+    v = sys.implementation.version
+    return "%d.%d.%d" % (v[0], v[1], v[2])

@@ -45,7 +45,9 @@ def _offer(c, f, link, now_ms):
         c.why = "command"
     held = keys_held(root)
     kl = f.get(4)
-    if kl is not None:
+    # The list held, sent again (a push does not know what the device
+    # holds), is skipped: nothing to check or write (7.3).
+    if kl is not None and kl != held:
         cur = ota_manifest.held_key_list(held)[1] if held is not None else 0
         ota_manifest.key_list(kl, root_pub, cur)
         held = bytes(kl)
@@ -110,6 +112,13 @@ def _manifest(c, data, held, root_pub, link, now_ms, now_s):
         return
     if sl.bad(root, comp) == seq:
         raise ValueError("rolled-back", seq)
+    if sl.on_trial(root):
+        p = sl.read(root).get("pending") or {}
+        if p.get("component") == comp and p.get("seq") == seq and p.get("digest") == digest:
+            # The image on trial, offered again (its counter is raised only
+            # at the confirm): it runs already, nothing to download.
+            c.state(comp, seq, "trial", version=version)
+            return
     fresh(c, m)
     x = c.xfer
     if x is not None:
