@@ -222,6 +222,8 @@ def _decode(payload):
             fields[-1] = crc32(r.b[at:r.i])  # the table as sent, for its id
     if kind == T_REFUSE and fields[2] >= fields[3]:
         raise bad(_E_REFUSE_RANGE)
+    if kind == T_OTA_OFFER and fields[2] != "agent" and fields[2] != "firmware":
+        raise bad(_E_RANGE, 2)  # a component of section 7.2
     if out is not None:
         out.check(kind, fields)
     return kind, fields

@@ -37,10 +37,23 @@ def check(kind, fields):
         _table_ok(fields[3], fields.pop(-1), fields[2])
     elif kind == T_BATCH:
         _ticks_ok(fields[2], fields[9])
-    elif kind == T_OTA_QUERY and (8 in fields) and (7 not in fields):
-        raise ValueError("key 8 (bytes held) comes only with key 7 (the download's sequence)")
+    elif kind == T_OTA_QUERY:
+        _one_of(fields[2], "agent firmware", "component")
+        _one_of(fields[9], "boot schedule command resume", "why")
+        if (8 in fields) and (7 not in fields):
+            raise ValueError("key 8 (bytes held) comes only with key 7 (the download's sequence)")
     elif kind == T_OTA_WINDOW and fields[4] < fields[3]:
         raise ValueError("key 4 (limit) is below key 3 (ack)")
+    elif kind == T_OTA_STATE:
+        _one_of(fields[2], "agent firmware", "component")
+        _one_of(fields[4], "refused current downloading stalled verified installed applying trial "
+                "confirmed rolled-back failed stale", "state")
+
+
+def _one_of(v, words, what):
+    # Section 7.2's closed lists.
+    if v not in words.split():
+        raise ValueError("%s %r is not one of: %s" % (what, v, words))
 
 
 def _uint_ok(v):

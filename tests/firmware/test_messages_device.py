@@ -16,7 +16,8 @@ VECTORS = REPO / "tests" / "vectors"
 MESSAGES = json.loads((VECTORS / "messages.json").read_text())
 BAD = json.loads((VECTORS / "bad_messages.json").read_text())
 NAMES = json.loads((VECTORS / "names.json").read_text())
-TYPES = {"HELLO": 1, "TIME": 2, "ACK": 4, "STATUS": 5, "SENSORS": 6, "BATCH": 7, "REFUSE": 8}
+TYPES = {"HELLO": 1, "TIME": 2, "ACK": 4, "STATUS": 5, "SENSORS": 6, "BATCH": 7, "REFUSE": 8,
+         "OTA_QUERY": 9, "OTA_OFFER": 10, "OTA_WINDOW": 11, "OTA_CHUNK": 12, "OTA_STATE": 13}
 
 _DECODE_EACH = r"""
 import binascii

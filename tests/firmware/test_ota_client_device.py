@@ -266,7 +266,8 @@ def test_every_refusal_of_an_offer_writes_nothing(root):
         ("trailing garbage", offer(good + b"\x00"), "trailing-bytes"),
         ("non-canonical", offer(_non_canonical(good)), "not-canonical"),
         ("rotation not signed by the root", offer(rot=rotation(by=SIGNER)), "not-root"),
-        ("stale key list", offer(keys=key_list()), "stale-key-list"),
+        # The list held, sent again, is skipped (7.3); another of its sequence is stale.
+        ("stale key list", offer(keys=key_list(1, (other.public_key, NOW_S + 86400))), "stale-key-list"),
         ("replayed rotation epoch", offer(rot=rotation(epoch=2)), "stale-rotation"),
     ]
     dev = _ready(root)
