@@ -141,8 +141,21 @@ def choose(r):
             slot = s
             break
     if slot:
-        sys.path.insert(0, path(r, "slots/" + slot))
+        sys.path.insert(0, _slot_dir(r, slot))
     return slot, trial
+
+
+def _slot_dir(r, slot):
+    # The slot's package in the board's ROMFS when it is there (a virtual
+    # board packs its slots into its "flash" image, as a board whose agent
+    # is frozen would hold them in a ROMFS partition: bytecode run in place,
+    # not loaded into the heap), else its folder.
+    rom = "/rom/slots/" + slot
+    try:
+        os.stat(rom + "/edgefw")
+        return rom
+    except OSError:
+        return path(r, "slots/" + slot)
 
 
 def _reset():

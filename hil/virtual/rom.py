@@ -63,6 +63,13 @@ def qstr_bytes(micropython: str, image: Path) -> int:
     return _qstr_cache[key]
 
 
+def _package(rom: VfsRomWriter, modules: list[Path]) -> None:
+    rom.opendir("edgefw")
+    for m in modules:
+        rom.mkfile(m.name, m.read_bytes())
+    rom.closedir()
+
+
 def build_rom(fs: Path, out: Path) -> int:
     """Write the ROMFS image of ``fs/edgefw`` to ``out``; return its size, 0 when there is no agent.
 
@@ -76,10 +83,18 @@ def build_rom(fs: Path, out: Path) -> int:
         Path(out).unlink(missing_ok=True)
         return 0
     rom = VfsRomWriter()
-    rom.opendir("edgefw")
-    for m in modules:
-        rom.mkfile(m.name, m.read_bytes())
-    rom.closedir()
+    _package(rom, modules)
+    # The OTA slots (docs/protocol.md 7.7) whose package is whole, as
+    # slots/<x>/edgefw: stage 0 runs a slot from here when it is here.
+    slots = [(s, sorted((Path(fs) / "slots" / s / "edgefw").glob("*.mpy"))) for s in ("a", "b")]
+    slots = [(s, m) for s, m in slots if any(p.name == "__init__.mpy" for p in m)]
+    if slots:
+        rom.opendir("slots")
+        for s, m in slots:
+            rom.opendir(s)
+            _package(rom, m)
+            rom.closedir()
+        rom.closedir()
     image = rom.finalise()
     tmp = Path(out).with_name(Path(out).name + ".tmp")
     tmp.write_bytes(image)
