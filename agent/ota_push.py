@@ -77,7 +77,12 @@ class PushWatch:
         return self.outcome["state"] if self.outcome is not None else self.last
 
     def __call__(self, event: str, fields: dict) -> None:
-        if fields.get("sequence") not in (None, self.release.sequence):
+        seq = fields.get("sequence")
+        # A refusal before the manifest could be read (its signature, its
+        # key), or an offer the device had no heap to check, cannot name the
+        # sequence: 0 then.
+        if seq not in (None, self.release.sequence) and not (seq == 0 and fields.get("state")
+                                                              in ("refused", "failed")):
             return
         if event == "progress":
             self.held = fields["held"]
@@ -187,7 +192,7 @@ def push_serial(port: str, db: str, release: Release, watch: PushWatch, *, timeo
         if on_bound is not None:
             on_bound(device_id)
         server.pinned = release
-        server.offer(release, release.component)
+        server.offer(release, release.component, key_list=server.key_list_for(0))
         while not watch.done.wait(0.2):
             _again(server, watch, release)
             server.poll()
@@ -211,7 +216,7 @@ def _again(server: Any, watch: PushWatch, release: Release) -> None:
     elif watch.stalled.is_set():
         watch.stalled.clear()
         if not watch.applied:
-            server.offer(release, release.component)
+            server.offer(release, release.component, key_list=server.key_list_for(0))
 
 
 def _check_board(core: Any, device_id: str, release: Release) -> None:
@@ -269,7 +274,7 @@ async def push_ble(device_id: str, db: str, release: Release, watch: PushWatch, 
             run = asyncio.ensure_future(pump.run())
             try:
                 if not watch.applied:       # first, or a cut before the switch: offer (again)
-                    pump.ota.offer(release, release.component)
+                    pump.ota.offer(release, release.component, key_list=pump.ota.key_list_for(0))
                 while not run.done() and not watch.done.is_set() and time.monotonic() < deadline:
                     await asyncio.wait({run}, timeout=0.2)
                     _again(pump.ota, watch, release)

@@ -19,6 +19,7 @@ from edge_agent.update_store import UpdateStore, publish
 from edge_ota.cose import Ed25519Signer
 from edge_ota.manifest import KeyList, Manifest, RootRotation
 from edge_ota.rollout import eligible
+from edge_ota.transfer import SERIAL_CHUNK
 from tests.host.ota_device import BLOCK, OtaDevice
 
 DEVICE = "esp32-0a0b0c0d0e0f"
@@ -289,7 +290,7 @@ def test_a_lost_chunk_comes_again_after_the_devices_rewind(fleet):
 
     def lose_once(p: bytes) -> bool:
         m = decode_message(p)
-        if m.__class__.__name__ == "OtaChunk" and m.offset == 960 * 2 and not lost:
+        if m.__class__.__name__ == "OtaChunk" and m.offset == SERIAL_CHUNK * 2 and not lost:
             lost.append(m.offset)
             return True
         return False
