@@ -55,14 +55,16 @@ def test_the_worst_case_runs_in_three_quarters_of_each_boards_heap(tmp_path, boa
 # not among them.
 
 
-def test_the_agents_code_from_mpy_files_takes_at_most_55_000_bytes_of_heap():
+def test_the_agents_code_from_mpy_files_takes_at_most_57_000_bytes_of_heap():
     # A board on stock MicroPython imports the agent as .mpy files: their
     # bytecode and names live in the heap. Measured on the 64-bit Unix port:
     # 72,640 B before the cut (protocol 2), 54,304 B for the previous release,
     # 61,184 B before this cut, 53,504 B after it (this test's method;
-    # bench_heap's "code .mpy": 59,936 -> 52,224).
+    # bench_heap's "code .mpy": 59,936 -> 52,224); 56,000 B with OTA (the
+    # five OTA types and the bstr kind in messages, the Uplink's routing to
+    # the client, boot's trial path, the links' MemoryError guard).
     from tests.firmware.compiled import prelude
     from tests.mpy import run
     code = prelude() + worst_case.IMPORT_COST
     cost = int(run(code, heap=4 * 1024 * 1024).stdout.split()[-1])
-    assert cost <= 55_000, cost
+    assert cost <= 57_000, cost
