@@ -227,6 +227,7 @@ def check_board_type(link, target: Target, board: dict) -> None:
                    "pass the --board it is, or add a board file for it to boards/")
 
 
+_HASH_BATCH = 12
 _HASHES = """\
 import hashlib, binascii, json
 _out = {}
@@ -306,11 +307,55 @@ for _p in (%r, %r):
 
 
 # The agent just deployed is slot "" (docs/protocol.md 7.7): a board that ran
-# an OTA slot goes back to it; counters and keys stay.
-_FACTORY_SLOT = """
-from edgefw import slots
-slots.reflashed('')
+# an OTA slot goes back to it; counters, sequences rolled back from and keys
+# stay (a bench re-flash is trusted), what described the slots' agent and the
+# slots themselves go. Done from the host (edgefw.slots.reflashed's rule):
+# loading slots.mpy into a raw REPL's heap after the copies can fail.
+_REMOVE_SLOTS = """
+import os
+def _rm(p):
+    try:
+        names = os.listdir(p)
+    except OSError:
+        try:
+            os.remove(p)
+        except OSError:
+            pass
+        return
+    for n in names:
+        _rm(p + '/' + n)
+    os.rmdir(p)
+for _p in ('slots/a', 'slots/b', 'ota/dl', 'ota/dl.json', 'ota/inst'):
+    _rm(_p)
 """
+
+
+def factory_slot(link) -> None:
+    """Point the board's ``ota/slot`` at slot "" and remove the OTA slots (7.7)."""
+    import json
+    import zlib
+
+    raw = link.get("ota/slot")
+    d: dict = {}
+    if raw and len(raw) > 4 and zlib.crc32(raw[:-4]).to_bytes(4, "big") == raw[-4:]:
+        try:
+            d = json.loads(raw[:-4])
+        except ValueError:
+            d = {}
+    if not isinstance(d, dict):
+        d = {}
+    for k in ("trial", "pending", "rolled"):
+        d.pop(k, None)
+    d["active"] = d["prev"] = d["why"] = ""
+    for k in ("seq", "digest", "version", "bad"):
+        if not isinstance(d.get(k), dict):
+            d[k] = {}
+    d["digest"].pop("agent", None)
+    d["version"].pop("agent", None)
+    data = json.dumps(d, separators=(",", ":")).encode()
+    link.mkdir("ota")
+    link.put("ota/slot", data + zlib.crc32(data).to_bytes(4, "big"))
+    link.exec(_REMOVE_SLOTS)
 
 
 def deploy(link, bundle: Bundle, progress: Progress, result: Result | None = None) -> tuple[int, int, int]:
@@ -339,12 +384,17 @@ def deploy(link, bundle: Bundle, progress: Progress, result: Result | None = Non
         link.mkdir("edgefw")
     keep = sorted(p.split("/", 1)[1] for p, _ in bundle.files if p.startswith("edgefw/"))
     link.exec(_STALE % (keep,))
-    out = link.exec(_HASHES % ([p for p, _ in bundle.files],))
-    try:
-        have = json.loads(out.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        raise DeviceError(f"the board on {link.port} answered the file check with {out[-200:]!r}",
-                          "retry; if it persists, the board's filesystem may be damaged") from None
+    # In batches: the program holding every path (60-odd with OTA) is
+    # compiled on the board, in a raw REPL heap that may have no hole for it.
+    paths = [p for p, _ in bundle.files]
+    have: dict = {}
+    for i in range(0, len(paths), _HASH_BATCH):
+        out = link.exec(_HASHES % (paths[i:i + _HASH_BATCH],))
+        try:
+            have.update(json.loads(out.strip().splitlines()[-1]))
+        except (ValueError, IndexError):
+            raise DeviceError(f"the board on {link.port} answered the file check with {out[-200:]!r}",
+                              "retry; if it persists, the board's filesystem may be damaged") from None
     todo = [(p, d) for p, d in bundle.files if have.get(p) != hashlib.sha256(d).hexdigest()]
     total = sum(len(d) for _, d in todo)
     done = 0
@@ -472,7 +522,7 @@ def flash_board(target: Target, store_path: Path | str, *, firmware: Path | None
             step = "deploy"
             _, result.files_skipped, _ = deploy(link, bundle, progress, result)
             link.exec(_CLEAR_CRASHES)
-            link.exec(_FACTORY_SLOT)
+            factory_slot(link)
             result.steps.append("deploy")
 
             step = "provision"

@@ -455,6 +455,10 @@ class FolderBoard:
     def mkdir(self, remote):
         (self.fs / remote).mkdir(exist_ok=True)
 
+    def get(self, remote):
+        f = self.fs / remote
+        return f.read_bytes() if f.exists() else None
+
 
 def frozen_image(tmp_path: Path, version: str) -> Path:
     """A folder standing for an image with agent ``version`` frozen in."""
@@ -525,7 +529,7 @@ def test_a_reflash_returns_a_board_to_the_agent_it_deployed_keeping_counters_and
     import struct
     import zlib
 
-    from edge_agent.flash import _FACTORY_SLOT, Builds, Result, deploy
+    from edge_agent.flash import Builds, Result, deploy, factory_slot
 
     fs = tmp_path / "fs"
     (fs / "slots" / "b" / "edgefw").mkdir(parents=True)
@@ -543,7 +547,7 @@ def test_a_reflash_returns_a_board_to_the_agent_it_deployed_keeping_counters_and
     with Builds() as builds:
         deploy(board, builds.bundle(load_board("esp32"), None), lambda *a: None,
                Result(Target("b", board.port, "esp32")))
-    board.exec(_FACTORY_SLOT)
+    factory_slot(board)
     raw = (fs / "ota" / "slot").read_bytes()
     assert zlib.crc32(raw[:-4]) == struct.unpack(">I", raw[-4:])[0]
     assert json.loads(raw[:-4]) == {"active": "", "prev": "", "why": "", "seq": {"agent": 7, "firmware": 2},

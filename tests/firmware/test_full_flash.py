@@ -18,10 +18,10 @@ from tests.firmware.spec_host import SpecHost
 
 @pytest.fixture
 def small_fs(tmp_path):
-    """A 256 KiB filesystem mounted for the test and always unmounted."""
+    """A 512 KiB filesystem (the firmware's sources take about 300 KiB of it) mounted for the test and always unmounted."""
     mnt = tmp_path / "flash"
     mnt.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)],
                           capture_output=True, text=True)
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a small filesystem here (needs root): {proc.stderr.strip()}")

@@ -66,7 +66,8 @@ class Scenario:
         if command_path(args)[:1] in BLE_COMMANDS:
             env = {**env, "EDGE_BLE": "sim"}    # the bench's air: a free host controller of it
         proc = edge(*args, timeout=120, env=env, check=not hasattr(check, "exit_code"))
-        assert proc.returncode == getattr(check, "exit_code", 0), (proc.stdout, proc.stderr)
+        want = getattr(check, "exit_code", 0)
+        assert proc.returncode in (want if isinstance(want, tuple) else (want,)), (proc.stdout, proc.stderr)
         self.ran.add(command_path(args))
         check(proc, self)
 
@@ -232,11 +233,15 @@ def ota_status(proc, s):
 
 
 def push_unanswered(proc, s):
-    # The virtual board's agent has no OTA client yet: the push says so and exits 5.
-    assert json.loads(proc.stderr)["exit_code"] == 5 and "no state from the device" in proc.stderr
+    # Within 5 s the virtual esp32 either answers that the offer failed
+    # (exit 4: it has no heap yet for the offer's checks beside its agent,
+    # the reason named) or has said nothing (exit 5); either way the push
+    # names what happened and the fix.
+    err = json.loads(proc.stderr)
+    assert err["exit_code"] == proc.returncode and err["error"] and err["fix"], err
 
 
-push_unanswered.exit_code = 5  # type: ignore[attr-defined]
+push_unanswered.exit_code = (4, 5)  # type: ignore[attr-defined]
 
 
 def bundled(proc, s):
