@@ -15,7 +15,7 @@ A board goes through these steps, in order; each reports progress as
    each file only if its SHA-256 on the board differs; copies are
    write-new-then-rename (:meth:`BoardLink.put`). The board then runs this
    agent (slot ""): OTA slots are removed, counters and keys kept
-   (``edgefw.slots.reflashed``).
+   (:func:`factory_slot`, docs/protocol.md 7.7).
 4. ``provision``: the identity (:func:`edge_agent.identity.provision`), kept
    unless ``reprovision``.
 5. ``selftest``: soft reset, then the console is read until the agent's HELLO
@@ -309,8 +309,8 @@ for _p in (%r, %r):
 # The agent just deployed is slot "" (docs/protocol.md 7.7): a board that ran
 # an OTA slot goes back to it; counters, sequences rolled back from and keys
 # stay (a bench re-flash is trusted), what described the slots' agent and the
-# slots themselves go. Done from the host (edgefw.slots.reflashed's rule):
-# loading slots.mpy into a raw REPL's heap after the copies can fail.
+# slots themselves go (docs/protocol.md 7.7). Done from the host: loading
+# slots.mpy into a raw REPL's heap after the copies can fail.
 _REMOVE_SLOTS = """
 import os
 def _rm(p):

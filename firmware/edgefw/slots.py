@@ -128,24 +128,6 @@ def rollback(root, why):
         _write(root, rolled_back(d, why))
 
 
-def reflashed(root):
-    # `edge flash` put an agent in slot "": the board runs it from now on.
-    # A bench re-flash is trusted; the counters, the sequences rolled back
-    # from and the keys stay (no downgrade through OTA after it), what
-    # described the slots' agent and the slots themselves go.
-    d = read(root)
-    for k in ("trial", "pending", "rolled"):
-        d.pop(k, None)
-    d["active"] = d["prev"] = d["why"] = ""
-    d["digest"].pop("agent", None)
-    d["version"].pop("agent", None)
-    _write(root, d)
-    for name in ("slots/a", "slots/b"):
-        _rmtree(_p(root, name))
-    for name in ("ota/dl", "ota/dl.json", "ota/inst"):
-        atomic.remove(_p(root, name))
-
-
 def inactive(d):
     return "b" if d["active"] == "a" else "a"
 
