@@ -63,8 +63,6 @@ class PushWatch:
     error: str | None = None
     done: threading.Event = field(default_factory=threading.Event)
     stalled: threading.Event = field(default_factory=threading.Event)
-    need_keys: threading.Event = field(default_factory=threading.Event)
-    keys_sent: bool = False
 
     @property
     def last(self) -> str | None:
@@ -98,12 +96,6 @@ class PushWatch:
             self._progress()
             if state == "stalled":
                 self.stalled.set()
-            if state == "refused" and fields.get("check") == "unknown-key" and not self.keys_sent:
-                # An unsolicited offer carries no key list (the device's may be newer, and an
-                # older one is refused): its key is unknown, so offer again with the host's list.
-                self.keys_sent = True
-                self.need_keys.set()
-                return
             if self.outcome is None and (state in ("refused", "failed", "rolled-back", "current")
                                          or self._reached(state)):
                 self.outcome = self.states[-1]
@@ -209,11 +201,8 @@ def push_serial(port: str, db: str, release: Release, watch: PushWatch, *, timeo
 
 
 def _again(server: Any, watch: PushWatch, release: Release) -> None:
-    """Offer again when the device stalled (before the switch) or lacks the signing key."""
-    if watch.need_keys.is_set():
-        watch.need_keys.clear()
-        server.offer(release, release.component, key_list=server.key_list_for(0))
-    elif watch.stalled.is_set():
+    """Offer again when the device stalled before the switch."""
+    if watch.stalled.is_set():
         watch.stalled.clear()
         if not watch.applied:
             server.offer(release, release.component, key_list=server.key_list_for(0))
