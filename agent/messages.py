@@ -66,9 +66,9 @@ END_TIME_MS = 4102444800000    # 2100-01-01T00:00:00Z, excluded
 
 # Section 7.2: the words OTA messages may carry.
 OTA_COMPONENTS = ("agent", "firmware")
-OTA_WHY = ("boot", "schedule", "command", "resume")
+OTA_WHY = ("boot", "schedule", "command", "resume", "retry")
 OTA_STATES = ("refused", "current", "downloading", "stalled", "verified", "installed", "applying",
-              "trial", "confirmed", "rolled-back", "failed", "stale")
+              "trial", "confirmed", "rolled-back", "failed", "stale", "busy")
 MAX_MANIFEST = 512         # bytes in OTA_OFFER key 3
 MAX_KEY_LIST = 640         # bytes in OTA_OFFER key 4
 MAX_ROTATION = 200         # bytes in OTA_OFFER key 5

@@ -77,10 +77,10 @@ class PushWatch:
     def __call__(self, event: str, fields: dict) -> None:
         seq = fields.get("sequence")
         # A refusal before the manifest could be read (its signature, its
-        # key), or an offer the device had no heap to check, cannot name the
-        # sequence: 0 then.
+        # key), or an offer the device had no heap to check just now (`busy`:
+        # it asks again and is offered again), cannot name the sequence: 0 then.
         if seq not in (None, self.release.sequence) and not (seq == 0 and fields.get("state")
-                                                              in ("refused", "failed")):
+                                                              in ("refused", "failed", "busy")):
             return
         if event == "progress":
             self.held = fields["held"]

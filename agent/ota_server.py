@@ -308,9 +308,12 @@ class OtaServer:
                     f"OTA progress of {device}")
 
     def _state(self, st: OtaState) -> None:
-        if st.sequence in self.transfers:
-            self.transfers[st.sequence].heard = self._now()
-            self.transfers[st.sequence].reoffers = 0
+        # `busy` (no heap for the checks just now, 7.2) names no sequence: the
+        # device is there and asks again, so every offer waiting is heard.
+        for seq in (self.transfers if st.state == "busy" else (st.sequence,)):
+            if seq in self.transfers:
+                self.transfers[seq].heard = self._now()
+                self.transfers[seq].reoffers = 0
         device, source, now = st.device_id, self.session.source, self._now()
 
         def record(s: Store) -> tuple[Release | None, Release | None]:

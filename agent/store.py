@@ -343,7 +343,7 @@ AUDIT_ACTIONS = ("paired", "unpaired", "forgotten", "factory_reset", "pair_refus
 # OTA (docs/protocol.md 7.2). The host's view of a device's update: "offered"
 # is the host's own word (it sent the manifest), the rest are OTA_STATE's.
 OTA_DEVICE_STATES = ("offered", "downloading", "stalled", "verified", "installed", "applying", "trial",
-                     "confirmed", "rolled-back", "refused", "failed", "stale", "current")
+                     "confirmed", "rolled-back", "refused", "failed", "stale", "current", "busy")
 OTA_IN_PROGRESS = ("downloading", "stalled", "verified", "installed", "applying", "trial")
 OTA_FAILED = ("rolled-back", "failed")
 # A device "attempted" a release once it started to download it; the halt rule

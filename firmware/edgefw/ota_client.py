@@ -6,7 +6,8 @@
 # messages waiting to go out and the hooks to the rest. The rest is loaded
 # when needed: an OFFER's checks (ota_offer.py) and the queries and boot
 # report (ota_query.py, ota_apply.py) from modules dropped after; the transfer
-# (ota_transfer.py, with its two 4096-byte blocks) only while one is open.
+# (ota_transfer.py, which streams chunks to flash and holds no block) only
+# while one is open.
 #
 # Rules it keeps:
 # - an OTA_STATE goes on every link (like STATUS); an OTA_WINDOW only on the
@@ -23,23 +24,11 @@ _STATES = const(8)
 _POLICY_MS = const(60000)
 _RESET_MS = const(500)  # the last states leave before the reset
 _RETRY_MS = const(60000)
+_BUSY_MS = const(10000)  # an offer its heap could not check: asked again after this
 
 
 def path(root, name):
     return root + "/" + name if root else name
-
-
-def blocks(out):
-    # Fills out (a list) up to the two blocks of a transfer (ota_transfer.py),
-    # each (buffer, view of its block, view of it all): a 4-byte guard and a
-    # block. Copies go through a view: a bytearray's own slice assignment
-    # from bytes allocates, a memoryview's does not. MemoryError leaves in
-    # out what was made.
-    while len(out) < 2:
-        b = bytearray(4100)
-        v = memoryview(b)
-        out.append((b, v[4:], v))
-    return out
 
 
 class OtaClient:
@@ -155,39 +144,48 @@ class OtaClient:
 
     # -- messages in -------------------------------------------------------
     def offer(self, f, link, now_ms):
-        # A valid OTA_OFFER (messages.decode) for this device, on link. With
-        # a manifest and no transfer open, the transfer's blocks are placed
-        # first, where the heap still has holes of 4 KB (the checks' modules
-        # come and go after them and leave it cut up); a block that finds no
-        # hole then is made after the checks, in the room their code left.
-        bufs = []
+        # A valid OTA_OFFER (messages.decode) for this device, on link.
+        x = self.xfer
+        if x is not None and self.same(x, f):
+            # The offer that opened this transfer, again (a host that heard
+            # nothing for 30 s, or answering a query sent meanwhile): its
+            # checks passed already, so none run beside the transfer.
+            if 6 in f:
+                self.query_at = now_ms + f[6] * 1000
+            x.again(link, now_ms)
+            return
         try:
-            if 3 in f and self.xfer is None:
-                import gc
-                gc.collect()
-                try:
-                    blocks(bufs)
-                except MemoryError:
-                    pass
             plan = self.run("ota_offer", "offer", f, link, now_ms)
             if plan is not None:
-                import gc
-                gc.collect()
                 from edgefw.ota_transfer import Transfer
-                self.xfer = Transfer(self, blocks(bufs), *plan)
+                self.xfer = Transfer(self, *plan)
+                self.xfer.manifest = bytes(f[3])
         except MemoryError:
-            # Too little heap just now: said if it can be, and asked again
-            # at the next query; the agent goes on.
-            bufs = None
+            # No room for the checks just now (the heap of a running agent
+            # comes and goes): `busy`, and asked again in 10 s, when the
+            # host offers again. The agent goes on.
             self.nomem += 1
+            self.query_at = now_ms + _BUSY_MS
+            self.why = "retry"
             try:
                 import gc
                 gc.collect()
-                self.state(f[2], 0, "failed", reason="out of memory for the offer's checks or blocks")
+                self.state(f[2], 0, "busy", reason="no heap for the offer's checks just now: asks again in %d s"
+                           % (_BUSY_MS // 1000))
             except MemoryError:
                 pass
         if self.xfer is None:
             drop("ota_transfer")
+
+    def same(self, x, f):
+        # Whether OFFER f is byte for byte the one that opened transfer x:
+        # its manifest, no rotation, and no key list but the one held.
+        if f.get(3) != x.manifest or 5 in f:
+            return False
+        if 4 not in f:
+            return True
+        from edgefw.ota_files import keys_held
+        return f[4] == keys_held(self.root)
 
     def chunk(self, seq, offset, data, skip, link, now_ms):
         # Image bytes data[skip:] at offset, for the transfer of sequence

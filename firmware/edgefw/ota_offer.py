@@ -13,8 +13,7 @@ from edgefw.ota_files import COMPONENTS, keys_held, load, save, trust, version_o
 
 def offer(c, f, link, now_ms):
     # None, or the arguments of the Transfer to open (opened by the client
-    # once this module and the checks' are dropped: the heap they held is
-    # where the transfer's blocks go).
+    # once this module and the checks' are dropped).
     comp = f[2]
     if 6 in f:
         c.query_at = now_ms + f[6] * 1000  # the host says when to ask again

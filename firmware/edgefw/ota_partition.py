@@ -1,8 +1,10 @@
 # Firmware images (docs/protocol.md 7.8): the inactive OTA partition of an
 # ESP32-family board through MicroPython's esp32.Partition, with the methods
-# of slots.AgentTarget. Blocks go straight into the partition
-# (writeblocks erases each 4096-byte sector first); the bytes held survive a
-# reboot in ota/fw, rewritten at each flush. The switch is set_boot(): the
+# of slots.AgentTarget. Chunks go straight into the partition at their
+# offset (a 4096-byte sector is erased when the image enters it, then
+# written piece by piece with writeblocks' offset form, which does not
+# erase); the bytes held survive a reboot in ota/fw, rewritten at each flush,
+# and a resume starts again at the sector they are in. The switch is set_boot(): the
 # bootloader boots the image once as pending verification and goes back to
 # the previous one unless slots.confirm() marks it valid first.
 from micropython import const
@@ -31,7 +33,6 @@ class FirmwareTarget:
         self._held = slots._p(root, "ota/fw")
         self._inst = slots._p(root, "ota/fwi")
         self._n = 0
-        self._pad = None
 
     def capacity(self):
         return self.part.ioctl(4, 0) * self.part.ioctl(5, 0)
@@ -41,23 +42,29 @@ class FirmwareTarget:
         if resume:
             raw = atomic.read(self._held)
             n = int(raw) if raw else 0
+            n -= n % _BLOCK  # that sector is erased again before it is written
         else:
             self.discard()
         self._n = n
         return n
 
     def write(self, offset, mv):
-        if offset != self._n or offset % _BLOCK:
+        # mv at offset, the next byte expected; split at sector starts,
+        # each erased first (flash bits are only cleared by an erase).
+        if offset != self._n:
             raise ValueError("offset")
+        part = self.part
+        i = 0
         k = len(mv)
-        if k < _BLOCK:
-            # The last block: erase works on whole sectors.
-            if self._pad is None:
-                self._pad = bytearray(_BLOCK)
-            for i in range(_BLOCK):
-                self._pad[i] = mv[i] if i < k else 0xFF
-            mv = self._pad
-        self.part.writeblocks(offset // _BLOCK, mv)
+        while i < k:
+            at = offset + i
+            sec = at // _BLOCK
+            inner = at % _BLOCK
+            if inner == 0:
+                part.ioctl(6, sec)
+            n = min(k - i, _BLOCK - inner)
+            part.writeblocks(sec, mv[i:i + n] if n != k else mv, inner)
+            i += n
         self._n = offset + k
 
     def flush(self):
@@ -69,7 +76,7 @@ class FirmwareTarget:
         return len(buf)
 
     def close(self):
-        self._pad = None
+        pass
 
     def discard(self):
         atomic.remove(self._held)

@@ -4,21 +4,16 @@
 # the client's window slot), the image into the target.
 #
 # Rules it keeps:
-# - two 4096-byte blocks (made by the client when the OFFER came, before
-#   its checks cut the heap up; released when the transfer closes), the
-#   one at ack first, swapped when it is written; each has a
-#   4-byte guard in front, so a BLE write (u32be offset | data) is copied
-#   whole, its 4 header bytes landing on bytes already held (saved and put
-#   back) or on the guard: no allocation per chunk. The one chunk of a
-#   block that straddles two is copied byte by byte;
-# - a chunk is taken only at the expected offset; a block is written, hashed
-#   and acknowledged when whole (one OTA_WINDOW per 4 KB, none per chunk);
-# - a gap asks for a rewind at most once per expected offset or second; a
-#   rewind expects the bytes from ack again (the host cuts its chunks anew
-#   from there);
-# - a block not complete within 15 s of its grant: a rewind, and after 3
-#   with no block completed the transfer closes `stalled`, keeping what it
-#   holds;
+# - no block in RAM: a chunk that covers the offset expected next is
+#   written to the target and hashed at once, from that offset (section
+#   7.5); the transfer itself holds a 128-byte OTA_WINDOW buffer, so it
+#   needs no hole larger than the chunk the link already holds;
+# - one OTA_WINDOW each time the bytes taken pass a multiple of 4096, none
+#   per chunk;
+# - a gap asks for a rewind at most once per expected offset or second; the
+#   host then sends again from what the device holds;
+# - 4096 bytes not taken within 15 s of a grant: a rewind, and after 3 with
+#   none taken the transfer closes `stalled`, keeping what it holds;
 # - ota/dl.json is rewritten when the transfer opens and every 64 KB, after
 #   the target made the bytes durable.
 from hashlib import sha256
@@ -37,23 +32,7 @@ _BLOCK_MS = const(15000)
 _RETRIES = const(3)
 _REWIND_MS = const(1000)
 _SAVE_EVERY = const(65536)
-def _copy(blk, at, src, skip):
-    # src into the block's buffer from at; the skip bytes its header
-    # overwrites (held bytes or the guard) are put back. Ints on the stack:
-    # no allocation.
-    buf = blk[0]
-    if skip:
-        s0 = buf[at]
-        s1 = buf[at + 1]
-        s2 = buf[at + 2]
-        s3 = buf[at + 3]
-        blk[2][at:at + len(src)] = src
-        buf[at] = s0
-        buf[at + 1] = s1
-        buf[at + 2] = s2
-        buf[at + 3] = s3
-    else:
-        blk[2][at:at + len(src)] = src
+_REHASH = const(512)
 
 
 def forget(root):
@@ -61,7 +40,7 @@ def forget(root):
 
 
 class Transfer:
-    def __init__(self, c, blocks, link, target, m, digest_hex, resume, now_ms):
+    def __init__(self, c, link, target, m, digest_hex, resume, now_ms):
         self.c = c
         self.link = link
         self.t = target
@@ -71,7 +50,7 @@ class Transfer:
         self.digest = m["digest"]
         self.digest_hex = digest_hex
         self.version = m["version"]
-        self.a, self.b = blocks  # the block at ack, the next one (the client's)
+        self.manifest = None  # its bytes (the client's), to know the same offer again
         self.h = sha256()
         self.dup = self.gaps = self.past = 0  # chunks ignored, by rule
         self.retries = 0
@@ -80,12 +59,17 @@ class Transfer:
         self.rw_at = -1
         self.rw_ms = 0
         held = target.begin(resume)
-        # The running SHA-256 cannot be saved: the bytes held are hashed again.
-        v = self.a[1]
-        for off in range(0, held, _BLOCK):
-            n = target.read_into(off, v)
-            self.h.update(v if n == _BLOCK else v[:n])
-        self.ack = self.next = self.saved = held
+        if held:
+            # The running SHA-256 cannot be saved: the bytes held are hashed
+            # again, through a small buffer dropped after.
+            v = memoryview(bytearray(_REHASH))
+            for off in range(0, held, _REHASH):
+                k = min(_REHASH, held - off)
+                if target.read_into(off, v[:k]) != k:
+                    raise OSError(5)
+                self.h.update(v[:k])
+            v = None
+        self.ack = self.saved = held
         self.save()
         c.state(self.component, self.seq, "downloading", version=self.version, held=held, size=self.size)
         if held >= self.size:
@@ -99,8 +83,10 @@ class Transfer:
         self.saved = self.ack
 
     def grant(self, now_ms, rewind):
-        # OTA_WINDOW {ack, limit}; the block's 15 s start now.
+        # OTA_WINDOW {ack, limit}; the next window when the bytes taken pass
+        # the next multiple of 4096, within 15 s from now.
         self.limit = min(self.size, self.ack + _GRANT)
+        self.mark = min(self.size, (self.ack // _BLOCK + 1) * _BLOCK)
         self.deadline = now_ms + _BLOCK_MS
         self.window(rewind)
 
@@ -113,9 +99,7 @@ class Transfer:
         c.window_link = self.link
 
     def rewind_from_ack(self, now_ms):
-        # The host sends again from ack, its chunks cut anew from there: the
-        # bytes past ack held in the blocks are taken again, not matched.
-        self.next = self.ack
+        # The host sends again from ack: every byte before it is taken.
         self.rw_at = self.ack
         self.rw_ms = now_ms
         self.window(True)
@@ -143,67 +127,43 @@ class Transfer:
 
     # -- chunks ------------------------------------------------------------
     def take(self, offset, src, skip, now_ms):
-        # src[skip:] holds the bytes at offset.
-        n = len(src)
-        end = offset + n - skip
+        # src[skip:] holds the bytes at offset. Taken from the offset
+        # expected when the chunk covers it: straight to the target and the
+        # hash (a view, no copy of the bytes).
+        end = offset + len(src) - skip
         if end > self.size:
             self.refuse("size-mismatch")  # the endless-data attack
             return
         if end > self.limit:
             self.past += 1  # the host broke the window
             return
-        exp = self.next
-        if offset != exp:
-            if offset < exp:
-                self.dup += 1
-            else:
-                self.gaps += 1
-                if self.rw_at != exp or now_ms - self.rw_ms >= _REWIND_MS:
-                    self.rewind_from_ack(now_ms)
+        exp = self.ack
+        if offset > exp:
+            self.gaps += 1
+            if self.rw_at != exp or now_ms - self.rw_ms >= _REWIND_MS:
+                self.rewind_from_ack(now_ms)
             return
-        d = offset - self.ack  # where src[skip] goes, from the first block's start
-        e = d + n - skip
-        if e <= _BLOCK:
-            _copy(self.a, 4 + d - skip, src, skip)
-        elif d >= _BLOCK:
-            _copy(self.b, 4 + d - _BLOCK - skip, src, skip)
-        else:
-            a = self.a[0]
-            b = self.b[0]
-            for i in range(skip, n):
-                if d < _BLOCK:
-                    a[4 + d] = src[i]
-                else:
-                    b[4 + d - _BLOCK] = src[i]
-                d += 1
-        self.next = end
-        if end - self.ack >= _BLOCK or end == self.size:
-            self.block(now_ms)
-
-    def block(self, now_ms):
-        # The first block is whole: to flash, into the hash, acknowledged.
-        a = self.ack
-        k = self.size - a
-        v = self.a[1] if k >= _BLOCK else self.a[1][:k]
-        if k > _BLOCK:
-            k = _BLOCK
+        if end <= exp:
+            self.dup += 1
+            return
+        skip += exp - offset
+        v = memoryview(src)[skip:] if skip else src
         try:
-            self.t.write(a, v)
-            if a + k - self.saved >= _SAVE_EVERY:
+            self.t.write(exp, v)
+            self.h.update(v)
+            if end - self.saved >= _SAVE_EVERY:
                 self.t.flush()
-                self.ack = a + k
+                self.ack = end
                 self.save()
         except OSError as e:
             self.fail("write failed: %r" % e)
             return
-        self.h.update(v)
-        self.ack = a + k
-        self.a, self.b = self.b, self.a  # the next block is now first
-        self.retries = 0
+        self.ack = end
         self.rw_at = -1
-        if self.ack == self.size:
+        if end == self.size:
             self.finish(now_ms)
-        else:
+        elif end >= self.mark:
+            self.retries = 0
             self.grant(now_ms, False)
 
     def tick(self, now_ms):
@@ -222,7 +182,6 @@ class Transfer:
         c = self.c
         if c.xfer is self:
             c.xfer = None
-        self.a = self.b = None
 
     def pause(self, why="paused"):
         # Closed, what is held kept for a resume: `stalled` when the host

@@ -39,7 +39,7 @@ def check(kind, fields):
         _ticks_ok(fields[2], fields[9])
     elif kind == T_OTA_QUERY:
         _one_of(fields[2], "agent firmware", "component")
-        _one_of(fields[9], "boot schedule command resume", "why")
+        _one_of(fields[9], "boot schedule command resume retry", "why")
         if (8 in fields) and (7 not in fields):
             raise ValueError("key 8 (bytes held) comes only with key 7 (the download's sequence)")
     elif kind == T_OTA_WINDOW and fields[4] < fields[3]:
@@ -47,7 +47,7 @@ def check(kind, fields):
     elif kind == T_OTA_STATE:
         _one_of(fields[2], "agent firmware", "component")
         _one_of(fields[4], "refused current downloading stalled verified installed applying trial "
-                "confirmed rolled-back failed stale", "state")
+                "confirmed rolled-back failed stale busy", "state")
 
 
 def _one_of(v, words, what):

@@ -29,6 +29,9 @@ _BLOCK = 4096
 _f = None
 _size = 0
 _rec = [0, "valid", 0, 0]   # boot, state, prev, run
+_old = bytearray(64)        # what a write without erase meets, 64 bytes at a time
+_oldv = memoryview(_old)
+_FF = b"\xff" * 64
 
 
 class Partition:
@@ -72,9 +75,22 @@ class Partition:
             # Erase then write: the erase works on whole sectors.
             if len(buf) % _BLOCK:
                 raise OSError(22)
-            offset = 0
-        self._at(block, offset, len(buf))
-        _f.write(buf)
+            self._at(block, 0, len(buf))
+            _f.write(buf)
+        else:
+            # No erase: as NOR flash, a write only clears bits, so bytes
+            # written over without an erase come out as the AND of both.
+            self._at(block, offset, len(buf))
+            at = block * _BLOCK + offset
+            mv = memoryview(buf)
+            for i in range(0, len(buf), 64):
+                n = min(64, len(buf) - i)
+                self._at(0, at + i, n)
+                _f.readinto(_oldv[:n])
+                for j in range(n):
+                    _old[j] &= mv[i + j]
+                self._at(0, at + i, n)
+                _f.write(_oldv[:n])
         _f.flush()
 
     def ioctl(self, op, arg):
@@ -82,6 +98,12 @@ class Partition:
             return _size // _BLOCK
         if op == 5:
             return _BLOCK
+        if op == 6:
+            # Erase one sector: every byte back to 0xFF.
+            self._at(arg, 0, _BLOCK)
+            for _ in range(_BLOCK // 64):
+                _f.write(_FF)
+            return 0
         return 0
 
     def get_next_update(self):

@@ -4,7 +4,8 @@ drives it with serial frames, one line at a time.
 
 The device process reads lines on stdin: a frame line (given to its
 Uplink), ``T <ms>`` (its clock moves on), ``H`` (the agent's health hook
-fires) or ``M`` (it prints its lowest free heap so far); after each, it
+fires), ``M`` (it prints its lowest free heap so far) or ``B <n>`` / ``B``
+(ballast holds the heap until about n bytes are free / lets it go); after each, it
 polls its Uplink until nothing is due, writes every message as a frame line,
 then ``.``. The target and the slots are stand-ins with the methods of
 /work/briefs/interface.md (edgefw.slots lands on its own branch), kept in
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from edge_ota.cose import Ed25519Signer
 from edge_ota.manifest import KeyList, Manifest, RootRotation
-from tests.firmware.compiled import prelude
+from tests.firmware.compiled import frozen, frozen_prelude
 from tests.firmware.fakes import DEVICE_FAKES
 from tests.firmware.spec_host import encode, messages
 from tests.mpy import FIRMWARE, REPO, board_heap, firmware_on_path, micropython_exe
@@ -167,6 +168,7 @@ up.ota = OtaClient(ROOT, "esp32-3f9a0c12b7d4", "esp32", "0.1.0", clock,
                    targets=None if REAL else {"agent": target}, slots=None if REAL else Slots(),
                    reset=reset, readings=lambda: {"battery": BATTERY})
 low = gc.mem_free()
+ballast = []
 while True:
     line = sys.stdin.readline()
     if not line:
@@ -181,6 +183,14 @@ while True:
     elif line == "M":
         gc.collect()
         print("MEM %d %d" % (low, gc.mem_free()))
+    elif line.startswith("B"):
+        # Ballast: the heap held until about n bytes are free ("B n"), or let go ("B").
+        ballast = []
+        n = int(line[2:]) if len(line) > 2 else None
+        for _ in range(3):  # what a collection frees is held too
+            gc.collect()
+            while n is not None and gc.mem_free() > n + 256:
+                ballast.append(bytearray(200))
     elif line:
         try:
             up.receive(frame.decode(line.encode()), port.t)
@@ -252,9 +262,11 @@ class Device:
         self.resets = 0
         self.low = None
         self.bad: list[str] = []
-        code = prelude() + f"sys.path.insert(0, {str(harness())!r})\nimport ota_harness\n"
+        # The agent frozen, as on a board (its code in flash, not in the heap).
+        code = frozen_prelude() + f"sys.path.insert(0, {str(harness())!r})\nimport ota_harness\n"
+        heap_bytes = (int(heap) if heap.isdigit() else board_heap(heap)) + frozen()[1]
         self.p = subprocess.Popen(
-            [micropython_exe(), "-X", f"heapsize={heap if heap.isdigit() else board_heap(heap)}", "-c", code,
+            [micropython_exe(), "-X", f"heapsize={heap_bytes}", "-c", code,
              str(root), str(capacity), "real" if real else "stand-in", str(battery)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env={**os.environ, "MICROPYPATH": ".frozen"}, cwd=str(FIRMWARE))

@@ -29,7 +29,7 @@ def root(tmp_path):
     return tmp_path
 
 
-HEAP = "163840"
+HEAP = "esp32"
 
 
 def boot(root, heap=HEAP, **kw):
@@ -190,6 +190,47 @@ def test_a_host_that_stops_sending_is_asked_again_three_times_then_the_transfer_
         got = dev.send("T 4000000")
         q = ota(got, 9)
         assert q and q[0][7] == 7 and q[0][8] == 4096 and q[0][9] == "resume"
+    finally:
+        dev.stop()
+
+
+def test_an_offer_the_heap_cannot_check_just_now_is_busy_then_asked_for_again(root):
+    # A running agent's heap comes and goes: no room for the checks now is
+    # `busy`, nothing written, a query 10 s later (why "retry"), not a failure.
+    img = image(9_000)
+    dev = _ready(root)
+    try:
+        dev.send("B 9000")
+        got = dev.msg(offer(manifest(img), key_list()))
+        st = ota(got, 13)
+        assert [(m[3], m[4]) for m in st] == [(0, "busy")] and "heap" in st[0][9], st
+        assert not (root / "ota" / "dl.json").exists() and not ota(got, 11)
+        dev.send("B")
+        assert not ota(dev.send("T 9000"), 9)
+        q = ota(dev.send("T 1000"), 9)
+        assert q and q[0][9] == "retry"
+        log = Host(dev, img).run(dev.msg(offer(manifest(img), key_list())))
+        assert states(log) == ["downloading", "verified", "installed", "applying"]
+    finally:
+        dev.stop()
+
+
+def test_the_offer_of_the_open_transfer_again_is_not_checked_again_and_the_transfer_goes_on(root):
+    # A host's answer to a query crossing its own offer: no second verify
+    # beside the transfer. Shown by taking the device's trust anchor away:
+    # checks run again would refuse (not-root); the same offer goes on.
+    img = image(30_000)
+    dev = _ready(root)
+    m = manifest(img)
+    try:
+        host = Host(dev, img)
+        host.run(dev.msg(offer(m, key_list())), stop=lambda log: any(w[3] >= 8192 for w in ota(log, 11)))
+        (root / "identity" / "anchors.json").rename(root / "anchors.away")
+        again = dev.msg(offer(m, key_list()))
+        assert states(again) == [] and ota(again, 11)[-1].get(5) is True
+        log = Host(dev, img).run(again)
+        assert states(log) == ["verified", "installed", "applying"]
+        assert (root / "slot_b").read_bytes() == img
     finally:
         dev.stop()
 

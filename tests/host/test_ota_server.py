@@ -367,6 +367,25 @@ def test_a_window_or_state_resets_the_re_offer_clock(fleet):
     assert len(link.sent(OtaOffer)) == 1
 
 
+def test_a_busy_device_is_heard_its_offer_waits_for_its_query_and_history_says_so(fleet):
+    # `busy` (no heap for the checks just now) names no sequence: the offer
+    # is not given up, and the device's state of the release does not change.
+    release = fleet.release()
+    dev = fleet.device()
+    link = fleet.link(dev)
+    dev.query()
+    link.up()
+    reason = "no heap for the offer's checks just now: asks again in 10 s"
+    for _ in range(MAX_REOFFERS + 2):
+        fleet.now += REOFFER_AFTER - 5
+        link.session.receive_message(encode_message(OtaState(DEVICE, "agent", 0, "busy", reason=reason)))
+        link.server.poll()
+    assert 7 in link.server.transfers and len(link.sent(OtaOffer)) == 1
+    h = fleet.store.ota_history(device_id=DEVICE)
+    assert [x["state"] for x in h].count("busy") == MAX_REOFFERS + 2 and h[-1]["reason"] == reason
+    assert [(d["release"], d["state"]) for d in fleet.store.ota_devices(device_id=DEVICE)] == [(release.id, "offered")]
+
+
 def test_bad_and_unsolicited_ota_messages_are_counted_and_never_stop_the_link(fleet):
     fleet.release()
     dev = fleet.device()
