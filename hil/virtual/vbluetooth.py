@@ -133,20 +133,45 @@ class _BLE:
         _thread.start_new_thread(self._read_loop, (s,))
 
     def _read_loop(self, s):
+        # A controller out of buffers drops a packet, it does not die: a line
+        # the heap has no room for just now is tried again after a
+        # collection, then dropped (its tail, read next, is skipped too).
+        import gc
         import json
+        torn = False
         while True:
             try:
                 line = s.readline()
             except OSError:
                 line = b""
-            try:
-                msg = json.loads(line) if line else None
-            except ValueError:
-                msg = None  # a garbled line: the bridge is not to be trusted any more
+            except MemoryError:
+                gc.collect()
+                torn = True
+                continue
+            msg = None
+            for _ in range(3):
+                try:
+                    msg = json.loads(line) if line else None
+                    break
+                except ValueError:
+                    msg = None  # a garbled line: the bridge is not to be trusted any more
+                    break
+                except MemoryError:
+                    gc.collect()
+                    msg = False
+            if torn and line:
+                torn = False
+                if not msg:
+                    continue  # the tail of the line dropped
+            if msg is False:
+                continue  # no room for this one: dropped, as a packet
             if not msg:
                 break
             if msg[0] == "ev":
-                self._queue(msg[1], msg[2])
+                try:
+                    self._queue(msg[1], msg[2])
+                except MemoryError:
+                    gc.collect()
             else:
                 self._reply = msg
                 self._lock.release()
