@@ -1,11 +1,19 @@
 """The counting of bench/bench_ota_transfer.py (not timed): efficiency and round trips from a trace of ATT
-values, on exchanges whose figures are known, so the bench cannot rot unnoticed."""
+values, on exchanges whose figures are known, and the live instrumentation of `edge ota push` on the
+virtual air against what the stand-in device of tests/host/test_ota_ble.py received, so the bench cannot
+rot unnoticed."""
 
 from __future__ import annotations
 
-from bench.bench_ota_transfer import Trace, count, modelled
+import json
+
+from bench.bench_ota_transfer import Trace, count, instrument, modelled
+from edge_agent.links import ble
 from edge_agent.messages import OtaOffer, OtaState, OtaWindow, encode_message
+from edge_agent.store import Store
 from edge_ota.transfer import BLOCK, Sender, bulk_value, chunk_size_for_mtu
+from tests.host.ota_release import Releases
+from tests.host.test_ota_ble import CODE, ESP, air  # noqa: F401 (air: the fixture)
 
 DEV = "picow-0a0b0c0d0e0f"
 CHUNK = chunk_size_for_mtu(247)             # 240 image bytes in a 244-byte value
@@ -88,3 +96,31 @@ def test_the_modelled_exchange_of_64_kb_meets_the_issues_goals_at_mtu_247():
     assert (worst.round_trips, best.round_trips) == (15, 1)
     assert worst.image_bytes == 65536 and worst.bulk_values == 16 * 18 and worst.resent == 0
     assert worst.efficiency >= 0.95 and worst.efficiency == best.efficiency
+
+
+def test_a_push_on_the_virtual_air_is_counted_as_the_device_received_it(air, edge_home, tmp_path,  # noqa: F811
+                                                                       monkeypatch):
+    env = {"EDGE_BLE": "sim", "EDGE_BLE_HCI": air.spec}
+    assert edge_home.invoke("pair", ESP, "--code", CODE, "--account", "home", env=env).exit_code == 0
+    with Store(edge_home.db) as s:
+        s.device_number(ESP)
+        s._db.execute("UPDATE devices SET board = 'esp32' WHERE device_id = ?", (ESP,))
+    image = bytes(range(256)) * 40 + b"tail"          # 10,244 bytes: two whole blocks and a short one
+    signed, manifest = Releases(edge_home, tmp_path).sign(image, board="esp32")
+    monkeypatch.setattr(ble, "BleConnection", ble.BleConnection)   # restored after the test
+    monkeypatch.setattr(ble, "TelemetryPump", ble.TelemetryPump)
+    monkeypatch.setenv("EDGE_BLE_MTU", "247")
+    trace = Trace()
+    instrument(trace)
+    r = edge_home.invoke("ota", "push", ESP, str(signed), str(manifest), "--until", "installed", "--json",
+                         "--timeout", "60s", env=env)
+    assert r.exit_code == 0 and json.loads(r.stdout)["state"] == "installed", r.output
+    device = air.peripherals[ESP]
+    f = count(trace, len(image))
+    assert (f.image_bytes, f.resent) == (len(image), 0)
+    assert f.bulk_values == len(device.bulk_sizes) and f.bulk_att == sum(device.bulk_sizes)
+    assert max(device.bulk_sizes) == 244                # MTU 247: 240 image bytes behind the offset
+    assert f.ota_msgs["offer"][0] == len(device.ota.offers)
+    assert f.ota_msgs["window"][0] == len(device.ota.windows) == 4     # the first, then one per block
+    assert f.ota_msgs["state"][0] == len(device.ota.states)
+    assert 1 <= f.round_trips <= 2 and f.other_att > 0   # the offer's, and at most one for the credit
