@@ -6,9 +6,10 @@
 # Reading: the event loop is awaited only for the first byte of a burst;
 # the rest is taken from the port while bytes are waiting (port.ready_byte),
 # one at a time, so nothing past an interrupt request is ever read. The link
-# gives the loop a turn after each frame line and every _BURST bytes, so the
-# sender (an OTA_WINDOW), the sampler and the watchdog keep running during a
-# transfer.
+# gives the loop a turn every _BURST bytes, so the sender (an OTA_WINDOW),
+# the sampler and the watchdog keep running during a transfer; not after
+# each line, as a pass of the loop costs as much as a line (1 ms on the Unix
+# port while a task waits on a ThreadSafeFlag and another sleeps).
 #
 # Rules it keeps (docs/protocol.md sections 1 and 2.11):
 # - a line longer than a frame can be is dropped as it arrives (counted when
@@ -27,7 +28,7 @@ from micropython import const
 _CTRL_C = const(3)
 _INTR_WAIT_MS = const(500)
 _INTR_POLL_MS = const(20)
-_BURST = const(512)
+_BURST = const(2048)
 
 # What feed() returns.
 NOTHING = const(0)
@@ -124,31 +125,47 @@ class SerialLink:
         stream = port.reader()
         one = self._byte
         while True:
-            if not await stream.readinto(one):
-                return
-            c = one[0]
-            left = _BURST
-            while c >= 0:
-                got = self.feed(c)
-                if got == LINE:
-                    self._deliver(agent)
-                    break
-                if got == INTERRUPT:
-                    c = await self._next_byte(sleep_ms)
-                    if 0 <= c < 32:
-                        port.kbd_intr(3)
-                        port.write(b"\r\nedge: agent stopped by Ctrl-C; the REPL has the console\r\n")
-                        # Not an Exception: boot does not count it as a crash,
-                        # and out of main.py it leaves the board at its REPL.
-                        raise KeyboardInterrupt
-                    # Silence, or text such as a host's next frame ('#'): a
-                    # stray byte; what follows is read as usual.
-                    self.ignore_interrupt()
-                    continue
-                left -= 1
-                if not left:
-                    break
-                c = port.ready_byte()
+            c = port.ready_byte()
+            if c < 0:
+                # Nothing waiting: the event loop wakes the link at the next
+                # byte.
+                if not await stream.readinto(one):
+                    return
+                c = one[0]
+            if await self._burst(c, agent, sleep_ms):
+                # The other tasks' turn: a pass of the loop that waits for
+                # nothing, cheaper than waiting for input that is there.
+                await sleep_ms(0)
+
+    async def _burst(self, c, agent, sleep_ms):
+        # Feeds c and the bytes waiting after it. True when it stopped with
+        # more perhaps waiting (_BURST bytes fed), False when none was.
+        port = self.port
+        left = _BURST
+        while True:
+            got = self.feed(c)
+            if got == LINE:
+                self._deliver(agent)
+            elif got == INTERRUPT:
+                c = await self._next_byte(sleep_ms)
+                if 0 <= c < 32:
+                    port.kbd_intr(3)
+                    port.write(b"\r\nedge: agent stopped by Ctrl-C; the REPL has the console\r\n")
+                    # Not an Exception: boot does not count it as a crash,
+                    # and out of main.py it leaves the board at its REPL.
+                    raise KeyboardInterrupt
+                # Silence, or text such as a host's next frame ('#'): a
+                # stray byte; what follows is read as usual.
+                self.ignore_interrupt()
+                if c < 0:
+                    return False
+                continue
+            left -= 1
+            if not left:
+                return True
+            c = port.ready_byte()
+            if c < 0:
+                return False
 
     def _deliver(self, agent):
         try:
