@@ -55,22 +55,22 @@ class Port:
         return asyncio.StreamReader(getattr(sys.stdin, "buffer", sys.stdin))
 
     def ready_byte(self):
-        # The next console byte if one is already waiting, else -1 (or at
-        # the end of input). Never blocks and allocates nothing: ipoll
-        # yields the poll object's own tuple, the byte lands in a buffer of
-        # the port's. The link reads a burst this way, not through the event
-        # loop, whose every pass costs far more than a byte (1 ms on the Unix
-        # port while a task waits on a ThreadSafeFlag, as the BLE link's
-        # does); and as only the bytes asked for are read, what follows an
-        # interrupt request stays on the console for the REPL.
+        # The next console byte if one is already waiting, else -1 (also at
+        # the end of input). Never blocks; allocates nothing after its first
+        # call (ipoll yields the poll object's own tuple). The link reads a
+        # burst this way rather than through the event loop, a pass of which
+        # costs far more than a byte (1 ms on the Unix port while a task
+        # waits on a ThreadSafeFlag); and as only the bytes asked for are
+        # read, what follows an interrupt request stays for the REPL.
         poll = self._poll
         if poll is None:
             import select
             poll = self._poll = select.poll()
             poll.register(sys.stdin, select.POLLIN)
+            self._in = getattr(sys.stdin, "buffer", sys.stdin)
             self._one = bytearray(1)
         for _ in poll.ipoll(0):
-            if sys.stdin.buffer.readinto(self._one):
+            if self._in.readinto(self._one):
                 return self._one[0]
             break
         return -1
