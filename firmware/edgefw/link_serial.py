@@ -3,6 +3,14 @@
 # buffer allocated at boot, hands the payload of each frame line to its
 # Uplink, and writes what the Uplink's poll gives as frames.
 #
+# Reading: the event loop is awaited only for the first byte of a burst;
+# the rest is taken from the port while bytes are waiting (port.ready_byte),
+# one at a time, so nothing past an interrupt request is ever read. The link
+# gives the loop a turn every _BURST bytes, so the sender (an OTA_WINDOW),
+# the sampler and the watchdog keep running during a transfer; not after
+# each line, as a pass of the loop costs as much as a line (1 ms on the Unix
+# port while a task waits on a ThreadSafeFlag and another sleeps).
+#
 # Rules it keeps (docs/protocol.md sections 1 and 2.11):
 # - a line longer than a frame can be is dropped as it arrives (counted when
 #   it is a frame): no input can make the link allocate;
@@ -20,6 +28,7 @@ from micropython import const
 _CTRL_C = const(3)
 _INTR_WAIT_MS = const(500)
 _INTR_POLL_MS = const(20)
+_BURST = const(2048)
 
 # What feed() returns.
 NOTHING = const(0)
@@ -112,54 +121,79 @@ class SerialLink:
     async def run(self, agent, sleep_ms):
         # Reads the console until it closes (CPython on a pipe). agent gives
         # the clock, the wake-up and the flash-full accounting.
-        stream = self.port.reader()
+        port = self.port
+        stream = port.reader()
         one = self._byte
-        c = None
         while True:
-            if c is None:
+            c = port.ready_byte()
+            if c < 0:
+                # Nothing waiting: the event loop wakes the link at the next
+                # byte.
                 if not await stream.readinto(one):
                     return
                 c = one[0]
+            if await self._burst(c, agent, sleep_ms):
+                # The other tasks' turn: a pass of the loop that waits for
+                # nothing, cheaper than waiting for input that is there.
+                await sleep_ms(0)
+
+    async def _burst(self, c, agent, sleep_ms):
+        # Feeds c and the bytes waiting after it. True when it stopped with
+        # more perhaps waiting (_BURST bytes fed), False when none was.
+        port = self.port
+        left = _BURST
+        while True:
             got = self.feed(c)
-            c = None
             if got == LINE:
-                try:
-                    if self.receive_line(self.line(), agent.clock.uptime_ms()):
-                        agent.wake.set()
-                except OSError as e:
-                    agent.fs_error(e)
-                except MemoryError:
-                    # A heap too cut up for this message just now: the
-                    # line is lost (the host sends again: TIME, ACK and the
-                    # OTA transfer all repeat), never the agent.
-                    agent.no_memory += 1
-                    import gc
-                    gc.collect()
+                self._deliver(agent)
             elif got == INTERRUPT:
-                c = await self._next_byte(stream, sleep_ms)
-                if c is not None and c < 32:
-                    self.port.kbd_intr(3)
-                    self.port.write(b"\r\nedge: agent stopped by Ctrl-C; the REPL has the console\r\n")
+                c = await self._next_byte(sleep_ms)
+                if 0 <= c < 32:
+                    port.kbd_intr(3)
+                    port.write(b"\r\nedge: agent stopped by Ctrl-C; the REPL has the console\r\n")
                     # Not an Exception: boot does not count it as a crash,
                     # and out of main.py it leaves the board at its REPL.
                     raise KeyboardInterrupt
                 # Silence, or text such as a host's next frame ('#'): a
                 # stray byte; what follows is read as usual.
                 self.ignore_interrupt()
+                if c < 0:
+                    return False
+                continue
+            left -= 1
+            if not left:
+                return True
+            c = port.ready_byte()
+            if c < 0:
+                return False
 
-    async def _next_byte(self, stream, sleep_ms):
+    def _deliver(self, agent):
+        try:
+            if self.receive_line(self.line(), agent.clock.uptime_ms()):
+                agent.wake.set()
+        except OSError as e:
+            agent.fs_error(e)
+        except MemoryError:
+            # A heap too cut up for this message just now: the line is lost
+            # (the host sends again: TIME, ACK and the OTA transfer all
+            # repeat), never the agent.
+            agent.no_memory += 1
+            import gc
+            gc.collect()
+
+    async def _next_byte(self, sleep_ms):
         # The byte after a 0x03 at a line start if one comes within 500 ms,
-        # else None. A port with no REPL (CPython) has no one to hand the
+        # else -1. A port with no REPL (CPython) has no one to hand the
         # console to, so there the 0x03 is always stray.
         port = self.port
         if not port.repl:
-            return None
+            return -1
         t0 = port.ticks_ms()
         # Measured on the clock, not by counting sleeps: a busy loop
         # stretches sleeps, and the window is 500 ms of real time.
         while port.ticks_diff(port.ticks_ms(), t0) <= _INTR_WAIT_MS:
-            if port.input_waiting():
-                await stream.readinto(self._byte)
-                return self._byte[0]
+            c = port.ready_byte()
+            if c >= 0:
+                return c
             await sleep_ms(_INTR_POLL_MS)
-        return None
+        return -1

@@ -44,7 +44,11 @@ class CPython(Port):
         sys.stdout.buffer.flush()
 
     def reader(self):
-        return _PipeReader()
+        self._reader = _PipeReader()
+        return self._reader
+
+    def ready_byte(self):
+        return self._reader.ready_byte()
 
     def print_exception(self, e):
         import traceback  # type: ignore[import-not-found]  # CPython only; absent from the stubs
@@ -62,16 +66,33 @@ class CPython(Port):
 
 class _PipeReader:
     # asyncio stdin reader for CPython with the readinto(buf) of
-    # MicroPython's StreamReader (0 at end of input).
+    # MicroPython's StreamReader (0 at end of input). It reads what the pipe
+    # holds, up to _READ bytes at a time, and hands it out from readinto and
+    # ready_byte: a port with no REPL leaves nothing on the console for one.
+    _READ = 1024
+
     def __init__(self):
         self._r = None
+        self._data = b""
+        self._at = 0
 
     async def readinto(self, buf):
-        import asyncio
-        if self._r is None:
-            self._r = asyncio.StreamReader()
-            loop = asyncio.get_running_loop()
-            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(self._r), sys.stdin)
-        data = await self._r.read(len(buf))
-        buf[:len(data)] = data
-        return len(data)
+        if self._at >= len(self._data):
+            import asyncio
+            if self._r is None:
+                self._r = asyncio.StreamReader()
+                loop = asyncio.get_running_loop()
+                await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(self._r), sys.stdin)
+            self._data = await self._r.read(self._READ)
+            self._at = 0
+        n = min(len(buf), len(self._data) - self._at)
+        buf[:n] = self._data[self._at:self._at + n]
+        self._at += n
+        return n
+
+    def ready_byte(self):
+        # The next byte already read from the pipe, else -1.
+        if self._at < len(self._data):
+            self._at += 1
+            return self._data[self._at - 1]
+        return -1

@@ -40,6 +40,7 @@ class FakePort:
         self.kbd = []
         self.script = []
         self.pos = 0  # read position in script[0]
+        self.turns = 0  # passes of the event loop: awaits for input, sleeps of 0
     def ticks_ms(self):
         self.now += 5
         return self.now
@@ -49,9 +50,10 @@ class FakePort:
         self.written.append(bytes(data))
     def kbd_intr(self, c):
         self.kbd.append(c)
-    def input_waiting(self):
-        # Bytes are waiting unless the script holds a silence here; a
-        # silence of ms becomes a deadline when it is first reached.
+    def ready_byte(self):
+        # The next byte if one is waiting, else -1: none while the script
+        # holds a silence; a silence of ms becomes a deadline when it is
+        # first reached.
         while self.script and isinstance(self.script[0], tuple):
             kind, t = self.script[0]
             if kind == "silence":
@@ -59,23 +61,35 @@ class FakePort:
             elif self.now >= t:
                 self.script.pop(0)
             else:
-                return False
-        return bool(self.script)
+                return -1
+        if not self.script:
+            return -1
+        return self._take()
+    def _take(self):
+        data = self.script[0]
+        c = ord(data[self.pos])
+        self.pos += 1
+        if self.pos == len(data):
+            self.script.pop(0)
+            self.pos = 0
+        return c
+    def unread(self):
+        # What is left on the console (for the REPL), silences left out.
+        rest = [p for p in self.script if not isinstance(p, tuple)]
+        if rest:
+            rest[0] = rest[0][self.pos:]
+        return "".join(rest)
     def reader(self):
         port = self
         class R:
             async def readinto(self, buf):
+                port.turns += 1
                 while port.script and isinstance(port.script[0], tuple):
                     kind, t = port.script.pop(0)
                     port.now = port.now + t if kind == "silence" else max(port.now, t)
                 if not port.script:
                     return 0
-                data = port.script[0]
-                buf[0] = ord(data[port.pos])
-                port.pos += 1
-                if port.pos == len(data):
-                    port.script.pop(0)
-                    port.pos = 0
+                buf[0] = port._take()
                 return 1
         return R()
 
@@ -95,6 +109,7 @@ class FakeAgent:
 
 async def fake_sleep(ms):
     port.now += ms
+    port.turns += ms == 0
 
 """
 
@@ -135,7 +150,8 @@ except KeyboardInterrupt:
     stopped = True
 print(json.dumps({{"stopped": stopped, "got": [g.decode() for g in up.got], "kbd": port.kbd,
                   "bad_frames": link.bad_frames, "ignored": link.interrupts_ignored,
-                  "written": b"".join(port.written).decode(), "fs_errors": agent.fs_errors}}))
+                  "written": b"".join(port.written).decode(), "fs_errors": agent.fs_errors,
+                  "turns": port.turns, "unread": port.unread()}}))
 """
     return device(code)
 
@@ -263,3 +279,56 @@ link.send(0)
 print(json.dumps({"largest": max(out), "total": sum(out)}))
 """)
     assert r["total"] == 1383 and r["largest"] <= 160
+
+
+def test_a_burst_of_frames_is_read_with_a_pass_of_the_event_loop_per_2_kb_not_per_byte():
+    # A pass of the event loop costs about a millisecond on the Unix port
+    # while the BLE link waits on a ThreadSafeFlag and the sampler sleeps: a
+    # pass per byte held an OTA over serial to some 700 B/s.
+    burst = "".join(frame_text(b"chunk %d of an image" % i) for i in range(30))
+    r = play([burst])
+    assert len(r["got"]) == 30 and r["bad_frames"] == 0
+    assert r["turns"] <= 2 + len(burst) // 2048, (r["turns"], len(burst))
+
+
+def test_a_long_burst_still_gives_the_other_tasks_a_turn():
+    r = play(["x" * 5000 + "\n", frame_text(b"after")])
+    assert r["got"] == ["after"]
+    assert r["turns"] >= 5000 // 2048
+
+
+def test_an_interrupt_request_at_the_end_of_a_burst_leaves_what_follows_it_to_the_repl():
+    # mpremote writes "\r\x03" then "\r\x01" and its raw-REPL command at
+    # once: the agent reads up to the byte after the 0x03, never further.
+    frames = "".join(frame_text(b"block %d" % i) for i in range(20))
+    r = play([frames + "\r\x03\r\x01print(1)\x04"])
+    assert r["stopped"] and r["kbd"] == [3] and len(r["got"]) == 20
+    assert r["unread"] == "\x01print(1)\x04"
+
+
+def test_a_persons_double_ctrl_c_in_a_burst_of_text_leaves_the_rest_unread():
+    r = play(["boot text\r\n\x03\x03help()\r\n" + frame_text(b"late")])
+    assert r["stopped"] and r["got"] == []
+    assert r["unread"] == "help()\r\n" + frame_text(b"late")
+
+
+def test_the_ports_ready_byte_reads_only_what_is_waiting_and_allocates_nothing():
+    # The real Unix port's stdin (a pipe here): a byte at a time, -1 once
+    # nothing is waiting; after its first calls (the poll object and its
+    # result tuple are made once), reading allocates nothing.
+    out = run(r"""
+import gc, json, sys
+from edgefw.port import Unix
+port = Unix()
+got = [0] * 11
+for i in range(5):
+    got[i] = port.ready_byte()
+gc.collect()
+before = gc.mem_alloc()
+for i in range(5, 11):
+    got[i] = port.ready_byte()
+after = gc.mem_alloc()
+print(json.dumps({"got": got, "grew": after - before}))
+""", heap="esp32", stdin=b"ab\x03cdefghi").stdout.decode().strip().splitlines()
+    r = json.loads(out[-1])
+    assert r["got"] == list(b"ab\x03cdefghi") + [-1] and r["grew"] == 0, r
