@@ -31,7 +31,7 @@ else:
 
 class Agent:
     def __init__(self, port, watchdog_ms, device_id, period_ms, clock, ticks, links, sensors,
-                 health=None):
+                 health=None, trial_s=0):
         self.port = port
         self.watchdog_ms = watchdog_ms
         self.device_id = device_id
@@ -47,6 +47,9 @@ class Agent:
         self.ota_setup = None  # (board name, board's `ota` object): the client to build
         self._ota_at = _OTA_START_MS
         self.selftest_ok = False
+        # On trial (docs/protocol.md 7.7): the uptime (ms) by which the new
+        # agent must have confirmed, else it rolls back; 0: not on trial.
+        self.trial_ms = trial_s * 1000
         self.fs_errors = 0  # flash writes that raised OSError to the agent
         self.no_memory = 0  # sends that ran out of heap (the message waits)
         self._fs_seen = ticks.journal.fs_full
@@ -109,8 +112,34 @@ class Agent:
 
     # -- tasks -------------------------------------------------------------
     def _feed(self):
+        # Every loop that feeds the watchdog checks the trial deadline too:
+        # one still running while another is stuck cannot keep a trial alive.
         if self.wdt is not None:
             self.wdt.feed()
+        if self.trial_ms and self.clock.uptime_ms() >= self.trial_ms:
+            self.trial_over(None)
+
+    def trial_over(self, failed):
+        # Not confirmed within the deadline, or (failed: the self-test's
+        # reason) a self-test that failed on trial: rolled back and reset
+        # (ota_apply.trial_over, loaded for it). Confirmed meanwhile: the
+        # deadline is dropped.
+        if failed is not None:
+            why = "self-test failed on trial: " + (failed[11:] if failed[:11] == "self-test: " else failed)
+        elif self.clock.epoch(self.clock.boot) is None:
+            why = "no host heard"
+        elif self.ota is None:
+            why = "the OTA client did not start"
+        else:
+            why = "host heard, confirm not done"
+        if failed is None:
+            why = "not confirmed within %d s: %s" % (self.trial_ms // 1000, why)
+        self.trial_ms = 0
+        from edgefw import ota_apply
+        try:
+            ota_apply.trial_over(self.port.root, why)
+        finally:
+            drop("ota_apply")
 
     def tick(self):
         # One journal append for every link; a failing flash is counted.
@@ -192,6 +221,8 @@ class Agent:
         state, reason, result = self.selftest()
         self.selftest_ok = state == "ok"
         self.report(state, reason, result)
+        if self.trial_ms and not self.selftest_ok:
+            self.trial_over(reason)  # final on trial: no wait (7.7)
         wd = self.watchdog_ms
         self.wdt = self.port.watchdog(wd) if wd else None
         tasks = [self.sampler(), self.sender()]

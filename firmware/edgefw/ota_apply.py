@@ -1,6 +1,7 @@
 # The client's rare steps around a switch (docs/protocol.md 7.7, 7.10): the
-# boot report, the confirmation once healthy, and the apply policy. Loaded
-# for each and dropped after (OtaClient.run).
+# boot report, the confirmation once healthy, the rollback of a trial that
+# ran out (from the agent), and the apply policy. Loaded for each and
+# dropped after (OtaClient.run, Agent.trial_over).
 
 
 def boot_report(c):
@@ -31,6 +32,28 @@ def confirm(c):
     p = sl.confirm(c.root) if esp32 is None else sl.confirm(c.root, esp32)
     if p is not None:
         c.state(p["component"], p["seq"], "confirmed", version=p.get("version"))
+
+
+def trial_over(root, why, reset=None):
+    # An agent on trial that did not confirm in time, or whose self-test
+    # failed (7.7): stage 0's rollback write (slots.rollback, one rename),
+    # then the reset that boots the slot rolled back to; a firmware image is
+    # still pending verification, so the bootloader goes back (7.8). Nothing
+    # is written when the pointer is no longer on trial (confirmed).
+    from edgefw import slots
+    if slots.rollback(root, why):
+        (reset or reset_board)()
+
+
+def reset_board():
+    # A board resets; a port with no machine reset (the Unix port, CPython)
+    # exits and its supervisor starts it again.
+    try:
+        import machine
+        machine.reset()
+    except (ImportError, AttributeError):  # the virtual board's machine has none
+        pass
+    raise SystemExit(0)
 
 
 def board_policy(c, ctx):
