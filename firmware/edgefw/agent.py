@@ -120,24 +120,12 @@ class Agent:
             self.trial_over(None)
 
     def trial_over(self, failed):
-        # Not confirmed within the deadline, or (failed: the self-test's
-        # reason) a self-test that failed on trial: rolled back and reset
-        # (ota_apply.trial_over, loaded for it). Confirmed meanwhile: the
-        # deadline is dropped.
-        if failed is not None:
-            why = "self-test failed on trial: " + (failed[11:] if failed[:11] == "self-test: " else failed)
-        elif self.clock.epoch(self.clock.boot) is None:
-            why = "no host heard"
-        elif self.ota is None:
-            why = "the OTA client did not start"
-        else:
-            why = "host heard, confirm not done"
-        if failed is None:
-            why = "not confirmed within %d s: %s" % (self.trial_ms // 1000, why)
-        self.trial_ms = 0
+        # Not confirmed by the deadline, or (failed: its reason) a self-test
+        # that failed on trial: rolled back and reset by code loaded for it
+        # (ota_apply.trial_ended); confirmed meanwhile: the deadline dropped.
         from edgefw import ota_apply
         try:
-            ota_apply.trial_over(self.port.root, why)
+            ota_apply.trial_ended(self, failed)
         finally:
             drop("ota_apply")
 

@@ -34,6 +34,23 @@ def confirm(c):
         c.state(p["component"], p["seq"], "confirmed", version=p.get("version"))
 
 
+def trial_ended(agent, failed):
+    # From the agent on trial (7.7): its deadline passed, or its self-test
+    # failed (failed: the self-test's reason). The why names what was missing.
+    if failed is not None:
+        why = "self-test failed on trial: " + (failed[11:] if failed[:11] == "self-test: " else failed)
+    else:
+        if agent.clock.epoch(agent.clock.boot) is None:
+            why = "no host heard"
+        elif agent.ota is None:
+            why = "the OTA client did not start"
+        else:
+            why = "host heard, confirm not done"
+        why = "not confirmed within %d s: %s" % (agent.trial_ms // 1000, why)
+    agent.trial_ms = 0
+    trial_over(agent.port.root, why)
+
+
 def trial_over(root, why, reset=None):
     # An agent on trial that did not confirm in time, or whose self-test
     # failed (7.7): stage 0's rollback write (slots.rollback, one rename),
