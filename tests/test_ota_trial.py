@@ -83,7 +83,7 @@ def push_and_roll_back(home, board, image: Path, manifest: Path, sequence: int, 
                      env=home.env, timeout=300, check=False)
     assert p.returncode == 4, p.stdout + p.stderr[-3000:]
     out = json.loads(p.stdout)
-    assert out["state"] == "rolled-back", out
+    assert out["state"] == "rolled-back", out["states"]
     seen = [s["state"] for s in out["states"]]
     assert "applying" in seen and seen[-1] == "rolled-back", seen
     assert out["states"][-1].get("reason") == why, out["states"][-1]

@@ -206,13 +206,15 @@ class Agent:
             self._feed()
 
     async def run(self):
+        # The watchdog first: a self-test stuck on a sensor resets the board,
+        # and on trial stage 0 counts that boot (three roll back, 7.7).
+        wd = self.watchdog_ms
+        self.wdt = self.port.watchdog(wd) if wd else None
         state, reason, result = self.selftest()
         self.selftest_ok = state == "ok"
         self.report(state, reason, result)
         if self.trial_ms and not self.selftest_ok:
             self.trial_over(reason)  # final on trial: no wait (7.7)
-        wd = self.watchdog_ms
-        self.wdt = self.port.watchdog(wd) if wd else None
         tasks = [self.sampler(), self.sender()]
         for link in self.links:
             tasks.append(link.run(self, _sleep_ms))
