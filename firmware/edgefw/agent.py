@@ -31,7 +31,7 @@ else:
 
 class Agent:
     def __init__(self, port, watchdog_ms, device_id, period_ms, clock, ticks, links, sensors,
-                 health=None):
+                 health=None, trial_s=0):
         self.port = port
         self.watchdog_ms = watchdog_ms
         self.device_id = device_id
@@ -47,6 +47,9 @@ class Agent:
         self.ota_setup = None  # (board name, board's `ota` object): the client to build
         self._ota_at = _OTA_START_MS
         self.selftest_ok = False
+        # On trial (docs/protocol.md 7.7): the uptime (ms) by which the new
+        # agent must have confirmed, else it rolls back; 0: not on trial.
+        self.trial_ms = trial_s * 1000
         self.fs_errors = 0  # flash writes that raised OSError to the agent
         self.no_memory = 0  # sends that ran out of heap (the message waits)
         self._fs_seen = ticks.journal.fs_full
@@ -109,8 +112,22 @@ class Agent:
 
     # -- tasks -------------------------------------------------------------
     def _feed(self):
+        # Every loop that feeds the watchdog checks the trial deadline too:
+        # one still running while another is stuck cannot keep a trial alive.
         if self.wdt is not None:
             self.wdt.feed()
+        if self.trial_ms and self.clock.uptime_ms() >= self.trial_ms:
+            self.trial_over(None)
+
+    def trial_over(self, failed):
+        # Not confirmed by the deadline, or (failed: its reason) a self-test
+        # that failed on trial: rolled back and reset by code loaded for it
+        # (ota_apply.trial_ended); confirmed meanwhile: the deadline dropped.
+        from edgefw import ota_apply
+        try:
+            ota_apply.trial_ended(self, failed)
+        finally:
+            drop("ota_apply")
 
     def tick(self):
         # One journal append for every link; a failing flash is counted.
@@ -189,11 +206,15 @@ class Agent:
             self._feed()
 
     async def run(self):
+        # The watchdog first: a self-test stuck on a sensor resets the board,
+        # and on trial stage 0 counts that boot (three roll back, 7.7).
+        wd = self.watchdog_ms
+        self.wdt = self.port.watchdog(wd) if wd else None
         state, reason, result = self.selftest()
         self.selftest_ok = state == "ok"
         self.report(state, reason, result)
-        wd = self.watchdog_ms
-        self.wdt = self.port.watchdog(wd) if wd else None
+        if self.trial_ms and not self.selftest_ok:
+            self.trial_over(reason)  # final on trial: no wait (7.7)
         tasks = [self.sampler(), self.sender()]
         for link in self.links:
             tasks.append(link.run(self, _sleep_ms))

@@ -7,6 +7,7 @@ from edgefw.boot import _healthy, _path, _set_crashes, safe_mode
 from micropython import const
 
 _MAX_CRASHES = const(3)
+_TRIAL_S = const(600)  # board files without ota.trial_s (docs/protocol.md 7.10)
 
 
 def _crashes(port):
@@ -48,10 +49,18 @@ def start(b):
     atomic.reserve(_path(port, "state/reserve"))
     # The board file's dict (kilobytes of heap) is garbage once this
     # returns: what the agent needs was copied out of it.
-    return build(port, board, cfg, _healthy(port, n))
+    return build(port, board, cfg, _healthy(port, n), b.trial)
 
 
-def build(port, board, cfg, healthy):
+def trial_s(board):
+    # The board's ota.trial_s: any whole number of seconds >= 1 (a board
+    # file keeps to 60..86400; a test may go shorter), else the default.
+    ota = board.get("ota")
+    t = ota.get("trial_s") if isinstance(ota, dict) else None
+    return t if isinstance(t, int) and not isinstance(t, bool) and t >= 1 else _TRIAL_S
+
+
+def build(port, board, cfg, healthy, trial=False):
     from edgefw import VERSION
     from edgefw.agent import Agent
     from edgefw.clock import Clock
@@ -95,7 +104,7 @@ def build(port, board, cfg, healthy):
         VERSION, board["name"], port.name, dev, clock.boot,
         ", BLE" if len(links) > 1 else "")).encode())
     agent = Agent(port, board.get("watchdog_ms", 0), dev, cfg["sample_period_ms"], clock, ticks,
-                  links, found, healthy)
+                  links, found, healthy, trial_s(board) if trial else 0)
     agent.ota_setup = (board["name"], board.get("ota"))  # the OTA client, built once the agent runs
     return agent
 

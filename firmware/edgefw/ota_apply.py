@@ -1,6 +1,7 @@
 # The client's rare steps around a switch (docs/protocol.md 7.7, 7.10): the
-# boot report, the confirmation once healthy, and the apply policy. Loaded
-# for each and dropped after (OtaClient.run).
+# boot report, the confirmation once healthy, the rollback of a trial that
+# ran out (from the agent), and the apply policy. Loaded for each and
+# dropped after (OtaClient.run, Agent.trial_over).
 
 
 def boot_report(c):
@@ -31,6 +32,45 @@ def confirm(c):
     p = sl.confirm(c.root) if esp32 is None else sl.confirm(c.root, esp32)
     if p is not None:
         c.state(p["component"], p["seq"], "confirmed", version=p.get("version"))
+
+
+def trial_ended(agent, failed):
+    # From the agent on trial (7.7): its deadline passed, or its self-test
+    # failed (failed: the self-test's reason). The why names what was missing.
+    if failed is not None:
+        why = "self-test failed on trial: " + (failed[11:] if failed[:11] == "self-test: " else failed)
+    else:
+        if agent.clock.epoch(agent.clock.boot) is None:
+            why = "no host heard"
+        elif agent.ota is None:
+            why = "the OTA client did not start"
+        else:
+            why = "host heard, confirm not done"
+        why = "not confirmed within %d s: %s" % (agent.trial_ms // 1000, why)
+    agent.trial_ms = 0
+    trial_over(agent.port.root, why)
+
+
+def trial_over(root, why, reset=None):
+    # An agent on trial that did not confirm in time, or whose self-test
+    # failed (7.7): stage 0's rollback write (slots.rollback, one rename),
+    # then the reset that boots the slot rolled back to; a firmware image is
+    # still pending verification, so the bootloader goes back (7.8). Nothing
+    # is written when the pointer is no longer on trial (confirmed).
+    from edgefw import slots
+    if slots.rollback(root, why):
+        (reset or reset_board)()
+
+
+def reset_board():
+    # A board resets; a port with no machine reset (the Unix port, CPython)
+    # exits and its supervisor starts it again.
+    try:
+        import machine
+        machine.reset()
+    except (ImportError, AttributeError):  # the virtual board's machine has none
+        pass
+    raise SystemExit(0)
 
 
 def board_policy(c, ctx):

@@ -299,13 +299,9 @@ def start(agent):
         return out
 
     def reset():
-        # After the switch: the board boots the new slot. A port with no
-        # machine reset (a virtual board) exits; its supervisor starts it.
-        try:
-            import machine
-            machine.reset()
-        except (ImportError, AttributeError):  # the virtual board's machine has none
-            raise SystemExit(0)
+        # After the switch: the board boots the new slot.
+        from edgefw.ota_apply import reset_board
+        reset_board()
 
     c = OtaClient(port.root, agent.device_id, board_name, VERSION, agent.clock, cfg, reset=reset,
                   readings=readings)

@@ -121,11 +121,14 @@ def take_report(root):
 
 
 def rollback(root, why):
-    # Back to the previous slot now; the caller resets the board.
+    # Back to the previous slot now; the caller resets the board. False:
+    # not on trial, nothing written.
     from stage0 import rolled_back
     d = read(root)
-    if "trial" in d:
-        _write(root, rolled_back(d, why))
+    if "trial" not in d:
+        return False
+    _write(root, rolled_back(d, why))
+    return True
 
 
 def inactive(d):

@@ -1,6 +1,7 @@
 """Power cuts during an agent update (docs/protocol.md 7.7): the download,
 the install into the inactive slot, the switch, stage 0's trial count, the
-confirm, a second update and its rollback run under MicroPython (esp32 heap,
+confirm, a second update and its rollback at the trial deadline (the
+agent's path, ota_apply.trial_over) run under MicroPython (esp32 heap,
 .mpy) with every write boundary numbered: each open for writing, write,
 flush, close, rename, remove, mkdir and rmdir. For each k the run is killed
 (SIGKILL: no finally block, no flush) just before boundary k, and a write
@@ -79,20 +80,26 @@ builtins.open = _opener
 """
 
 
+# 3 rolls back as the agent on trial does at its deadline (7.7): stage 0's
+# rollback write, then a reset (here a no-op: the run goes on to the end).
+TRIAL_OVER = ("from edgefw import ota_apply\n"
+              "ota_apply.trial_over('', 'not confirmed within 600 s: cut test', lambda: None)\n")
+
+
 def feed(src: str) -> str:
     return f"SRC = {src!r}\n" + FEED
 
 
 def scenario(tmp) -> str:
     """Update to 2 (install, switch, a trial boot's count, confirm), then to 3
-    (install, switch, trial count) and roll 3 back."""
+    (install, switch, trial count) and roll 3 back at its trial deadline."""
     b2, b3 = tmp / "b2.bin", tmp / "b3.bin"
     b2.write_bytes(bundle(agent("2")))
     b3.write_bytes(bundle(agent("3")))
     return (feed(str(b2)) + "t.install(2, 'd2', '2')\nt.apply(2, 'd2', '2')\n"
             + "import stage0\nstage0.choose('')\nslots.confirm('')\n"
             + feed(str(b3)) + "t.install(3, 'd3', '3')\nt.apply(3, 'd3', '3')\n"
-            + "stage0.choose('')\nslots.rollback('', 'cut test')\nprint('DONE', _steps)\n")
+            + "stage0.choose('')\n" + TRIAL_OVER + "print('DONE', _steps)\n")
 
 
 def cut_run(fs, code: str, cut: int) -> str:
