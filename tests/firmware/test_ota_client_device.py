@@ -200,7 +200,7 @@ def test_an_offer_the_heap_cannot_check_just_now_is_busy_then_asked_for_again(ro
     img = image(9_000)
     dev = _ready(root)
     try:
-        dev.send("B 9000")
+        dev.send("B 15000")
         got = dev.msg(offer(manifest(img), key_list()))
         st = ota(got, 13)
         assert [(m[3], m[4]) for m in st] == [(0, "busy")] and "heap" in st[0][9], st
