@@ -28,7 +28,9 @@ Rules it keeps:
   counted; nothing a device sends stops the link.
 - **Re-offer (7.5).** With no OTA_WINDOW or OTA_STATE 30 s after the last
   thing sent for an open transfer, the OFFER goes again, at most
-  :data:`MAX_REOFFERS` times in a row; then the transfer is closed.
+  :data:`MAX_REOFFERS` times in a row, with the key list the first one
+  carried (a device that could not take the first, short of heap, has
+  not written it); then the transfer is closed.
 - **Recorded.** Every OTA_STATE goes to the registry's state and history of
   the device and release, and the release's halt rule is weighed again
   (:meth:`edge_agent.store.Store.note_ota_state`); the host's own ``offered``
@@ -94,6 +96,7 @@ class Transfer:
     heard: float = 0.0            # host clock of the last WINDOW or STATE
     reoffers: int = 0
     noted: int = -1               # bytes acknowledged when progress was last recorded
+    key_list: bytes | None = None  # sent with the offer, and with each re-offer
 
 
 class OtaServer:
@@ -122,6 +125,7 @@ class OtaServer:
         self.pinned: Release | None = None
         self._lock = threading.RLock()
         self._images: dict[int, bytes] = {}     # release id -> image, for the session's life
+        self._whole: dict[int, int] = {}        # sequence -> size, of the transfers closed `verified`
 
     # -- plumbing
 
@@ -223,6 +227,7 @@ class OtaServer:
                 t = self.transfers[release.sequence] = Transfer(release, heard=now)
             t.sender = None         # an offer starts the windows again (a device may start again from 0)
             t.last_sent = now
+            t.key_list = key_list
             device, source, rid = self.device_id, self.session.source, release.id
             self._write(lambda s: s.note_ota_state(device, component, release.sequence, "offered",
                                                    release_id=rid, size=release.size, source=source, at=now),
@@ -260,6 +265,8 @@ class OtaServer:
         from edge_ota.transfer import Sender, TransferError, serial_chunk_size
 
         t = self.transfers.get(w.sequence)
+        if t is None and w.ack == w.limit == self._whole.get(w.sequence):
+            return      # the device's last window, which may come after its `verified` (7.3)
         if t is None:
             self.session.bad("ota_no_transfer", payload)
             log.warning("%s: OTA_WINDOW for sequence %d, which this host did not offer on this link: ignored",
@@ -339,6 +346,8 @@ class OtaServer:
     def _close(self, sequence: int, why: str) -> None:
         t = self.transfers.pop(sequence, None)
         if t is not None:
+            if why == "verified":
+                self._whole[sequence] = t.release.size
             self._emit("closed", release=t.release.id, sequence=sequence, why=why)
 
     # -- time
@@ -360,6 +369,6 @@ class OtaServer:
                     self._close(sequence, "unanswered")
                     continue
                 t.reoffers += 1
-                self.offer(t.release, t.release.component)
+                self.offer(t.release, t.release.component, key_list=t.key_list)
                 wait = min(wait, self.reoffer_after)
         return max(0.0, wait)
