@@ -14,7 +14,9 @@ Rules it keeps:
   registered board and the queried component with a sequence above the
   device's counter, the newest the device is eligible for
   (:func:`edge_ota.rollout.eligible`, deterministic per device and release)
-  and has not rolled back from, failed or refused. A device that has started
+  and has not rolled back from, failed or refused, in the registry or on
+  this link (a device rebooted from a failed trial says `rolled-back`, then
+  asks at once: the answer must not wait for that state's commit). A device that has started
   a release keeps it even if its fraction is lowered (no flapping). A
   halted or paused release is offered to nobody.
 - **Freshness (7.9).** With nothing to install, the manifest of the
@@ -69,14 +71,17 @@ Sink = Callable[[int, int, memoryview], None]        # (sequence, offset, data)
 Listener = Callable[[str, dict], None]                # (event, fields)
 
 
-def choose(store: Store, device_id: str, board: str, component: str, counter: int) -> tuple[Release | None,
-                                                                                             Release | None]:
-    """(the release to install, else None; the release of the running sequence, for freshness)."""
+def choose(store: Store, device_id: str, board: str, component: str, counter: int,
+           skip: frozenset[int] = frozenset()) -> tuple[Release | None, Release | None]:
+    """(the release to install, else None; the release of the running sequence, for freshness).
+    ``skip``: sequences the device said NOT_AGAIN of that the registry may not hold yet."""
     from edge_ota.rollout import eligible
 
     for release in store.releases(board, component, states=("active",)):
         if release.sequence <= counter:
             break
+        if release.sequence in skip:
+            continue
         mine = store.ota_device(device_id, release.id)
         if mine is not None and mine["state"] in NOT_AGAIN:
             continue
@@ -126,6 +131,7 @@ class OtaServer:
         self._lock = threading.RLock()
         self._images: dict[int, bytes] = {}     # release id -> image, for the session's life
         self._whole: dict[int, int] = {}        # sequence -> size, of the transfers closed `verified`
+        self._not_again: set[tuple[str, int]] = set()   # (component, sequence) the device said NOT_AGAIN of
 
     # -- plumbing
 
@@ -192,7 +198,8 @@ class OtaServer:
             log.info("%s: OTA query of %s, whose board the registry does not hold: nothing offered",
                      self.session.source, q.device_id)
         else:
-            install, fresh = self._read(lambda s: choose(s, q.device_id, board, q.component, q.counter))
+            skip = frozenset(seq for comp, seq in self._not_again if comp == q.component)
+            install, fresh = self._read(lambda s: choose(s, q.device_id, board, q.component, q.counter, skip))
         pinned = self.pinned
         if pinned is not None and pinned.component == q.component and pinned.sequence > q.counter:
             install = pinned
@@ -315,6 +322,8 @@ class OtaServer:
                     f"OTA progress of {device}")
 
     def _state(self, st: OtaState) -> None:
+        if st.state in NOT_AGAIN and st.sequence:
+            self._not_again.add((st.component, st.sequence))
         if st.sequence in self.transfers:
             self.transfers[st.sequence].heard = self._now()
             self.transfers[st.sequence].reoffers = 0
