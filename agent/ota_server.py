@@ -273,7 +273,7 @@ class OtaServer:
 
         t = self.transfers.get(w.sequence)
         if t is None and w.ack == w.limit == self._whole.get(w.sequence):
-            return      # the device's last window, which may come after its `verified` (7.3)
+            return      # the device's last window, which may come after its `verified` (7.5)
         if t is None:
             self.session.bad("ota_no_transfer", payload)
             log.warning("%s: OTA_WINDOW for sequence %d, which this host did not offer on this link: ignored",
