@@ -193,6 +193,7 @@ def test_a_release_that_crashes_at_boot_rolls_back_everywhere_and_halts_its_roll
     assert p.returncode == 3, p.stdout + p.stderr[-3000:]
     assert json.loads(p.stdout)["states"][-1]["check"] == "rolled-back"
     assert pointer(boards[0])["seq"] == before[dev]["seq"]
+    assert release_row(home, rid)["state"] == "halted"
 
 
 def test_a_staged_rollout_over_ble_reaches_every_board_through_the_gateway(bench, images):
