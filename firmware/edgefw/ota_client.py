@@ -6,11 +6,7 @@
 # messages waiting to go out and the hooks to the rest. The rest is loaded
 # when needed: an OFFER's checks (ota_offer.py) and the queries and boot
 # report (ota_query.py, ota_apply.py) from modules dropped after; the transfer
-# (ota_transfer.py) only while one is open. Its two 4096-byte blocks are made
-# at start and kept where the heap allows (reserve): a running agent's heap
-# soon has no 4 KB hole left (the virtual picow over BLE: 32 KB free, none
-# of it in a piece over 624 bytes), and an offer then fails for want of them
-# however often it comes.
+# (ota_transfer.py, with its two 4096-byte blocks) only while one is open.
 #
 # Rules it keeps:
 # - an OTA_STATE goes on every link (like STATUS); an OTA_WINDOW only on the
@@ -27,11 +23,6 @@ _STATES = const(8)
 _POLICY_MS = const(60000)
 _RESET_MS = const(500)  # the last states leave before the reset
 _RETRY_MS = const(60000)
-# Free heap at start for the blocks to be kept: the 8 KB they take, and
-# room beside them for an offer's checks (a cold Ed25519 verify: 15.6 KB),
-# a BLE transfer's queued writes and the agent's own peaks (a journal
-# catching up under a flood). A smaller heap makes them for each offer.
-_RESERVE_IF_FREE = const(49152)
 
 
 def path(root, name):
@@ -88,18 +79,6 @@ class OtaClient:
         self.healthy_seen = False
         self.stale_told = False
         self.report_due = True  # slots.take_report, at the first poll: off boot's peak
-        self.reserved = None  # the transfer's blocks, kept for the agent's life (reserve)
-
-    def reserve(self):
-        # The transfer's two blocks, made now (start: the heap still has
-        # 4 KB holes) and kept where the heap has room to spare for them.
-        import gc
-        gc.collect()
-        if gc.mem_free() >= _RESERVE_IF_FREE:
-            try:
-                self.reserved = blocks([])
-            except MemoryError:
-                pass
 
     # -- helpers for the modules loaded on demand --------------------------
     def run(self, module, fn, *args):
@@ -181,7 +160,7 @@ class OtaClient:
         # first, where the heap still has holes of 4 KB (the checks' modules
         # come and go after them and leave it cut up); a block that finds no
         # hole then is made after the checks, in the room their code left.
-        bufs = self.reserved or []
+        bufs = []
         try:
             if 3 in f and self.xfer is None:
                 import gc
@@ -332,7 +311,6 @@ def start(agent):
 
     c = OtaClient(port.root, agent.device_id, board_name, VERSION, agent.clock, cfg, reset=reset,
                   readings=readings)
-    c.reserve()
     for link in agent.links:
         link.uplink.ota = c
     agent.ota = c

@@ -20,7 +20,6 @@ import pytest
 from tests.firmware.ota_device import (Device, Host, anchors, files, image, key_list, manifest, offer,
                                        ota, sha, slot_file, states, time_msg)
 from tests.firmware.spec_host import encode
-from tests.mpy import run
 
 
 @pytest.fixture
@@ -404,20 +403,3 @@ def test_a_running_agent_asks_once_it_hears_time_and_answers_an_offer_on_its_con
         assert [(x[4], x.get(8)) for x in st] == [("refused", "unknown-key")]  # no key list held
     finally:
         dev.stop()
-
-
-RESERVE = """
-from edgefw.ota_client import OtaClient
-c = OtaClient('', 'picow-0a0b0c0d0e0f', 'picow', '0.1.0', None, {})
-c.reserve()
-r = c.reserved
-print(r is not None and len(r) == 2 and len(r[0][1]) == 4096 and len(r[1][1]) == 4096)
-"""
-
-
-def test_the_transfer_blocks_are_made_at_start_and_kept_where_the_heap_has_room_for_them():
-    # A running agent's heap soon has no 4 KB hole: the blocks made at start
-    # are what an offer then finds (OtaClient.offer takes them).
-    assert run(RESERVE, heap="picow").stdout.split() == [b"True"]
-    # A small heap keeps its room for the agent: blocks are made per offer.
-    assert run(RESERVE, heap=56_000).stdout.split() == [b"False"]
