@@ -93,6 +93,8 @@ class PushWatch:
             self.states.append({k: v for k, v in fields.items() if v is not None and k != "device"})
             if fields.get("held") is not None:
                 self.held = fields["held"]
+            elif state == "verified":       # the whole image, whether its last window came first or not
+                self.held = self.release.size
             self._progress()
             if state == "stalled":
                 self.stalled.set()

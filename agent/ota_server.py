@@ -14,7 +14,9 @@ Rules it keeps:
   registered board and the queried component with a sequence above the
   device's counter, the newest the device is eligible for
   (:func:`edge_ota.rollout.eligible`, deterministic per device and release)
-  and has not rolled back from, failed or refused. A device that has started
+  and has not rolled back from, failed or refused, in the registry or on
+  this link (a device rebooted from a failed trial says `rolled-back`, then
+  asks at once: the answer must not wait for that state's commit). A device that has started
   a release keeps it even if its fraction is lowered (no flapping). A
   halted or paused release is offered to nobody.
 - **Freshness (7.9).** With nothing to install, the manifest of the
@@ -28,7 +30,9 @@ Rules it keeps:
   counted; nothing a device sends stops the link.
 - **Re-offer (7.5).** With no OTA_WINDOW or OTA_STATE 30 s after the last
   thing sent for an open transfer, the OFFER goes again, at most
-  :data:`MAX_REOFFERS` times in a row; then the transfer is closed.
+  :data:`MAX_REOFFERS` times in a row, with the key list the first one
+  carried (a device that could not take the first, short of heap, has
+  not written it); then the transfer is closed.
 - **Recorded.** Every OTA_STATE goes to the registry's state and history of
   the device and release, and the release's halt rule is weighed again
   (:meth:`edge_agent.store.Store.note_ota_state`); the host's own ``offered``
@@ -67,14 +71,17 @@ Sink = Callable[[int, int, memoryview], None]        # (sequence, offset, data)
 Listener = Callable[[str, dict], None]                # (event, fields)
 
 
-def choose(store: Store, device_id: str, board: str, component: str, counter: int) -> tuple[Release | None,
-                                                                                             Release | None]:
-    """(the release to install, else None; the release of the running sequence, for freshness)."""
+def choose(store: Store, device_id: str, board: str, component: str, counter: int,
+           skip: frozenset[int] = frozenset()) -> tuple[Release | None, Release | None]:
+    """(the release to install, else None; the release of the running sequence, for freshness).
+    ``skip``: sequences the device said NOT_AGAIN of that the registry may not hold yet."""
     from edge_ota.rollout import eligible
 
     for release in store.releases(board, component, states=("active",)):
         if release.sequence <= counter:
             break
+        if release.sequence in skip:
+            continue
         mine = store.ota_device(device_id, release.id)
         if mine is not None and mine["state"] in NOT_AGAIN:
             continue
@@ -94,6 +101,7 @@ class Transfer:
     heard: float = 0.0            # host clock of the last WINDOW or STATE
     reoffers: int = 0
     noted: int = -1               # bytes acknowledged when progress was last recorded
+    key_list: bytes | None = None  # sent with the offer, and with each re-offer
 
 
 class OtaServer:
@@ -122,6 +130,8 @@ class OtaServer:
         self.pinned: Release | None = None
         self._lock = threading.RLock()
         self._images: dict[int, bytes] = {}     # release id -> image, for the session's life
+        self._whole: dict[int, int] = {}        # sequence -> size, of the transfers closed `verified`
+        self._not_again: set[tuple[str, int]] = set()   # (component, sequence) the device said NOT_AGAIN of
 
     # -- plumbing
 
@@ -188,7 +198,8 @@ class OtaServer:
             log.info("%s: OTA query of %s, whose board the registry does not hold: nothing offered",
                      self.session.source, q.device_id)
         else:
-            install, fresh = self._read(lambda s: choose(s, q.device_id, board, q.component, q.counter))
+            skip = frozenset(seq for comp, seq in self._not_again if comp == q.component)
+            install, fresh = self._read(lambda s: choose(s, q.device_id, board, q.component, q.counter, skip))
         pinned = self.pinned
         if pinned is not None and pinned.component == q.component and pinned.sequence > q.counter:
             install = pinned
@@ -223,6 +234,7 @@ class OtaServer:
                 t = self.transfers[release.sequence] = Transfer(release, heard=now)
             t.sender = None         # an offer starts the windows again (a device may start again from 0)
             t.last_sent = now
+            t.key_list = key_list
             device, source, rid = self.device_id, self.session.source, release.id
             self._write(lambda s: s.note_ota_state(device, component, release.sequence, "offered",
                                                    release_id=rid, size=release.size, source=source, at=now),
@@ -260,6 +272,8 @@ class OtaServer:
         from edge_ota.transfer import Sender, TransferError, serial_chunk_size
 
         t = self.transfers.get(w.sequence)
+        if t is None and w.ack == w.limit == self._whole.get(w.sequence):
+            return      # the device's last window, which may come after its `verified` (7.5)
         if t is None:
             self.session.bad("ota_no_transfer", payload)
             log.warning("%s: OTA_WINDOW for sequence %d, which this host did not offer on this link: ignored",
@@ -308,6 +322,8 @@ class OtaServer:
                     f"OTA progress of {device}")
 
     def _state(self, st: OtaState) -> None:
+        if st.state in NOT_AGAIN and st.sequence:
+            self._not_again.add((st.component, st.sequence))
         # `busy` (no heap for the checks just now, 7.2) names no sequence: the
         # device is there and asks again, so every offer waiting is heard.
         for seq in (self.transfers if st.state == "busy" else (st.sequence,)):
@@ -342,6 +358,8 @@ class OtaServer:
     def _close(self, sequence: int, why: str) -> None:
         t = self.transfers.pop(sequence, None)
         if t is not None:
+            if why == "verified":
+                self._whole[sequence] = t.release.size
             self._emit("closed", release=t.release.id, sequence=sequence, why=why)
 
     # -- time
@@ -363,6 +381,6 @@ class OtaServer:
                     self._close(sequence, "unanswered")
                     continue
                 t.reoffers += 1
-                self.offer(t.release, t.release.component)
+                self.offer(t.release, t.release.component, key_list=t.key_list)
                 wait = min(wait, self.reoffer_after)
         return max(0.0, wait)

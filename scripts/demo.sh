@@ -3,7 +3,9 @@
 # of different types is flashed as a technician would (agent, identity, label,
 # self-test) and streams telemetry over its serial console; then an owner
 # pairs each board over BLE with the code on its label, and a gateway keeps
-# them connected and stores their telemetry; then a summary.
+# them connected and stores their telemetry; then a release engineer signs a
+# new agent for the Pico W and it reaches the board over BLE, which installs
+# it, boots it on trial and confirms it; then a summary.
 set -euo pipefail
 export EDGE_HOME="${EDGE_HOME:-$PWD/.edge}"
 SECONDS_TO_RUN="${DEMO_SECONDS:-20}"
@@ -31,7 +33,19 @@ for qr in $payloads; do
 done
 edge devices --account demo
 edge gateway run --account demo --for "$SECONDS_TO_RUN"
+
+echo; echo "== A signed update: a new agent for the Pico W, checked and installed by the board itself"
+picow=$(for id in $ids; do case $id in picow-*) echo "$id";; esac; done)
+edge ota keygen
+edge ota bundle --board picow --version 0.2.0 -o "$EDGE_HOME/agent-picow.bundle" >/dev/null
+edge ota sign "$EDGE_HOME/agent-picow.bundle" --board picow --component agent --version 0.2.0 --sequence 1 \
+  -o "$EDGE_HOME/agent-picow.manifest"
+# Over its BLE bond (the gateway has stopped); on the bench, its serial port works too (picow-1).
+edge ota push "$picow" "$EDGE_HOME/agent-picow.bundle" "$EDGE_HOME/agent-picow.manifest"
+
+echo; echo "== Summary"
 edge telemetry show --account demo
+edge ota status --device "$picow"
 cat <<EOT
 
 The demo's registry and bench folder are in $EDGE_HOME (not the default
@@ -39,5 +53,6 @@ The demo's registry and bench folder are in $EDGE_HOME (not the default
   export EDGE_HOME=$EDGE_HOME PATH=$PWD/.venv/bin:\$PATH
   edge telemetry show
   edge devices show $first
+  edge ota status
   edge telemetry export --format senml-json -o records.json
 EOT

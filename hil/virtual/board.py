@@ -82,33 +82,40 @@ CONSOLE_LOG_MAX = 16 * 1024 * 1024  # console.log rolls over to console.log.1 pa
 # table of its OTA builds for 4 MB of flash, the least our ESP boards have.
 OTA_PARTITION_BYTES = 0x180000
 
-# What the esp32 stand-in (vesp32.py) keeps in the heap once loaded, by a
-# board's interpreter: a real port's esp32 module is in its firmware, so the
-# heap is the budget plus this, as it is plus the ROM image. Measured once.
+# What a stand-in keeps in the heap once loaded, by a board's interpreter:
+# a real port's esp32 and bluetooth modules are C in its firmware (and a Pico
+# W's budget is what is left once Bluetooth took its share: boards/picow.json),
+# so the heap is the budget plus this, as it is plus the ROM image. Measured
+# once per interpreter: the esp32 one (vesp32.py) started, the bluetooth one
+# (vbluetooth.py, compiled by radio.py) imported.
 _STANDIN_COST = """
 import gc, sys
 sys.path.insert(0, sys.argv[1])
 gc.collect()
 before = gc.mem_free()
-import vesp32
-vesp32.start(sys.argv[2], 4096, True)
+if sys.argv[2] == "esp32":
+    import vesp32
+    vesp32.start(sys.argv[3], 4096, True)
+else:
+    import vbluetooth
 gc.collect()
 print(before - gc.mem_free())
 """
-_standin_cost: dict[str, int] = {}
+_standin_cost: dict[tuple[str, str], int] = {}
 
 
-def esp32_standin_bytes(micropython: str, runner: str) -> int:
-    """The heap the esp32 stand-in takes on a board (see :data:`_STANDIN_COST`)."""
-    if micropython not in _standin_cost:
+def standin_bytes(micropython: str, which: str, folder: Path | str) -> int:
+    """The heap stand-in ``which`` ("esp32" from the runner's ``folder``, or "bluetooth" from
+    radio.py's compiled ``folder``) takes on a board (see :data:`_STANDIN_COST`); 0 if unknown."""
+    if (micropython, which) not in _standin_cost:
         import tempfile
 
-        with tempfile.TemporaryDirectory(prefix="edge-vesp32-") as tmp:
-            proc = subprocess.run([micropython, "-X", "heapsize=1M", "-c", _STANDIN_COST,
-                                   str(Path(runner).parent), str(Path(tmp) / "ota.bin")],
-                                  capture_output=True, text=True, timeout=60)
-        _standin_cost[micropython] = max(0, int(proc.stdout.split()[-1])) if proc.returncode == 0 else 0
-    return _standin_cost[micropython]
+        with tempfile.TemporaryDirectory(prefix="edge-standin-") as tmp:
+            proc = subprocess.run([micropython, "-X", "heapsize=1M", "-c", _STANDIN_COST, str(folder), which,
+                                   str(Path(tmp) / "ota.bin")], capture_output=True, text=True, timeout=60)
+        cost = max(0, int(proc.stdout.split()[-1])) if proc.returncode == 0 and proc.stdout.split() else 0
+        _standin_cost[(micropython, which)] = cost
+    return _standin_cost[(micropython, which)]
 
 
 def _take_controlling_tty() -> None:  # runs in the child, after setsid()
@@ -510,7 +517,9 @@ class VirtualBoard:
         heap = self.spec.heap_bytes
         if self.spec.family == "esp32" and mode == "boot":
             # As the ROM image: what a board keeps in flash, for the agent.
-            heap += esp32_standin_bytes(self.micropython, self.runner)
+            heap += standin_bytes(self.micropython, "esp32", Path(self.runner).parent)
+        if "EDGE_BLE_MPY" in env and mode == "boot":
+            heap += standin_bytes(self.micropython, "bluetooth", env["EDGE_BLE_MPY"])
         if rom_size:
             heap += rom_size + ROM_HEAP_SLACK + qstr_bytes(self.micropython, rom)
         argv = [self.micropython, "-X", f"heapsize={heap}", "-i", self.runner, self.spec.fs, mode]

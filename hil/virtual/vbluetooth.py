@@ -203,6 +203,9 @@ class _BLE:
         if len(self._events) >= _QUEUE:
             self._dropped += 1
             return
+        if snap is not None:
+            # Queued as bytes, not hex: a queue of OTA chunk writes takes half the heap.
+            snap = _unhex(snap)
         self._events.append((code, tuple(data), snap))
         self._kick()
 
@@ -222,7 +225,7 @@ class _BLE:
         while self._events:
             code, data, snap = self._events.pop(0)
             if self._handler:
-                self._snap = None if snap is None else (data[1], _unhex(snap))
+                self._snap = None if snap is None else (data[1], snap)
                 try:
                     self._handler(code, data)
                 finally:

@@ -140,7 +140,7 @@ def test_progress_is_kept_as_a_percent_while_downloading(fleet):
     assert progress[-1]["held"] == 5 * BLOCK and progress[-1]["size"] == len(IMAGE)
 
 
-def test_the_key_list_goes_along_only_when_the_devices_is_older(fleet):
+def test_the_key_list_goes_along_only_when_the_devices_is_older_and_again_with_each_re_offer(fleet):
     fleet.release()
     old, new = fleet.device(), fleet.device("esp32-0000000000a1")
     old.keys_sequence = 0
@@ -151,6 +151,12 @@ def test_the_key_list_goes_along_only_when_the_devices_is_older(fleet):
         offer = link.sent(OtaOffer)[0]
         assert (offer.key_list is not None) is has and offer.manifest is not None
         assert offer.key_list is None or offer.key_list == (fleet.keys / "ota-keys.cose").read_bytes()
+        # A device short of heap for the offer's checks wrote nothing of it: a
+        # re-offer without the list would be refused `unknown-key`.
+        fleet.now += REOFFER_AFTER
+        link.server.poll()
+        again = link.sent(OtaOffer)[1]
+        assert again.manifest == offer.manifest and again.key_list == offer.key_list
 
 
 def test_a_root_rotation_to_the_next_epoch_goes_alone_first(fleet):
@@ -218,6 +224,23 @@ def test_the_newest_release_is_chosen_and_one_the_device_rolled_back_from_is_not
     dev.query()
     link.up()
     assert offered_sequence(link) == 9
+
+
+def test_a_query_right_after_rolled_back_is_not_offered_that_release_even_before_the_state_is_committed(fleet):
+    # A device rebooted from a failed trial says `rolled-back` and asks at once:
+    # the gateway's writer may not have committed that state when the query comes.
+    fleet.release()
+    dev = fleet.device()
+    link = fleet.link(dev)
+    dev.query()
+    link.pump()
+    deferred: list = []
+    fleet.writer.submit = deferred.append           # nothing reaches the registry from here on
+    dev.boot_new(confirm=False)
+    dev.query()
+    link.up()
+    assert "rolled-back" in [f["state"] for e, f in fleet.events if e == "state"] and deferred
+    assert offered_sequence(link) is None, "the release it rolled back from is skipped"
 
 
 @pytest.mark.parametrize("fraction", [0.1, 0.5])
@@ -410,6 +433,22 @@ def test_bad_and_unsolicited_ota_messages_are_counted_and_never_stop_the_link(fl
     dev.query()
     link.up()
     assert link.sent(OtaOffer), "the link still serves"
+
+
+def test_the_devices_last_window_after_its_verified_is_no_bad_message(fleet):
+    # The device may send its states before its last window {ack size, limit size}.
+    fleet.release()
+    dev = fleet.device()
+    link = fleet.link(dev)
+    dev.query()
+    link.up()
+    link.pump()
+    assert "verified" in states(fleet) and link.server.transfers == {}
+    receive = link.session.receive_message
+    receive(encode_message(OtaWindow(DEVICE, 7, len(IMAGE), len(IMAGE))))
+    assert link.session.stats.bad.get("ota_no_transfer", 0) == 0
+    receive(encode_message(OtaWindow(DEVICE, 7, 4096, 8192)))                # any other: counted
+    assert link.session.stats.bad["ota_no_transfer"] == 1
 
 
 def test_a_window_breaking_the_rules_is_ignored_and_counted(fleet):
