@@ -219,3 +219,26 @@ def test_a_staged_rollout_over_ble_reaches_every_board_through_the_gateway(bench
         assert sum(e["event"] == "ota_state" and e.get("state") == "confirmed" and e["device"] == dev
                    for e in events) == 1
         stored_once(home, b)
+
+
+def test_a_virtual_esp32_takes_a_push_over_serial_to_confirmed(bench, tmp_path):
+    # The smallest board (110 KiB, beside its BLE stack): the transfer holds no
+    # block in RAM, and an offer its heap cannot check just now (the agent
+    # catching up its telemetry) is answered `busy` and asked for again.
+    home = bench
+    (board,) = home.up("esp32")
+    home.edge("ota", "keygen")
+    image = tmp_path / "agent-esp32.bundle"
+    home.edge("ota", "bundle", "--board", "esp32", "--version", "9.1.0", "-o", str(image), timeout=180)
+    manifest = tmp_path / "agent-esp32.manifest"
+    home.edge("ota", "sign", str(image), "--board", "esp32", "--component", "agent", "--version", "9.1.0",
+              "--sequence", "1", "-o", str(manifest))
+    p = push(home, board["port"], image, manifest)
+    assert p.returncode == 0, p.stdout + p.stderr[-3000:]
+    out = json.loads(p.stdout)
+    assert out["state"] == "confirmed", out
+    assert {s["state"] for s in out["states"]} <= {"busy", "downloading", "verified", "installed", "applying",
+                                                   "trial", "confirmed"}, out
+    ptr = pointer(board)
+    assert ptr["seq"]["agent"] == 1 and ptr["version"]["agent"] == "9.1.0" and "trial" not in ptr, ptr
+    assert device_version(home, board["device_id"]) == "9.1.0"
