@@ -65,6 +65,7 @@ def firmware_on_path() -> None:
 # blocks: after the imports no single free block spans the heap.
 BALLAST = """
 ballast = []
+small = [None] * 1024
 size = 16384
 gc.collect()
 while size >= 16 and gc.mem_free() > FREE + 64:
@@ -72,5 +73,13 @@ while size >= 16 and gc.mem_free() > FREE + 64:
         ballast.append(bytearray(min(size, gc.mem_free() - FREE - 48)))
     except MemoryError:
         size //= 2
+# The holes too small for a bytearray (one 16-byte block): a boxed float each.
+for i in range(1024):
+    if gc.mem_free() <= FREE + 16:
+        break
+    try:
+        small[i] = i + 0.5
+    except MemoryError:
+        break
 gc.collect()
 """

@@ -71,20 +71,23 @@ _K = (
 
 def _compress(h, w, block, off):
     # One 128-byte block at block[off:] into the state h (a list of 8
-    # words); w is a reused list of 80 words.
+    # words); w is a reused list of 16 words: the schedule is made as the
+    # rounds go, word i in w[i % 16] (the one it replaces, i - 16, is its
+    # last input), so 64 fewer big ints are alive at once.
     M = _M
     w[0:16] = unpack_from(">16Q", block, off)
-    for i in range(16, 80):
-        x = w[i - 15]
-        y = w[i - 2]
-        s0 = (x >> 1 ^ x >> 8 ^ x >> 7) ^ ((x << 63 ^ x << 56) & M)
-        s1 = (y >> 19 ^ y >> 61 ^ y >> 6) ^ ((y << 45 ^ y << 3) & M)
-        w[i] = (w[i - 16] + s0 + w[i - 7] + s1) & M
     a, b, c, d, e, f, g, hh = h
     K = _K
     for i in range(80):
+        j = i & 15
+        if i >= 16:
+            x = w[(i - 15) & 15]
+            y = w[(i - 2) & 15]
+            s0 = (x >> 1 ^ x >> 8 ^ x >> 7) ^ ((x << 63 ^ x << 56) & M)
+            s1 = (y >> 19 ^ y >> 61 ^ y >> 6) ^ ((y << 45 ^ y << 3) & M)
+            w[j] = (w[j] + s0 + w[(i - 7) & 15] + s1) & M
         t1 = (hh + ((e >> 14 ^ e >> 18 ^ e >> 41) ^ ((e << 50 ^ e << 46 ^ e << 23) & M))
-              + (g ^ (e & (f ^ g))) + unpack_from(">Q", K, 8 * i)[0] + w[i])
+              + (g ^ (e & (f ^ g))) + unpack_from(">Q", K, 8 * i)[0] + w[j])
         t2 = ((a >> 28 ^ a >> 34 ^ a >> 39) ^ ((a << 36 ^ a << 30 ^ a << 25) & M)) + ((a & b) | (c & (a | b)))
         hh = g
         g = f
@@ -109,7 +112,7 @@ class SHA512:
     # object usable.
     def __init__(self, data=b""):
         self._h = list(_IV)
-        self._w = [0] * 80
+        self._w = [0] * 16
         self._buf = bytearray(128)
         self._used = 0        # bytes waiting in _buf
         self._total = 0       # bytes hashed in all
