@@ -79,10 +79,14 @@ def build(port, board, cfg, healthy, trial=False):
         ble = _ble_modules()
     # The line buffer first, while the heap is still in one piece.
     link = SerialLink(port, None)
-    # And room for the Uplink's buffers (about 4 KB in four blocks), kept in
-    # one piece while the clock, the journal and the sensors load and drop
-    # their boot code around it; given back just before the Uplink is built.
-    room = bytearray(4352)
+    # And room for the Uplink's buffers (about 4 KB in four blocks), and the
+    # BLE link's (its two reassemblers, seal and segment buffers: about 3.4
+    # KB) when there is a radio, kept in one piece while the clock, the
+    # journal and the sensors load and drop their boot code around it; given
+    # back just before the Uplinks are built. A radio's events arrive from
+    # its own thread during boot: without this room their small objects can
+    # leave no hole of 1 KB for the BLE link's buffers.
+    room = bytearray(4352 if bt is None else 4352 + 3584)
     clock = Clock(port, _path(port, "state/clock"))
     clock.start()
     journal = Journal(_path(port, "journal"), max_bytes=cfg["journal_bytes"],

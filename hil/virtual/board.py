@@ -515,13 +515,18 @@ class VirtualBoard:
         rom = Path(self.spec.fs).parent / "agent.romfs"
         rom_size = build_rom(Path(self.spec.fs), rom) if mode == "boot" else 0
         heap = self.spec.heap_bytes
+        esp32 = ble = names = 0
         if self.spec.family == "esp32" and mode == "boot":
             # As the ROM image: what a board keeps in flash, for the agent.
-            heap += standin_bytes(self.micropython, "esp32", Path(self.runner).parent)
+            esp32 = standin_bytes(self.micropython, "esp32", Path(self.runner).parent)
         if "EDGE_BLE_MPY" in env and mode == "boot":
-            heap += standin_bytes(self.micropython, "bluetooth", env["EDGE_BLE_MPY"])
+            ble = standin_bytes(self.micropython, "bluetooth", env["EDGE_BLE_MPY"])
         if rom_size:
-            heap += rom_size + ROM_HEAP_SLACK + qstr_bytes(self.micropython, rom)
+            names = qstr_bytes(self.micropython, rom)
+            heap += rom_size + ROM_HEAP_SLACK + names
+        heap += esp32 + ble
+        log.info("%s: heap %d = budget %d + image %d + its names %d + stand-ins (esp32 %d, bluetooth %d)",
+                 self.spec.name, heap, self.spec.heap_bytes, rom_size, names, esp32, ble)
         argv = [self.micropython, "-X", f"heapsize={heap}", "-i", self.runner, self.spec.fs, mode]
         if rom_size:
             argv.append(str(rom))
