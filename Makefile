@@ -27,10 +27,11 @@ demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
 
 test: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n 2 -q -m "not emulated" $(PYTEST_ARGS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS)
 
-# The emulated RP2040's tests: the first run builds its MicroPython firmware
-# (network, ~1 GB of packages, ~2 min; cached after, see docs/emulated.md).
+# The emulated RP2040's tests (tests/conftest.py skips them elsewhere): the
+# first run builds its MicroPython firmware (network, ~1 GB of packages, a
+# few minutes; cached after, see docs/emulated.md).
 test-emulated: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m emulated $(PYTEST_ARGS)
 

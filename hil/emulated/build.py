@@ -536,6 +536,8 @@ def _publish(root: Path, key: str, spec: BuildSpec, out: Path, cross: Path, vers
 
 def pico_w_note(fw: Firmware | None = None) -> str:
     """How to build the same image for a real Pico W with the agent frozen in."""
+    from edge_agent.paths import FIRMWARE_DIR
+
     version = fw.micropython if fw is not None else "1.25.0"
     return (f"For a real Pico W, build MicroPython {version} the same way but for RPI_PICO_W and with the\n"
             "agent frozen in. Debian lacks the Pico W's CYW43 driver, lwIP, BTstack and micropython-lib,\n"
@@ -543,5 +545,5 @@ def pico_w_note(fw: Firmware | None = None) -> str:
             f"  git clone --branch v{version} https://github.com/micropython/micropython && cd micropython\n"
             "  make -C mpy-cross\n"
             "  make -C ports/rp2 BOARD=RPI_PICO_W submodules\n"
-            "  make -C ports/rp2 BOARD=RPI_PICO_W FROZEN_MANIFEST=$EDGE/firmware/manifest.py\n"
+            f"  make -C ports/rp2 BOARD=RPI_PICO_W FROZEN_MANIFEST={FIRMWARE_DIR / 'manifest.py'}\n"
             "  edge flash --board picow --port /dev/ttyACM0 --firmware ports/rp2/build-RPI_PICO_W/firmware.uf2")
