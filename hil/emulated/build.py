@@ -343,7 +343,12 @@ def _steps(spec: BuildSpec, root: Path, force: bool, progress: Progress, jobs: i
 def _toolchain_versions(run: debian.Run) -> dict[str, str]:
     out = run(["dpkg-query", "-W", "-f=${Package} ${Version}\\n", "gcc-arm-none-eabi",
                "libnewlib-arm-none-eabi", "cmake"], what="ask dpkg for the toolchain's versions", check=False)
-    return dict(line.split(" ", 1) for line in out.splitlines() if " " in line and ":" not in line.split(" ")[0])
+    versions: dict[str, str] = {}
+    for line in out.splitlines():
+        name, _, version = line.partition(" ")
+        if version and not name.endswith(":"):      # not dpkg-query's own complaints
+            versions[name] = version
+    return versions
 
 
 def _sources(apt: debian.SourceApt, versions: Mapping[str, str], downloads: Path, work: Path,

@@ -101,19 +101,25 @@ def missing_packages(names: tuple[str, ...], run: Run) -> list[str]:
     return [n for n in names if n not in ok]
 
 
-def install_toolchain(run: Run) -> list[str]:
-    """Install the :data:`TOOLCHAIN` packages that are missing; return their names."""
+def install_toolchain(run: Run, lists: Path = Path("/var/lib/apt/lists")) -> list[str]:
+    """Install the :data:`TOOLCHAIN` packages that are missing (the
+    machine's package ``lists`` fetched first when it has none); return
+    their names."""
     missing = missing_packages(TOOLCHAIN, run)
     if not missing:
         return []
-    cmd = ["apt-get", "install", "-y", "--no-install-recommends", *missing]
+    sudo: list[str] = []
     if os.geteuid() != 0:
         if shutil.which("sudo") is None:
             raise AptError(f"the firmware build needs {', '.join(missing)}, and installing them needs root",
                            f"run: sudo apt-get install --no-install-recommends {' '.join(missing)}")
-        cmd = ["sudo", "-n", *cmd]
+        sudo = ["sudo", "-n"]
     env = {"DEBIAN_FRONTEND": "noninteractive"}
-    run(cmd, env=env, what=f"install {', '.join(missing)}")
+    if not any(lists.glob("*_Packages*")):
+        # A fresh container ships without package lists.
+        run([*sudo, "apt-get", "update"], env=env, what="fetch the machine's package lists")
+    run([*sudo, "apt-get", "install", "-y", "--no-install-recommends", *missing], env=env,
+        what=f"install {', '.join(missing)}")
     return missing
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from edge_agent.boards import load_board
 from edge_agent.errors import DeviceError
 from edge_agent.flash import Builds, Target, check_micropython, mpy_header
 from edge_hil.emulated import build as rp2
+from edge_hil.emulated import debian
 from edge_hil.virtual.uf2_drive import FLASH_BASE, RP2040_FAMILY, Uf2Error, parse_uf2, to_uf2
 from tests.harness import edge, invoke
 from tests.hil.rp2_cache import SOURCES, fake_build
@@ -204,3 +206,55 @@ def test_a_cold_build_makes_the_firmware_and_its_mpy_cross_then_a_second_run_reu
                              Target("pico-1", "/dev/pts/9", "picow"), bundle.mpy) == cold["micropython"]
     warm = json.loads(edge("emulator", "build", "--json", env=env).stdout)
     assert warm["cached"] is True and warm["key"] == cold["key"]
+
+
+# -- apt, by package name ------------------------------------------------------------------
+
+class Apt:
+    """Stands in for the build's command runner: answers dpkg-query and apt-cache, records the rest."""
+
+    def __init__(self, installed: set[str]):
+        self.installed = installed
+        self.calls: list[tuple[list[str], dict]] = []
+
+    def __call__(self, argv, *, cwd=None, env=None, what="", check=True, on_line=None) -> str:
+        self.calls.append((argv, dict(env or {})))
+        if argv[0] == "dpkg-query":
+            return "".join(f"{n} {'ii ' if n in self.installed else 'un '}\n" for n in argv[3:])
+        if argv[:2] == ["apt-cache", "showsrc"]:
+            return f"Package: {argv[-1]}\nVersion: 1.0-1\n"
+        return ""
+
+
+def test_the_toolchain_install_asks_apt_for_the_missing_packages_only_by_name(tmp_path):
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages.lz4").touch()
+    apt = Apt(installed={"cmake", "build-essential", "python3"})
+    assert debian.install_toolchain(apt, lists) == ["gcc-arm-none-eabi", "libnewlib-arm-none-eabi"]
+    asked = [argv for argv, _ in apt.calls if "apt-get" in argv]
+    assert len(asked) == 1 and asked[0][asked[0].index("apt-get"):] == [
+        "apt-get", "install", "-y", "--no-install-recommends", "gcc-arm-none-eabi", "libnewlib-arm-none-eabi"]
+    fresh = Apt(installed=set())                    # a container without package lists
+    debian.install_toolchain(fresh, tmp_path / "empty")
+    assert [argv[argv.index("apt-get") + 1] for argv, _ in fresh.calls if "apt-get" in argv] == ["update", "install"]
+    everything = Apt(installed=set(debian.TOOLCHAIN))
+    assert debian.install_toolchain(everything, lists) == []
+    assert [argv[0] for argv, _ in everything.calls] == ["dpkg-query"]
+
+
+def test_the_sources_come_through_a_private_apt_configuration_naming_trixie(tmp_path):
+    apt = Apt(installed=set())
+    src = debian.SourceApt(tmp_path / "apt", apt, private=True)
+    assert src.update() is True and src.update() is False      # fetched once, then fresh
+    argv, env = apt.calls[0]
+    assert argv[:2] == ["apt-get", "update"] and env == {"APT_CONFIG": str(tmp_path / "apt" / "apt.conf")}
+    conf = (tmp_path / "apt" / "apt.conf").read_text()
+    for setting in ("Dir::Etc::sourcelist", "Dir::Etc::sourceparts", "Dir::Etc::preferencesparts",
+                    "Dir::State::lists", "Dir::Cache::archives"):
+        paths = re.findall(rf'^{setting} "([^"]+)";', conf, re.M)
+        assert paths and Path(paths[0]).is_relative_to(tmp_path), setting
+    lines = (tmp_path / "apt" / "sources.list").read_text().splitlines()
+    assert [ln.split()[0] for ln in lines] == ["deb", "deb-src"] and all(" trixie main" in ln for ln in lines)
+    assert src.version(debian.SOURCES[0]) == "1.0-1"
+    assert all(env == {"APT_CONFIG": str(tmp_path / "apt" / "apt.conf")} for _, env in apt.calls)
