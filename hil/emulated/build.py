@@ -52,6 +52,11 @@ DEFAULT_BOARD = "RPI_PICO"
 MANIFEST = Path(__file__).with_name("rp2_manifest.py")
 # Fixed cmake flags (the paths added at build time do not change the image).
 FLAGS = ("-DPICO_NO_PICOTOOL=1", "-DPICO_BUILD_DOCS=0")
+# The SDK's C++ operator new/delete (pico_cxx_options) include libstdc++'s
+# headers, which come with the 1.5 GB libstdc++-arm-none-eabi-newlib; the
+# firmware is C and never calls them, so they are left out. Given as
+# CXXFLAGS, which CMake adds to the SDK toolchain's own C++ flags.
+CXXFLAGS = "-DPICO_CXX_DISABLE_ALLOCATION_OVERRIDES=1"
 ELF_KEEP_MAX = 16 * 1024 * 1024
 FLASH_SIZE = 2 * 1024 * 1024    # the Pico's QSPI flash; the UF2 must fit it
 RP2_ARCH = "armv6m"             # the RP2040's Cortex-M0+: mpy-cross -march
@@ -93,6 +98,7 @@ class BuildSpec:
     board: str = DEFAULT_BOARD
     manifest: Path = MANIFEST
     flags: tuple[str, ...] = FLAGS
+    cxxflags: str = CXXFLAGS
 
     def identity(self) -> dict[str, Any]:
         """What of the spec goes into the cache key (the manifest by content)."""
@@ -102,7 +108,7 @@ class BuildSpec:
             raise NotFound(f"the freeze manifest {self.manifest} cannot be read: {e.strerror}",
                            "restore it from the repository (git checkout hil/emulated/rp2_manifest.py)")
         return {"board": self.board, "manifest_sha256": hashlib.sha256(text).hexdigest(),
-                "flags": list(self.flags), "recipe": RECIPE}
+                "flags": list(self.flags), "cxxflags": self.cxxflags, "recipe": RECIPE}
 
 
 def cache_key(sources: Mapping[str, str], spec: BuildSpec) -> str:
@@ -456,7 +462,7 @@ def _build_port(mp: Path, work: Path, spec: BuildSpec, cross: Path, run: debian.
     stub = _stdcxx_stub(work, run)
     if stub is not None:
         args.append(f"-DCMAKE_EXE_LINKER_FLAGS=-L{stub}")
-    env = {"MICROPY_MPYCROSS": str(cross)}
+    env = {"MICROPY_MPYCROSS": str(cross), "CXXFLAGS": spec.cxxflags}
     progress("firmware", 0, 100)
     run(args, env=env, what=f"configure the rp2 port for {spec.board} (cmake)")
 
