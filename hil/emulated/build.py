@@ -46,7 +46,7 @@ from edge_hil.virtual.uf2_drive import FLASH_BASE, RP2040_FAMILY, parse_uf2, to_
 
 # Bump when the build recipe changes in a way that changes the image: it is
 # part of every cache key, so old builds are no longer reused.
-RECIPE = 1
+RECIPE = 2
 FORMAT = 1                      # of build.json
 DEFAULT_BOARD = "RPI_PICO"
 MANIFEST = Path(__file__).with_name("rp2_manifest.py")
@@ -165,7 +165,8 @@ class Firmware:
                 "firmware_elf": str(self.elf) if self.elf else None, "mpy_cross": str(self.mpy_cross),
                 "micropython": self.micropython, "mpy": self.info["mpy"],
                 "sources": self.info["sources"], "toolchain": self.info.get("toolchain", {}),
-                "sizes": self.info["sizes"], "seconds": self.info["seconds"]}
+                "sizes": self.info["sizes"], "sha256": self.info.get("sha256", {}),
+                "seconds": self.info["seconds"]}
 
 
 def _load(folder: Path, spec: BuildSpec | None = None) -> Firmware | None:
@@ -334,9 +335,10 @@ def _steps(spec: BuildSpec, root: Path, force: bool, progress: Progress, jobs: i
     _check_board(mp, spec.board)
     timer.lap("sources")
 
-    cross = _build_mpy_cross(mp, run, jobs, progress)
+    env = _reproducible_env(mp, run)
+    cross = _build_mpy_cross(mp, run, jobs, progress, env)
     timer.lap("mpy-cross")
-    out = _build_port(mp, work, spec, cross, run, jobs, progress)
+    out = _build_port(mp, work, spec, cross, run, jobs, progress, env)
     timer.lap("firmware")
 
     progress("image", 0, 1)
@@ -410,7 +412,18 @@ def _check_board(mp: Path, board: str) -> None:
                          "note and docs/firmware-build.md); the emulator has no CYW43 anyway")
 
 
-def _build_mpy_cross(mp: Path, run: debian.Run, jobs: int, progress: Progress) -> Path:
+def _reproducible_env(mp: Path, run: debian.Run) -> dict[str, str]:
+    """The environment that makes the same sources give the same image
+    whatever the day or the build folder: the build date is the Debian
+    package's (``SOURCE_DATE_EPOCH``, read by GCC's ``__DATE__`` and
+    MicroPython's version header), and Python's string hashing, which
+    orders the generated tables, is fixed."""
+    stamp = run(["dpkg-parsechangelog", "-l", str(mp / "debian" / "changelog"), "-S", "Timestamp"],
+                what="read the date of MicroPython's Debian changelog").strip()
+    return {"SOURCE_DATE_EPOCH": stamp, "PYTHONHASHSEED": "0"}
+
+
+def _build_mpy_cross(mp: Path, run: debian.Run, jobs: int, progress: Progress, env: Mapping[str, str]) -> Path:
     """MicroPython's own ``mpy-cross`` (the one the port freezes with, and the
     one ``edge flash`` compiles the agent with for this firmware)."""
     total = len(list((mp / "py").glob("*.c"))) + len(list((mp / "mpy-cross").glob("*.c")))
@@ -422,7 +435,7 @@ def _build_mpy_cross(mp: Path, run: debian.Run, jobs: int, progress: Progress) -
             progress("mpy-cross", min(done[0], total), total)
 
     progress("mpy-cross", 0, total)
-    run(["make", "-C", str(mp / "mpy-cross"), f"-j{jobs}"], what="build mpy-cross",
+    run(["make", "-C", str(mp / "mpy-cross"), f"-j{jobs}"], env=env, what="build mpy-cross",
         on_line=count)
     exe = mp / "mpy-cross" / "build" / "mpy-cross"
     if not exe.is_file():
@@ -448,7 +461,7 @@ def _stdcxx_stub(work: Path, run: debian.Run) -> Path | None:
 
 
 def _build_port(mp: Path, work: Path, spec: BuildSpec, cross: Path, run: debian.Run, jobs: int,
-                progress: Progress) -> Path:
+                progress: Progress, base_env: Mapping[str, str]) -> Path:
     """Configure and build the rp2 port; return its build folder."""
     out = work / f"build-{spec.board}"
     # makemanifest.py insists on a micropython-lib checkout even when the
@@ -462,7 +475,7 @@ def _build_port(mp: Path, work: Path, spec: BuildSpec, cross: Path, run: debian.
     stub = _stdcxx_stub(work, run)
     if stub is not None:
         args.append(f"-DCMAKE_EXE_LINKER_FLAGS=-L{stub}")
-    env = {"MICROPY_MPYCROSS": str(cross), "CXXFLAGS": spec.cxxflags}
+    env = {**base_env, "MICROPY_MPYCROSS": str(cross), "CXXFLAGS": spec.cxxflags}
     progress("firmware", 0, 100)
     run(args, env=env, what=f"configure the rp2 port for {spec.board} (cmake)")
 
@@ -524,12 +537,16 @@ def _publish(root: Path, key: str, spec: BuildSpec, out: Path, cross: Path, vers
     os.chmod(tmp / "mpy-cross", 0o755)
     micropython, mpy = _mpy_of(tmp / "mpy-cross", out, run)
     timer.lap("image")
-    sizes = {f.name: f.stat().st_size for f in sorted(tmp.iterdir()) if f.is_file()}
+    made = [f for f in sorted(tmp.iterdir()) if f.is_file()]
+    sizes = {f.name: f.stat().st_size for f in made}
+    # The same sources give the same image, byte for byte, in any folder on
+    # any day (_reproducible_env): the digests let two builds be compared.
+    digests = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in made}
     info = {
         "format": FORMAT, "key": key, "board": spec.board, "spec": spec.identity(),
         "sources": dict(versions), "apt": f"private ({debian.SUITE})" if private else "the machine's",
         "toolchain": dict(toolchain), "installed": list(installed),
-        "micropython": micropython, "mpy": mpy, "sizes": sizes,
+        "micropython": micropython, "mpy": mpy, "sizes": sizes, "sha256": digests,
         "seconds": {**timer.seconds, "total": round(time.monotonic() - started, 2)},
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
