@@ -203,8 +203,8 @@ def cached_firmware(board: str = DEFAULT_BOARD, root: Path | None = None) -> Fir
     fw = find_cached(BuildSpec(board=board), root)
     if fw is None:
         raise NotFound(f"no MicroPython rp2 firmware for {board} in {cache_root() if root is None else root}",
-                       f"build it once: edge emulator build --board {board} (about 2 minutes and 1 GB of "
-                       "packages the first time)")
+                       f"build it once: edge emulator build --board {board} (1-2 minutes and about 1 GB "
+                       "of packages the first time)")
     return fw
 
 

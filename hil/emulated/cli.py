@@ -31,8 +31,8 @@ def build(board: str, force: bool, jobs: int | None, as_json: bool) -> None:
     The first run installs the ARM toolchain from the machine's apt, fetches
     MicroPython 1.25, the Pico SDK, TinyUSB and Mbed TLS from Debian 13
     (trixie) through a private apt configuration (the system's is left
-    alone), and builds mpy-cross and the firmware: about 2 minutes and 1 GB
-    of packages. The result (firmware.bin, firmware.uf2, firmware.elf,
+    alone), and builds mpy-cross and the firmware: 1-2 minutes and about
+    1 GB of packages. The result (firmware.bin, firmware.uf2, firmware.elf,
     mpy-cross, build.json) is cached in
     ${XDG_CACHE_HOME:-~/.cache}/edge-agent/rp2/<key>/, keyed by the source
     versions, our freeze manifest and the build flags; later runs reuse it.

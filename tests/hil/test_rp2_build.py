@@ -1,12 +1,13 @@
 """The emulated Pico's firmware build (`edge emulator build`, edge_hil.emulated.build):
 its cache key, its UF2, reuse of a cached build, and the .mpy check `edge flash` makes.
 
-The cold build itself (network, ~1 GB of packages, about 2 minutes) is the
+The cold build itself (network, ~1 GB of packages, 1-2 minutes) is the
 one test marked `emulated` (`make test-emulated`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -195,6 +196,7 @@ def test_a_cold_build_makes_the_firmware_and_its_mpy_cross_then_a_second_run_reu
     assert cold["cached"] is False and cold["micropython"].startswith("1.25")
     assert set(cold["sources"]) == {"micropython", "pico-sdk-source", "tinyusb-source", "mbedtls"}
     image = Path(cold["firmware_bin"]).read_bytes()
+    assert cold["sha256"]["firmware.bin"] == hashlib.sha256(image).hexdigest()
     picow = load_board("picow")
     assert 200_000 < len(image) <= picow["flash"]["firmware_max"]
     parts = parse_uf2(Path(cold["firmware_uf2"]).read_bytes(), picow["flash"]["size"])
