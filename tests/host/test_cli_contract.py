@@ -15,6 +15,7 @@ import pytest
 
 from edge_agent.cli import main
 from tests.harness import Home, edge, invoke
+from tests.hil.rp2_cache import fake_build
 
 
 def commands(group: click.Group = main, prefix: tuple[str, ...] = ()):
@@ -59,12 +60,18 @@ class Scenario:
         self.home = home
         self.known: dict[str, str] = {"out": str(out)}
         self.ran: set[tuple[str, ...]] = set()
+        # The emulated Pico's firmware as an earlier `edge emulator build`
+        # left it (the cold build takes minutes: tests/hil/test_rp2_build.py).
+        self.cache = out.parent / "cache"
+        fake_build(self.cache / "edge-agent" / "rp2")
 
     def run(self, args: tuple[str, ...], check: Callable) -> None:
         args = tuple(a.format(**self.known) for a in args)
         env = self.home.env
         if command_path(args)[:1] in BLE_COMMANDS:
             env = {**env, "EDGE_BLE": "sim"}    # the bench's air: a free host controller of it
+        if command_path(args)[:1] == ("emulator",):
+            env = {**env, "XDG_CACHE_HOME": str(self.cache)}
         proc = edge(*args, timeout=120, env=env, check=not hasattr(check, "exit_code"))
         want = getattr(check, "exit_code", 0)
         assert proc.returncode in (want if isinstance(want, tuple) else (want,)), (proc.stdout, proc.stderr)
@@ -252,6 +259,11 @@ def bundled(proc, s):
     assert Path(made["output"]).stat().st_size == made["bytes"]
 
 
+def emulator_firmware(proc, s):
+    fw = json.loads(proc.stdout)
+    assert fw["cached"] is True and fw["board"] == "RPI_PICO" and Path(fw["firmware_uf2"]).is_file(), fw
+
+
 def stopped(proc, s):
     assert json.loads(s.home.edge("sim", "ls", "--json").stdout) == []
 
@@ -277,6 +289,7 @@ STEPS: list[tuple[tuple[str, ...], Callable]] = [
     (("devices", "factory-reset", "esp32-1", "--json"), factory_reset),
     (("sim", "logs", "esp32-1", "-n", "200"), logged),
     (("completion", "bash"), completion),
+    (("emulator", "build", "--json"), emulator_firmware),
     (("ota", "keygen", "--json"), keygen),
     (("ota", "sign", "{image}", "--board", "esp32", "--component", "agent", "--version", "1.0.0",
       "--sequence", "1", "-o", "{manifest}", "--json"), signed),
