@@ -52,6 +52,17 @@ const STDERR_ERRORS = {
   error(component, message) { note(`${component}: ${message}`); },
 };
 
+function registerFile(BasePeripheral) {
+  return class RegisterFile extends BasePeripheral {
+    constructor(mcu, name) {
+      super(mcu, name);
+      this.regs = new Map();
+    }
+    readUint32(offset) { return this.regs.get(offset & 0xfff) || 0; }
+    writeUint32(offset, value) { this.regs.set(offset & 0xfff, value >>> 0); }
+  };
+}
+
 function note(text) {
   process.stderr.write(`[rp2040 runner] ${text}\n`);
 }
@@ -76,7 +87,9 @@ class Board {
   }
 
   // A new chip, as after power-on or a hard reset: ROM, flash from the file.
-  boot() {
+  // `watchdogReason`: a watchdog reset leaves its reason for the firmware
+  // (machine.reset_cause() is WDT_RESET then), as the chip's WATCHDOG.REASON does.
+  boot(watchdogReason = 0) {
     const { RP2040, USBCDC, BasePeripheral } = this.lib;
     const mcu = new RP2040();
     mcu.logger = STDERR_ERRORS;
@@ -89,7 +102,14 @@ class Board {
     const { ssi, ioQspi } = makePeripherals(BasePeripheral, mcu, flash);
     mcu.peripherals[0x18000] = ssi;
     mcu.peripherals[0x40018] = ioQspi;
-    mcu.peripherals[0x40058].onWatchdogTrigger = () => { this.resetRequested = true; };
+    // VREG_AND_CHIP_RESET: stock answers every read with all ones, which the
+    // boot ROM takes for a debugger's restart request (CHIP_RESET.PSM_RESTART_FLAG)
+    // and then waits for a debugger. Registers that read back what was
+    // written, zero at power-on, boot it normally.
+    mcu.peripherals[0x40064] = new (registerFile(BasePeripheral))(mcu, 'VREG_AND_CHIP_RESET');
+    const watchdog = mcu.peripherals[0x40058];
+    watchdog.reason = watchdogReason;
+    watchdog.onWatchdogTrigger = () => { this.resetRequested = true; };
     const cdc = new USBCDC(mcu.usbCtrl);
     cdc.onSerialData = (data) => this.toHost(data);
     mcu.usbCtrl.onEndpointRead = (endpoint, size) => this.chipReads(cdc, endpoint, size);
@@ -97,6 +117,7 @@ class Board {
     this.cdc = cdc;
     this.outEndpoint = () => cdc.outEndpoint;
     this.pendingRead = null;
+    this.input = [];                  // USB goes down with the chip: unread bytes are lost
     this.resetRequested = false;
     // Device time continues from wall time: a reset does not rewind the clock.
     this.clockBase = this.wallNanos();
@@ -163,7 +184,7 @@ class Board {
     for (let i = 0; i < SLICE_INSTRUCTIONS; i++) {
       if (this.resetRequested) {
         note('hard reset (watchdog): the chip boots again, flash kept');
-        this.boot();
+        this.boot(this.mcu.peripherals[0x40058].reason);
         break;
       }
       if (core.waiting) {
@@ -207,7 +228,9 @@ function main() {
     process.exit(2);
   }
   process.stdin.on('data', (data) => board.fromHost(data));
+  // The supervisor closed the console: the board is gone.
   process.stdin.on('end', () => process.exit(0));
+  process.stdin.on('error', () => process.exit(0));
   process.on('SIGUSR1', () => board.writeStats());
   process.on('SIGTERM', () => process.exit(0));
   board.run();

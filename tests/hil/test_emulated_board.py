@@ -1,0 +1,114 @@
+"""An emulated Pico on the bench: the real MicroPython rp2 firmware on an emulated RP2040.
+
+`edge sim up --board pico --emulated` starts it; its USB CDC console is a
+pseudo-terminal that plain mpremote drives; its flash image keeps littlefs
+across power off/on; machine.reset() reboots the chip. Every test shares one
+bench (a boot costs seconds); each leaves the board running.
+
+These need Node + npm (rp2040js), pip (the boot ROM) and the firmware
+(`edge emulator build`): run them with `make test-emulated`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import serial
+
+from tests.harness import mpremote
+
+pytestmark = [pytest.mark.emulated, pytest.mark.timeout(600)]
+
+NAME = "pico-1"
+
+
+@pytest.fixture(scope="module")
+def pico(module_bench):
+    """A bench with one emulated Pico (its row from `edge sim up --json`)."""
+    rows = module_bench.up("pico", extra=("--emulated", "--unprovisioned"), timeout=300)
+    assert [r["name"] for r in rows] == [NAME]
+    return module_bench
+
+
+def repl(port: str, line: bytes, until: bytes = b">>> ", timeout: float = 30) -> bytes:
+    """Type ``line`` at the friendly REPL and read up to the next prompt."""
+    with serial.Serial(port, timeout=timeout) as s:
+        s.write(b"\r\x03\x02")              # stop whatever runs, friendly REPL
+        s.read_until(b">>> ")
+        s.write(line + b"\r")
+        return s.read_until(until)
+
+
+def run(home, code: str, timeout: float = 60) -> str:
+    proc = mpremote(home.port(NAME), "exec", code, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_its_repl_answers_over_the_pty_as_a_real_pico(pico):
+    out = repl(pico.port(NAME), b"print(1+1)")
+    assert b"\r\n2\r\n" in out
+    out = repl(pico.port(NAME), b"import sys; print(sys.platform, sys.implementation._machine)")
+    assert b"rp2 Raspberry Pi Pico with RP2040" in out
+
+
+def test_sim_ls_shows_it_as_an_emulated_board(pico):
+    rows = pico.json("sim", "ls")
+    row = next(r for r in rows if r["name"] == NAME)
+    assert row["kind"] == "emulated"
+    assert row["board"] == "pico"
+    assert row["state"] == "running"
+    assert row["fs"].endswith("flash.bin")
+
+
+def test_plain_mpremote_execs_lists_copies_and_soft_resets(pico, tmp_path):
+    assert run(pico, "print(6*7)").strip() == "42"
+    src = tmp_path / "hello.txt"
+    src.write_bytes(b"hello from the host\n" * 50)
+    proc = mpremote(pico.port(NAME), "fs", "cp", str(src), ":hello.txt", timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = mpremote(pico.port(NAME), "fs", "ls", "/", timeout=60)
+    assert proc.returncode == 0 and "hello.txt" in proc.stdout, proc.stdout + proc.stderr
+    back = tmp_path / "back.txt"
+    proc = mpremote(pico.port(NAME), "fs", "cp", ":hello.txt", str(back), timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert back.read_bytes() == src.read_bytes()
+    # A soft reset clears the interpreter's globals but not the chip.
+    proc = mpremote(pico.port(NAME), "exec", "marker = 1", "soft-reset", "exec",
+                    "print('marker' in globals())", timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip().endswith("False")
+
+
+def test_a_file_written_survives_power_off_and_on(pico):
+    run(pico, "f = open('kept.txt', 'w'); f.write('across a power cut'); f.close()")
+    pico.edge("sim", "power", NAME, "off")
+    assert pico.control.mode(NAME) == "off"
+    pico.edge("sim", "power", NAME, "on")
+    assert run(pico, "print(open('kept.txt').read())").strip() == "across a power cut"
+
+
+def test_machine_reset_reboots_the_chip_and_keeps_its_files(pico):
+    port = pico.port(NAME)
+    run(pico, "open('before_reset.txt', 'w').write('x')")
+    with serial.Serial(port, timeout=30) as s:
+        s.write(b"\r\x03\x02")
+        s.read_until(b">>> ")
+        s.write(b"import machine; machine.reset()\r")
+        # The rebooted firmware starts afresh: its banner, then the prompt.
+        got = s.read_until(b"MicroPython")
+        assert got.endswith(b"MicroPython"), got
+    deadline = time.monotonic() + 60
+    while True:
+        proc = mpremote(port, "exec", "import machine; print(machine.reset_cause(), "
+                                      "open('before_reset.txt').read())", timeout=60)
+        if proc.returncode == 0 or time.monotonic() > deadline:
+            break
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.split()[-1] == "x"
+
+
+def test_edge_sim_reset_boots_it_again(pico):
+    pico.edge("sim", "reset", NAME)
+    assert b"\r\n2\r\n" in repl(pico.port(NAME), b"print(1+1)")
