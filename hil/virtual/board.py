@@ -39,6 +39,11 @@ bytes between the two masters, appends everything the board prints to
   (``vesp32.py``): two OTA partitions and an otadata record in a file in the
   board's home, with ESP-IDF's rollback rule at each start that runs main.py;
   the interpreter never changes with the partition it "boots".
+* Kinds. What runs behind the port is a :class:`Chip`: the Unix port
+  (:class:`UnixPortChip`, everything above) or an emulated RP2040 running
+  the real rp2 firmware (:class:`edge_hil.emulated.chip.EmulatedRp2040`:
+  it soft-resets, handles Ctrl-C and keeps its files by itself);
+  :func:`chip_for` is the one place that picks it.
 * States. The chip's state (off, starting, running, backoff, held,
   download, bootsel, stopped) moves only as :mod:`.lifecycle`'s table allows.
 """
@@ -56,7 +61,7 @@ import termios
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from edge_hil.virtual.console import ConsoleFilter
 from edge_hil.virtual.esp_rom import CHIPS
@@ -198,6 +203,24 @@ class Launch:
     stderr_file: str | None = None      # None: the console pty, as a board's own stderr
 
 
+class Chip(Protocol):
+    """What runs behind a board's port, one process per boot: the seam between the kinds of board.
+
+    The board (power, reset, console, bootloaders, crash loops) is the same
+    for every kind; a chip says how its process starts and how it behaves.
+    """
+
+    kind: str                   # "virtual" | "emulated": what `sim ls` and the drivers report
+    exit_is_soft_reset: bool    # an exit on its own is a soft reset (else: the chip failed)
+    interrupts_by_signal: bool  # a Ctrl-C from the port becomes SIGINT while code runs
+    native_console: bool        # its output is a real firmware's, passed byte for byte
+    has_radio: bool             # it gets a BLE controller on the bench's air
+
+    async def launch(self, mode: str) -> Launch:
+        """The process for one boot; ``mode``: "boot" | "raw" | "repl" (see runner.py)."""
+        ...
+
+
 class UnixPortChip:
     """A virtual board's chip: the MicroPython Unix port running ``runner.py`` on the board's folder.
 
@@ -262,7 +285,7 @@ class UnixPortChip:
         return Launch(argv=argv, env=env, cwd=b.spec.fs)
 
 
-def chip_for(board: "VirtualBoard"):
+def chip_for(board: "VirtualBoard") -> Chip:
     """The chip a board runs: the one place that knows the kinds of board."""
     spec = board.spec
     if spec.kind == "emulated":
