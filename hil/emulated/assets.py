@@ -141,8 +141,8 @@ def bootrom() -> Path:
     return out
 
 
-def firmware() -> Path:
-    """The MicroPython rp2 ``firmware.bin`` for ``RPI_PICO``: ``$EDGE_RP2_FIRMWARE``, else the newest build in the cache."""
+def firmware(board: str = "RPI_PICO") -> Path:
+    """The MicroPython rp2 ``firmware.bin`` for ``board``: ``$EDGE_RP2_FIRMWARE``, else the cached build."""
     given = os.environ.get(FIRMWARE_ENV)
     if given:
         path = Path(given).expanduser()
@@ -150,6 +150,12 @@ def firmware() -> Path:
             raise NotFound(f"{FIRMWARE_ENV}={given} is not a file",
                            hint="point it at a firmware.bin of the rp2 port, or unset it")
         return path
+    try:
+        from edge_hil.emulated.build import cached_firmware  # type: ignore[import-not-found]
+    except ImportError:
+        cached_firmware = None
+    if cached_firmware is not None:
+        return Path(cached_firmware(board).bin)
     built = sorted((cache_root() / "rp2").glob("*/firmware.bin"), key=lambda p: p.stat().st_mtime)
     if not built:
         raise NotFound("no MicroPython rp2 firmware is built for the emulated Pico",
