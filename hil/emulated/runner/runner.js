@@ -107,6 +107,12 @@ class Board {
     // and then waits for a debugger. Registers that read back what was
     // written, zero at power-on, boot it normally.
     mcu.peripherals[0x40064] = new (registerFile(BasePeripheral))(mcu, 'VREG_AND_CHIP_RESET');
+    // The BOOTSEL button sits on the flash's CS line, which the boot ROM reads
+    // through SIO: released, its pull-up holds it high and the chip boots
+    // from flash (the bench's BOOTSEL mode is a folder drive, not this ROM).
+    // Its pad comes out of reset input-enabled with the pull-up on (0x5a).
+    mcu.qspi[1].padValue = 0x5a;
+    mcu.qspi[1].setInputValue(true);
     const watchdog = mcu.peripherals[0x40058];
     watchdog.reason = watchdogReason;
     watchdog.onWatchdogTrigger = () => { this.resetRequested = true; };

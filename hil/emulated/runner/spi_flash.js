@@ -120,7 +120,9 @@ class SpiNorFlash {
 const CTRLR0 = 0x00, SSIENR = 0x08, TXFLR = 0x20, RXFLR = 0x24, SR = 0x28, DR0 = 0x60;
 const SR_TFNF = 0x02, SR_TFE = 0x04, SR_RFNE = 0x08;
 const FRF_MASK = 0x3 << 21;       // CTRLR0.SPI_FRF: 0 = standard (one data line)
+const QSPI_SS_STATUS = 0x08;      // IO_QSPI GPIO_QSPI_SS_STATUS
 const QSPI_SS_CTRL = 0x0c;        // IO_QSPI GPIO_QSPI_SS_CTRL
+const INFROMPAD = 1 << 17;
 const OUTOVER_SHIFT = 8, OUTOVER_LOW = 2, OUTOVER_HIGH = 3;
 
 // Builds the two peripherals around `flash`, given rp2040js's BasePeripheral.
@@ -166,7 +168,11 @@ function makePeripherals(BasePeripheral, rp2040, flash) {
       this.regs = new Map();
     }
     readUint32(offset) {
-      return this.regs.get(offset & 0xfff) || 0;
+      offset &= 0xfff;
+      // The boot ROM reads the BOOTSEL button on the CS line: high (its
+      // pull-up) means not pressed, so the chip boots from flash.
+      if (offset === QSPI_SS_STATUS) return INFROMPAD;
+      return this.regs.get(offset) || 0;
     }
     writeUint32(offset, value) {
       offset &= 0xfff;
