@@ -15,6 +15,9 @@ rp2040js, the boot ROM and the board's flash image, so:
   (its REPL and raw REPL handle soft reset themselves).
 * the process only ends when the bench ends it (power, reset, BOOTSEL) or
   when the emulator fails: an exit on its own is a crash, never a soft reset.
+* ``machine.bootloader()`` (the boot ROM's USB boot) ends the process with
+  :data:`EXIT_BOOTSEL`: the bench shows the board's BOOTSEL drive folder,
+  which takes a UF2 into the flash image, and the chip boots it.
 * it has no radio (an RPI_PICO has no CYW43).
 """
 
@@ -32,6 +35,7 @@ from edge_hil.virtual.flash import FlashImage, record_write
 RUNNER = assets.RUNNER_DIR / "runner.js"
 STATS = "emulator.json"
 RUNNER_LOG = "runner.log"
+EXIT_BOOTSEL = 3        # runner.js: the firmware entered the boot ROM's USB boot
 
 
 def unique_id(name: str) -> str:
@@ -82,6 +86,9 @@ class EmulatedRp2040:
                 "--unique-id", unique_id(self.name), "--stats", str(Path(self.home) / STATS)]
         return Launch(argv=argv, env=dict(os.environ), cwd=self.home,
                       stderr_file=str(Path(self.home) / RUNNER_LOG))
+
+    def entered_bootloader(self, rc: int | None) -> bool:
+        return rc == EXIT_BOOTSEL
 
     @staticmethod
     def request_stats(pid: int) -> None:

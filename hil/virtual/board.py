@@ -220,6 +220,10 @@ class Chip(Protocol):
         """The process for one boot; ``mode``: "boot" | "raw" | "repl" (see runner.py)."""
         ...
 
+    def entered_bootloader(self, rc: int | None) -> bool:
+        """Whether the process ended because the chip entered its ROM bootloader by itself."""
+        ...
+
 
 class UnixPortChip:
     """A virtual board's chip: the MicroPython Unix port running ``runner.py`` on the board's folder.
@@ -283,6 +287,9 @@ class UnixPortChip:
         if rom_size:
             argv.append(str(rom))
         return Launch(argv=argv, env=env, cwd=b.spec.fs)
+
+    def entered_bootloader(self, rc: int | None) -> bool:
+        return False        # machine.bootloader() is a console marker here (vmachine.py)
 
 
 def chip_for(board: "VirtualBoard") -> Chip:
@@ -567,6 +574,8 @@ class VirtualBoard:
             why, self._action = self._action, None
             if why in ("off", "stop", "reset", "hold") or not self.powered:
                 continue                # power_off / stop / reset / a bootloader chose what follows
+            if self.chip.entered_bootloader(rc) and any(p.on_bootloader() for p in self.peripherals):
+                continue                # machine.bootloader(): the ROM's drive is up
             if not self.chip.exit_is_soft_reset:
                 # The chip's process failed (an emulator error): boot it again,
                 # as a power-on, pausing if it keeps failing.

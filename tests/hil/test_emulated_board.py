@@ -12,6 +12,7 @@ These need Node + npm (rp2040js), pip (the boot ROM) and the firmware
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import serial
@@ -125,3 +126,29 @@ def test_edge_sim_reset_boots_it_again(pico):
     pico.edge("sim", "reset", NAME)
     wait_repl(pico.port(NAME))
     assert b"\r\n2\r\n" in repl(pico.port(NAME), b"print(1+1)")
+
+
+def test_machine_bootloader_shows_the_bootsel_drive_which_takes_a_uf2(pico):
+    from edge_hil.emulated import assets
+
+    uf2 = assets.firmware().with_name("firmware.uf2")
+    if not uf2.is_file():
+        pytest.skip(f"the firmware build made no {uf2}")
+    port = pico.port(NAME)
+    run(pico, "with open('kept_by_uf2.txt', 'w') as f: f.write('y')")
+    with serial.Serial(port, timeout=30) as s:
+        s.write(b"\r\x03\x02")
+        s.read_until(b">>> ")
+        s.write(b"import machine; machine.bootloader()\r")
+        s.read_until(b"machine.bootloader()")
+    deadline = time.monotonic() + 30
+    while pico.control.mode(NAME) != "bootsel":
+        assert time.monotonic() < deadline, f"{NAME} is {pico.control.mode(NAME)!r}, not in BOOTSEL"
+        time.sleep(0.1)
+    drive = Path(pico.control.board(NAME)["uf2_drive"])
+    (drive / "firmware.uf2").write_bytes(uf2.read_bytes())
+    while pico.control.mode(NAME) != "micropython":
+        assert time.monotonic() < deadline + 30, f"{NAME} did not boot the UF2"
+        time.sleep(0.1)
+    wait_repl(port)
+    assert run(pico, "print(open('kept_by_uf2.txt').read())").strip() == "y"

@@ -30,6 +30,21 @@ const { SpiNorFlash, makePeripherals } = require('./spi_flash.js');
 const CYCLE_NS = 1e9 / 125e6;         // clk_sys 125 MHz, as rp2040js counts it
 const SLICE_INSTRUCTIONS = 200000;    // then let I/O in (about 20 ms of emulation)
 const MAX_SLEEP_MS = 50;
+// Exit status when the firmware enters the boot ROM's USB boot
+// (machine.bootloader()): the bench then shows its BOOTSEL drive.
+const EXIT_BOOTSEL = 3;
+
+// The address of boot ROM function `code` (two letters, RP2040 datasheet
+// 2.8.3): the table at the halfword pointer at 0x14 holds (code, address)
+// halfword pairs up to a zero code.
+function romFunction(rom, code) {
+  const half = (addr) => rom[addr] | (rom[addr + 1] << 8);
+  const want = code.charCodeAt(0) | (code.charCodeAt(1) << 8);
+  for (let at = half(0x14); half(at) !== 0; at += 4) {
+    if (half(at) === want) return half(at + 2) & ~1;
+  }
+  return -1;
+}
 
 function parseArgs(argv) {
   const args = {};
@@ -74,6 +89,7 @@ class Board {
     const rom = fs.readFileSync(args.bootrom);
     if (rom.length !== 16384) throw new Error(`${args.bootrom}: a boot ROM is 16384 bytes, not ${rom.length}`);
     this.bootrom = new Uint32Array(rom.buffer, rom.byteOffset, rom.length / 4);
+    this.usbBootEntry = romFunction(rom, 'UB');   // reset_usb_boot
     this.flashSize = Number(args['flash-size']);
     this.flashFd = fs.openSync(args.flash, 'r+');
     this.uniqueId = Buffer.from(args['unique-id'] || '0000000000000000', 'hex');
@@ -193,6 +209,10 @@ class Board {
         this.boot(this.mcu.peripherals[0x40058].reason);
         break;
       }
+      if (core.PC === this.usbBootEntry) {
+        note('the firmware entered the boot ROM\'s USB boot (BOOTSEL)');
+        process.exit(EXIT_BOOTSEL);
+      }
       if (core.waiting) {
         const next = clock.nanosToNextAlarm;
         const ahead = this.deviceNanos() + next - this.wallNanos();
@@ -244,4 +264,4 @@ function main() {
 
 if (require.main === module) main();
 
-module.exports = { Board };
+module.exports = { Board, romFunction, EXIT_BOOTSEL };
