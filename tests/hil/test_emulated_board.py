@@ -66,6 +66,11 @@ def test_its_repl_answers_over_the_pty_as_a_real_pico(pico):
     assert b"\r\n2\r\n" in out
     out = repl(pico.port(NAME), b"import sys; print(sys.platform, sys.implementation._machine)")
     assert b"rp2 Raspberry Pi Pico with RP2040" in out
+    # The flash chip's unique id is the board's own, the same on every run.
+    from edge_hil.emulated.chip import unique_id
+
+    out = repl(pico.port(NAME), b"import machine; print(machine.unique_id().hex())")
+    assert unique_id(NAME).encode() in out
 
 
 def test_sim_ls_shows_it_as_an_emulated_board(pico):
