@@ -55,6 +55,19 @@ def repl(port: str, line: bytes, timeout: float = 30) -> bytes:
         return s.read_until(b"--end\r\n>>> ")
 
 
+def type_lines(port: str, *lines: bytes) -> None:
+    """Type ``lines`` at the friendly REPL, the last one without waiting for an answer (it may
+    never come: a reset)."""
+    with serial.Serial(port, timeout=30) as s:
+        s.write(b"\r\x03\x02")
+        s.read_until(b">>> ")
+        for line in lines[:-1]:
+            s.write(line + b"\r")
+            s.read_until(b">>> ")
+        s.write(lines[-1] + b"\r")
+        s.read_until(lines[-1])
+
+
 def run(home, code: str, timeout: float = 60) -> str:
     proc = mpremote(home.port(NAME), "exec", code, timeout=timeout)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -114,13 +127,7 @@ def test_machine_reset_reboots_the_chip_and_keeps_its_files(pico):
     port = pico.port(NAME)
     # Closed: littlefs commits a file at close (an open one is lost at a reset, as on a Pico).
     run(pico, "with open('before_reset.txt', 'w') as f: f.write('x')")
-    with serial.Serial(port, timeout=30) as s:
-        s.write(b"\r\x03\x02")
-        s.read_until(b">>> ")
-        s.write(b"marker = 1\r")
-        s.read_until(b">>> ")
-        s.write(b"import machine; machine.reset()\r")
-        s.read_until(b"machine.reset()")
+    type_lines(port, b"marker = 1", b"import machine; machine.reset()")
     wait_repl(port)
     out = run(pico, "import machine; print(machine.reset_cause() == machine.WDT_RESET, "
                     "'marker' in globals(), open('before_reset.txt').read())")
@@ -141,11 +148,7 @@ def test_machine_bootloader_shows_the_bootsel_drive_which_takes_a_uf2(pico):
         pytest.skip(f"the firmware build made no {uf2}")
     port = pico.port(NAME)
     run(pico, "with open('kept_by_uf2.txt', 'w') as f: f.write('y')")
-    with serial.Serial(port, timeout=30) as s:
-        s.write(b"\r\x03\x02")
-        s.read_until(b">>> ")
-        s.write(b"import machine; machine.bootloader()\r")
-        s.read_until(b"machine.bootloader()")
+    type_lines(port, b"import machine; machine.bootloader()")
     deadline = time.monotonic() + 30
     while pico.control.mode(NAME) != "bootsel":
         assert time.monotonic() < deadline, f"{NAME} is {pico.control.mode(NAME)!r}, not in BOOTSEL"
