@@ -29,9 +29,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS)
 
-# The emulated RP2040's tests (tests/conftest.py skips them elsewhere): the
-# first run builds its MicroPython firmware (network, ~1 GB of packages, a
-# few minutes; cached after, see docs/emulated.md).
+# The emulated RP2040's tests (marker `emulated`; tests/conftest.py skips them
+# elsewhere): the real MicroPython rp2 firmware on rp2040js. They need Node +
+# npm; the first run builds the firmware (network, ~1 GB of packages, a few
+# minutes; cached after, see docs/emulated.md).
 test-emulated: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m emulated $(PYTEST_ARGS)
 

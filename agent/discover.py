@@ -152,7 +152,8 @@ def board_from_platform(platform: str, machine: str, choices: Iterable[str] | No
     if platform == "esp32":
         guess = "esp32c3" if "ESP32C3" in m else "esp32s3" if "ESP32S3" in m else "esp32"
     elif platform == "rp2":
-        guess = "picow" if re.search(r"\bPICO2? W\b", m) else None
+        guess = ("picow" if re.search(r"\bPICO2? W\b", m)
+                 else "pico" if re.search(r"\bPICO WITH RP2040\b", m) else None)
     if guess is not None and choices is not None and guess not in set(choices):
         return None
     return guess

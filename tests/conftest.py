@@ -44,3 +44,15 @@ def module_bench(tmp_path_factory):
         yield home
     finally:
         home.down()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``emulated`` (the real firmware on an emulated chip: minutes, Node, the firmware
+    build) run only when asked for with ``-m emulated`` (``make test-emulated``), so ``make test``
+    stays within its budget."""
+    if "emulated" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="an emulated-chip test: run it with `make test-emulated`")
+    for item in items:
+        if "emulated" in item.keywords:
+            item.add_marker(skip)

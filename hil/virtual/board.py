@@ -39,6 +39,11 @@ bytes between the two masters, appends everything the board prints to
   (``vesp32.py``): two OTA partitions and an otadata record in a file in the
   board's home, with ESP-IDF's rollback rule at each start that runs main.py;
   the interpreter never changes with the partition it "boots".
+* Kinds. What runs behind the port is a :class:`Chip`: the Unix port
+  (:class:`UnixPortChip`, everything above) or an emulated RP2040 running
+  the real rp2 firmware (:class:`edge_hil.emulated.chip.EmulatedRp2040`:
+  it soft-resets, handles Ctrl-C and keeps its files by itself);
+  :func:`chip_for` is the one place that picks it.
 * States. The chip's state (off, starting, running, backoff, held,
   download, bootsel, stopped) moves only as :mod:`.lifecycle`'s table allows.
 """
@@ -54,8 +59,9 @@ import signal
 import subprocess
 import termios
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from edge_hil.virtual.console import ConsoleFilter
 from edge_hil.virtual.esp_rom import CHIPS
@@ -139,7 +145,7 @@ class BoardSpec:
 
     def __init__(self, name: str, board: str, heap_bytes: int, fs: str, console_log: str, home: str,
                  chip: str | None = None, family: str | None = None, flash_size: int = 0,
-                 machine: str = ""):
+                 machine: str = "", kind: str = "virtual"):
         self.name = name
         self.board = board
         self.heap_bytes = heap_bytes
@@ -150,6 +156,7 @@ class BoardSpec:
         self.family = family            # the board file's micropython_port: "esp32", "rp2", "unix"
         self.flash_size = flash_size    # bytes; 0: no flash file
         self.machine = machine          # what the board says it is (its machine string)
+        self.kind = kind                # "virtual" (the Unix port) | "emulated" (the real firmware)
 
     @property
     def bootloader(self) -> str | None:
@@ -175,7 +182,8 @@ class BoardSpec:
     @classmethod
     def from_dict(cls, d: dict) -> "BoardSpec":
         return cls(d["name"], d["board"], int(d["heap_bytes"]), d["fs"], d["console_log"], d["home"],
-                   d.get("chip"), d.get("family"), int(d.get("flash_size") or 0), d.get("machine") or "")
+                   d.get("chip"), d.get("family"), int(d.get("flash_size") or 0), d.get("machine") or "",
+                   d.get("kind") or "virtual")
 
     @property
     def platform(self) -> str:
@@ -183,6 +191,115 @@ class BoardSpec:
         from edge_agent.boards import PORT_PLATFORMS
 
         return PORT_PLATFORMS.get(self.family or "", "linux")
+
+
+@dataclass
+class Launch:
+    """One start of a chip's process: its command, environment, folder and where its stderr goes."""
+
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str = "/"
+    stderr_file: str | None = None      # None: the console pty, as a board's own stderr
+
+
+class Chip(Protocol):
+    """What runs behind a board's port, one process per boot: the seam between the kinds of board.
+
+    The board (power, reset, console, bootloaders, crash loops) is the same
+    for every kind; a chip says how its process starts and how it behaves.
+    """
+
+    kind: str                   # "virtual" | "emulated": what `sim ls` and the drivers report
+    exit_is_soft_reset: bool    # an exit on its own is a soft reset (else: the chip failed)
+    interrupts_by_signal: bool  # a Ctrl-C from the port becomes SIGINT while code runs
+    native_console: bool        # its output is a real firmware's, passed byte for byte
+    has_radio: bool             # it gets a BLE controller on the bench's air
+
+    async def launch(self, mode: str) -> Launch:
+        """The process for one boot; ``mode``: "boot" | "raw" | "repl" (see runner.py)."""
+        ...
+
+    def entered_bootloader(self, rc: int | None) -> bool:
+        """Whether the process ended because the chip entered its ROM bootloader by itself."""
+        ...
+
+
+class UnixPortChip:
+    """A virtual board's chip: the MicroPython Unix port running ``runner.py`` on the board's folder.
+
+    The other kind is :class:`edge_hil.emulated.chip.EmulatedRp2040`;
+    :func:`chip_for` picks one per board, and the board asks nothing else.
+    """
+
+    kind = "virtual"
+    exit_is_soft_reset = True           # the Unix port exits where a board soft-resets
+    interrupts_by_signal = True         # Ctrl-C becomes SIGINT while code runs
+    native_console = False              # LF to CRLF, in-band markers (see console.py)
+    has_radio = True                    # a stand-in bridged to the virtual air
+
+    def __init__(self, board: "VirtualBoard"):
+        self.board = board
+
+    async def launch(self, mode: str) -> "Launch":
+        b = self.board
+        env = dict(os.environ)
+        env["HOME"] = b.spec.home        # the REPL keeps its history there
+        env.pop("MICROPYINSPECT", None)
+        # The identity the board states (vmachine.py): the chip it stands for.
+        env["EDGE_BOARD_PLATFORM"] = b.spec.platform
+        env["EDGE_BOARD_MACHINE"] = b.spec.machine
+        env.pop("EDGE_BLE_SOCKET", None)
+        env.pop("EDGE_ESP32_OTA", None)
+        if b.spec.family == "esp32":
+            # The esp32 module's OTA partitions (vesp32.py), in the home: not
+            # part of the board's filesystem.
+            env["EDGE_ESP32_OTA"] = str(Path(b.spec.home) / "ota-partitions.bin")
+            env["EDGE_ESP32_OTA_SIZE"] = str(OTA_PARTITION_BYTES)
+        env.pop("EDGE_BLE_MPY", None)
+        if b.radio is not None and mode == "boot" and await b.radio.start():
+            b.on_change()
+        if b.radio is not None and b.radio.up:
+            # The board's `bluetooth` (the runner installs the stand-in).
+            env["EDGE_BLE_SOCKET"] = str(b.radio.socket)
+            if b.radio.standin is not None:
+                env["EDGE_BLE_MPY"] = str(b.radio.standin)
+        # The agent frozen into the board's "flash" (rom.py) when it boots to
+        # run main.py: the heap holds the board's budget plus the image and
+        # its names, which stand for the flash. A raw-REPL session (mpremote,
+        # edge flash) sees the folder's files, which it may be replacing.
+        rom = Path(b.spec.fs).parent / "agent.romfs"
+        rom_size = build_rom(Path(b.spec.fs), rom) if mode == "boot" else 0
+        heap = b.spec.heap_bytes
+        esp32 = ble = names = 0
+        if b.spec.family == "esp32" and mode == "boot":
+            # As the ROM image: what a board keeps in flash, for the agent.
+            esp32 = standin_bytes(b.micropython, "esp32", Path(b.runner).parent)
+        if "EDGE_BLE_MPY" in env and mode == "boot":
+            ble = standin_bytes(b.micropython, "bluetooth", env["EDGE_BLE_MPY"])
+        if rom_size:
+            names = qstr_bytes(b.micropython, rom)
+            heap += rom_size + ROM_HEAP_SLACK + names
+        heap += esp32 + ble
+        log.info("%s: heap %d = budget %d + image %d + its names %d + stand-ins (esp32 %d, bluetooth %d)",
+                 b.spec.name, heap, b.spec.heap_bytes, rom_size, names, esp32, ble)
+        argv = [b.micropython, "-X", f"heapsize={heap}", "-i", b.runner, b.spec.fs, mode]
+        if rom_size:
+            argv.append(str(rom))
+        return Launch(argv=argv, env=env, cwd=b.spec.fs)
+
+    def entered_bootloader(self, rc: int | None) -> bool:
+        return False        # machine.bootloader() is a console marker here (vmachine.py)
+
+
+def chip_for(board: "VirtualBoard") -> Chip:
+    """The chip a board runs: the one place that knows the kinds of board."""
+    spec = board.spec
+    if spec.kind == "emulated":
+        from edge_hil.emulated.chip import EmulatedRp2040
+
+        return EmulatedRp2040(spec.name, spec.home, str(spec.flash_file), spec.flash_size)
+    return UnixPortChip(board)
 
 
 class VirtualBoard:
@@ -197,7 +314,8 @@ class VirtualBoard:
         self.proc: subprocess.Popen | None = None
         self.life = Lifecycle()
         self.restarts = 0
-        self.console = ConsoleFilter()
+        self.chip = chip_for(self)
+        self.console = ConsoleFilter(native=self.chip.native_console)
         self._loop = asyncio.get_running_loop()
         self.pty = PtyPort(spec.name, self._loop, lambda data: self._serial_input(data, "pty"))
         self._im = -1                   # interpreter master (current run)
@@ -274,7 +392,7 @@ class VirtualBoard:
         self.life.go(State.STARTING)
         self._leave_bootloader()
         self._next_mode = "boot"
-        self._boot_line = b"\r\nrst: power-on reset (virtual %s)\r\n" % self.spec.board.encode()
+        self._boot_line = b"\r\nrst: power-on reset (%s %s)\r\n" % (self.chip.kind.encode(), self.spec.board.encode())
         self._wake.set()
         await self._started.wait()
 
@@ -295,7 +413,7 @@ class VirtualBoard:
         self._leave_bootloader()
         self.life.go(State.STARTING)
         self._next_mode = "boot"
-        self._boot_line = b"\r\nrst: hard reset (virtual %s)\r\n" % self.spec.board.encode()
+        self._boot_line = b"\r\nrst: hard reset (%s %s)\r\n" % (self.chip.kind.encode(), self.spec.board.encode())
         await self._radio_off()     # the chip's radio resets with it; back on at the next boot
         await self._end_run("reset")
         await self._started.wait()
@@ -456,6 +574,21 @@ class VirtualBoard:
             why, self._action = self._action, None
             if why in ("off", "stop", "reset", "hold") or not self.powered:
                 continue                # power_off / stop / reset / a bootloader chose what follows
+            if self.chip.entered_bootloader(rc) and any(p.on_bootloader() for p in self.peripherals):
+                continue                # machine.bootloader(): the ROM's drive is up
+            if not self.chip.exit_is_soft_reset:
+                # The chip's process failed (an emulator error): boot it again,
+                # as a power-on, pausing if it keeps failing.
+                self.restarts += 1
+                quick = quick + 1 if lived < QUICK_EXIT_S else 0
+                log.warning("%s: the %s chip stopped on its own (code %s)", self.spec.name, self.chip.kind, rc)
+                self._emit(b"\r\n[edge sim] the %s chip stopped (exit code %s); booting it again\r\n"
+                           % (self.chip.kind.encode(), str(rc).encode()))
+                self._next_mode = "boot"
+                if quick >= CRASH_LOOP_RUNS:
+                    quick = 0
+                    await self._backoff(rc)
+                continue
             if time.monotonic() - self._last_sigint < 1.0 and rc in (-signal.SIGINT, 1):
                 # Died of a Ctrl-C between scripts: come back at the REPL.
                 self._next_mode = "raw" if self.console.raw else "repl"
@@ -466,20 +599,24 @@ class VirtualBoard:
             self._emit(b"MPY: soft reboot\r\n")
             self._next_mode = "raw" if self.console.raw else "boot"
             if quick >= CRASH_LOOP_RUNS:
-                log.warning("%s: interpreter exited %d times within %.0f s of starting (last code %s); "
-                            "pausing %.0f s", self.spec.name, quick, QUICK_EXIT_S, rc, CRASH_LOOP_BACKOFF_S)
-                self._emit(b"\r\n[edge sim] the interpreter exited %d times right after starting "
-                           b"(last exit code %s); next start in %d s\r\n"
-                           % (quick, str(rc).encode(), CRASH_LOOP_BACKOFF_S))
                 quick = 0
-                self.life.go(State.BACKOFF)
-                self.on_change()
-                self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), CRASH_LOOP_BACKOFF_S)
-                except asyncio.TimeoutError:
-                    pass
+                await self._backoff(rc)
                 self._next_mode = "boot"
+
+    async def _backoff(self, rc: int | None) -> None:
+        """Pause restarts after a crash loop (until the pause ends or a request wakes the board)."""
+        log.warning("%s: the chip's process exited %d times within %.0f s of starting (last code %s); "
+                    "pausing %.0f s", self.spec.name, CRASH_LOOP_RUNS, QUICK_EXIT_S, rc, CRASH_LOOP_BACKOFF_S)
+        self._emit(b"\r\n[edge sim] the interpreter exited %d times right after starting "
+                   b"(last exit code %s); next start in %d s\r\n"
+                   % (CRASH_LOOP_RUNS, str(rc).encode(), CRASH_LOOP_BACKOFF_S))
+        self.life.go(State.BACKOFF)
+        self.on_change()
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), CRASH_LOOP_BACKOFF_S)
+        except asyncio.TimeoutError:
+            pass
 
     async def _run(self, mode: str) -> int | None:
         """Run one interpreter until it ends; return its exit code."""
@@ -487,60 +624,19 @@ class VirtualBoard:
         # NOFLSH marks "running code": the REPL's raw mode clears every lflag bit.
         raw_termios(s, termios.NOFLSH)
         nonblock(m)
-        env = dict(os.environ)
-        env["HOME"] = self.spec.home        # the REPL keeps its history there
-        env.pop("MICROPYINSPECT", None)
-        # The identity the board states (vmachine.py): the chip it stands for.
-        env["EDGE_BOARD_PLATFORM"] = self.spec.platform
-        env["EDGE_BOARD_MACHINE"] = self.spec.machine
-        env.pop("EDGE_BLE_SOCKET", None)
-        env.pop("EDGE_ESP32_OTA", None)
-        if self.spec.family == "esp32":
-            # The esp32 module's OTA partitions (vesp32.py), in the home: not
-            # part of the board's filesystem.
-            env["EDGE_ESP32_OTA"] = str(Path(self.spec.home) / "ota-partitions.bin")
-            env["EDGE_ESP32_OTA_SIZE"] = str(OTA_PARTITION_BYTES)
-        env.pop("EDGE_BLE_MPY", None)
-        if self.radio is not None and mode == "boot" and await self.radio.start():
-            self.on_change()
-        if self.radio is not None and self.radio.up:
-            # The board's `bluetooth` (the runner installs the stand-in).
-            env["EDGE_BLE_SOCKET"] = str(self.radio.socket)
-            if self.radio.standin is not None:
-                env["EDGE_BLE_MPY"] = str(self.radio.standin)
-        # The agent frozen into the board's "flash" (rom.py) when it boots to
-        # run main.py: the heap holds the board's budget plus the image and
-        # its names, which stand for the flash. A raw-REPL session (mpremote,
-        # edge flash) sees the folder's files, which it may be replacing.
-        rom = Path(self.spec.fs).parent / "agent.romfs"
-        rom_size = build_rom(Path(self.spec.fs), rom) if mode == "boot" else 0
-        heap = self.spec.heap_bytes
-        esp32 = ble = names = 0
-        if self.spec.family == "esp32" and mode == "boot":
-            # As the ROM image: what a board keeps in flash, for the agent.
-            esp32 = standin_bytes(self.micropython, "esp32", Path(self.runner).parent)
-        if "EDGE_BLE_MPY" in env and mode == "boot":
-            ble = standin_bytes(self.micropython, "bluetooth", env["EDGE_BLE_MPY"])
-        if rom_size:
-            names = qstr_bytes(self.micropython, rom)
-            heap += rom_size + ROM_HEAP_SLACK + names
-        heap += esp32 + ble
-        log.info("%s: heap %d = budget %d + image %d + its names %d + stand-ins (esp32 %d, bluetooth %d)",
-                 self.spec.name, heap, self.spec.heap_bytes, rom_size, names, esp32, ble)
-        argv = [self.micropython, "-X", f"heapsize={heap}", "-i", self.runner, self.spec.fs, mode]
-        if rom_size:
-            argv.append(str(rom))
+        launch = await self.chip.launch(mode)
         self.life.go(State.STARTING)
         try:
             # umask 077: what the board writes (identity/key, identity/setup)
             # is its owner's alone, as a real board's flash is nobody else's.
-            proc = subprocess.Popen(argv, stdin=s, stdout=s, stderr=s, cwd=self.spec.fs, env=env,
-                                    start_new_session=True, preexec_fn=_take_controlling_tty,
-                                    umask=0o077)
+            with open(launch.stderr_file, "ab") if launch.stderr_file else os.fdopen(os.dup(s), "wb") as err:
+                proc = subprocess.Popen(launch.argv, stdin=s, stdout=s, stderr=err, cwd=launch.cwd,
+                                        env=launch.env, start_new_session=True,
+                                        preexec_fn=_take_controlling_tty, umask=0o077)
         except OSError as e:
             os.close(m)
             os.close(s)
-            log.error("%s: cannot start %s: %s", self.spec.name, self.micropython, e)
+            log.error("%s: cannot start %s: %s", self.spec.name, launch.argv[0], e)
             self._emit(b"\r\n[edge sim] cannot start the interpreter: %s\r\n" % str(e).encode())
             await asyncio.sleep(1)
             return None
@@ -700,7 +796,7 @@ class VirtualBoard:
 
     def _interrupt(self, pid: int) -> bool:
         """Raise KeyboardInterrupt in running code; False when the REPL should read the byte."""
-        if self._in_repl() or not sigint_caught(pid):
+        if not self.chip.interrupts_by_signal or self._in_repl() or not sigint_caught(pid):
             return False
         now = time.monotonic()
         if now - self._last_sigint < 0.2:

@@ -94,8 +94,11 @@ def sim() -> None:
                    "identity (config.json) and data stay.")
 @click.option("--ble-hosts", type=click.IntRange(0, 16), default=2, show_default=True,
               help="BLE controllers on the virtual air for host processes (RUNDIR/air/host-<k>.hci).")
+@click.option("--emulated", is_flag=True,
+              help="Emulated RP2040s running the real MicroPython rp2 firmware (--board pico) instead of "
+                   "the Unix port; their filesystem is littlefs in RUNDIR/<name>/flash.bin.")
 @click.option("--json", "as_json", is_flag=True, help="Print the boards as JSON.")
-def up(boards, count, rundir, blank, unprovisioned, db, reflash, ble_hosts, as_json):
+def up(boards, count, rundir, blank, unprovisioned, db, reflash, ble_hosts, emulated, as_json):
     """Start virtual boards; return once they all run.
 
     Boards are named <type>-<k> (esp32-1, esp32-2, picow-1, ...); their
@@ -117,6 +120,12 @@ def up(boards, count, rundir, blank, unprovisioned, db, reflash, ble_hosts, as_j
     host process at a time; a host that leaves, however it dies, takes its
     connections with it.
 
+    --emulated boards are RP2040s emulated by rp2040js (Node) running the
+    MicroPython rp2 firmware built by `edge emulator build`: the real
+    port's REPL, littlefs on flash and machine module, about a tenth of a
+    Pico's speed, no radio. Their flash image keeps the firmware and the
+    files across power off/on; `edge flash` deploys the agent on them.
+
     One bench per run folder: if a bench already runs in RUNDIR this fails
     (exit code 4); stop it with `edge sim down` or use another --sim-dir.
     """
@@ -126,7 +135,7 @@ def up(boards, count, rundir, blank, unprovisioned, db, reflash, ble_hosts, as_j
 
     bench = Bench.up(list(boards), count=count, rundir=rundir if rundir is not None else default_sim_dir(),
                      blank=blank, reflash=reflash, registry=None if unprovisioned else (db or default_db()),
-                     ble_hosts=ble_hosts)
+                     ble_hosts=ble_hosts, emulated=emulated)
     rows = bench.boards()
     air_error = bench.air().get("error")
     if air_error:
@@ -142,7 +151,7 @@ def up(boards, count, rundir, blank, unprovisioned, db, reflash, ble_hosts, as_j
 
 
 def _public(r: dict) -> dict:
-    keys = ("name", "board", "port", "fs", "console_log", "pid", "ble_address", "flash_url", "flash_file",
+    keys = ("name", "board", "kind", "port", "fs", "console_log", "pid", "ble_address", "flash_url", "flash_file",
             "uf2_drive")
     out = {k: r.get(k) for k in keys}
     for k in ("device_id", "state", "alive", "power", "repl", "restarts", "mode", "ble"):

@@ -19,6 +19,10 @@ shows plus the events the supervisor must act on. It keeps these rules:
 
 Markers and banners may be split across reads: partial ones are held back
 until the rest arrives.
+
+A board that runs a port's real firmware (an emulated chip: ``native``)
+prints its own line endings and banners and sends no markers: its output
+passes unchanged, byte for byte, and only :attr:`raw` is followed.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ _PASS, _TO_PROMPT, _TO_CRLF = 0, 1, 2
 class ConsoleFilter:
     """Turns interpreter output into board console output; see the module doc."""
 
-    def __init__(self) -> None:
+    def __init__(self, native: bool = False) -> None:
+        self.native = native
         self.raw = False
         self._held = b""          # a possible marker start, kept for the next feed
         self._swallow = _PASS
@@ -53,6 +58,9 @@ class ConsoleFilter:
 
     def feed(self, data: bytes) -> tuple[bytes, list[str]]:
         """Filter ``data``; return (bytes for the port, events)."""
+        if self.native:
+            self._follow(data)
+            return data, []
         events: list[str] = []
         out = bytearray()
         buf = self._held + data
@@ -134,10 +142,14 @@ class ConsoleFilter:
                 fixed += parts[k]
             data = bytes(fixed)
         self._last = data[-1:]
+        self._follow(data)
+        return data
+
+    def _follow(self, data: bytes) -> None:
+        """Follow the REPL mode from the banners it prints."""
         window = self._tail + data
         r = window.rfind(RAW_BANNER)
         f = window.rfind(FRIENDLY_BANNER)
         if r >= 0 or f >= 0:
             self.raw = r > f
         self._tail = window[-max(len(RAW_BANNER), len(FRIENDLY_BANNER)):]
-        return data

@@ -68,6 +68,20 @@ def virtual_machine(board: dict) -> str:
     return f"Virtual {board.get('title') or board['name']} with {str(board.get('chip', '')).upper()}"
 
 
+def _emulated_firmware(files: dict[str, dict]) -> Path:
+    """The rp2 firmware for emulated boards of ``files`` (board type -> board file); each must be a board
+    the emulated RP2040 stands for: an RP2040 whose MicroPython build is RPI_PICO (no CYW43 radio)."""
+    from edge_hil.emulated import assets
+
+    for t, f in files.items():
+        if f.get("chip") != "rp2040" or f.get("micropython_board") != "RPI_PICO":
+            raise BadInput(f"board {t!r} cannot be emulated: the emulated chip is an RP2040 running the "
+                           f"RPI_PICO firmware (no CYW43 radio), and {t!r} is "
+                           f"{f.get('micropython_board') or f.get('chip')}",
+                           hint="use --board pico --emulated, or drop --emulated for a virtual board")
+    return assets.firmware()
+
+
 class Bench:
     """A virtual bench in a run folder (default ``$EDGE_SIM_DIR`` or ~/.local/share/edge/sim)."""
 
@@ -79,7 +93,7 @@ class Bench:
     @classmethod
     def up(cls, boards: list[str] | None = None, *, count: int = 1, rundir: Path | str | None = None,
            blank: bool = False, reflash: bool = False, registry: Path | str | None = None,
-           ble_hosts: int = 2, timeout: float = START_TIMEOUT_S) -> "Bench":
+           ble_hosts: int = 2, emulated: bool = False, timeout: float = START_TIMEOUT_S) -> "Bench":
         """Start ``count`` boards of each type in ``boards`` (default: one ``virtual``).
 
         The bench's virtual air has a BLE controller for each board and
@@ -91,6 +105,13 @@ class Bench:
         :func:`install_firmware`), and with a ``registry`` each board gets its
         identity as ``edge flash`` gives it (:meth:`provision`). Raises
         :class:`Busy` if a bench already runs in the folder.
+
+        ``emulated``: the boards are emulated RP2040s running the real
+        MicroPython rp2 firmware (:mod:`edge_hil.emulated`), which is
+        programmed into each board's flash image when that is blank (or with
+        ``reflash``); their filesystem is littlefs inside that image, so no
+        agent is installed and none is provisioned here (``edge flash`` does
+        that, as on a real Pico).
         """
         bench = cls(rundir)
         if count < 1:
@@ -105,6 +126,7 @@ class Bench:
                                hint="run `python firmware/main.py` on the computer itself, or pick a "
                                     "MicroPython board: " + ", ".join(
                                         sorted(n for n in known_boards() if n != t)))
+        firmware = _emulated_firmware(files) if emulated else None
         bench.rundir.mkdir(parents=True, exist_ok=True)
         lock = open(bench.rundir / st.LOCK, "a")
         try:
@@ -116,16 +138,25 @@ class Bench:
             specs = []
             for name, board in plan_names(types, count):
                 home = bench.rundir / name
-                fs = home / "fs"
-                fs.mkdir(parents=True, exist_ok=True)
-                if not blank:
-                    install_firmware(fs, board, reflash=reflash)
                 f = files[board]
+                flash_size = int((f.get("flash") or {}).get("size") or 0)
+                if firmware is not None:
+                    from edge_hil.emulated.chip import prepare_flash
+
+                    # Its filesystem is littlefs inside the chip's flash image.
+                    home.mkdir(parents=True, exist_ok=True)
+                    prepare_flash(home, flash_size, firmware, reflash=reflash)
+                    fs = home / "flash.bin"
+                else:
+                    fs = home / "fs"
+                    fs.mkdir(parents=True, exist_ok=True)
+                    if not blank:
+                        install_firmware(fs, board, reflash=reflash)
                 specs.append({"name": name, "board": board, "heap_bytes": int(f["heap_bytes"]),
                               "fs": str(fs), "console_log": str(home / "console.log"), "home": str(home),
                               "chip": f.get("chip"), "family": f.get("micropython_port"),
-                              "flash_size": int((f.get("flash") or {}).get("size") or 0),
-                              "machine": virtual_machine(f)})
+                              "flash_size": flash_size, "machine": virtual_machine(f),
+                              "kind": "emulated" if emulated else "virtual"})
             st.write_json_atomic(bench.rundir / st.BENCH, {"micropython": micropython, "boards": specs,
                                                            "ble_hosts": ble_hosts})
             with open(bench.rundir / st.LOG, "ab") as logf:
@@ -138,7 +169,7 @@ class Bench:
         finally:
             lock.close()
         bench._wait_ready(timeout)
-        if registry is not None and not blank:
+        if registry is not None and not blank and not emulated:
             try:
                 bench.provision(registry)
             except EdgeError:

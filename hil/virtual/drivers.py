@@ -49,12 +49,12 @@ class BenchReset:
 
 
 class VirtualBoard:
-    """One board of a virtual bench, driven through its supervisor."""
-
-    kind = "virtual"
+    """One board of a virtual bench, driven through its supervisor: a virtual board (the Unix port)
+    or an emulated one (a chip running its port's real firmware), as its row's ``kind`` says."""
 
     def __init__(self, bench: Bench, row: dict) -> None:
         self.bench, self.name, self.row = bench, row["name"], row
+        self.kind = row.get("kind") or "virtual"
         self.power = BenchPower(bench, self.name)
         self.reset = BenchReset(bench, self.name, load_board(row["board"]).get("micropython_port"))
         self.flasher = ByFlashMethod(self.name, row.get("flash_url"), self.reset, self.wait_running,
@@ -97,9 +97,9 @@ class VirtualBoard:
                           "was written", f"see its console log in {self.bench.rundir}")
 
     def mpy_arch(self, board: dict) -> str | None:
-        # It runs the host's interpreter: bytecode only, whatever the board
-        # type's architecture.
-        return None
+        # A virtual board runs the host's interpreter: bytecode only, whatever
+        # the board type's architecture; an emulated chip runs the real port.
+        return board.get("mpy_arch") if self.kind == "emulated" else None
 
     def mpy_cross(self, board: dict) -> str | None:
         return None
@@ -108,8 +108,9 @@ class VirtualBoard:
         return dict(device_fs.BENCH_CONFIG)
 
     def stored_device_id(self) -> str | None:
-        # Its filesystem is a folder on this host: read without the port.
-        return device_id_of(self.row["fs"])
+        # A virtual board's filesystem is a folder on this host: read without
+        # the port. An emulated board's is littlefs inside its flash image.
+        return device_id_of(self.row["fs"]) if self.kind != "emulated" else None
 
 
 def board(bench_dir: Path | str | None, name: str) -> VirtualBoard:
@@ -130,5 +131,5 @@ class VirtualBoards:
         except EdgeError:
             return []
         return [Candidate(name=r["name"], port=r["port"], board=r["board"], choices=[r["board"]],
-                          description=f"virtual {r['board']}", driver=VirtualBoard(bench, r))
+                          description=f"{r.get('kind') or 'virtual'} {r['board']}", driver=VirtualBoard(bench, r))
                 for r in rows]

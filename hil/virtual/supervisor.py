@@ -142,7 +142,8 @@ class Supervisor:
             if await self.air.ready():
                 log.info("air: %s", ", ".join(f"{n} {a}" for n, a in self.air.addresses().items()))
                 for b in self.boards.values():
-                    b.radio = BoardRadio.for_board(self.rundir, b.spec.name)
+                    if b.chip.has_radio:
+                        b.radio = BoardRadio.for_board(self.rundir, b.spec.name)
             else:
                 log.error("%s: the boards run without BLE", self.air.error)
             self._write_state()         # not ready yet, but `sim down` can find us
@@ -186,9 +187,9 @@ class Supervisor:
         for b in self.boards.values():
             s = b.status()
             boards.append({
-                "name": b.spec.name, "board": b.spec.board, "port": b.port, "fs": b.spec.fs,
+                "name": b.spec.name, "board": b.spec.board, "kind": b.chip.kind, "port": b.port, "fs": b.spec.fs,
                 "console_log": b.spec.console_log, "pid": s["pid"],
-                "ble_address": addresses.get(b.spec.name),
+                "ble_address": addresses.get(b.spec.name) if b.chip.has_radio else None,
                 "ble": s["ble"]["up"] if s["ble"] else False,
                 "device_id": device_id_of(b.spec.fs), "power": s["power"],
                 "mode": s["mode"], "flash_url": s["flash_url"], "flash_file": s["flash_file"],

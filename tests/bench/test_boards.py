@@ -34,9 +34,9 @@ def test_every_top_level_key_is_documented():
             if not v.get("description")} == set()
 
 
-def test_known_boards_are_the_six_board_files():
+def test_known_boards_are_the_seven_board_files():
     assert known_boards() == FILES
-    assert set(FILES) == {"esp32", "esp32s3", "esp32c3", "picow", "rpi", "virtual"}
+    assert set(FILES) == {"esp32", "esp32s3", "esp32c3", "pico", "picow", "rpi", "virtual"}
 
 
 @pytest.mark.parametrize("name", FILES)

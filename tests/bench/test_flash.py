@@ -58,7 +58,8 @@ def test_a_board_names_its_type_through_sys_platform_and_machine():
     assert board_from_platform("esp32", "Generic ESP32S3 module with ESP32S3") == "esp32s3"
     assert board_from_platform("esp32", "Generic ESP32 module with ESP32") == "esp32"
     assert board_from_platform("rp2", "Raspberry Pi Pico W with RP2040") == "picow"
-    assert board_from_platform("rp2", "Raspberry Pi Pico with RP2040") is None   # no Pico file
+    assert board_from_platform("rp2", "Raspberry Pi Pico with RP2040") == "pico"
+    assert board_from_platform("rp2", "Raspberry Pi Pico2 with RP2350") is None   # no Pico 2 file
     assert board_from_platform("esp32", "Generic ESP32 module with ESP32", ["picow"]) is None
 
 

@@ -27,7 +27,8 @@ MESSAGES = json.loads((REPO / "tests" / "vectors" / "messages.json").read_text()
 HELLO = next(v for v in VECTORS if v["name"] == "a HELLO message (protocol 2)")
 # The PlatformIO board id each MicroPython board file maps to.
 PIO_BOARDS = {"esp32": ("espressif32", "esp32dev"), "esp32s3": ("espressif32", "esp32-s3-devkitc-1"),
-              "esp32c3": ("espressif32", "esp32-c3-devkitm-1"), "picow": (None, "rpipicow")}
+              "esp32c3": ("espressif32", "esp32-c3-devkitm-1"), "pico": ("raspberrypi", "pico"),
+              "picow": (None, "rpipicow")}
 
 
 @pytest.fixture
@@ -49,11 +50,11 @@ def test_platformio_ini_passes_platformio_own_validation(config):
 
 
 def test_each_micropython_board_file_has_one_environment_and_no_other(config):
-    assert micropython_boards() == sorted(["esp32", "esp32s3", "esp32c3", "picow"])
+    assert micropython_boards() == sorted(["esp32", "esp32s3", "esp32c3", "pico", "picow"])
     assert sorted(config.envs()) == micropython_boards()
 
 
-@pytest.mark.parametrize("board", ["esp32", "esp32s3", "esp32c3", "picow"])
+@pytest.mark.parametrize("board", ["esp32", "esp32s3", "esp32c3", "pico", "picow"])
 def test_environment_agrees_with_its_board_file(config, board):
     env = config.items(env=board, as_dict=True)
     data = load_board(board)
