@@ -102,7 +102,13 @@ class VirtualBoard:
         return board.get("mpy_arch") if self.kind == "emulated" else None
 
     def mpy_cross(self, board: dict) -> str | None:
-        return None
+        # An emulated chip's firmware was built with its own mpy-cross: the
+        # agent is compiled by that one (the check step still compares versions).
+        if self.kind != "emulated":
+            return None
+        from edge_hil.emulated.build import cached_firmware
+
+        return str(cached_firmware().mpy_cross)
 
     def config_defaults(self) -> dict:
         return dict(device_fs.BENCH_CONFIG)
