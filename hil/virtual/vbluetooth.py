@@ -240,6 +240,9 @@ class _BLE:
             try:
                 self._sock.write(json.dumps(msg) + "\n")
             except OSError:
+                # The bridge is gone: dead now, not only once the reader
+                # thread sees the end of its socket (active() says so at once).
+                self._dead = True
                 raise OSError(_ENODEV)
             self._lock.acquire()
             r = self._reply

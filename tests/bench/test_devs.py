@@ -112,7 +112,7 @@ def test_completion_offers_board_names_device_ids_and_board_types(bench):
     assert complete(env, "flash", "--port", "pic") == sorted(["picow-1", pico["device_id"]])
     assert complete(env, "telemetry", "ingest", "esp32-1", "p") == sorted(["picow-1", pico["device_id"]])
     assert "esp32c3" in complete(env, "flash", "--board", "esp32")
-    assert complete(env, "sim", "up", "--board", "pic") == ["picow"]
+    assert complete(env, "sim", "up", "--board", "pic") == ["pico", "picow"]
     assert complete(env, "label", "") == sorted([esp["device_id"], pico["device_id"]])
     assert complete(env, "telemetry", "show", "--device", "pi") == [pico["device_id"]]
     # A bench in another folder: the names of that one.
