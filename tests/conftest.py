@@ -8,19 +8,6 @@ import pytest
 from tests.harness import Home
 
 
-def pytest_collection_modifyitems(config, items):
-    """Tests marked ``emulated`` (the emulated RP2040 and its firmware build:
-    minutes each, the network the first time) run only when a ``-m``
-    expression names them (``make test-emulated``), so ``make test`` and its
-    ``-m "not slow"`` keep their budget."""
-    if "emulated" in (config.getoption("markexpr") or ""):
-        return
-    skip = pytest.mark.skip(reason="on the emulated RP2040: make test-emulated (pytest -m emulated)")
-    for item in items:
-        if "emulated" in item.keywords:
-            item.add_marker(skip)
-
-
 @pytest.fixture
 def edge_home(tmp_path) -> Home:
     """A fresh ``EDGE_HOME`` (registry, bench folder, keys) and the environment for `edge`."""
