@@ -35,6 +35,7 @@ import asyncio
 import json
 import logging
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -51,32 +52,38 @@ GROW_EVERY = 60.0         # seconds between two looks at the releases' growth sc
 
 
 class EventLog:
-    """One line per event on ``out``: text, or JSON lines with ``json_lines``."""
+    """One line per event on ``out``: text, or JSON lines with ``json_lines``.
+
+    Called from the event loop and from the store's writer thread (the OTA servers'
+    news), so each line is built and written whole under one lock."""
 
     def __init__(self, json_lines: bool = False, out: Any = None, clock: Callable[[], float] = time.time):
         self.json_lines = json_lines
         self.out: Any = out or sys.stdout
         self.clock = clock
         self.events: list[dict] = []
+        self._lock = threading.Lock()
 
     def __call__(self, event: str, device: str | None = None, **fields: Any) -> None:
         t = self.clock()
         entry = {"t": round(t, 3), "event": event, **({"device": device} if device else {}), **fields}
-        self.events.append(entry)
         if self.json_lines:
             line = json.dumps(entry)
         else:
             stamp = time.strftime("%H:%M:%S", time.localtime(t))
             rest = " ".join(f"{k}={v}" for k, v in fields.items())
             line = f"{stamp} {event:<12} {device or ''} {rest}".rstrip()
-        if self.out is None:
-            return
-        try:
-            print(line, file=self.out, flush=True)
-        except (BrokenPipeError, ValueError, OSError) as e:
-            # The log's reader went away (`| head`): the gateway goes on without its log.
-            self.out = None
-            log.warning("the event log can no longer be written (%s); the gateway goes on", e)
+        with self._lock:
+            self.events.append(entry)
+            if self.out is None:
+                return
+            try:
+                self.out.write(line + "\n")
+                self.out.flush()
+            except (BrokenPipeError, ValueError, OSError) as e:
+                # The log's reader went away (`| head`): the gateway goes on without its log.
+                self.out = None
+                log.warning("the event log can no longer be written (%s); the gateway goes on", e)
 
 
 @dataclass

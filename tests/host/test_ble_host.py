@@ -416,6 +416,45 @@ def test_the_gateway_goes_on_when_its_log_reader_goes_away():
     assert event.out is None and [e["event"] for e in event.events] == ["connected", "stopped"]
 
 
+def test_events_from_several_threads_stay_one_json_object_per_line():
+    # The OTA servers report from the store's writer thread while the event loop logs
+    # connections: a line must never be split by another thread's line (CI saw two
+    # objects on one line of `edge gateway run --json-log`).
+    import threading
+
+    from edge_agent.gateway import EventLog
+
+    class Slow:
+        """A pipe whose writes give other threads the chance to run in between."""
+        def __init__(self):
+            self.parts: list[str] = []
+
+        def write(self, text):
+            self.parts.append(text)
+            time.sleep(0.0002)
+            return len(text)
+
+        def flush(self):
+            pass
+
+    out = Slow()
+    event = EventLog(json_lines=True, out=out)
+
+    def burst(n):
+        for i in range(60):
+            event("ota_state", f"dev-{n}", sequence=i, state="receiving")
+
+    threads = [threading.Thread(target=burst, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lines = "".join(out.parts).splitlines()
+    assert len(lines) == 240 and len(event.events) == 240
+    assert sorted((e["device"], e["sequence"]) for e in map(json.loads, lines)) == sorted(
+        (f"dev-{n}", i) for n in range(4) for i in range(60))
+
+
 def test_pair_asks_again_when_the_device_ran_out_of_memory(monkeypatch):
     # ERROR no_memory means nothing left the device and the attempt was given
     # back (5.4): the host asks again on the same connection, then pairs.
