@@ -542,6 +542,11 @@ def flash_board(target: Target, store_path: Path | str, *, firmware: Path | None
             ident = provision(link, store, board, reprovision=reprovision, operator=operator)
             result.device_id = ident.device_id
             result.identity_created = ident.created
+            if ident.key_from_bench:
+                note = ("its os.urandom failed the health check (stuck or repeating output, as on "
+                        "the emulated RP2040), so its identity key was drawn on the bench and sent "
+                        "once; a real board that does this is faulty")
+                result.warning = f"{result.warning}; {note}" if result.warning else note
             result.steps.append("provision")
             progress(step, 1, 1)
 

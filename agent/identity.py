@@ -4,8 +4,10 @@ What a board gets, and where:
 
 - ``identity/key``: its X25519 private key, made **on the board** from
   ``os.urandom`` by ``edgefw.identity.generate``; only the public key comes
-  back. A board without ``os.urandom`` gets a key drawn here from
-  :mod:`secrets`, sent once and not kept (the host's copy is dropped).
+  back. A board without ``os.urandom``, or whose generator fails its health
+  check (``edgefw.identity.rng_ok``: stuck or repeating output, as on the
+  emulated RP2040), gets a key drawn here from :mod:`secrets`, sent once and
+  not kept (the host's copy is dropped).
 - ``identity/setup``: the 8-digit setup code (the device needs it in plain for
   pairing); ``identity/anchors.json``: ``{"v": 1, "ota_root": "<64 hex>"}``,
   the OTA root public key (:mod:`edge_ota.keys`).
@@ -69,6 +71,7 @@ class Identity(NamedTuple):
     fingerprint: str
     setup_code: str | None
     created: bool
+    key_from_bench: bool = False     # just minted with a key drawn here (no usable RNG on the board)
 
 
 def fingerprint(public_key: bytes) -> str:
@@ -136,12 +139,14 @@ def check_setup_code(verifier: str, code: str) -> bool:
 # Each starts with a collection: the agent that the raw REPL interrupted still
 # holds most of a small heap, and what it left free is fragmented.
 _PRELUDE = "import gc\ngc.collect()\nfrom edgefw import identity as _i\ngc.collect()\n"
+# 'urandom': the board's generator passes its health check (edgefw.identity.rng_ok);
+# when it does not, the key is drawn here and sent once.
 _STATUS = _PRELUDE + """\
-import json, os
+import json
 from binascii import hexlify
 _s, _k = _i.status('')
 print(json.dumps({'key': _s, 'pub': hexlify(_k).decode() if _k else None,
-                  'urandom': hasattr(os, 'urandom')}))
+                  'urandom': _i.rng_ok()}))
 """
 
 
@@ -179,7 +184,7 @@ def _generate_on_board(link: BoardLink, urandom: bool) -> bytes:
     if urandom:
         out = link.exec(_GENERATE % "")
     else:
-        # No RNG on the board: a key from the bench, sent once, not kept.
+        # No usable RNG on the board: a key from the bench, sent once, not kept.
         key = bytearray(secrets.token_bytes(32))
         try:
             out = link.exec(_GENERATE % f", unhexlify({key.hex()!r})")
@@ -253,8 +258,9 @@ def provision(link: BoardLink, store: Store, board: dict, *, reprovision: bool =
                           "re-flash the agent with `edge flash`")
 
     anchor = root_public_key()
+    board_rng = bool(state.get("urandom"))
     for _ in range(3):
-        pub = _generate_on_board(link, bool(state.get("urandom")))
+        pub = _generate_on_board(link, board_rng)
         device_id = device_id_for(name, pub)
         taken = store.identity(device_id)
         if taken is None or taken["public_key"] == pub:
@@ -280,7 +286,7 @@ def provision(link: BoardLink, store: Store, board: dict, *, reprovision: bool =
         store.drop_orphan(device_id)
         raise
     store.complete_identity(device_id)
-    return Identity(device_id, pub, fp, code, True)
+    return Identity(device_id, pub, fp, code, True, key_from_bench=not board_rng)
 
 
 def _ensure_anchors(link: BoardLink, ota_root: bytes) -> None:

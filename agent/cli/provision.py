@@ -67,10 +67,15 @@ def provision(port, board_name, reprovision, operator, db, as_json, sim_dir):
         click.echo(json.dumps({"device_id": ident.device_id, "board": board_name,
                                "public_key": ident.public_key.hex(),
                                "fingerprint": ident.fingerprint, "created": ident.created,
-                               "label_pending": ident.setup_code is not None}, indent=2))
+                               "label_pending": ident.setup_code is not None,
+                               "key_from_bench": ident.key_from_bench}, indent=2))
         return
     verb = "minted" if ident.created else "kept"
     click.echo(f"{ident.device_id}: identity {verb} (board {board_name}, key {ident.fingerprint})")
+    if ident.key_from_bench:
+        click.secho("warning: the board's os.urandom failed its health check: its key was drawn "
+                    "here and sent once (expected on the emulated RP2040; a real board doing this "
+                    "is faulty)", fg="yellow", err=True)
     if ident.created:
         click.echo(f"next: `edge label {ident.device_id}` prints its pairing label "
                    "(the setup code is shown once)")

@@ -25,10 +25,31 @@ def _path(root, name=None):
     return d + "/" + name if name else d
 
 
+def rng_ok():
+    # A health check of os.urandom, not a proof of entropy: it exists, two
+    # 32-byte draws differ, and each holds at least 16 distinct byte values
+    # (a uniform draw has about 30; fewer than 16 has a probability near
+    # 3e-17). It catches a stuck or repeating source, such as the emulated
+    # RP2040's, which gives b'*' for every byte: every board would get the
+    # same key. The bench asks before provisioning and sends a key when it
+    # fails (agent/identity.py).
+    f = getattr(os, "urandom", None)
+    if f is None:
+        return False
+    a = f(32)
+    b = f(32)
+    return a != b and len(set(a)) >= 16 and len(set(b)) >= 16
+
+
 def generate(root, key=None):
     # A new key pair replaces any old one; returns the 32-byte public key.
-    # `key` is for boards without os.urandom: the bench sends one, once.
+    # `key` is for boards whose os.urandom is missing or fails rng_ok():
+    # the bench sends one, once. Without it, a failing generator is refused
+    # before anything is written.
     if key is None:
+        if not rng_ok():
+            raise OSError("identity: os.urandom is missing or repeats itself; "
+                          "the bench must send the key")
         key = os.urandom(32)
     if len(key) != 32:
         raise ValueError("identity: a key is 32 bytes")

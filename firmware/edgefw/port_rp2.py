@@ -1,4 +1,4 @@
-# RP2040 (Pico W): the on-chip temperature sensor (ADC 4) and the watchdog.
+# RP2040 (Pico, Pico W): the on-chip temperature sensor (ADC 4) and the watchdog.
 from edgefw.port import Port
 
 
@@ -6,9 +6,15 @@ class Rp2(Port):
     name = "rp2"
 
     def mcu_temp(self):
+        # RP2040 datasheet 4.9.5: 0.706 V at 27 C, -1.721 mV per degree.
+        # Outside the chip's rated junction range (-40..125 C) the figure is
+        # not a temperature but a sensor that does not work (the emulated
+        # RP2040 has no ADC and reads 0: 437 C; a pin near a rail reads
+        # similar nonsense): None, no reading, rather than a wrong one.
         import machine
         v = machine.ADC(4).read_u16() * 3.3 / 65535
-        return 27 - (v - 0.706) / 0.001721
+        t = 27 - (v - 0.706) / 0.001721
+        return t if -40 <= t <= 125 else None
 
     def watchdog(self, timeout_ms):
         if not timeout_ms:

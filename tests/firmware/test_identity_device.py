@@ -175,6 +175,41 @@ print(hexlify(identity.generate("a")).decode())
     assert len(set(out)) == 3     # a regenerated key replaces the old one
 
 
+STUCK_RNG = """
+import os
+from edgefw import identity
+_draws = iter(%r)
+class StuckOs:  # the identity module's os, but with a bad generator (a builtin module is read-only)
+    def urandom(self, n):
+        return next(_draws)[:n]
+    def __getattr__(self, name):
+        return getattr(os, name)
+identity.os = StuckOs()
+print(identity.rng_ok())
+try:
+    identity.generate("")
+    print("made")
+except OSError as e:
+    print("refused", "urandom" in str(e))
+print(identity.status("")[0])
+"""
+
+
+def test_a_generator_that_repeats_itself_is_refused_and_no_key_is_made(tmp_path):
+    # The emulated RP2040 returns b'*' for every byte of os.urandom: every board
+    # would get the same key (and so the same device id). Stuck or repeating
+    # output is caught before a key is drawn from it.
+    for draws in ([b"*" * 32] * 4,                                   # constant
+                  [bytes(range(32)), bytes(range(32))] * 2,          # repeats its last draw
+                  [bytes([i % 4 for i in range(32)]), bytes([7] * 32)] * 2):   # 4 values only
+        out = mpy_lines(STUCK_RNG % (draws,), cwd=tmp_path)
+        assert out == ["False", "refused", "True", "missing"], draws
+
+
+def test_a_healthy_generator_passes_the_check(tmp_path):
+    assert mpy_lines("from edgefw import identity\nprint(identity.rng_ok())", cwd=tmp_path) == ["True"]
+
+
 def test_a_corrupt_key_file_reads_as_corrupt_never_as_a_key(tmp_path):
     code = """
 from edgefw import identity

@@ -1,0 +1,38 @@
+"""The RP2040 port's readings, under the real MicroPython with a stand-in ``machine``."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.mpy import run
+
+READ_TEMP = """
+import sys
+class machine:
+    class ADC:
+        def __init__(self, channel):
+            assert channel == 4     # the on-chip temperature sensor
+        def read_u16(self):
+            return %d
+sys.modules["machine"] = machine
+from edgefw.port_rp2 import Rp2
+print(Rp2().mcu_temp())
+"""
+
+
+def mcu_temp(raw: int) -> str:
+    return run(READ_TEMP % raw, heap="pico").stdout.decode().strip()
+
+
+@pytest.mark.parametrize(("raw", "celsius"), [(14020, 27.0), (14540, 11.8), (13000, 56.9)])
+def test_the_temperature_follows_the_rp2040_sensor_formula(raw, celsius):
+    # 27 - (V - 0.706) / 0.001721, V = raw * 3.3 / 65535 (RP2040 datasheet, 4.9.5)
+    assert abs(float(mcu_temp(raw)) - celsius) < 0.1
+
+
+@pytest.mark.parametrize("raw", [0, 1, 65535, 20000])
+def test_a_reading_no_working_sensor_can_give_is_no_reading(raw):
+    # The emulated RP2040 has no ADC and reads 0, which the formula turns into 437 C;
+    # a broken or floating input reads near a rail. Outside the chip's rated range
+    # (-40..125 C junction) it is not reported at all, rather than reported wrong.
+    assert mcu_temp(raw) == "None"
