@@ -134,6 +134,17 @@ def test_machine_reset_reboots_the_chip_and_keeps_its_files(pico):
     assert out.split() == ["True", "False", "x"]
 
 
+def test_a_watchdog_not_fed_reboots_the_chip_as_on_a_pico(pico):
+    # The agent arms machine.WDT; one left unfed must reset the chip (the
+    # emulator once spun for ever in its timer when the watchdog expired).
+    port = pico.port(NAME)
+    type_lines(port, b"marker = 2", b"import machine; w = machine.WDT(timeout=1000)")
+    time.sleep(3)                       # the idle chip's time follows the wall clock
+    wait_repl(port)
+    out = run(pico, "import machine; print(machine.reset_cause() == machine.WDT_RESET, 'marker' in globals())")
+    assert out.split() == ["True", "False"]
+
+
 def test_edge_sim_reset_boots_it_again(pico):
     pico.edge("sim", "reset", NAME)
     wait_repl(pico.port(NAME))

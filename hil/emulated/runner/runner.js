@@ -131,7 +131,14 @@ class Board {
     mcu.qspi[1].setInputValue(true);
     const watchdog = mcu.peripherals[0x40058];
     watchdog.reason = watchdogReason;
-    watchdog.onWatchdogTrigger = () => { this.resetRequested = true; };
+    // On a trigger the chip resets, so the watchdog's alarm must not fire
+    // again: stock re-arms it for the same instant once the count reaches
+    // zero, and the clock's tick then loops for ever (the board hangs and
+    // the event loop with it).
+    watchdog.onWatchdogTrigger = () => {
+      this.resetRequested = true;
+      watchdog.alarm.enable = false;
+    };
     const cdc = new USBCDC(mcu.usbCtrl);
     cdc.onSerialData = (data) => this.toHost(data);
     mcu.usbCtrl.onEndpointRead = (endpoint, size) => this.chipReads(cdc, endpoint, size);
