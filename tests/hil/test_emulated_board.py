@@ -170,3 +170,4 @@ def test_machine_bootloader_shows_the_bootsel_drive_which_takes_a_uf2(pico):
         time.sleep(0.1)
     wait_repl(port)
     assert run(pico, "print(open('kept_by_uf2.txt').read())").strip() == "y"
+    assert "UF2 firmware.uf2 written, rebooting (emulated pico)" in pico.edge("sim", "logs", NAME).stdout
