@@ -145,6 +145,12 @@ def test_a_watchdog_not_fed_reboots_the_chip_as_on_a_pico(pico):
     assert out.split() == ["True", "False"]
 
 
+def test_its_temperature_sensor_reads_27_c_through_the_adc(pico):
+    out = run(pico, "import machine; print(machine.ADC(4).read_u16())")
+    celsius = 27 - (int(out) * 3.3 / 65535 - 0.706) / 0.001721
+    assert abs(celsius - 27) < 0.5, celsius
+
+
 def test_edge_sim_reset_boots_it_again(pico):
     pico.edge("sim", "reset", NAME)
     wait_repl(pico.port(NAME))
