@@ -68,13 +68,19 @@ def virtual_machine(board: dict) -> str:
     return f"Virtual {board.get('title') or board['name']} with {str(board.get('chip', '')).upper()}"
 
 
+def can_be_emulated(board: dict) -> bool:
+    """Whether the emulated RP2040 stands for boards of this board file: an RP2040 whose MicroPython
+    build is RPI_PICO (no CYW43 radio)."""
+    return board.get("chip") == "rp2040" and board.get("micropython_board") == "RPI_PICO"
+
+
 def _emulated_firmware(files: dict[str, dict]) -> Path:
     """The rp2 firmware for emulated boards of ``files`` (board type -> board file); each must be a board
     the emulated RP2040 stands for: an RP2040 whose MicroPython build is RPI_PICO (no CYW43 radio)."""
     from edge_hil.emulated import assets
 
     for t, f in files.items():
-        if f.get("chip") != "rp2040" or f.get("micropython_board") != "RPI_PICO":
+        if not can_be_emulated(f):
             raise BadInput(f"board {t!r} cannot be emulated: the emulated chip is an RP2040 running the "
                            f"RPI_PICO firmware (no CYW43 radio), and {t!r} is "
                            f"{f.get('micropython_board') or f.get('chip')}",
