@@ -33,9 +33,10 @@ test: $(STAMP)
 # elsewhere): the real MicroPython rp2 firmware on rp2040js. They need Node +
 # npm (installed with apt-get when missing); the first run builds the firmware
 # (network, ~1 GB of packages, a few minutes; cached after, see docs/emulated.md).
+# Two workers, each test file on one (a file shares one bench).
 test-emulated: $(STAMP)
 	bash scripts/need-node.sh
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m emulated $(PYTEST_ARGS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n 2 --dist loadfile -q -m emulated $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash -c 'for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done'
