@@ -53,7 +53,8 @@ class SerialLink:
     # -- sans-I/O core: bytes in, what happened out -----------------------
     def feed(self, c):
         # Takes one console byte; LINE when a frame line is complete in
-        # line(), INTERRUPT for a 0x03 at the start of a line.
+        # line(), INTERRUPT for a 0x03 at the start of a line (after a \n or
+        # a \r).
         if c == _CTRL_C:
             if self._bol:
                 return INTERRUPT
@@ -69,8 +70,9 @@ class SerialLink:
                 return NOTHING
             self._line_n = n
             return LINE
-        if c != 13:
-            self._bol = False
+        # A \r starts a line too, as far as a 0x03 goes: text left without a
+        # newline (typed during a reset) must not hide mpremote's "\r\x03".
+        self._bol = c == 13
         if self._skip:
             return NOTHING
         n = self._n

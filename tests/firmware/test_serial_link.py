@@ -208,6 +208,14 @@ def test_mpremotes_interrupt_request_stops_the_agent_and_gives_the_keyboard_inte
     assert "agent stopped by Ctrl-C" in r["written"]
 
 
+def test_text_left_without_a_newline_does_not_lock_out_mpremotes_interrupt_request():
+    # Bytes typed while the board reset (no newline after them) must not make
+    # every later request look like a 0x03 in the middle of a line: mpremote's
+    # "\r\x03" starts a line with its \r.
+    r = play(["junk typed during a reset", 600, "\r\x03\r\x01"])
+    assert r["stopped"] and r["kbd"] == [3, "watchdog stopped"]
+
+
 def test_ctrl_c_pressed_twice_by_a_person_stops_the_agent():
     r = play(["\x03\x03"])
     assert r["stopped"] and r["kbd"] == [3, "watchdog stopped"]
