@@ -131,7 +131,14 @@ class Board {
     mcu.qspi[1].setInputValue(true);
     const watchdog = mcu.peripherals[0x40058];
     watchdog.reason = watchdogReason;
-    watchdog.onWatchdogTrigger = () => { this.resetRequested = true; };
+    // A watchdog that expires (machine.WDT not fed) resets the chip like
+    // machine.reset(). Its alarm is stopped first: stock rp2040js re-arms an
+    // expired watchdog for zero cycles later, so the clock fires it again
+    // and again within one tick and the emulator never returns.
+    watchdog.onWatchdogTrigger = () => {
+      watchdog.alarm.enable = false;
+      this.resetRequested = true;
+    };
     const cdc = new USBCDC(mcu.usbCtrl);
     cdc.onSerialData = (data) => this.toHost(data);
     mcu.usbCtrl.onEndpointRead = (endpoint, size) => this.chipReads(cdc, endpoint, size);
