@@ -178,7 +178,7 @@ def drive_until_cut(pico: Pico, seed: int, after_s: float) -> str:
         s.write(b"\r\x03\x02")
         s.read_until(b">>> ")
         s.reset_input_buffer()
-        s.write(b"import jcut; jcut.run(%d)\r" % seed)
+        s.write(b"import jdriver; jdriver.run(%d)\r" % seed)
         text = b""
         deadline = time.monotonic() + after_s
         while time.monotonic() < deadline:
@@ -195,7 +195,7 @@ def test_power_cuts_at_random_instants_never_lose_duplicate_or_resurrect_journal
     rng = random.Random(seed)
     print(f"seed {seed}")
     with BoardLink(repl.port) as link:
-        link.put("jcut.py", DRIVER.encode())
+        link.put("jdriver.py", DRIVER.encode())
         link.exec(f"import os\ntry:\n    os.stat({JOURNAL_ROOT!r})\nexcept OSError:\n    os.mkdir({JOURNAL_ROOT!r})")
     h = History(Path(JOURNAL_ROOT), JOURNAL_MB, JOURNAL_SB, drops=False)
     cuts = []
@@ -229,8 +229,13 @@ def test_a_key_sent_by_the_host_is_stored_clamped_and_its_public_key_matches_cry
     key = bytes(random.Random(7).randrange(256) for _ in range(32))
     key = bytes([key[0] | 7]) + key[1:31] + bytes([key[31] | 128])    # every clamped bit set
     out = repl.exec(f"""
+import os
 from binascii import hexlify, unhexlify
 from edgefw import identity
+try:
+    os.mkdir({IDENTITY_ROOT!r})
+except OSError:
+    pass
 pub = identity.generate({IDENTITY_ROOT!r}, unhexlify({key.hex()!r}))
 print(hexlify(pub).decode(), hexlify(identity.private_key({IDENTITY_ROOT!r})).decode())
 """, timeout=300).split()
