@@ -50,7 +50,7 @@ from rich.table import Table  # noqa: E402
 from edge_agent.errors import EdgeError  # noqa: E402
 from edge_agent.frames import Frame, FrameDecoder  # noqa: E402
 from edge_agent.messages import Hello, MessageError, decode_message  # noqa: E402
-from edge_hil.emulated.chip import STATS, EmulatedRp2040  # noqa: E402
+from edge_hil.emulated.chip import read_stats  # noqa: E402
 from tests.harness import Home  # noqa: E402
 from tests.hil.emulated_pico import NAME, flashed_pico  # noqa: E402
 from tests.mpy import board_heap, run  # noqa: E402
@@ -120,15 +120,7 @@ def parse(out: str, n: int) -> dict[str, float]:
 
 def stats(home: Home) -> dict:
     """The runner's counters now (cycles since the chip booted, device ns)."""
-    path = home.sim_dir / NAME / STATS
-    path.unlink(missing_ok=True)
-    EmulatedRp2040.request_stats(home.control.board(NAME)["pid"])
-    deadline = time.monotonic() + 5
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise EdgeError("the emulator wrote no counters", hint=f"see {path.parent / 'runner.log'}")
-        time.sleep(0.002)
-    return json.loads(path.read_text())
+    return read_stats(home.sim_dir / NAME, home.control.board(NAME)["pid"])
 
 
 def first_hello(s: serial.Serial, timeout: float) -> Hello:
