@@ -31,9 +31,10 @@ test: $(STAMP)
 
 # The emulated RP2040's tests (marker `emulated`; tests/conftest.py skips them
 # elsewhere): the real MicroPython rp2 firmware on rp2040js. They need Node +
-# npm; the first run builds the firmware (network, ~1 GB of packages, a few
-# minutes; cached after, see docs/emulated.md).
+# npm (installed with apt-get when missing); the first run builds the firmware
+# (network, ~1 GB of packages, a few minutes; cached after, see docs/emulated.md).
 test-emulated: $(STAMP)
+	bash scripts/need-node.sh
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m emulated $(PYTEST_ARGS)
 
 bench: $(STAMP)

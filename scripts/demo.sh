@@ -5,7 +5,9 @@
 # pairs each board over BLE with the code on its label, and a gateway keeps
 # them connected and stores their telemetry; then a release engineer signs a
 # new agent for the Pico W and it reaches the board over BLE, which installs
-# it, boots it on trial and confirms it; then a summary.
+# it, boots it on trial and confirms it; then the same bench commands on an
+# emulated Pico running the real MicroPython rp2 firmware (when Node.js is
+# here: `make test-emulated` installs it); then a summary.
 set -euo pipefail
 export EDGE_HOME="${EDGE_HOME:-$PWD/.edge}"
 SECONDS_TO_RUN="${DEMO_SECONDS:-20}"
@@ -43,8 +45,19 @@ edge ota sign "$EDGE_HOME/agent-picow.bundle" --board picow --component agent --
 # Over its BLE bond (the gateway has stopped); on the bench, its serial port works too (picow-1).
 edge ota push "$picow" "$EDGE_HOME/agent-picow.bundle" "$EDGE_HOME/agent-picow.manifest"
 
+echo; echo "== The real rp2 firmware: an emulated Raspberry Pi Pico on the bench"
+if command -v node >/dev/null && command -v npm >/dev/null; then
+  edge sim down
+  edge emulator build              # once: 1-2 minutes and about 1 GB of packages; cached after
+  edge sim up --board pico --emulated --unprovisioned
+  edge flash -p pico-1             # its os.urandom is constant: the bench draws its key, and says so
+  edge telemetry ingest pico-1 --for 15
+else
+  echo "skipped: Node.js and npm are not installed (scripts/need-node.sh installs them; docs/emulated-pico.md)"
+fi
+
 echo; echo "== Summary"
-edge telemetry show --account demo
+edge telemetry show
 edge ota status --device "$picow"
 cat <<EOT
 

@@ -105,7 +105,7 @@ def ingest(ports, use_sim, sim_dir, db, duration, idle, quiet_after, baud, conso
     quiet = outcome[0].quiet if outcome else {}
     rows = [{"port": p, "devices": sorted(s.devices), "batches": s.batches, "records": s.records,
              "duplicates": s.duplicates, "conflicts": s.conflicts, "refused": s.refused,
-             "failed": s.failed, "bad_frames": dict(s.bad), "connects": s.connects,
+             "failed": s.failed, "bad_frames": dict(s.bad), "early": s.early, "connects": s.connects,
              "quiet": quiet.get(p, 0)}
             for p, s in stats.items()]
     if as_json:

@@ -105,6 +105,7 @@ class LinkStats:
     refused: int = 0
     failed: int = 0          # batches the registry could not store (not acknowledged)
     bad: dict[str, int] = field(default_factory=dict)
+    early: int = 0           # messages before the link's HELLO: asked for again (2.3), not bad
     connects: int = 0
     last_record: float = 0.0
 
@@ -249,7 +250,10 @@ class LinkSession:
 
     def _for_this_link(self, device_id: str, payload: bytes) -> bool:
         if self.bound is None:
-            self.bad("unbound", payload)
+            # Sent to a host before this one (2.3): the device announces itself and
+            # sends it again. Counted, but not a bad frame.
+            with self.core.lock:
+                self.stats.early += 1
             if not self.hello_refused:
                 self._send(Time(unix_ms=self._now_ms(), hello=True))
             return False

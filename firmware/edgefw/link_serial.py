@@ -150,6 +150,7 @@ class SerialLink:
                 c = await self._next_byte(sleep_ms)
                 if 0 <= c < 32:
                     port.kbd_intr(3)
+                    port.watchdog_stop()
                     port.write(b"\r\nedge: agent stopped by Ctrl-C; the REPL has the console\r\n")
                     # Not an Exception: boot does not count it as a crash,
                     # and out of main.py it leaves the board at its REPL.

@@ -42,6 +42,12 @@ class Port:
     def watchdog(self, timeout_ms):
         return None
 
+    def watchdog_stop(self):
+        # The agent hands the console to the REPL (an interrupt request,
+        # protocol 2.11): nobody feeds the watchdog there. Ports whose chip
+        # lets it stop do so; elsewhere it resets the board once it expires.
+        pass
+
     def write(self, data):
         out = getattr(sys.stdout, "buffer", sys.stdout)
         out.write(data)

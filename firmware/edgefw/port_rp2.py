@@ -21,3 +21,10 @@ class Rp2(Port):
             return None
         import machine
         return machine.WDT(timeout=min(timeout_ms, 8300))
+
+    def watchdog_stop(self):
+        # machine.WDT cannot be stopped, the chip's watchdog can: clear
+        # CTRL.ENABLE (bit 30) through the register's atomic-clear alias
+        # (WATCHDOG_BASE 0x40058000 + 0x3000; RP2040 datasheet 4.7, 2.1.2).
+        import machine
+        machine.mem32[0x4005B000] = 1 << 30

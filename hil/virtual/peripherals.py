@@ -240,7 +240,7 @@ class BootselDrive(Peripheral):
             entry = record_write(b.spec.flash_record, flash, lo, hi - lo, "uf2")
             log.info("%s: %s written at 0x%x, %d bytes, sha256 %s", b.spec.name, name, lo, hi - lo,
                      entry["sha256"])
-            b.boot_micropython(b"\r\nrst: UF2 %s written, rebooting (virtual %s)\r\n"
-                               % (name.encode(), b.spec.board.encode()))
+            b.boot_micropython(b"\r\nrst: UF2 %s written, rebooting (%s %s)\r\n"
+                               % (name.encode(), b.spec.kind.encode(), b.spec.board.encode()))
             return
         self._timer = self.loop.call_later(UF2_POLL_S, self._poll)

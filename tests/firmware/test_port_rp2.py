@@ -36,3 +36,24 @@ def test_a_reading_no_working_sensor_can_give_is_no_reading(raw):
     # a broken or floating input reads near a rail. Outside the chip's rated range
     # (-40..125 C junction) it is not reported at all, rather than reported wrong.
     assert mcu_temp(raw) == "None"
+
+
+def test_the_watchdog_is_stopped_by_clearing_its_enable_bit_through_the_clear_alias():
+    # machine.WDT has no stop on rp2; the agent at the REPL must not leave it
+    # armed (it would reset the board in the middle of `edge flash`).
+    out = run("""
+import sys
+class Mem:
+    def __init__(self):
+        self.writes = []
+    def __setitem__(self, addr, value):
+        self.writes.append((addr, value))
+class machine:
+    mem32 = Mem()
+sys.modules["machine"] = machine
+from edgefw.port_rp2 import Rp2
+Rp2().watchdog_stop()
+print(machine.mem32.writes)
+""", heap="pico").stdout.decode().strip()
+    # WATCHDOG_BASE 0x40058000, CTRL at 0, atomic clear at +0x3000; ENABLE is bit 30.
+    assert out == f"[({0x40058000 + 0x3000}, {1 << 30})]"

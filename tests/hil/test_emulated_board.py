@@ -134,6 +134,23 @@ def test_machine_reset_reboots_the_chip_and_keeps_its_files(pico):
     assert out.split() == ["True", "False", "x"]
 
 
+def test_a_watchdog_not_fed_reboots_the_chip_as_on_a_pico(pico):
+    # The agent arms machine.WDT; one left unfed must reset the chip (the
+    # emulator once spun for ever in its timer when the watchdog expired).
+    port = pico.port(NAME)
+    type_lines(port, b"marker = 2", b"import machine; w = machine.WDT(timeout=1000)")
+    time.sleep(3)                       # the idle chip's time follows the wall clock
+    wait_repl(port)
+    out = run(pico, "import machine; print(machine.reset_cause() == machine.WDT_RESET, 'marker' in globals())")
+    assert out.split() == ["True", "False"]
+
+
+def test_its_temperature_sensor_reads_27_c_through_the_adc(pico):
+    out = run(pico, "import machine; print(machine.ADC(4).read_u16())")
+    celsius = 27 - (int(out) * 3.3 / 65535 - 0.706) / 0.001721
+    assert abs(celsius - 27) < 0.5, celsius
+
+
 def test_edge_sim_reset_boots_it_again(pico):
     pico.edge("sim", "reset", NAME)
     wait_repl(pico.port(NAME))
@@ -159,3 +176,4 @@ def test_machine_bootloader_shows_the_bootsel_drive_which_takes_a_uf2(pico):
         time.sleep(0.1)
     wait_repl(port)
     assert run(pico, "print(open('kept_by_uf2.txt').read())").strip() == "y"
+    assert "UF2 firmware.uf2 written, rebooting (emulated pico)" in pico.edge("sim", "logs", NAME).stdout

@@ -303,6 +303,28 @@ def test_a_link_is_bound_to_its_first_device_and_refuses_another_id(host, tmp_pa
     assert [r.device_id for r in stored(tmp_path / "registry.db")] == [real.device_id]
 
 
+def test_a_batch_in_flight_when_a_host_opens_the_link_is_asked_for_again_not_counted_bad(host, tmp_path):
+    # A device streaming to a host that went away (a bench's self-test, another
+    # ingest) sends its next BATCH before the new host has its HELLO: protocol
+    # 2.3 answers TIME key 2 = true and stores nothing. That is the protocol
+    # working, not a bad frame: users saw "bad frames: 1 (unbound)" after every
+    # `edge flash` + `edge telemetry ingest`.
+    dev = FakeDevice("esp32-aaaaaaaaaaaa")
+    dev.sample((0, 1.0), (1, 2.0))
+    dev.epoch = int(NOW * 1000) - dev.uptime_ms          # it had a host before
+    dev._send_batch()
+    session, sent = host.link()
+    for payload in dev.take():
+        session.receive_message(payload)
+    assert [decode_message(p).hello for p in sent] == [True]
+    converse(dev, session, sent, host)
+    host.writer.flush(5)
+    assert session.stats.bad == {} and session.stats.early == 1
+    assert [r.seq for r in stored(tmp_path / "registry.db")] == [0, 1]
+    with Store(tmp_path / "registry.db", create=False) as s:
+        assert s.bad_frames() == []
+
+
 def test_a_hello_never_overwrites_the_provisioned_board_and_is_refused(host, tmp_path):
     path = tmp_path / "registry.db"
     with Store(path) as s:

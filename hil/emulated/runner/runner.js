@@ -4,7 +4,7 @@
 // made by the bench's supervisor; see edge_hil/emulated/chip.py).
 //
 //   node runner.js --rp2040js DIR --bootrom FILE --flash FILE --flash-size N
-//                  [--unique-id HEX16] [--stats FILE]
+//                  [--unique-id HEX16] [--stats FILE] [--die-temp CELSIUS]
 //
 // What it adds to stock rp2040js:
 // * the flash chip behind the SSI (spi_flash.js), its memory kept in FILE,
@@ -13,6 +13,8 @@
 //   read at once with an empty packet;
 // * a hard reset (watchdog trigger: machine.reset()) that starts a new chip
 //   from the boot ROM with the same flash;
+// * the on-chip temperature sensor (ADC input 4) at a die temperature,
+//   27 C unless --die-temp says (stock reads 0 V on every input: 437 C);
 // * device time that never runs ahead of wall time: while the core sleeps
 //   (WFI/WFE) the emulator waits for the wall clock instead of skipping to
 //   the next timer, so time.sleep takes real time and an idle board costs
@@ -28,6 +30,7 @@ const { createRequire } = require('node:module');
 const { SpiNorFlash, makePeripherals } = require('./spi_flash.js');
 
 const CYCLE_NS = 1e9 / 125e6;         // clk_sys 125 MHz, as rp2040js counts it
+const ADC_TEMP = 4;                   // the temperature sensor's ADC input
 const SLICE_INSTRUCTIONS = 200000;    // then let I/O in (about 20 ms of emulation)
 const MAX_SLEEP_MS = 50;
 // Exit status when the firmware enters the boot ROM's USB boot
@@ -44,6 +47,13 @@ function romFunction(rom, code) {
     if (half(at) === want) return half(at + 2) & ~1;
   }
   return -1;
+}
+
+// The 12-bit ADC code of the temperature sensor at `celsius` (RP2040
+// datasheet 4.9.5: 0.706 V at 27 C, -1.721 mV a degree; ADC reference 3.3 V).
+function sensorCode(celsius) {
+  const volts = 0.706 - (celsius - 27) * 0.001721;
+  return Math.max(0, Math.min(4095, Math.round(volts / 3.3 * 4095)));
 }
 
 function parseArgs(argv) {
@@ -94,6 +104,8 @@ class Board {
     this.flashFd = fs.openSync(args.flash, 'r+');
     this.uniqueId = Buffer.from(args['unique-id'] || '0000000000000000', 'hex');
     this.statsFile = args.stats || null;
+    this.dieTemp = Number(args['die-temp'] ?? 27);
+    if (!Number.isFinite(this.dieTemp)) throw new Error(`--die-temp ${args['die-temp']}: not a number`);
     this.input = [];                  // host -> device bytes not yet read by the chip
     this.pendingRead = null;          // [endpoint, size] the chip waits on
     this.timer = null;
@@ -127,17 +139,18 @@ class Board {
     // through SIO: released, its pull-up holds it high and the chip boots
     // from flash (the bench's BOOTSEL mode is a folder drive, not this ROM).
     // Its pad comes out of reset input-enabled with the pull-up on (0x5a).
+    mcu.adc.channelValues[ADC_TEMP] = sensorCode(this.dieTemp);
     mcu.qspi[1].padValue = 0x5a;
     mcu.qspi[1].setInputValue(true);
     const watchdog = mcu.peripherals[0x40058];
     watchdog.reason = watchdogReason;
-    // A watchdog that expires (machine.WDT not fed) resets the chip like
-    // machine.reset(). Its alarm is stopped first: stock rp2040js re-arms an
-    // expired watchdog for zero cycles later, so the clock fires it again
-    // and again within one tick and the emulator never returns.
+    // On a trigger the chip resets, so the watchdog's alarm must not fire
+    // again: stock re-arms it for the same instant once the count reaches
+    // zero, and the clock's tick then loops for ever (the board hangs and
+    // the event loop with it).
     watchdog.onWatchdogTrigger = () => {
-      watchdog.alarm.enable = false;
       this.resetRequested = true;
+      watchdog.alarm.enable = false;
     };
     const cdc = new USBCDC(mcu.usbCtrl);
     cdc.onSerialData = (data) => this.toHost(data);
@@ -271,4 +284,4 @@ function main() {
 
 if (require.main === module) main();
 
-module.exports = { Board, romFunction, EXIT_BOOTSEL };
+module.exports = { Board, romFunction, sensorCode, EXIT_BOOTSEL };
