@@ -58,9 +58,10 @@ from tests.mpy import board_heap, run  # noqa: E402
 CYCLES_PER_US = 125          # clk_sys 125 MHz, as the runner counts it
 
 # The agent's tick as boot_build.py makes it, over the Pico's own sensors
-# (uptime, heap_free, mcu_temp: on the Unix port the temperature is no
-# reading, as on the emulated chip, whose ADC reads 0), and the agent's
-# journal sizes, in a folder of its own; then N ticks, and N appends alone.
+# (uptime, heap_free, mcu_temp: the chip reads its temperature through the
+# ADC, the Unix port has no reading, so its tick holds two records, the
+# chip's three), and the agent's journal sizes, in a folder of its own;
+# then N ticks, and N appends alone.
 SNIPPET = """
 import os, time
 from edgefw import cbor, port as _port, sensors_build

@@ -40,15 +40,13 @@ class Pico:
     def park(self) -> None:
         """Boot to the REPL from now on: no agent (and so no watchdog) running under the snippets.
 
-        The agent's watchdog keeps running once the agent stops (an RP2040's cannot be stopped)
-        and resets the chip 8 s after the agent's last feed, which may be seconds before the
-        stop (a slow import on the emulated chip): the rename follows the interrupt request in
-        the same write, for the REPL to run as soon as it has the console, and is tried again
-        after a reset that came first."""
+        The rename follows the interrupt request in the same write, for the REPL to run as soon
+        as it has the console, and is checked after a power cycle: tried again when the request
+        was not taken or a reset came first."""
         if not self.agent_on_boot:
             return
         # "\r\n" first: a 0x03 counts as an interrupt request only at a line's start
-        # (docs/protocol.md 2.11), and a reset may have cut the last line short.
+        # (docs/protocol.md 2.11), and the last line may have been cut short.
         rename = b"import os; 'main.py' in os.listdir() and os.rename('main.py', '%s')\r" % PARKED.encode()
         for _ in range(5):
             with serial.Serial(self.port, timeout=15) as s:
