@@ -24,7 +24,6 @@ Run: ``python bench/bench_emulated_pico.py [--runs N]``.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ sys.path.insert(0, str(REPO))
 import serial  # noqa: E402
 
 from edge_agent.errors import EdgeError  # noqa: E402
-from edge_hil.emulated.chip import STATS, EmulatedRp2040  # noqa: E402
+from edge_hil.emulated.chip import read_stats  # noqa: E402
 from edge_hil.virtual.control import Bench, find_micropython  # noqa: E402
 
 NAME = "pico-1"
@@ -71,15 +70,7 @@ def to_prompt(s: serial.Serial, timeout: float) -> float:
 
 def stats(bench: Bench) -> dict:
     row = next(b for b in bench.status() if b["name"] == NAME)
-    path = Path(bench.rundir) / NAME / STATS
-    path.unlink(missing_ok=True)
-    EmulatedRp2040.request_stats(row["pid"])
-    deadline = time.monotonic() + 5
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise EdgeError("the emulator wrote no counters", hint=f"see {path.parent / 'runner.log'}")
-        time.sleep(0.01)
-    return json.loads(path.read_text())
+    return read_stats(Path(bench.rundir) / NAME, row["pid"])
 
 
 def run_snippet(port: str) -> tuple[int, float]:

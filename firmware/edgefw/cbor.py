@@ -7,7 +7,7 @@
 # dict, bool, None, Tag (other tags), Simple (unassigned simple values),
 # UNDEFINED. A map whose keys a dict cannot hold (arrays, maps, duplicates,
 # true next to 1) is refused. On boards with single-precision floats a double
-# is rounded to single. Encoding writes the shortest head, the shortest of
+# is rounded to single (a NaN stays NaN). Encoding writes the shortest head, the shortest of
 # half / single / double that holds a float exactly (NaN and infinities as
 # half) and maps in the dict's iteration order (insertion order on CPython; a
 # MicroPython dict has none, so pass a collections.OrderedDict to fix it).

@@ -35,6 +35,7 @@ class Simple:
 
 
 UNDEFINED = Simple(23)
+_NAN = float("nan")
 
 
 def _half(h):
@@ -66,7 +67,14 @@ def _simple(r, ai, at):
     if ai == 26:
         return struct.unpack_from(">f", r.b, r.take(4, at))[0]
     if ai == 27:
-        return struct.unpack_from(">d", r.b, r.take(8, at))[0]
+        i = r.take(8, at)
+        b = r.b
+        # A NaN is made here: on a port whose float is single (rp2), the
+        # double-to-single conversion turns a double NaN into an infinity.
+        if (b[i] & 0x7F == 0x7F and b[i + 1] & 0xF0 == 0xF0
+                and b[i + 1] & 0xF | b[i + 2] | b[i + 3] | b[i + 4] | b[i + 5] | b[i + 6] | b[i + 7]):
+            return _NAN
+        return struct.unpack_from(">d", b, i)[0]
     if ai == 31:
         r.fail(_E_STRAY_BREAK, at)
     r.fail(_E_RESERVED_AI, at, ai)

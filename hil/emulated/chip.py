@@ -24,10 +24,13 @@ rp2040js, the boot ROM and the board's flash image, so:
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
+import time
 from pathlib import Path
 
+from edge_agent.errors import DeviceError
 from edge_hil.emulated import assets
 from edge_hil.virtual.board import Launch
 from edge_hil.virtual.flash import FlashImage, record_write
@@ -94,3 +97,19 @@ class EmulatedRp2040:
     def request_stats(pid: int) -> None:
         """Ask a running runner to write its counters (cycles, device time) to ``emulator.json``."""
         os.kill(pid, signal.SIGUSR1)
+
+
+def read_stats(home: Path | str, pid: int, timeout: float = 5.0) -> dict:
+    """The counters of the runner ``pid`` of the board whose folder is ``home``, now: ``cycles`` the
+    core executed since the chip booted (none while it sleeps), ``device_ns`` and ``boot_device_ns``
+    (its clock, sleep included), ``wall_ns``, ``boots``."""
+    path = Path(home) / STATS
+    path.unlink(missing_ok=True)
+    EmulatedRp2040.request_stats(pid)
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise DeviceError(f"the emulator of {Path(home).name} wrote no counters within {timeout:.0f} s",
+                              hint=f"see {path.parent / RUNNER_LOG}")
+        time.sleep(0.002)
+    return json.loads(path.read_text())

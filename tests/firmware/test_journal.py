@@ -591,6 +591,12 @@ class History:
         """Restart the journal in a fresh micropython and check the invariants."""
         (state, pend), = mp(self.root, 'j = J()\nprint(repr([info(j), everything(j)]))\n',
                             mb=self.mb, sb=self.sb)
+        self.verify(state, pend)
+
+    def verify(self, state: list, pend: list) -> None:
+        """Check a journal just reopened after the cut: ``state`` is its
+        [next_seq, acked, dropped, used_bytes, pending_count] (``info``),
+        ``pend`` its pending entries as (first, count, payload)."""
         nxt, acked, dropped, used, count = state
         # (1) every acknowledged record stays acknowledged
         assert acked >= self.acked
