@@ -202,10 +202,10 @@ class RigRun:
     # The bench ------------------------------------------------------------------
     def start_bench(self, folder: Path) -> None:
         """Start the rig's virtual bench in ``folder`` (once), unless a worker attaches to its controller's."""
-        from edge_hil.rig import start_bench
-
         if self.bench is not None or not self.rig.bench_boards:
             return
+        from edge_hil.rig import start_bench
+
         attach = os.environ.get(BENCH_ENV)
         if attach and self.rig.bench_dir is None and hasattr(self.config, "workerinput"):
             self.rig = dataclasses.replace(self.rig, bench_dir=Path(attach))
