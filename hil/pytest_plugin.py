@@ -25,10 +25,11 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Generator, Iterator, TypeVar
 
 import pytest
 
@@ -36,7 +37,8 @@ from edge_agent.errors import DeviceError, EdgeError
 from edge_hil.locks import WAIT_S, BoardLock
 
 NO_RIG = "no rig: run with --rig RIGFILE (docs/hil.md)"
-# Under -n, the controller's bench folder, for the workers to attach to.
+# Under -n, the controller's host folder and bench folder, for the workers to share.
+HOST_ENV = "EDGE_HIL_HOST"
 BENCH_ENV = "EDGE_HIL_BENCH"
 PROPERTIES = ("board", "board_type", "board_kind", "board_serial", "firmware", "agent_version",
               "git_revision", "retries")
@@ -103,6 +105,16 @@ def _has_terminal() -> bool:
         return True
     except OSError:
         return False
+
+
+def _asker(answers: str | None) -> Any:
+    """Where a manual power switch's questions go: the answers file, else the terminal, else nowhere
+    (then a manual board has no power driver and its power tests are skipped)."""
+    from edge_hil.drivers.power import AnswersFile, terminal_ask
+
+    if answers:
+        return AnswersFile(answers)
+    return terminal_ask() if _has_terminal() else None
 
 
 def _error_text(e: EdgeError) -> str:
@@ -189,55 +201,90 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 # -- the run: bench, per-board facts, results ----------------------------------------
 
 class RigRun:
-    """One pytest run (or one xdist worker's part of it) on one rig."""
+    """One pytest run (or one xdist worker's part of it) on one rig: its host side, its virtual
+    bench, per-board facts and the results the summary is made of."""
 
     def __init__(self, config: pytest.Config, rig: Any) -> None:
         self.config, self.rig = config, rig
-        self.bench: Any = None          # the virtual bench this process started
+        self.host: Host | None = None
+        self.bench: Any = None          # edge_hil.rig's RigBench, when the rig has bench boards
+        self._bench_dir: str | None = None
         self.targets: dict[str, Any] = {}
         self.facts: dict[str, dict[str, str]] = defaultdict(dict)
         self.results: dict[str, dict[str, Any]] = {}      # nodeid -> what its reports said
         self.revision = _git_revision(Path(str(config.rootpath)))
+        self.ask = _asker(config.getoption("rig_answers"))
 
-    # The bench ------------------------------------------------------------------
-    def start_bench(self, folder: Path) -> None:
-        """Start the rig's virtual bench in ``folder`` (once), unless a worker attaches to its controller's."""
-        if self.bench is not None or not self.rig.bench_boards:
-            return
-        from edge_hil.rig import start_bench
+    def prepare(self, factory: pytest.TempPathFactory) -> Host:
+        """The run's host side and its virtual bench, made once. A worker of ``-n`` shares its
+        controller's (one registry, one bench): their folders come in :data:`HOST_ENV`/:data:`BENCH_ENV`."""
+        if self.host is not None:
+            return self.host
+        worker = hasattr(self.config, "workerinput")
+        shared_home = os.environ.get(HOST_ENV) if worker else None
+        host = Host(Path(shared_home) if shared_home else factory.mktemp("edge-host"))
+        if self.rig.bench_boards:
+            from edge_hil.rig import start_bench
 
-        attach = os.environ.get(BENCH_ENV)
-        if attach and self.rig.bench_dir is None and hasattr(self.config, "workerinput"):
-            self.rig = dataclasses.replace(self.rig, bench_dir=Path(attach))
-        try:
-            self.bench = start_bench(self.rig, folder)
-        except EdgeError as e:
-            raise pytest.UsageError(f"rig {self.rig.name}: the virtual bench did not start: {_error_text(e)}") from None
+            rig = self.rig
+            shared_bench = os.environ.get(BENCH_ENV) if worker else None
+            if shared_bench and rig.bench_dir is None:
+                rig = dataclasses.replace(rig, bench_dir=Path(shared_bench))
+            # Short and outside pytest's folders: the virtual air's unix sockets need a short path.
+            self._bench_dir = None if rig.bench_dir else tempfile.mkdtemp(prefix="edge-rig-")
+            try:
+                self.bench = start_bench(rig, Path(self._bench_dir or "."), env=host.env)
+            except EdgeError as e:
+                self._remove_bench_dir()
+                pytest.exit(f"rig {self.rig.name}: the virtual bench did not start: {_error_text(e)}",
+                            returncode=pytest.ExitCode.INTERNAL_ERROR)
+            host.use_bench(Path(self.bench.sim_dir), air=any(b.kind == "virtual" for b in rig.bench_boards))
+        self.host = host
+        return host
 
-    def stop_bench(self) -> None:
+    def stop(self) -> None:
+        for target in self.targets.values():
+            target.close()
+        self.targets.clear()
         if self.bench is not None:
             bench, self.bench = self.bench, None
-            bench.stop()
+            bench.down()        # a no-op for a bench this process only attached to
+        self._remove_bench_dir()
+
+    def _remove_bench_dir(self) -> None:
+        if self._bench_dir is not None:
+            shutil.rmtree(self._bench_dir, ignore_errors=True)
+            self._bench_dir = None
+
+    def target(self, name: str) -> Any:
+        """Board ``name`` with its drivers, made once per process."""
+        from edge_hil.rig import open_target
+
+        if name not in self.targets:
+            self.targets[name] = open_target(self.rig, name, self.host, bench=self.bench, ask=self.ask)
+        return self.targets[name]
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
-        # Under -n: one bench for every worker, started before they are (they inherit BENCH_ENV).
-        if session.config.pluginmanager.has_plugin("dsession") and self.rig.bench_boards:
-            folder = Path(session.config._tmp_path_factory.mktemp("edge-rig-bench"))  # type: ignore[attr-defined]
-            self.start_bench(folder)
-            os.environ[BENCH_ENV] = str(self.bench.rundir)
+        # Under -n: one host folder and one bench for every worker, made before the workers start
+        # (they inherit the environment).
+        if session.config.pluginmanager.has_plugin("dsession"):
+            host = self.prepare(session.config._tmp_path_factory)  # type: ignore[attr-defined]
+            os.environ[HOST_ENV] = str(host.root)
+            if self.bench is not None:
+                os.environ[BENCH_ENV] = str(self.bench.sim_dir)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        self.stop_bench()
+        self.stop()
 
     # Reports ----------------------------------------------------------------------
-    @pytest.hookimpl(hookwrapper=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
-        outcome = yield
-        report: pytest.TestReport = outcome.get_result()
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item,
+                                  call: pytest.CallInfo) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
         info: BoardUse | None = item.stash.get(USE, None)
         if info is None:
-            return
+            return report
         report.edge_hil = info.summary()     # type: ignore[attr-defined]  # carried to xdist's controller
         if report.failed and report.when in ("setup", "call"):
             text = info.console_since()
@@ -249,8 +296,10 @@ class RigRun:
                 if name not in own:
                     report.user_properties.append((name, value))
             for name, value in report.user_properties:
-                if name in LEARNED and value not in (None, "", UNKNOWN):
-                    self.facts[info.name][name] = str(value)
+                value = str(value)
+                if name in LEARNED and value not in ("None", "", UNKNOWN):
+                    self.facts[info.name][name] = value
+        return report
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         hil = getattr(report, "edge_hil", None)
@@ -393,35 +442,38 @@ def _run(request: pytest.FixtureRequest) -> RigRun:
 def rig(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The loaded rig (``edge_hil.rig.Rig``), its virtual bench running."""
     run = _run(request)
-    started_here = run.bench is None
-    run.start_bench(tmp_path_factory.mktemp("edge-rig-bench"))
+    run.prepare(tmp_path_factory)
     try:
         yield run.rig
     finally:
-        if started_here:
-            run.stop_bench()
+        if not request.config.pluginmanager.has_plugin("dsession"):
+            run.stop()
 
 
 class Host:
     """The host side of a run: its own ``EDGE_HOME`` (registry, keys) and the ``edge`` command.
 
     ``env`` is what every command runs with: ``EDGE_HOME``/``EDGE_DB`` in
-    ``root``, ``EDGE_SIM_DIR`` the rig's virtual bench and ``EDGE_BLE=sim``
-    (its virtual air) when the rig has one.
+    ``root``; once the rig's virtual bench runs, ``EDGE_SIM_DIR`` (its
+    boards by name) and ``EDGE_BLE=sim`` (its virtual air).
     """
 
-    def __init__(self, root: Path, sim_dir: Path | None = None) -> None:
+    def __init__(self, root: Path) -> None:
+        from edge_hil.rig.target import edge_command
+
         self.root = Path(root)
         self.db = self.root / "registry.db"
-        bin_dir = Path(sys.executable).parent
         self.env = {**os.environ, "EDGE_HOME": str(self.root), "EDGE_DB": str(self.db),
-                    "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "COLUMNS": "200"}
-        if sim_dir is not None:
-            self.env.update(EDGE_SIM_DIR=str(sim_dir), EDGE_BLE="sim")
-        exe = bin_dir / "edge"
-        self.command = [str(exe)] if exe.exists() else [shutil.which("edge") or "edge"]
+                    "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+                    "COLUMNS": "200"}
+        self.command = edge_command()
 
-    def edge(self, *args: str, timeout: float = 120, check: bool = True, input: str | None = None,
+    def use_bench(self, sim_dir: Path, air: bool) -> None:
+        self.env["EDGE_SIM_DIR"] = str(sim_dir)
+        if air:
+            self.env["EDGE_BLE"] = "sim"
+
+    def edge(self, *args: str, timeout: float = 180, check: bool = True, input: str | None = None,
              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         """Run ``edge ARGS`` as a user does (a subprocess, stdin closed); with ``check``, an exit
         other than 0 raises :class:`EdgeCommandFailed` carrying both streams."""
@@ -450,18 +502,17 @@ class EdgeCommandFailed(EdgeError):
 
 
 @pytest.fixture(scope="session")
-def host(rig: Any, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Host:
-    """The host side, shared by the run's tests: a registry in a temporary folder, `edge`, BLE on the rig's air."""
-    run = request.config.stash[RUN]
-    sim = getattr(run.bench, "rundir", None) or rig.bench_dir
-    return Host(tmp_path_factory.mktemp("edge-host"), Path(sim) if sim else None)
+def host(rig: Any, request: pytest.FixtureRequest) -> Host:
+    """The host side, shared by the run's tests (and workers): a registry in a temporary folder,
+    `edge`, BLE on the rig's air."""
+    host = request.config.stash[RUN].host
+    assert host is not None      # made with the rig
+    return host
 
 
 @pytest.fixture
 def board(request: pytest.FixtureRequest, rig: Any, host: Host) -> Iterator[Any]:
     """The board under test (a ``Target``), held under its lock for the test."""
-    from edge_hil.rig import open_target
-
     run = request.config.stash[RUN]
     name = request.param
     row = rig.board(name)
@@ -471,12 +522,10 @@ def board(request: pytest.FixtureRequest, rig: Any, host: Host) -> Iterator[Any]
     except EdgeError as e:
         pytest.fail(_error_text(e), pytrace=False)
     try:
-        target = run.targets.get(name)
-        if target is None:
-            try:
-                target = run.targets[name] = open_target(rig, name, host)
-            except EdgeError as e:
-                pytest.fail(f"{name}: {_error_text(e)}", pytrace=False)
+        try:
+            target = run.target(name)
+        except EdgeError as e:
+            pytest.fail(f"{name}: {_error_text(e)}", pytrace=False)
         use = BoardUse(target, row, lambda: console_log(target))
         request.node.stash[USE] = use
         yield target
@@ -487,13 +536,12 @@ def board(request: pytest.FixtureRequest, rig: Any, host: Host) -> Iterator[Any]
 def console_log(target: Any) -> bytes:
     """Everything the board's console printed so far: the bench's log of a bench board
     (it holds what any program read), else what the console driver read."""
-    path = getattr(target, "console_log_path", None)
-    if path:
+    if target.bench is not None and target.bench_name:
         try:
-            return Path(path).read_bytes()
+            return target.bench.console_log(target.bench_name).read_bytes()
         except FileNotFoundError:
             return b""
-    return bytes(getattr(target.console, "log", b""))
+    return bytes(target.console.log)
 
 
 @pytest.fixture
@@ -503,17 +551,12 @@ def console(board: Any) -> Any:
 
 
 @pytest.fixture
-def power(board: Any, rig: Any) -> Any:
+def power(board: Any) -> Any:
     """The board's power driver (on, off, cycle); skips on a board the run cannot switch."""
-    row = rig.board(_board_name(board))
-    if "power" not in row.capabilities:
-        pytest.skip(f"{row.name} has no power switch this run can drive (power: manual and no person: "
+    if board.power is None:
+        pytest.skip(f"{board.name} has no power switch this run can drive (power: manual and no person: "
                     "give --rig-answers FILE)")
     return board.power
-
-
-def _board_name(target: Any) -> str:
-    return target.board.name if hasattr(target.board, "name") else str(target.name)
 
 
 @pytest.fixture
@@ -573,8 +616,8 @@ class Faults:
     not built yet skip with ``not yet: ...``.
     """
 
-    def __init__(self, target: Any, row: Any) -> None:
-        self.target, self.row = target, row
+    def __init__(self, target: Any) -> None:
+        self.target, self.row = target, target.rig_board
 
     def _need(self, capability: str, what: str) -> None:
         if capability not in self.row.capabilities:
@@ -587,6 +630,8 @@ class Faults:
     def power_cut(self, off_s: float = 0.5) -> None:
         """Cut the board's power now, then restore it: it boots from cold."""
         self._need("power", "a power cut")
+        if self.target.power is None:
+            pytest.skip(f"{self.row.name} cannot take a power cut: nobody can switch its power in this run")
         self.target.power.cycle(off_s)
 
     def reset(self) -> None:
@@ -625,15 +670,7 @@ class Faults:
 
 
 @pytest.fixture
-def faults(board: Any, rig: Any) -> Faults:
+def faults(board: Any) -> Faults:
     """:class:`Faults` on the board under test."""
-    return Faults(board, rig.board(_board_name(board)))
+    return Faults(board)
 
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``check`` until true; :class:`DeviceError` naming ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() >= deadline:
-            raise DeviceError(f"{what} did not happen within {timeout:.0f} s", "see the board's console log")
-        time.sleep(0.05)
