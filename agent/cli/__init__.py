@@ -122,6 +122,7 @@ def _register() -> None:
 
     main.add_command(sim.sim)
     main.add_command(emulated.emulator)
+    from edge_hil import cli as hil; main.add_command(hil.hil)  # noqa: E702
     telemetry.telemetry.add_command(ingest.ingest)
     main.add_command(telemetry.telemetry)
     main.add_command(monitor.monitor)
