@@ -287,10 +287,13 @@ class RigRun:
             return report
         report.edge_hil = info.summary()     # type: ignore[attr-defined]  # carried to xdist's controller
         if report.failed and report.when in ("setup", "call"):
-            text = info.console_since()
-            if text:
-                report.sections.append((f"Captured stdout: console of {info.name} since the test began", text))
+            info.console_section = (f"Captured stdout: console of {info.name} since the test began",
+                                    info.console_since())
+            report.sections.append(info.console_section)
         if report.when == "teardown":
+            # JUnit's system-out is written from the teardown report.
+            if info.console_section is not None:
+                report.sections.append(info.console_section)
             own = {name for name, _ in report.user_properties}
             for name, value in info.properties(self).items():
                 if name not in own:
@@ -303,8 +306,7 @@ class RigRun:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         hil = getattr(report, "edge_hil", None)
         if not hil:
-            if report.skipped and report.when == "setup" and "board" in report.keywords and \
-                    report.nodeid.endswith("[no-board]"):
+            if report.skipped and report.when == "setup" and report.nodeid.endswith("[no-board]"):
                 self.results[report.nodeid] = {"board": None, "outcome": "skipped"}
             return
         row = self.results.setdefault(report.nodeid, {"board": hil["board"], "outcome": "passed"})
@@ -348,6 +350,7 @@ class BoardUse:
         self.retries = 0
         self.retried: list[str] = []
         self.strategy_times: dict[str, float] = {}
+        self.console_section: tuple[str, str] | None = None
 
     def console_since(self) -> str:
         """What the board printed since the test began."""
@@ -355,7 +358,7 @@ class BoardUse:
             data = self._console_log()[self._console_start:]
         except (OSError, EdgeError) as e:
             return f"(console log unreadable: {e})"
-        return data.decode("utf-8", errors="replace")
+        return data.decode("utf-8", errors="replace") or "(nothing)"
 
     def properties(self, run: RigRun) -> dict[str, str]:
         facts = run.facts.get(self.name, {})

@@ -2,6 +2,7 @@
 
 The first suite to run on a new bench (``pytest --rig RIGFILE hil/suites/test_smoke.py``):
 each test runs once per board, through the product's own commands and the rig's drivers.
+Versions come first: what they record is reported with every later test of the board.
 """
 
 from __future__ import annotations
@@ -15,6 +16,16 @@ from edge_agent.messages import Hello, Status
 from hil.suites.conftest import agent_message, repl
 
 pytestmark = pytest.mark.needs("console")
+
+
+def test_versions_of_micropython_and_of_the_agent_are_recorded(board, agent, record_property):
+    said = repl(board.port, "import sys, edgefw\nprint(sys.implementation.version)\nprint(edgefw.VERSION)")
+    micropython, agent_version = said.splitlines()
+    firmware = ".".join(str(int(n)) for n in re.findall(r"\d+", micropython)[:3])
+    assert re.fullmatch(r"1\.\d+\.\d+", firmware), micropython
+    assert re.fullmatch(r"\d+\.\d+\.\d+\S*", agent_version), agent_version
+    record_property("firmware", firmware)
+    record_property("agent_version", agent_version)
 
 
 def test_boot_a_power_cycle_or_a_reset_brings_the_agent_back(board, agent, console):
@@ -47,13 +58,3 @@ def test_self_test_edge_flash_reads_back_an_ok_status(board, agent, host):
     assert selftest["heap_free"] > 0
     assert selftest["version"]
     assert rows[0]["steps"][-2:] == ["selftest", "register"]
-
-
-def test_versions_of_micropython_and_of_the_agent_are_recorded(board, agent, record_property):
-    said = repl(board.port, "import sys, edgefw\nprint(sys.implementation.version)\nprint(edgefw.VERSION)")
-    micropython, agent_version = said.splitlines()
-    firmware = ".".join(str(int(n)) for n in re.findall(r"\d+", micropython)[:3])
-    assert re.fullmatch(r"1\.\d+\.\d+", firmware), micropython
-    assert re.fullmatch(r"\d+\.\d+\.\d+\S*", agent_version), agent_version
-    record_property("firmware", firmware)
-    record_property("agent_version", agent_version)
