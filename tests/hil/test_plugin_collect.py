@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.hil.rig_pytester import INI, rig_project
+
 pytest_plugins = ["pytester"]
 
 RIG = """\
@@ -25,9 +27,6 @@ boards:
     board: picow
     port: /dev/edge-test-picow-a
 """
-
-# pytest-asyncio warns in every run without it.
-INI = "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
 
 SUITE = """\
 import pytest
@@ -59,11 +58,7 @@ def test_no_rig_needed():
 
 @pytest.fixture
 def suite(pytester, tmp_path, monkeypatch):
-    monkeypatch.setenv("EDGE_RUN_DIR", str(tmp_path / "run"))
-    pytester.makeini(INI)
-    pytester.makefile(".yaml", rig=RIG)
-    pytester.makepyfile(test_suite=SUITE)
-    return pytester
+    return rig_project(pytester, monkeypatch, tmp_path / "run", RIG, SUITE)
 
 
 def collected(result) -> list[str]:

@@ -15,9 +15,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-pytest_plugins = ["pytester"]
+from tests.hil.rig_pytester import rig_project
 
-INI = "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+pytest_plugins = ["pytester"]
 
 RIG = """\
 rig: 1
@@ -63,11 +63,7 @@ def test_power(power):
 
 @pytest.fixture
 def suite(pytester, tmp_path, monkeypatch):
-    monkeypatch.setenv("EDGE_RUN_DIR", str(tmp_path / "run"))
-    pytester.makeini(INI)
-    pytester.makefile(".yaml", rig=RIG)
-    pytester.makepyfile(test_suite=SUITE)
-    return pytester
+    return rig_project(pytester, monkeypatch, tmp_path / "run", RIG, SUITE)
 
 
 def cases(path) -> dict[str, dict[str, list[str]]]:
