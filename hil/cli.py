@@ -59,12 +59,12 @@ def check(rigfile: Path, sim_dir: Path | None, answers: Path | None, as_json: bo
     ask = AnswersFile(answers) if answers is not None else (terminal_ask() if sys.stdin.isatty() else None)
     rig = load_rig(rigfile, person=ask is not None)
     keep = sim_dir is not None
-    folder = Path(sim_dir if keep else tempfile.mkdtemp(prefix="edge-hil-"))
+    folder = sim_dir if sim_dir is not None else Path(tempfile.mkdtemp(prefix="edge-hil-"))
     env = dict(os.environ)
     if not keep:
         # Identities minted for a throwaway bench stay out of the user's registry.
         env["EDGE_DB"] = str(folder / "registry.db")
-    bench = start_bench(rig, folder / "sim", env) if rig.bench_boards else None
+    bench = start_bench(rig, folder if keep else folder / "sim", env) if rig.bench_boards else None
     results = []
     try:
         for b in rig.boards:
