@@ -224,7 +224,7 @@ class RigRun:
         shared_home = os.environ.get(HOST_ENV) if worker else None
         host = Host(Path(shared_home) if shared_home else factory.mktemp("edge-host"))
         if self.rig.bench_boards:
-            from edge_hil.rig.target import start_bench
+            from edge_hil.rig import start_bench
 
             rig = self.rig
             shared_bench = os.environ.get(BENCH_ENV) if worker else None
@@ -258,7 +258,7 @@ class RigRun:
 
     def target(self, name: str) -> Any:
         """Board ``name`` with its drivers, made once per process."""
-        from edge_hil.rig.target import open_target
+        from edge_hil.rig import open_target
 
         if name not in self.targets:
             self.targets[name] = open_target(self.rig, name, self.host, bench=self.bench, ask=self.ask)
@@ -564,7 +564,7 @@ def power(board: Any) -> Any:
 @pytest.fixture
 def strategy(board: Any, host: Host, request: pytest.FixtureRequest) -> Iterator[Any]:
     """A ``Strategy`` walking the board through its states; the time it spends in each is reported."""
-    from edge_hil.rig.strategy import Strategy
+    from edge_hil.rig import Strategy
 
     s = Strategy(board, host)
     try:
