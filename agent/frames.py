@@ -238,3 +238,15 @@ class FrameDecoder:
     def _reject(self, event: BadFrame, events: list[Event]) -> None:
         self.stats.bad[event.reason] = self.stats.bad.get(event.reason, 0) + 1
         events.append(event)
+
+
+def announce_request(unix_ms: int | None = None) -> bytes:
+    """The frame of a TIME asking the agent on a console to announce itself (protocol 2.3):
+    an agent answers with HELLO, and a REPL reads it as a comment line. An agent sends
+    nothing to a host that has not sent TIME, so this is how a console is woken."""
+    import time
+
+    from edge_agent.messages import Time, encode_message
+
+    ms = int(time.time() * 1000) if unix_ms is None else unix_ms
+    return encode_frame(encode_message(Time(unix_ms=ms, hello=True)))

@@ -131,10 +131,9 @@ def monitor(port, baud, raw, listen_only, duration, sim_dir, db):
     t = threading.Thread(target=reader, daemon=True)
     t.start()
     if not listen_only:
-        from edge_agent.frames import encode_frame
-        from edge_agent.messages import Time, encode_message
+        from edge_agent.frames import announce_request
 
-        ser.write(encode_frame(encode_message(Time(unix_ms=int(time.time() * 1000), hello=True))))
+        ser.write(announce_request())
     deadline = None if duration is None else time.monotonic() + duration
     interactive = sys.stdin.isatty()
     old = None

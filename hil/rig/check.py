@@ -45,8 +45,12 @@ class BoardCheck:
 
 
 def _answers(target: Target, timeout: float) -> None:
+    # A REPL answers a newline with its prompt; an agent with no host is silent
+    # until a TIME asks it to announce itself (a REPL takes that line as a comment).
+    from edge_agent.frames import announce_request
+
     c = target.console
-    c.write(b"\r\n")
+    c.write(b"\r\n" + announce_request())
     c.expect(ANSWER, timeout)
 
 

@@ -88,6 +88,13 @@ def up(proc, s):
     for b, key in zip(boards, ("esp", "picow")):
         assert Path(b["port"]).exists() and b["device_id"].startswith(b["board"] + "-"), b
         s.known.update({f"{key}_port": b["port"], f"{key}_id": b["device_id"]})
+    # The same boards, as QA's rig file names them (the running bench, in order).
+    rig = s.home.root / "rig.yaml"
+    rig.write_text("rig: 1\nname: contract\nboards:\n"
+                   "  - {name: sim-esp32, board: esp32, kind: virtual}\n"
+                   "  - {name: sim-picow, board: picow, kind: virtual}\n"
+                   f"bench: {{sim_dir: {s.home.sim_dir}}}\n")
+    s.known["rig"] = str(rig)
 
 
 def listed_running(proc, s):
@@ -264,6 +271,12 @@ def emulator_firmware(proc, s):
     assert fw["cached"] is True and fw["board"] == "RPI_PICO" and Path(fw["firmware_uf2"]).is_file(), fw
 
 
+def rig_checked(proc, s):
+    rows = json.loads(proc.stdout)
+    assert [(r["board"], r["ok"]) for r in rows] == [("sim-esp32", True), ("sim-picow", True)], rows
+    assert rows[0]["port"] == s.known["esp_port"]
+
+
 def stopped(proc, s):
     assert json.loads(s.home.edge("sim", "ls", "--json").stdout) == []
 
@@ -299,6 +312,7 @@ STEPS: list[tuple[tuple[str, ...], Callable]] = [
     (("ota", "status", "--json"), ota_status),
     (("ota", "push", "esp32-1", "{image}", "{manifest}", "--timeout", "100s", "--json"), push_refused),
     (("ota", "bundle", "--board", "esp32", "--version", "1.0.1", "-o", "{out}/agent.bundle", "--json"), bundled),
+    (("hil", "check", "{rig}", "--json"), rig_checked),
     (("sim", "power", "esp32-1", "off"), mode("esp32-1", "off")),
     (("sim", "power", "esp32-1", "on"), mode("esp32-1", "micropython")),
     (("sim", "download", "esp32-1"), mode("esp32-1", "download")),
