@@ -29,7 +29,7 @@ import pytest
 from edge_agent.messages import Hello
 from hil.suites.conftest import agent_message, repl
 
-STORE_TIMEOUT_S = 60.0
+STORE_TIMEOUT_S = 120.0     # a gateway retries after 1, 2, 4 ... 30 s: a bounded wait, not a timing check
 STOP_TIMEOUT_S = 30.0
 DEFAULT_PERIOD_MS = 5000        # the agent's own default (firmware/edgefw/config.py)
 
