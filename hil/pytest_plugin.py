@@ -620,6 +620,13 @@ class Faults:
 
     def __init__(self, target: Any) -> None:
         self.target, self.row = target, target.rig_board
+        self._full_fs: Any = None       # edge_hil.virtual.full_fs.FullFs, once fill_fs() ran
+
+    def undo(self) -> None:
+        """At the end of the test: what a fault left behind is put back (a filled filesystem)."""
+        if self._full_fs is not None:
+            full, self._full_fs = self._full_fs, None
+            full.restore()
 
     def _need(self, capability: str, what: str) -> None:
         if capability not in self.row.capabilities:
@@ -642,12 +649,18 @@ class Faults:
         self.target.reset.reset()
 
     def ble_drop(self) -> None:
-        """Drop the board's BLE link now, as a radio going out of range."""
+        """Drop the board's BLE link now, as a radio going out of range: both sides see the link
+        time out (a virtual board's radio is told by the bench). A real board's link is dropped by
+        cutting the host adapter's power or taking the board out of range, which no rig driver does
+        yet: such a board skips the test saying so (docs/hil.md section 3)."""
         self._need("ble", "a BLE link drop")
-        drop = getattr(self.target, "ble_drop", None)
-        if drop is None:
-            pytest.skip("not yet: the rig's drivers cannot drop a BLE link")
-        drop()
+        if self.target.bench is None or not self.target.bench_name:
+            pytest.skip(f"not yet: dropping {self.row.name}'s BLE link (a {self.row.kind} board) needs the host "
+                        "adapter's power switched or the board moved out of range, which no rig driver does")
+        try:
+            self.target.bench.ble_drop(self.target.bench_name)
+        except EdgeError as e:
+            pytest.fail(f"{self.row.name}: the BLE link could not be dropped: {_error_text(e)}", pytrace=False)
 
     def power_cut_after_ota_bytes(self, n: int) -> None:
         self._need("power", "a power cut")
@@ -662,17 +675,38 @@ class Faults:
         self._virtual("serial noise")
         self.target.console.write(data)
 
-    def fill_fs(self) -> None:
+    def fill_fs(self, leave: int = 4096) -> Callable[[], None]:
+        """Fill the board's filesystem now until ``leave`` bytes are free, so the agent meets a full
+        flash; returns ``free()``, which removes the filler. The first call moves the board's folder
+        onto a filesystem of its own (a tmpfs: root only; a power cut for the board), and the end of
+        the test moves it back (another): see :mod:`edge_hil.virtual.full_fs`."""
+        from edge_hil.virtual.full_fs import CannotFill, FullFs
+
         self._virtual("a full filesystem")
-        pytest.skip("not yet: filling a virtual board's filesystem")
+        if self._full_fs is None:
+            self._full_fs = FullFs(self.target.bench, self.target.bench_name)
+        try:
+            self._full_fs.fill(leave)
+        except CannotFill as e:
+            self._full_fs = None
+            pytest.skip(_error_text(e))
+        return self._full_fs.free
 
     def clock_jump(self, seconds: float) -> None:
+        """Move the board's clock ``seconds`` ahead now (its tick counters and calendar), as a board
+        that stalled that long; a clock never runs back, so ``seconds`` must be positive."""
         self._virtual("a clock jump")
-        pytest.skip("not yet: a clock jump on a virtual board")
+        if not seconds > 0:
+            raise ValueError(f"clock_jump({seconds!r}): a board's clock only jumps ahead; give seconds > 0")
+        self.target.bench.clock_jump(self.target.bench_name, seconds)
 
 
 @pytest.fixture
-def faults(board: Any) -> Faults:
-    """:class:`Faults` on the board under test."""
-    return Faults(board)
+def faults(board: Any) -> Iterator[Faults]:
+    """:class:`Faults` on the board under test; what they left behind is undone when the test ends."""
+    f = Faults(board)
+    try:
+        yield f
+    finally:
+        f.undo()
 

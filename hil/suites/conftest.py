@@ -15,6 +15,29 @@ from typing import Any
 import pytest
 
 AGENT_TIMEOUT_S = 30.0
+SOAK_SECONDS = 60.0
+
+
+def _seconds(text: str) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0 (--soak-seconds 600)")
+    return value
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("edge-hil-soak", "Edge Agent HIL soak suite (hil/suites/test_soak.py)")
+    group.addoption("--soak-seconds", type=_seconds, default=SOAK_SECONDS, metavar="SECONDS",
+                    help=f"How long the soak streams telemetry through random faults, per board "
+                         f"[default: {SOAK_SECONDS:.0f}].")
+    group.addoption("--soak-seed", type=int, default=None, metavar="N",
+                    help="Seed of the soak's random faults (default: a new one, printed); give a printed one "
+                         "to replay a run.")
 
 
 def agent_message(console: Any, timeout: float = AGENT_TIMEOUT_S) -> Any:

@@ -15,6 +15,12 @@ then installs the stand-in as ``bluetooth``. ``--address`` is the board's
 static random address (default: one derived from ``--socket``, stable across
 restarts).
 
+Out of range: SIGUSR1 drops every connection of the board at once, each
+ended with the reason a link supervision timeout gives (what both sides see
+when a radio goes out of range); the board's stack then reports the central
+gone, and the board decides whether to advertise again. The bench's
+``ble_drop`` request sends it (``Bench.ble_drop``).
+
 Lifetime: the bridge lives as long as the controller's transport. A board
 that goes away (power cut, reset: its interpreter exits) is a chip reset for
 the radio: its connections are dropped, advertising stops, its services are
@@ -343,6 +349,16 @@ class Peripheral:
                 return attribute
         return None
 
+    async def drop_links(self) -> None:
+        """Every connection ends as a link out of range ends: a supervision timeout on both sides."""
+        from bumble.hci import HCI_CONNECTION_TIMEOUT_ERROR
+
+        for connection in list(self.device.connections.values()):
+            try:
+                await asyncio.wait_for(connection.disconnect(HCI_CONNECTION_TIMEOUT_ERROR), 2)
+            except Exception as e:
+                log.info("drop: %s", e)
+
     async def reset(self) -> None:
         """What a chip reset does to the radio: links dropped, advertising off, no services."""
         if self.device.is_advertising:
@@ -424,6 +440,7 @@ async def run(hci: str, socket_path: str, address: str | None, once: bool) -> in
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, finish, "signal")
+    loop.add_signal_handler(signal.SIGUSR1, lambda: peripheral._spawn(peripheral.drop_links()))
     transport.source.terminated.add_done_callback(lambda _: finish("controller gone"))
     print(f"ble-bridge {address} on {socket_path}", flush=True)
     why = await stop

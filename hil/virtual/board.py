@@ -87,13 +87,15 @@ CONSOLE_LOG_MAX = 16 * 1024 * 1024  # console.log rolls over to console.log.1 pa
 # ports/esp32/partitions-4MiB-ota.csv (ota_0 and ota_1, 0x180000 each), the
 # table of its OTA builds for 4 MB of flash, the least our ESP boards have.
 OTA_PARTITION_BYTES = 0x180000
+CLOCK_FILE = "clock-offset"         # in a board's home: how far its clock was moved ahead (vtime.py)
+CLOCK_WIDTH = 20                    # the offset's digits, rewritten in place (the board keeps it open)
 
 # What a stand-in keeps in the heap once loaded, by a board's interpreter:
 # a real port's esp32 and bluetooth modules are C in its firmware (and a Pico
 # W's budget is what is left once Bluetooth took its share: boards/picow.json),
 # so the heap is the budget plus this, as it is plus the ROM image. Measured
 # once per interpreter: the esp32 one (vesp32.py) started, the bluetooth one
-# (vbluetooth.py, compiled by radio.py) imported.
+# (vbluetooth.py, compiled by radio.py) imported, the time one (vtime.py) started.
 _STANDIN_COST = """
 import gc, sys
 sys.path.insert(0, sys.argv[1])
@@ -102,6 +104,10 @@ before = gc.mem_free()
 if sys.argv[2] == "esp32":
     import vesp32
     vesp32.start(sys.argv[3], 4096, True)
+elif sys.argv[2] == "time":
+    open(sys.argv[3], "w").close()
+    import vtime
+    vtime.start(sys.argv[3])
 else:
     import vbluetooth
 gc.collect()
@@ -111,7 +117,7 @@ _standin_cost: dict[tuple[str, str], int] = {}
 
 
 def standin_bytes(micropython: str, which: str, folder: Path | str) -> int:
-    """The heap stand-in ``which`` ("esp32" from the runner's ``folder``, or "bluetooth" from
+    """The heap stand-in ``which`` ("esp32" or "time" from the runner's ``folder``, or "bluetooth" from
     radio.py's compiled ``folder``) takes on a board (see :data:`_STANDIN_COST`); 0 if unknown."""
     if (micropython, which) not in _standin_cost:
         import tempfile
@@ -256,6 +262,8 @@ class UnixPortChip:
             # part of the board's filesystem.
             env["EDGE_ESP32_OTA"] = str(Path(b.spec.home) / "ota-partitions.bin")
             env["EDGE_ESP32_OTA_SIZE"] = str(OTA_PARTITION_BYTES)
+        # The board's clock (vtime.py): moved ahead by the bench's clock_jump.
+        env["EDGE_CLOCK"] = str(b.clock_file())
         env.pop("EDGE_BLE_MPY", None)
         if b.radio is not None and mode == "boot" and await b.radio.start():
             b.on_change()
@@ -271,18 +279,20 @@ class UnixPortChip:
         rom = Path(b.spec.fs).parent / "agent.romfs"
         rom_size = build_rom(Path(b.spec.fs), rom) if mode == "boot" else 0
         heap = b.spec.heap_bytes
-        esp32 = ble = names = 0
+        esp32 = ble = names = clock = 0
         if b.spec.family == "esp32" and mode == "boot":
             # As the ROM image: what a board keeps in flash, for the agent.
             esp32 = standin_bytes(b.micropython, "esp32", Path(b.runner).parent)
+        if mode == "boot":
+            clock = standin_bytes(b.micropython, "time", Path(b.runner).parent)
         if "EDGE_BLE_MPY" in env and mode == "boot":
             ble = standin_bytes(b.micropython, "bluetooth", env["EDGE_BLE_MPY"])
         if rom_size:
             names = qstr_bytes(b.micropython, rom)
             heap += rom_size + ROM_HEAP_SLACK + names
-        heap += esp32 + ble
-        log.info("%s: heap %d = budget %d + image %d + its names %d + stand-ins (esp32 %d, bluetooth %d)",
-                 b.spec.name, heap, b.spec.heap_bytes, rom_size, names, esp32, ble)
+        heap += esp32 + ble + clock
+        log.info("%s: heap %d = budget %d + image %d + its names %d + stand-ins (esp32 %d, bluetooth %d, time %d)",
+                 b.spec.name, heap, b.spec.heap_bytes, rom_size, names, esp32, ble, clock)
         argv = [b.micropython, "-X", f"heapsize={heap}", "-i", b.runner, b.spec.fs, mode]
         if rom_size:
             argv.append(str(rom))
@@ -439,6 +449,24 @@ class VirtualBoard:
             self._log.close()
         if self.flash is not None:
             self.flash.close()
+
+    def clock_file(self) -> Path:
+        """The file vtime.py reads the board's clock offset from (made at 0 the first time)."""
+        path = Path(self.spec.home) / CLOCK_FILE
+        if not path.exists():
+            path.write_bytes(b"0".rjust(CLOCK_WIDTH))
+        return path
+
+    def clock_jump(self, ms: int) -> int:
+        """Move the board's clock ``ms`` ahead, now (the running interpreter reads it within 0.1 s);
+        returns the offset since the bench started. In place: the board holds the file open."""
+        if not isinstance(ms, int) or isinstance(ms, bool) or ms <= 0:
+            raise ValueError(f"a clock jump is a positive number of ms, not {ms!r}: a board's clock never runs back")
+        path = self.clock_file()
+        total = int(path.read_bytes() or b"0") + ms
+        with open(path, "r+b") as f:
+            f.write(str(total).encode().rjust(CLOCK_WIDTH))
+        return total
 
     async def _radio_off(self) -> None:
         if self.radio is not None:

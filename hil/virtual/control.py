@@ -388,6 +388,17 @@ class Bench:
         """Power board ``name`` on: it boots (boot.py, main.py)."""
         return self._board_cmd("power_on", name)
 
+    def ble_drop(self, name: str) -> dict:
+        """Drop board ``name``'s BLE connections now, as a radio going out of range (both sides see a
+        supervision timeout); the board advertises again as its agent decides."""
+        return self._board_cmd("ble_drop", name)
+
+    def clock_jump(self, name: str, seconds: float) -> int:
+        """Move board ``name``'s clock ``seconds`` ahead now (its tick counters and calendar, as a board
+        that stalled that long); returns how far it has been moved since the bench started, in ms."""
+        self.board(name)
+        return int(self.request("clock_jump", board=name, ms=round(seconds * 1000))["offset_ms"])
+
     def mode(self, name: str) -> str:
         """What board ``name`` runs: "micropython" | "download" | "bootsel" | "off"."""
         self.board(name)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -136,6 +137,14 @@ class BoardRadio:
             return
         await st.terminate(proc, STOP_TIMEOUT_S)
         self.socket.unlink(missing_ok=True)
+
+    def drop_links(self) -> bool:
+        """Drop the board's BLE connections now, as a radio out of range (the bridge's SIGUSR1);
+        False when the bridge does not run (the board is off, or has no radio up)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return False
+        self.proc.send_signal(signal.SIGUSR1)
+        return True
 
     def status(self) -> dict:
         return {"pid": self.pid, "up": self.up, "socket": str(self.socket), "error": self.error}

@@ -13,7 +13,8 @@
 # string, which terminals ignore) and strips them from the console;
 # `machine` is vmachine.py (adds machine.bootloader()); `bluetooth` is
 # vbluetooth.py when EDGE_BLE_SOCKET is set; `esp32` is vesp32.py (OTA
-# partitions) when EDGE_ESP32_OTA is set.
+# partitions) when EDGE_ESP32_OTA is set; `time` is vtime.py (a clock the
+# bench can move ahead) when EDGE_CLOCK is set and main.py is to run.
 # ROM_IMAGE (rom.py): the agent frozen as a ROMFS image, mounted at /rom ahead
 # of the folder on sys.path; its buffer is the heap's first allocation and
 # stands for the board's flash (the heap is the budget plus the image).
@@ -85,6 +86,12 @@ def _boot():
         sys.modules["machine"] = vmachine
     except ImportError:
         pass
+    # The board's clock (vtime.py): its file is in the board's home too.
+    clock = os.getenv("EDGE_CLOCK")
+    if clock and mode == "boot":
+        import vtime
+        vtime.start(clock)
+        sys.modules["time"] = vtime
     # OTA partitions (vesp32.py) on an ESP-family board: the file is in the
     # board's home, opened before the board's folder becomes "/".
     ota = os.getenv("EDGE_ESP32_OTA")

@@ -17,7 +17,9 @@ supervisor dies, so it never outlives the bench.
 Control protocol: one JSON object per line each way. Requests:
 ``{"cmd": "status"}``, ``{"cmd": "reset"|"power_off"|"power_on", "board": NAME}``,
 ``{"cmd": "download"|"bootsel", "board": NAME}`` (reset into the ESP ROM
-download mode / the RP2040 BOOTSEL drive), ``{"cmd": "stop"}``. Replies: ``{"ok": true, ...}`` or
+download mode / the RP2040 BOOTSEL drive), ``{"cmd": "ble_drop", "board": NAME}``
+(its BLE connections end as out of range), ``{"cmd": "clock_jump", "board": NAME,
+"ms": N}`` (its clock moves N ms ahead), ``{"cmd": "stop"}``. Replies: ``{"ok": true, ...}`` or
 ``{"ok": false, "error": "..."}``.
 """
 
@@ -234,13 +236,27 @@ class Supervisor:
                     "boards": [b.status() for b in self.boards.values()]}
         if cmd == "stop":
             return {"ok": True}
-        if cmd not in ("reset", "power_off", "power_on", "download", "bootsel"):
+        if cmd not in ("reset", "power_off", "power_on", "download", "bootsel", "ble_drop", "clock_jump"):
             return {"ok": False, "error": f"unknown command {cmd!r}"}
         name = str(req.get("board"))
         board = self.boards.get(name)
         if board is None:
             return {"ok": False, "error": f"no board named {name!r} on this bench",
                     "hint": f"boards: {', '.join(self.boards)}"}
+        if cmd == "ble_drop":
+            if board.radio is None or not board.radio.drop_links():
+                return {"ok": False, "error": f"board {name} has no BLE radio running, so it has no link to drop",
+                        "hint": "only a powered virtual board on a bench whose air runs has one (edge sim ls)"}
+            return {"ok": True, "board": board.status()}
+        if cmd == "clock_jump":
+            if board.chip.kind != "virtual":
+                return {"ok": False, "error": f"board {name} is {board.chip.kind}: only a virtual board's clock "
+                                              "can be moved"}
+            try:
+                offset = board.clock_jump(req.get("ms"))
+            except ValueError as e:
+                return {"ok": False, "error": str(e)}
+            return {"ok": True, "board": board.status(), "offset_ms": offset}
         if cmd in ("download", "bootsel"):
             try:
                 (board.enter_download if cmd == "download" else board.enter_bootsel)()
