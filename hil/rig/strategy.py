@@ -54,7 +54,10 @@ def label_payload(host: Host, device_id: str) -> str:
                               f"its code was shown once already: pair with that label, or `edge flash "
                               f"--reprovision` the board for a new identity and code")
         return str(json.loads(proc.stdout)["payload"])
-    desc = ElementTree.parse(svg).getroot().find("{http://www.w3.org/2000/svg}desc")
+    try:
+        desc = ElementTree.parse(svg).getroot().find("{http://www.w3.org/2000/svg}desc")
+    except ElementTree.ParseError:
+        desc = None
     if desc is None or not desc.text:
         raise DeviceError(f"the label {svg} carries no pairing payload",
                           "the code is shown once: `edge flash --reprovision` the board for a new identity and label")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import re
 import subprocess
 import time
 from contextlib import contextmanager
@@ -25,10 +26,12 @@ from typing import Any, Iterator
 import pytest
 
 from edge_agent.messages import Hello
-from hil.suites.conftest import agent_message
+from hil.suites.conftest import AGENT_TIMEOUT_S, agent_message
 
 SEQUENCE_EPOCH = 1767225600      # 2026-01-01T00:00:00Z
 PUSH_TIMEOUT_S = 240
+# The line the agent prints as it starts (edgefw/boot_build.py), with the boot count.
+BOOT_BANNER = re.compile(rb"edge: agent \S+ on .*?, boot (\d+)")
 # An agent that raises as it starts: a release that crashes at boot.
 CRASH = 'raise RuntimeError("injected by the OTA suite: this agent crashes at boot")\n'
 
@@ -174,20 +177,28 @@ def parse_push(code: int, stdout: str, stderr: str) -> Pushed:
 
 
 def agent_hello(board: Any) -> Hello:
-    """The HELLO the board's agent sends after a reset: it booted whole (its version, its boot count)."""
+    """The HELLO the board's agent sends after a reset: it booted whole (its version, its boot count).
+
+    What the console held from before is dropped first (an agent with no host
+    says HELLO again now and then); the HELLO taken is the one of the boot its
+    banner names."""
     console = board.console
     console.open()
     try:
+        deadline = time.monotonic() + 5
+        while console.read(0.1) and time.monotonic() < deadline:
+            pass
         board.reset.reset()
+        boot = int(console.expect(BOOT_BANNER, AGENT_TIMEOUT_S).group(1))
         said = []
-        for _ in range(6):
+        for _ in range(8):
             message = agent_message(console)
-            if isinstance(message, Hello):
+            if isinstance(message, Hello) and message.boot == boot:
                 return message
             said.append(type(message).__name__)
     finally:
         console.close()
-    pytest.fail(f"{board.name} sent no HELLO after a reset, only {', '.join(said)}")
+    pytest.fail(f"{board.name} sent no HELLO of boot {boot} after a reset, only {', '.join(said)}")
 
 
 @contextmanager
