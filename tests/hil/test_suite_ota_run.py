@@ -5,20 +5,16 @@ by a registry that hears an update as `edge ota push` records it, with a switch 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from edge_agent.store import Store
 from edge_hil.pytest_plugin import INSTALL_STEPS, Faults, board_device_id
+from tests.hil.suite_run import run_suite
 
-ROOT = Path(__file__).resolve().parents[2]
 DEVICE = "picow-0a0b0c0d0e0f"
 SIZE = 1000
 
@@ -27,17 +23,9 @@ SIZE = 1000
 
 @pytest.mark.slow
 def test_the_ota_suite_passes_on_a_rig_of_virtual_boards(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--rig",
-                           "tests/hil/rigs/virtual3.yaml", "hil/suites/test_ota.py", "-rs"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL,
-                          env={**os.environ, "EDGE_RUN_DIR": str(tmp_path)})
-    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
-    assert "10 passed" in proc.stdout and "failed" not in proc.stdout.splitlines()[-1], proc.stdout[-2000:]
     # Quick tests on every board; the long ones (an update to confirmed, a trial deadline, a killed
     # push, power cuts) on the Pico W only.
-    for board, passed in (("sim-esp32", "2"), ("sim-esp32c3", "2"), ("sim-picow", "6")):
-        assert any(line.split()[:6] == [board, board[4:], "virtual", passed, "0", "0"]
-                   for line in proc.stdout.splitlines()), proc.stdout[-2000:]
+    run_suite("test_ota.py", tmp_path, {"sim-esp32": 2, "sim-esp32c3": 2, "sim-picow": 6})
 
 
 # -- the faults, on a registry fed by hand ------------------------------------------------------

@@ -4,9 +4,6 @@ label (hil.rig.strategy.label_payload): printed once by `edge label`, read back 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,23 +12,15 @@ import pytest
 from edge_agent.errors import DeviceError
 from edge_agent.label import render
 from edge_hil.rig.strategy import label_payload
+from tests.hil.suite_run import run_suite
 
-ROOT = Path(__file__).resolve().parents[2]
 DEVICE = "esp32-0a0b0c0d0e0f"
 PAYLOAD = "EA1:ESP32-0A0B0C0D0E0F:12345678:0A0B0C0D0E0F0A0B:ESP32"
 
 
 @pytest.mark.slow
 def test_the_pairing_suite_passes_on_a_rig_of_virtual_boards(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--rig",
-                           "tests/hil/rigs/virtual3.yaml", "hil/suites/test_pairing.py", "-rs"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL,
-                          env={**os.environ, "EDGE_RUN_DIR": str(tmp_path)})
-    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
-    assert "15 passed" in proc.stdout and "failed" not in proc.stdout.splitlines()[-1], proc.stdout[-2000:]
-    for board in ("sim-esp32", "sim-esp32c3", "sim-picow"):
-        assert any(line.split()[:6] == [board, board[4:], "virtual", "5", "0", "0"]
-                   for line in proc.stdout.splitlines()), proc.stdout[-2000:]
+    run_suite("test_pairing.py", tmp_path, {"sim-esp32": 5, "sim-esp32c3": 5, "sim-picow": 5})
 
 
 def host_in(folder: Path, label: dict | None = None, code: int = 0):
