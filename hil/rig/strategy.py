@@ -17,6 +17,7 @@ import json
 import re
 import time
 from pathlib import Path
+from xml.etree import ElementTree
 from typing import Any, Protocol
 
 from edge_agent.errors import DeviceError
@@ -34,6 +35,33 @@ class Host(Protocol):
     env: dict[str, str]
 
     def edge(self, *args: str) -> Any: ...
+
+
+def label_payload(host: Host, device_id: str) -> str:
+    """The pairing payload on ``device_id``'s label, read as a person scans it.
+
+    `edge label` shows a setup code once per identity, so the label it
+    prints into the host's folder ($EDGE_HOME) is kept and read again by
+    every later pairing of the run; it is printed the first time.
+    """
+    folder = Path(host.env.get("EDGE_HOME", "."))
+    svg = folder / f"{device_id}.svg"
+    if not svg.exists():
+        proc = host.edge("label", device_id, "--json", "--no-terminal", "--out", str(folder))
+        if getattr(proc, "returncode", 0) != 0:
+            raise DeviceError(f"`edge label {device_id}` failed ({proc.returncode}): "
+                              f"{(proc.stderr or proc.stdout or '').strip()}",
+                              f"its code was shown once already: pair with that label, or `edge flash "
+                              f"--reprovision` the board for a new identity and code")
+        return str(json.loads(proc.stdout)["payload"])
+    try:
+        desc = ElementTree.parse(svg).getroot().find("{http://www.w3.org/2000/svg}desc")
+    except ElementTree.ParseError:
+        desc = None
+    if desc is None or not desc.text:
+        raise DeviceError(f"the label {svg} carries no pairing payload",
+                          "the code is shown once: `edge flash --reprovision` the board for a new identity and label")
+    return desc.text
 
 
 class Strategy:
@@ -101,10 +129,7 @@ class Strategy:
     def _paired(self) -> None:
         if not self._reached("agent-up"):
             self.to("agent-up")
-        device = self._device_id()
-        label = json.loads(self._edge("label", device, "--json", "--no-terminal", "--out",
-                                      self.host.env.get("EDGE_HOME", ".")).stdout)
-        self._edge("pair", "--qr", label["payload"], "--json")
+        self._edge("pair", "--qr", label_payload(self.host, self._device_id()), "--json")
 
     def _updated(self) -> None:
         if self.update is None:

@@ -26,6 +26,7 @@ from edge_hil.drivers.reset import BenchReset, DtrRtsReset, RelayReset, ReplRese
 from edge_hil.rig.model import Rig, RigBoard
 
 BENCH_START_TIMEOUT_S = 180.0
+MAX_BLE_HOSTS = 16         # `edge sim up --ble-hosts` takes 0..16
 
 
 def edge_command() -> list[str]:
@@ -110,6 +111,9 @@ def start_bench(rig: Rig, sim_dir: Path | str, env: dict[str, str] | None = None
             argv = [*edge_command(), "sim", "up", *args, "--sim-dir", str(folder), "--json"]
             if kind == "emulated":
                 argv.append("--emulated")
+            else:
+                # A BLE host controller for each board's worker (-n: one worker a board), and one more.
+                argv += ["--ble-hosts", str(min(len(boards) + 1, MAX_BLE_HOSTS))]
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
                                   env=env if env is not None else dict(os.environ), stdin=subprocess.DEVNULL)
             if proc.returncode != 0:

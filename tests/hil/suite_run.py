@@ -1,17 +1,38 @@
-"""Run a HIL suite as QA runs it, on the rig of three virtual boards: for the tests of the suites' real runs."""
+"""Run a HIL suite as QA runs it, on the rig of three virtual boards (tests/hil/rigs/virtual3.yaml):
+for the tests of the suites' real runs. Each run takes its board locks in a folder of its own, so
+two suite runs of the project's test session never wait on each other's boards."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 RIG = "tests/hil/rigs/virtual3.yaml"
 
 
-def run_suite(suite: str, *args: str, timeout: float = 1200) -> subprocess.CompletedProcess:
+def run_suite(suite: str, *args: str, timeout: float = 1200, run_dir: Path | None = None
+              ) -> subprocess.CompletedProcess:
     """``pytest --rig virtual3 hil/suites/SUITE ARGS`` in a process of its own, from the repository."""
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--rig", RIG,
-                           f"hil/suites/{suite}", *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    with tempfile.TemporaryDirectory(prefix="edge-run-") as own:
+        env = {**os.environ, "EDGE_RUN_DIR": str(run_dir or own)}
+        return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--rig", RIG,
+                               f"hil/suites/{suite}", *args],
+                              cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL, env=env)
+
+
+def run_suite_passing(suite: str, run_dir: Path, passed: dict[str, int]) -> str:
+    """:func:`run_suite`, asserting it passed with ``passed[board]`` tests passed, none failed or
+    skipped, on each board (the plugin's summary table). Its output."""
+    proc = run_suite(suite, "-rs", timeout=900, run_dir=run_dir)
+    out = proc.stdout
+    assert proc.returncode == 0, out[-6000:] + proc.stderr[-2000:]
+    assert f"{sum(passed.values())} passed" in out.splitlines()[-1], out[-2000:]
+    for board, n in passed.items():
+        assert any(line.split()[:6] == [board, board[4:], "virtual", str(n), "0", "0"]
+                   for line in out.splitlines()), out[-2000:]
+    return out
