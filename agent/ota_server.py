@@ -201,8 +201,9 @@ class OtaServer:
             skip = frozenset(seq for comp, seq in self._not_again if comp == q.component)
             install, fresh = self._read(lambda s: choose(s, q.device_id, board, q.component, q.counter, skip))
         pinned = self.pinned
-        if pinned is not None and pinned.component == q.component and pinned.sequence > q.counter:
-            install = pinned
+        if (pinned is not None and pinned.component == q.component and pinned.sequence > q.counter
+                and (pinned.component, pinned.sequence) not in self._not_again):
+            install = pinned        # a push's release, unless the device said not again of it
         rotation = self._document(ROTATION.format(epoch=q.root_epoch + 1))
         if rotation is not None:        # alone first: the device asks again with its new epoch
             self._send(OtaOffer(q.device_id, q.component, rotation=rotation))

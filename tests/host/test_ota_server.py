@@ -226,6 +226,24 @@ def test_the_newest_release_is_chosen_and_one_the_device_rolled_back_from_is_not
     assert offered_sequence(link) == 9
 
 
+def test_a_pushed_release_the_device_rolled_back_from_is_not_offered_again_by_the_push(fleet):
+    # `edge ota push` pins its release; after the device rolled back from it, its
+    # next query must not get that release again (the push offered it anyway, and
+    # `edge ota status` showed the device `offered` for what it had just left).
+    r7 = fleet.release(sequence=7)
+    dev = fleet.device()
+    link = fleet.link(dev)
+    link.server.pinned = r7
+    dev.query()
+    link.pump()
+    assert dev.manifest.sequence == 7
+    dev.boot_new(confirm=False)
+    link.pump()
+    dev.query()
+    link.up()
+    assert offered_sequence(link) is None, "the pinned release it rolled back from is not offered again"
+
+
 def test_a_query_right_after_rolled_back_is_not_offered_that_release_even_before_the_state_is_committed(fleet):
     # A device rebooted from a failed trial says `rolled-back` and asks at once:
     # the gateway's writer may not have committed that state when the query comes.
