@@ -51,6 +51,9 @@ QUIET_AFTER = 60.0
 GROW_EVERY = 60.0         # seconds between two looks at the releases' growth schedules
 
 
+STOP_GRACE_S = 10.0     # how long a stop waits for the links' tasks to end
+
+
 class EventLog:
     """One line per event on ``out``: text, or JSON lines with ``json_lines``.
 
@@ -138,9 +141,16 @@ class Gateway:
             # The last ACKs go out while the links are still up.
             await loop.run_in_executor(None, self.writer.flush, 5.0)
             extra = [t for t in (timer, grower) if t is not None]
-            for task in [scanner, *self._tasks.values(), *extra]:
+            tasks = [scanner, *self._tasks.values(), *extra]
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(scanner, *self._tasks.values(), *extra, return_exceptions=True)
+            # Bounded: a link stuck in its radio's connect or disconnect must not keep
+            # the gateway from stopping (the registry is flushed either way).
+            _, stuck = await asyncio.wait(tasks, timeout=STOP_GRACE_S)
+            if stuck:
+                names = [d for d, t in self._tasks.items() if t in stuck] or ["its scanner or timers"]
+                log.warning("stopping: %s did not end within %.0f s of the stop; left behind",
+                            ", ".join(names), STOP_GRACE_S)
             await loop.run_in_executor(None, self.writer.close)
             with self.core.lock:
                 self.registry.close()

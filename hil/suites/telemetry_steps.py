@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 import pytest
 
+from edge_agent.device_fs import BOARD_JSON, CONFIG_JSON
 from edge_agent.messages import Hello
 from hil.suites.conftest import agent_message, repl
 
@@ -34,12 +35,12 @@ STOP_TIMEOUT_S = 30.0
 DEFAULT_PERIOD_MS = 5000        # the agent's own default (firmware/edgefw/config.py)
 
 PERIOD_CODE = """import json
-b = json.load(open("board.json"))
+b = json.load(open(%r))
 try:
-    c = json.load(open("config.json"))
+    c = json.load(open(%r))
 except OSError:
     c = {}
-print(c.get("sample_period_ms", b.get("sample_period_ms", %d)))""" % DEFAULT_PERIOD_MS
+print(c.get("sample_period_ms", b.get("sample_period_ms", %d)))""" % (BOARD_JSON, CONFIG_JSON, DEFAULT_PERIOD_MS)
 
 
 def sample_period_ms(board: Any) -> int:

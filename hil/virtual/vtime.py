@@ -1,3 +1,4 @@
+# mypy: disable-error-code="no-redef"
 # MicroPython (Unix port) module, not host code: the `time` module of a
 # virtual board, whose clock the bench can move ahead (a clock jump: the
 # board stalled for a while, its counters running on). The runner installs
