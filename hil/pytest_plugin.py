@@ -21,13 +21,11 @@ the workers start (the workers attach to it), and stopped at the end.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -35,7 +33,8 @@ from typing import Any, Callable, Generator, Iterator, TypeVar
 
 import pytest
 
-from edge_agent.errors import DeviceError, EdgeError
+from edge_agent.errors import EdgeError
+from edge_hil.faults import Faults, error_text
 from edge_hil.locks import WAIT_S, BoardLock
 
 NO_RIG = "no rig: run with --rig RIGFILE (docs/hil.md)"
@@ -89,7 +88,7 @@ def _load(config: pytest.Config, path: str) -> Any:
     try:
         rig = load_rig(path, person=bool(answers) or _has_terminal())
     except EdgeError as e:
-        raise pytest.UsageError(_error_text(e)) from None
+        raise pytest.UsageError(error_text(e)) from None
     chosen = config.getoption("rig_board")
     unknown = [n for n in chosen if n not in {b.name for b in rig.boards}]
     if unknown:
@@ -117,10 +116,6 @@ def _asker(answers: str | None) -> Any:
     if answers:
         return AnswersFile(answers)
     return terminal_ask() if _has_terminal() else None
-
-
-def _error_text(e: EdgeError) -> str:
-    return e.message + (f"\n  fix: {e.hint}" if e.hint else "")
 
 
 # -- which boards a test runs on -----------------------------------------------------
@@ -238,7 +233,7 @@ class RigRun:
                 self.bench = start_bench(rig, Path(self._bench_dir or "."), env=host.env)
             except EdgeError as e:
                 self._remove_bench_dir()
-                pytest.exit(f"rig {self.rig.name}: the virtual bench did not start: {_error_text(e)}",
+                pytest.exit(f"rig {self.rig.name}: the virtual bench did not start: {error_text(e)}",
                             returncode=pytest.ExitCode.INTERNAL_ERROR)
             host.use_bench(Path(self.bench.sim_dir), air=any(b.kind == "virtual" for b in rig.bench_boards))
         self.host = host
@@ -524,12 +519,12 @@ def board(request: pytest.FixtureRequest, rig: Any, host: Host) -> Iterator[Any]
     try:
         lock.acquire(request.config.getoption("rig_lock_wait"))
     except EdgeError as e:
-        pytest.fail(_error_text(e), pytrace=False)
+        pytest.fail(error_text(e), pytrace=False)
     try:
         try:
             target = run.target(name)
         except EdgeError as e:
-            pytest.fail(f"{name}: {_error_text(e)}", pytrace=False)
+            pytest.fail(f"{name}: {error_text(e)}", pytrace=False)
         use = BoardUse(target, row, lambda: console_log(target))
         request.node.stash[USE] = use
         yield target
@@ -611,273 +606,6 @@ class Retry:
 def retry(request: pytest.FixtureRequest) -> Retry:
     """:class:`Retry` counting on this test's board (use it after ``board``)."""
     return Retry(request.node.stash.get(USE, None))
-
-
-# -- power cuts during an update ---------------------------------------------------------
-
-# The OTA_STATEs a board reports while it installs an update (docs/protocol.md 7.7), in order.
-INSTALL_STEPS = ("downloading", "verified", "installed", "applying", "trial")
-# States that say the board holds the whole image.
-_WHOLE = ("verified", "installed", "applying", "trial", "confirmed")
-OTA_CUT_TIMEOUT_S = 300.0
-OTA_POLL_S = 0.02
-
-
-def board_device_id(target: Any, host: Host) -> str:
-    """The device id the board holds: `edge devs` reads a bench board's from its files; a USB
-    board's only the board knows, so `edge flash` reads it back (keeping the identity), as the
-    strategy does."""
-    sim = ["--sim-dir", str(target.bench.rundir)] if target.bench is not None else []
-    for row in json.loads(host.edge("devs", "--json", *sim).stdout or "[]"):
-        if row.get("device_id") and (row.get("port") == target.port
-                                     or (target.bench_name and row.get("name") == target.bench_name)):
-            return str(row["device_id"])
-    rows = json.loads(host.edge("flash", *target.flash_args, "--json").stdout or "[]")
-    found = next((r["device_id"] for r in rows if r.get("device_id")), None)
-    if found is None:
-        raise DeviceError(f"{target.name} has no device identity", f"run `edge flash {' '.join(target.flash_args)}`")
-    return str(found)
-
-
-class OtaHeard:
-    """What the run's registry hears of one device's updates from the moment this is made: the
-    OTA states it reports and the bytes it acknowledges, whichever link carries them (`edge ota
-    push` over serial or BLE, the gateway), as they write them to the registry."""
-
-    def __init__(self, host: Host, device_id: str) -> None:
-        self.host, self.device_id = host, device_id
-        with host.registry() as store:
-            self._before = len(store.ota_history(device_id))
-            self._rows = {r["release"]: self._key(r) for r in store.ota_devices(device_id)}
-
-    @staticmethod
-    def _key(row: dict) -> tuple:
-        return row["state"], row["held"], row["updated"]
-
-    def states(self, store: Any) -> list[str]:
-        """The states the device reported since then, oldest first."""
-        return [h["state"] for h in store.ota_history(self.device_id)[self._before:] if h["state"] != "offered"]
-
-    def held(self, store: Any) -> int | None:
-        """The most bytes of an image the device has acknowledged since then (None: no transfer moved);
-        a device past ``verified`` holds the whole image."""
-        most = None
-        for r in store.ota_devices(self.device_id):
-            if self._rows.get(r["release"]) == self._key(r):
-                continue
-            held = r["size"] if r["state"] in _WHOLE else r["held"]
-            if held is not None:
-                most = max(most or 0, int(held))
-        return most
-
-
-class OtaPowerCut:
-    """A power cut armed to fall during an update (what the two OTA faults return).
-
-    A thread watches the registry (:class:`OtaHeard`) and, once ``reached(states,
-    held)`` holds, switches the board off, waits ``off_s`` and switches it on:
-    the board boots from cold, mid-update. ``with cut: <run the update>``
-    checks at the end of the block that the cut fell (it fires then at the
-    latest, if the update reached its point just as it ended); ``cut.wait()``
-    waits for it. Then ``fired``, ``state`` (the last state the device had
-    reported), ``states`` and ``held`` say where the power went.
-    """
-
-    def __init__(self, what: str, heard: OtaHeard, reached: Callable[[list[str], int | None], bool],
-                 power: Any, off_s: float, timeout: float) -> None:
-        self.what, self.heard, self._reached, self.power = what, heard, reached, power
-        self.off_s, self.timeout = off_s, timeout
-        self.fired = False
-        self.states: list[str] = []
-        self.state: str | None = None
-        self.held: int | None = None
-        self._stop = threading.Event()
-        self._done = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._watch, name=what, daemon=True)
-        self._thread.start()
-
-    def _watch(self) -> None:
-        deadline = time.monotonic() + self.timeout
-        try:
-            with self.heard.host.registry() as store:
-                while True:
-                    last = self._stop.is_set() or time.monotonic() > deadline
-                    self.states, self.held = self.heard.states(store), self.heard.held(store)
-                    self.state = self.states[-1] if self.states else None
-                    if self._reached(self.states, self.held):
-                        self.power.off()
-                        time.sleep(self.off_s)
-                        self.power.on()
-                        self.fired = True
-                        return
-                    if last:
-                        return
-                    time.sleep(OTA_POLL_S)
-        except BaseException as e:      # re-raised in the test's thread
-            self._error = e
-        finally:
-            self._done.set()
-
-    def wait(self, timeout: float | None = None) -> OtaPowerCut:
-        """Wait until the cut has fallen and the power is back (at most ``timeout``, else the armed
-        timeout); fails the test, saying what the board reported, when it did not fall."""
-        if not self._done.wait(self.timeout + self.off_s + 5 if timeout is None else timeout):
-            self._stop.set()
-            self._done.wait(self.off_s + 5)
-        return self._result()
-
-    def _result(self) -> OtaPowerCut:
-        if self._error is not None:
-            raise self._error
-        if not self.fired:
-            pytest.fail(f"{self.what} never fell: the board reported {', '.join(self.states) or 'nothing'}"
-                        + (f" and acknowledged {self.held} bytes" if self.held is not None else "")
-                        + " since it was armed", pytrace=False)
-        return self
-
-    def __enter__(self) -> OtaPowerCut:
-        return self
-
-    def __exit__(self, kind: Any, error: Any, tb: Any) -> None:
-        self._stop.set()
-        self._done.wait(self.off_s + 30)
-        if kind is None:
-            self._result()
-
-
-class Faults:
-    """Faults on the board under test, one call each (docs/hil.md section 3).
-
-    A fault the board cannot take skips the test saying why; faults that are
-    not built yet skip with ``not yet: ...``.
-    """
-
-    def __init__(self, target: Any, host: Host | None = None) -> None:
-        self.target, self.row = target, target.rig_board
-        self.host = host            # the run's registry: where the OTA cuts hear the board's update
-        self._device_id: str | None = None
-        self._full_fs: Any = None       # edge_hil.virtual.full_fs.FullFs, once fill_fs() ran
-
-    def undo(self) -> None:
-        """At the end of the test: what a fault left behind is put back (a filled filesystem)."""
-        if self._full_fs is not None:
-            full, self._full_fs = self._full_fs, None
-            full.restore()
-
-    def _need(self, capability: str, what: str) -> None:
-        if capability not in self.row.capabilities:
-            pytest.skip(f"{self.row.name} cannot take {what}: the rig gives it no {capability}")
-
-    def _virtual(self, what: str) -> None:
-        if self.row.kind != "virtual":
-            pytest.skip(f"{what} is a fault of virtual boards only; {self.row.name} is {self.row.kind}")
-
-    def power_cut(self, off_s: float = 0.5) -> None:
-        """Cut the board's power now, then restore it: it boots from cold."""
-        self._need("power", "a power cut")
-        if self.target.power is None:
-            pytest.skip(f"{self.row.name} cannot take a power cut: nobody can switch its power in this run")
-        self.target.power.cycle(off_s)
-
-    def reset(self) -> None:
-        """Reset the board now (its reset line, or ``machine.reset()``)."""
-        self._need("reset", "a reset")
-        self.target.reset.reset()
-
-    def ble_drop(self) -> None:
-        """Drop the board's BLE link now, as a radio going out of range: both sides see the link
-        time out (a virtual board's radio is told by the bench). A real board's link is dropped by
-        cutting the host adapter's power or taking the board out of range, which no rig driver does
-        yet: such a board skips the test saying so (docs/hil.md section 3)."""
-        self._need("ble", "a BLE link drop")
-        if self.target.bench is None or not self.target.bench_name:
-            pytest.skip(f"not yet: dropping {self.row.name}'s BLE link (a {self.row.kind} board) needs the host "
-                        "adapter's power switched or the board moved out of range, which no rig driver does")
-        try:
-            self.target.bench.ble_drop(self.target.bench_name)
-        except EdgeError as e:
-            pytest.fail(f"{self.row.name}: the BLE link could not be dropped: {_error_text(e)}", pytrace=False)
-
-    def power_cut_after_ota_bytes(self, n: int, off_s: float = 0.5,
-                                  timeout: float = OTA_CUT_TIMEOUT_S) -> OtaPowerCut:
-        """Arm a power cut for the moment the board has acknowledged ``n`` bytes of an update.
-
-        Returns at once with the armed :class:`OtaPowerCut`: start the update
-        (``edge ota push``, a gateway) inside ``with cut:`` or call ``cut.wait()``
-        after starting it. The cut falls at the first progress the registry
-        records at or past ``n`` (the host notes progress every few percent of
-        the image: ``cut.held`` says where it fell).
-        """
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"power_cut_after_ota_bytes: n is a count of bytes (an int >= 0), not {n!r}")
-        power = self._ota_power()
-        heard = OtaHeard(self._host("a power cut during an update"), self._board_device())
-        return OtaPowerCut(f"{self.row.name}: a power cut after {n} bytes of an update", heard,
-                           lambda states, held: held is not None and held >= n, power, off_s, timeout)
-
-    def power_cut_at_install_step(self, name: str, off_s: float = 0.5,
-                                  timeout: float = OTA_CUT_TIMEOUT_S) -> OtaPowerCut:
-        """Arm a power cut for the moment the board reports install step ``name`` (an OTA_STATE:
-        one of :data:`INSTALL_STEPS`); use the returned :class:`OtaPowerCut` as
-        :meth:`power_cut_after_ota_bytes`'s. The cut follows the report as fast
-        as the host hears it: a board that moves on within milliseconds may be
-        one step further when its power goes (``cut.states`` says what it had
-        reported)."""
-        if name not in INSTALL_STEPS:
-            raise ValueError(f"power_cut_at_install_step: {name!r} is no install step; "
-                             f"steps: {', '.join(INSTALL_STEPS)}")
-        power = self._ota_power()
-        heard = OtaHeard(self._host("a power cut during an update"), self._board_device())
-        return OtaPowerCut(f"{self.row.name}: a power cut at install step {name!r}", heard,
-                           lambda states, held: name in states, power, off_s, timeout)
-
-    def _ota_power(self) -> Any:
-        self._need("power", "a power cut")
-        if self.target.power is None:
-            pytest.skip(f"{self.row.name} cannot take a power cut: nobody can switch its power in this run")
-        return self.target.power
-
-    def _host(self, what: str) -> Host:
-        if self.host is None:
-            raise EdgeError(f"{what} needs the run's host (its registry hears the update)",
-                            "make Faults(board, host), as the faults fixture does")
-        return self.host
-
-    def _board_device(self) -> str:
-        if self._device_id is None:
-            self._device_id = board_device_id(self.target, self._host("an OTA fault"))
-        return self._device_id
-
-    def serial_noise(self, data: bytes) -> None:
-        """Bytes on the board's serial line that no program sent (line noise)."""
-        self._virtual("serial noise")
-        self.target.console.write(data)
-
-    def fill_fs(self, leave: int = 4096) -> Callable[[], None]:
-        """Fill the board's filesystem now until ``leave`` bytes are free, so the agent meets a full
-        flash; returns ``free()``, which removes the filler. The first call moves the board's folder
-        onto a filesystem of its own (a tmpfs: root only; a power cut for the board), and the end of
-        the test moves it back (another): see :mod:`edge_hil.virtual.full_fs`."""
-        from edge_hil.virtual.full_fs import CannotFill, FullFs
-
-        self._virtual("a full filesystem")
-        if self._full_fs is None:
-            self._full_fs = FullFs(self.target.bench, self.target.bench_name)
-        try:
-            self._full_fs.fill(leave)
-        except CannotFill as e:
-            self._full_fs = None
-            pytest.skip(_error_text(e))
-        return self._full_fs.free
-
-    def clock_jump(self, seconds: float) -> None:
-        """Move the board's clock ``seconds`` ahead now (its tick counters and calendar), as a board
-        that stalled that long; a clock never runs back, so ``seconds`` must be positive."""
-        self._virtual("a clock jump")
-        if not seconds > 0:
-            raise ValueError(f"clock_jump({seconds!r}): a board's clock only jumps ahead; give seconds > 0")
-        self.target.bench.clock_jump(self.target.bench_name, seconds)
 
 
 @pytest.fixture

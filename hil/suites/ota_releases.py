@@ -258,7 +258,7 @@ class BackgroundPush:
 
 def wait_until_held(host: Any, heard: Any, n: int, pushing: BackgroundPush, timeout: float = 120.0) -> int:
     """Wait until the board has acknowledged ``n`` bytes of the update ``pushing`` sends (as the registry
-    records it: :class:`edge_hil.pytest_plugin.OtaHeard`); the bytes held then."""
+    records it: :class:`edge_hil.faults.OtaHeard`); the bytes held then."""
     deadline = time.monotonic() + timeout
     with host.registry() as store:
         while True:

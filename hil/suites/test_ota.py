@@ -14,7 +14,7 @@ import json
 
 import pytest
 
-from edge_hil.pytest_plugin import INSTALL_STEPS, OtaHeard, board_device_id
+from edge_hil.faults import INSTALL_STEPS, OtaHeard, board_device_id
 from hil.suites.ota_releases import (CRASH, BackgroundPush, Releases, agent_hello, never_confirming_agent,
                                      push, short_trial, wait_until_held)
 

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from edge_hil.pytest_plugin import board_device_id
+from edge_hil.faults import board_device_id
 from edge_hil.rig.strategy import label_payload
 
 pytestmark = pytest.mark.needs("console", "ble")

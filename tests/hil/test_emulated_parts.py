@@ -4,7 +4,6 @@ refusal of boards the emulated chip cannot stand for."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import zipfile
 
@@ -20,7 +19,7 @@ from edge_hil.virtual.flash import FlashImage
 RUNNER = assets.RUNNER_DIR
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
+@pytest.mark.emulated      # needs Node.js, which `make test-emulated` installs
 def test_the_flash_chip_model_passes_its_node_tests():
     proc = subprocess.run(["node", "--test", str(RUNNER / "spi_flash.test.js")], capture_output=True,
                           text=True, timeout=120, cwd=RUNNER)

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from edge_agent.store import Store
-from edge_hil.pytest_plugin import INSTALL_STEPS, Faults, board_device_id
+from edge_hil.faults import INSTALL_STEPS, Faults, board_device_id
 from tests.hil.suite_run import run_suite_passing
 
 DEVICE = "picow-0a0b0c0d0e0f"
