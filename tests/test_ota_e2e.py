@@ -122,6 +122,16 @@ def stop(gw: subprocess.Popen) -> tuple[list[dict], str]:
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")], err
 
 
+def what_happened(home, boards: list[dict], row: dict, events: list[dict], err: str) -> str:
+    """Everything a failed rollout leaves to read, whole (pytest shortens an assertion's repr):
+    the release, each board's history, the gateway's last events and stderr, the bench's logs."""
+    logs = [*sorted(home.sim_dir.glob("*.log")), *sorted(home.sim_dir.glob("*/ble.log")),
+            *(Path(b["fs"]).parent / "console.log" for b in boards)]
+    return "\n".join([json.dumps(row), *(json.dumps(history(home, b["device_id"])) for b in boards),
+                      *map(json.dumps, events[-40:]), err[-6000:],
+                      *(f"== {f}\n{f.read_text(errors='replace')[-4000:]}" for f in logs if f.exists())])
+
+
 def in_order(states: list[str], expected: tuple[str, ...]) -> None:
     at = [states.index(s) if s in states else -1 for s in expected]
     assert -1 not in at and at == sorted(at), (expected, states)
@@ -174,7 +184,8 @@ def test_a_release_that_crashes_at_boot_rolls_back_everywhere_and_halts_its_roll
     finally:
         events, err = stop(gw)
     row = release_row(home, rid)
-    assert halted and row["rolled_back"] == 2 and row["confirmed"] == 0, (row, err[-3000:])
+    if not (halted and row["rolled_back"] == 2 and row["confirmed"] == 0):
+        pytest.fail(what_happened(home, boards, row, events, err))
     assert row["halt_reason"].startswith("2 of 2 devices failed"), row
     assert any(e["event"] == "rollout_halted" for e in events), events[-20:]
     for b in boards:

@@ -41,6 +41,8 @@ _IRQ_GATTS_WRITE = const(3)
 _QUEUE = const(32)
 _ENODEV = const(19)
 
+_schedule = micropython.schedule  # a module global: tests put the worst interleaving in its place
+
 
 class UUID:
     # A 16-bit int or a 128-bit string, as the ports accept; compares by value.
@@ -210,12 +212,16 @@ class _BLE:
         self._kick()
 
     def _kick(self):
+        # The flag goes up before the drain is asked for: the scheduler may
+        # run the drain (which lowers it) before _schedule even returns, and a
+        # flag raised after that would stand with no drain pending, so no
+        # later event would ever be handled. A drain asked for twice is harmless.
         if not self._scheduled:
+            self._scheduled = True
             try:
-                micropython.schedule(self._drain, None)
-                self._scheduled = True
+                _schedule(self._drain, None)
             except RuntimeError:
-                pass  # the scheduler's queue is full: the next event retries
+                self._scheduled = False  # the scheduler's queue is full: the next event retries
 
     def _drain(self, _):
         self._scheduled = False

@@ -447,3 +447,26 @@ def test_a_value_buffer_keeps_the_ports_rules():
     v.remote_write(b"fghij")
     assert v.local_read() == b"abcdefgh"    # appended up to the buffer, then emptied
     assert v.local_read() == b""
+
+
+def test_an_event_queued_while_the_scheduler_runs_the_drain_early_is_still_handled():
+    """The reader thread queues an event and asks the scheduler for a drain; the scheduler may run that
+    drain on the main thread before the reader's next statement (a busy machine switches threads
+    anywhere). Every later event must still reach the handler: a board that stops hearing its central
+    for good (its OTA chunks, its ACKs) while it still sends is the stall this once caused."""
+    from tests.mpy import run
+
+    code = f"""
+sys.path.insert(0, {str(REPO / "hil" / "virtual")!r})
+import vbluetooth
+heard = []
+ble = vbluetooth._BLE()
+ble.irq(lambda code, data: heard.append(data[1]))
+# The worst interleaving, made certain: the scheduled drain runs at once, inside the kick.
+vbluetooth._schedule = lambda fn, arg: fn(arg)
+for n in range(5):
+    ble._queue(3, [0, n, None])
+print(heard)
+"""
+    out = run(code, heap="picow").stdout.decode().strip()
+    assert out == "[0, 1, 2, 3, 4]", out
