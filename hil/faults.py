@@ -197,16 +197,14 @@ class Faults:
         self.target.reset.reset()
 
     def ble_drop(self) -> None:
-        """Drop the board's BLE link now, as a radio going out of range: both sides see the link
-        time out (a virtual board's radio is told by the bench). A real board's link is dropped by
-        cutting the host adapter's power or taking the board out of range, which no rig driver does
-        yet: such a board skips the test saying so (docs/hil.md section 3)."""
+        """Drop the board's BLE links now. A virtual board's bench drops them as a radio going
+        out of range (both sides see the link time out); a real board's by the rig's command on
+        the host (BlueZ's Disconnect, or the board's ``ble: drop:``; docs/hil.md section 2)."""
         self._need("ble", "a BLE link drop")
-        if self.target.bench is None or not self.target.bench_name:
-            pytest.skip(f"not yet: dropping {self.row.name}'s BLE link (a {self.row.kind} board) needs the host "
-                        "adapter's power switched or the board moved out of range, which no rig driver does")
+        if self.target.ble is None:
+            pytest.skip(f"{self.row.name} cannot take a BLE link drop: the rig cannot reach its radio")
         try:
-            self.target.bench.ble_drop(self.target.bench_name)
+            self.target.ble.drop()
         except EdgeError as e:
             pytest.fail(f"{self.row.name}: the BLE link could not be dropped: {error_text(e)}", pytrace=False)
 

@@ -91,6 +91,12 @@ class VirtualRelay:
         with self._changed:
             return self._changed.wait_for(lambda: self.states[channel] == on, timeout)
 
+    def wait_commands(self, n: int, timeout: float = 5.0) -> list[tuple[int, bool]]:
+        """The commands taken, once there are at least ``n`` (or ``timeout`` s passed)."""
+        with self._changed:
+            self._changed.wait_for(lambda: len(self.commands) >= n, timeout)
+            return list(self.commands)
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join(2)

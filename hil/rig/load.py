@@ -19,6 +19,7 @@ import yaml
 
 from edge_agent.boards import known_boards, load_board
 from edge_agent.errors import BadInput, NotFound
+from edge_hil.drivers.ble import CommandDrop
 from edge_hil.rig.model import BleSpec, Kind, PowerSpec, Relay, ResetSpec, Rig, RigBoard, RigError, board_has_radio
 
 SCHEMA = Path(__file__).with_name("schema.json")
@@ -243,7 +244,20 @@ def _check_rules(data: dict, doc: _Located) -> dict[int, dict]:
                     "use reset: repl (machine.reset()), a relay across its reset line, or none")
         if "ble" in b and f is not None and not board_has_radio(f):
             doc.add(at + ("ble",), f"board {b['board']!r} has no BLE radio", "remove ble: from this board")
+        drop = (b.get("ble") or {}).get("drop")
+        if drop is not None:
+            try:
+                CommandDrop(b["name"], b["ble"]["address"], command=drop).argv()
+            except (KeyError, IndexError, ValueError) as e:
+                doc.add(at + ("ble", "drop"), f"not a command this rig can run: {e!r}",
+                        "a command line whose only {...} are {address} and {adapter}, its quotes balanced")
     return files
+
+
+def _ble(spec: dict | None) -> BleSpec | None:
+    if spec is None:
+        return None
+    return BleSpec(spec["address"].upper(), spec.get("adapter", "hci0"), spec.get("drop"))
 
 
 def _power(b: dict) -> PowerSpec:
@@ -299,7 +313,7 @@ def load_rig(path: Path | str, *, person: bool = False) -> Rig:
     boards = tuple(
         RigBoard(name=b["name"], board=b["board"], kind=b.get("kind", "usb"), port=b.get("port"),
                  power=_power(b), reset=_reset(b),
-                 ble=BleSpec(b["ble"]["address"].upper()) if "ble" in b else None,
+                 ble=_ble(b.get("ble")),
                  line=doc.line(("boards", i)), board_file=files[i], person=person)
         for i, b in enumerate(data["boards"]))
     bench = data.get("bench")

@@ -74,9 +74,13 @@ class ResetSpec:
 
 @dataclass(frozen=True)
 class BleSpec:
-    """A real board's BLE identity: the address it advertises from."""
+    """A real board's BLE identity: the address it advertises from; the host adapter that
+    reaches it and the command that drops its link (None: BlueZ's Disconnect,
+    :mod:`edge_hil.drivers.ble`)."""
 
     address: str
+    adapter: str = "hci0"
+    drop: str | None = None
 
 
 def board_has_radio(board_file: dict) -> bool:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.errors import DeviceError, NotFound
+from edge_hil.drivers.ble import CommandDrop, LinkDrop
 from edge_hil.drivers.console import SerialConsole
 from edge_hil.drivers.power import Ask, BenchPower, ManualPower, RelayPower, SwitchedPower, UhubctlPower
 from edge_hil.drivers.relay import LcusRelay
@@ -148,6 +149,7 @@ class Target:
     bench: Any = None
     bench_name: str | None = None
     notes: list[str] = field(default_factory=list)
+    ble: LinkDrop | None = None       # ends the board's BLE links now (None: the rig cannot reach its radio)
 
     @property
     def name(self) -> str:
@@ -185,7 +187,8 @@ def open_target(rig: Rig, name: str, host: Any = None, *, bench: RigBench | None
         return Target(b, b.board_file, SerialConsole(row["port"], name=name),
                       BenchReset(vbench, vname, b.board_file.get("micropython_port")),
                       BenchPower(vbench, vname), ["-p", vname, "--sim-dir", str(vbench.rundir)],
-                      bench=vbench, bench_name=vname)
+                      bench=vbench, bench_name=vname,
+                      ble=BenchLinkDrop(vbench, vname) if "ble" in b.capabilities else None)
     assert b.port is not None        # the loader requires a port for usb boards
     console = SerialConsole(b.port, name=name)
 
@@ -212,7 +215,18 @@ def open_target(rig: Rig, name: str, host: Any = None, *, bench: RigBench | None
         power = UhubctlPower(name, b.power.hub, b.power.hub_port)
     elif ask is not None:
         power = ManualPower(name, ask)
-    return Target(b, b.board_file, console, reset, power, ["-p", b.port, "--board", b.board])
+    ble = None if b.ble is None else CommandDrop(name, b.ble.address, b.ble.adapter, b.ble.drop)
+    return Target(b, b.board_file, console, reset, power, ["-p", b.port, "--board", b.board], ble=ble)
+
+
+class BenchLinkDrop:
+    """A virtual board's BLE links dropped by its bench (the BLE bridge: a radio out of range)."""
+
+    def __init__(self, bench: Any, name: str) -> None:
+        self.bench, self.name = bench, name
+
+    def drop(self) -> None:
+        self.bench.ble_drop(self.name)
 
 
 class NoReset:

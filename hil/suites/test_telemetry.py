@@ -104,7 +104,9 @@ def test_nothing_is_lost_when_the_filesystem_fills_and_is_freed_again(board, age
     again. Nothing numbered is lost. A segment is 4 KB (docs/protocol.md), so the agent meets the full
     flash within about a minute at one tick a second: the test runs on the rig's first virtual board
     only (the journal is the same firmware on every board)."""
-    first = next(b.name for b in rig.boards if b.kind == "virtual")
+    first = next((b.name for b in rig.boards if b.kind == "virtual"), None)
+    if first is None:
+        pytest.skip(f"a full filesystem is a fault of virtual boards only; rig {rig.name} has none")
     if board.name != first:
         pytest.skip(f"the full-flash journal runs on the rig's first virtual board ({first}): "
                     "the same firmware on every board, and a minute per board")

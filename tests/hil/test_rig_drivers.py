@@ -1,14 +1,16 @@
 """The rig's drivers against stand-ins that behave as the hardware does: the
-relay board on a pty, the ESP auto-reset circuit, a person, uhubctl."""
+relay board on a pty, the ESP auto-reset circuit, a person, uhubctl, BlueZ."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
 
 from edge_agent.drivers import PowerProtocol, ResetProtocol
 from edge_agent.errors import DeviceError
+from edge_hil.drivers.ble import CommandDrop, LinkDrop
 from edge_hil.drivers.power import AnswersFile, ManualPower, Power, RelayPower, UhubctlPower
 from edge_hil.drivers.relay import LcusRelay, lcus_frame
 from edge_hil.drivers.reset import DtrRtsReset, RelayReset, Reset
@@ -47,8 +49,9 @@ def test_relay_reset_closes_the_channel_for_a_pulse_and_cannot_hold_a_strap(rela
     reset = RelayReset("pico-a", LcusRelay("relay-a", relay_board.port, 4), 3, pulse_s=0)
     assert isinstance(reset, Reset) and isinstance(reset, ResetProtocol)
     reset.reset()
-    assert relay_board.wait_for(3, False)
-    assert relay_board.commands == [(3, True), (3, False)]
+    # Both commands, in order (the channel is open before the pulse too: its state alone proves nothing).
+    assert relay_board.wait_commands(2) == [(3, True), (3, False)]
+    assert relay_board.states[3] is False
     with pytest.raises(DeviceError) as e:
         reset.reset_to_bootloader()
     assert "pico-a" in e.value.message and "dtr-rts" in e.value.hint
@@ -197,3 +200,74 @@ def test_uhubctl_missing_names_the_package():
     with pytest.raises(DeviceError) as e:
         UhubctlPower("pico-hub", "1-1", 2, which=lambda name: None).on()
     assert "pico-hub" in e.value.message and "apt-get install uhubctl" in e.value.hint
+
+
+BLE_RIG = """\
+rig: 1
+boards:
+  - name: esp32-a
+    board: esp32
+    port: /dev/ttyUSB7
+    ble: {address: "c0:ff:ee:00:00:01"}
+  - name: esp32-b
+    board: esp32
+    port: /dev/ttyUSB8
+    ble: {address: "C0:FF:EE:00:00:02", adapter: hci1, drop: "dropper --addr {address} --on {adapter}"}
+  - name: pico-a
+    board: pico
+    port: /dev/ttyACM7
+"""
+
+
+@pytest.fixture
+def fake_tools(tmp_path, monkeypatch):
+    """`busctl` and `dropper` on PATH: each writes its arguments to calls.txt; a board address
+    ending :02 makes `busctl` fail as BlueZ does for a device it is not connected to."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls.txt"
+    for tool in ("busctl", "dropper"):
+        script = bin_dir / tool
+        script.write_text(f'#!/bin/sh\necho "{tool} $*" >> {calls}\n'
+                          'case "$*" in *dev_C0_FF_EE_00_00_09*) '
+                          'echo "Call failed: Not Connected" >&2; exit 1;; esac\n')
+        script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return calls
+
+
+def test_a_real_boards_ble_drop_asks_bluez_to_disconnect_it_by_default(tmp_path, fake_tools):
+    from edge_hil.faults import Faults
+    from edge_hil.rig import load_rig
+    from edge_hil.rig.target import open_target
+
+    rig_file = tmp_path / "rig.yaml"
+    rig_file.write_text(BLE_RIG)
+    rig = load_rig(rig_file)
+    a = open_target(rig, "esp32-a")
+    assert isinstance(a.ble, LinkDrop)
+    for target in (a, open_target(rig, "esp32-b")):
+        try:
+            Faults(target).ble_drop()
+        except pytest.skip.Exception as e:        # a skip here would hide the fault not being there
+            pytest.fail(f"{target.name}: ble_drop skipped: {e}")
+    assert fake_tools.read_text().splitlines() == [
+        "busctl --system call org.bluez /org/bluez/hci0/dev_C0_FF_EE_00_00_01 org.bluez.Device1 Disconnect",
+        "dropper --addr C0:FF:EE:00:00:02 --on hci1",
+    ]
+    # A board the rig gives no BLE identity cannot take the fault: its test is skipped, saying why.
+    assert open_target(rig, "pico-a").ble is None
+    with pytest.raises(pytest.skip.Exception, match="pico-a cannot take a BLE link drop"):
+        Faults(open_target(rig, "pico-a")).ble_drop()
+
+
+def test_a_ble_drop_that_fails_names_the_board_the_command_and_what_it_said(fake_tools):
+    drop = CommandDrop("esp32-z", "C0:FF:EE:00:00:09")
+    with pytest.raises(DeviceError) as e:
+        drop.drop()
+    assert e.value.message.startswith("esp32-z: `busctl --system call org.bluez /org/bluez/hci0/dev_C0_FF_EE_00_00_09")
+    assert e.value.message.endswith("failed (1): Call failed: Not Connected")
+    assert "bluetoothctl info C0:FF:EE:00:00:09" in e.value.hint and "ble: drop:" in e.value.hint
+    with pytest.raises(DeviceError) as e:
+        CommandDrop("esp32-z", "C0:FF:EE:00:00:09", which=lambda name: None).drop()
+    assert "`busctl`, which is not on PATH" in e.value.message and "drop: command" in e.value.hint

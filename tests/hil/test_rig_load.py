@@ -72,6 +72,7 @@ def test_a_good_rig_loads_in_file_order_with_lines_and_resources(tmp_path):
     assert (esp.kind, esp.board, esp.power.method, esp.power.relay, esp.power.channel) == \
         ("usb", "esp32", "relay", "relay-a", 1)
     assert esp.reset.method == "dtr-rts" and esp.ble.address == "C0:FF:EE:00:00:01"
+    assert (esp.ble.adapter, esp.ble.drop) == ("hci0", None), "BlueZ's Disconnect on hci0 unless told"
     assert rig.board("picow-a").reset.method == "repl", "repl is the default reset"
     hub = rig.board("pico-hub")
     assert (hub.power.method, hub.power.hub, hub.power.hub_port) == ("uhubctl", "1-1", 2)
@@ -140,6 +141,10 @@ def test_a_missing_file_is_not_found(tmp_path):
      "boards[0].power.uhubctl: 'port' is missing"),
     ("rig: 1\nboards:\n  - name: a\n    board: esp32\n    port: /dev/x\n    ble: {address: C0:FF}\n", 6,
      "boards[0].ble.address: 'C0:FF' does not have the right form"),
+    ("rig: 1\nboards:\n  - name: a\n    board: esp32\n    port: /dev/x\n    ble:\n      address: C0:FF:EE:00:00:01\n"
+     "      adapter: usb0\n", 8, "boards[0].ble.adapter: 'usb0' does not have the right form"),
+    ("rig: 1\nboards:\n  - name: a\n    board: esp32\n    port: /dev/x\n    ble:\n      address: C0:FF:EE:00:00:01\n"
+     "      drop: ''\n", 8, "boards[0].ble.drop: '' should be non-empty"),
     ("rig: 1\nrelays:\n  r:\n    port: /dev/r\n    channels: 40\nboards:\n  - {name: a, board: esp32, port: /dev/x}\n",
      5, "relays.r.channels: 40 is greater than the maximum of 16"),
 ])
@@ -190,6 +195,12 @@ boards:
      "boards[1].reset: dtr-rts is the ESP auto-reset circuit; board 'picow' has none", "reset: repl"),
     ("  - name: b\n    board: pico\n    port: /dev/ttyACM0\n    ble: {address: 'C0:FF:EE:00:00:02'}\n", 12,
      "boards[1].ble: board 'pico' has no BLE radio", "remove ble:"),
+    ("  - name: b\n    board: esp32\n    port: /dev/ttyUSB1\n    ble:\n      address: 'C0:FF:EE:00:00:02'\n"
+     "      drop: 'hcitool ledc {handle}'\n", 14, "boards[1].ble.drop: not a command this rig can run: KeyError('handle')",
+     "{address} and {adapter}"),
+    ("  - name: b\n    board: esp32\n    port: /dev/ttyUSB1\n    ble:\n      address: 'C0:FF:EE:00:00:02'\n"
+     "      drop: \"sh -c 'bluetoothctl disconnect {address}\"\n", 14,
+     "boards[1].ble.drop: not a command this rig can run: ValueError('No closing quotation')", "quotes balanced"),
     ("  - name: b\n    board: pico\n    port: /dev/ttyACM0\n    power: {uhubctl: {hub: '1-1', port: 2}}\n"
      "  - name: c\n    board: pico\n    port: /dev/ttyACM1\n    power: {uhubctl: {hub: '1-1', port: 2}}\n", 16,
      "boards[2].power.uhubctl: port 2 of hub 1-1 is already used by boards[1].power.uhubctl (line 12)",
