@@ -1,6 +1,7 @@
-"""Wall time of the HIL smoke suite on three virtual boards, with one worker and with three.
+"""Wall time of the HIL suites on three virtual boards, with one worker and with three.
 
-``pytest --rig tests/hil/rigs/virtual3.yaml hil/suites/test_smoke.py`` is run
+``pytest --rig tests/hil/rigs/virtual3.yaml hil/suites`` (every suite; the
+soak for ``--soak-seconds`` per board, 15 by default) is run
 as QA runs it (a subprocess, the virtual bench started by the run), once
 without pytest-xdist and once with ``-n 3`` (one worker per board); the
 ratio is the gain of running boards in parallel on this machine. The run's
@@ -10,7 +11,8 @@ Both runs include starting and stopping the bench (3 interpreters, the
 virtual air). These machines are noisy and shared: read the ratio, not the
 seconds.
 
-Run: ``python bench/bench_hil_suites.py [--suite PATH] [--rounds N]`` (prints a table).
+Run: ``python bench/bench_hil_suites.py [--suite PATH] [--soak-seconds S] [--rounds N]``
+(prints a table; the whole of ``hil/suites`` takes about 10 minutes with one worker).
 """
 
 from __future__ import annotations
@@ -26,13 +28,14 @@ REPO = Path(__file__).resolve().parents[1]
 RIG = "tests/hil/rigs/virtual3.yaml"
 
 
-def run_suite(suite: str, workers: int) -> tuple[float, list[dict[str, str]]]:
+def run_suite(suite: str, workers: int, soak_s: float) -> tuple[float, list[dict[str, str]]]:
     """One run: its wall time and the rows of its rig table (column name -> cell)."""
-    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rig", RIG, suite]
+    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rig", RIG, suite,
+            "--soak-seconds", str(soak_s)]
     if workers > 1:
         argv += ["-n", str(workers)]
     start = time.monotonic()
-    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=900)
+    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=3600)
     seconds = time.monotonic() - start
     if proc.returncode != 0:
         sys.exit(f"the suite failed with {workers} worker(s):\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
@@ -55,14 +58,15 @@ def table_rows(out: str) -> list[dict[str, str]]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--suite", default="hil/suites/test_smoke.py", help="suite file or folder [%(default)s]")
+    p.add_argument("--suite", default="hil/suites", help="suite file or folder [%(default)s]")
+    p.add_argument("--soak-seconds", type=float, default=15.0, help="the soak's length per board [%(default)s]")
     p.add_argument("--rounds", type=int, default=1, help="runs of each kind; the median is shown [%(default)s]")
     args = p.parse_args()
     times: dict[int, list[float]] = {1: [], 3: []}
     tables: dict[int, list[dict[str, str]]] = {}
     for _ in range(args.rounds):
         for workers in (1, 3):
-            seconds, tables[workers] = run_suite(args.suite, workers)
+            seconds, tables[workers] = run_suite(args.suite, workers, args.soak_seconds)
             times[workers].append(seconds)
     one, three = statistics.median(times[1]), statistics.median(times[3])
     print(f"{args.suite} on {RIG} (3 virtual boards), {args.rounds} round(s), median wall time:")

@@ -14,13 +14,14 @@ ROOT = Path(__file__).resolve().parents[2]
 RIG = "tests/hil/rigs/virtual3.yaml"
 
 
-def run_suite(suite: str, *args: str, timeout: float = 1200, run_dir: Path | None = None
+def run_suite(suite: str, *args: str, timeout: float = 1200, run_dir: Path | None = None, rig: str = RIG
               ) -> subprocess.CompletedProcess:
-    """``pytest --rig virtual3 hil/suites/SUITE ARGS`` in a process of its own, from the repository."""
+    """``pytest --rig RIG hil/suites/SUITE ARGS`` (RIG: virtual3) in a process of its own, from the
+    repository. ``suite``: one suite file, or several separated by spaces."""
     with tempfile.TemporaryDirectory(prefix="edge-run-") as own:
         env = {**os.environ, "EDGE_RUN_DIR": str(run_dir or own)}
-        return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--rig", RIG,
-                               f"hil/suites/{suite}", *args],
+        return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--rig", rig,
+                               *(f"hil/suites/{s}" for s in suite.split()), *args],
                               cwd=ROOT, capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL, env=env)
 
