@@ -59,6 +59,8 @@ MAX_ATT_VALUE = 512       # bytes in one attribute value, whatever the MTU
 UNPAIR_DONE = 23          # control type carried sealed on telemetry (5.4 table)
 
 CONNECT_TIMEOUT = 10.0
+CONNECT_ATTEMPTS = 2         # a failed connection attempt is made once more (a busy controller)
+CONNECT_RETRY_S = 0.5        # after this pause
 REQUEST_TIMEOUT = 10.0
 PAIR_TIMEOUT = 30.0       # the device does three X25519 multiplications in MicroPython
 
@@ -200,24 +202,38 @@ class BleConnection:
         await self.close()
 
     async def connect(self) -> None:
-        """Connect and subscribe to control and telemetry (before anything is written)."""
+        """Connect and subscribe to control and telemetry (before anything is written).
+
+        An attempt that fails (a busy controller, the peripheral still ending
+        its last link) is made again after :data:`CONNECT_RETRY_S`, up to
+        :data:`CONNECT_ATTEMPTS` in all, as BLE hosts do."""
         from bleak import BleakClient
 
         from edge_agent.links.ble_backend import client_kwargs
 
-        self.client = BleakClient(self.address, disconnected_callback=self._disconnected,
-                                  timeout=self.connect_timeout, **client_kwargs())
-        try:
-            await asyncio.wait_for(self.client.connect(), self.connect_timeout + 2)
-            await self.client.start_notify(CONTROL, self._control_notified)
-            await self.client.start_notify(TELEMETRY, self._telemetry_notified)
-        except EdgeError:
-            raise
-        except Exception as e:
-            await self._drop()
-            raise DeviceError(f"could not connect to {self.device_id} at {self.address}: {e or type(e).__name__}",
-                              "check that it is in range and advertising (`edge scan`); it serves one "
-                              "central at a time") from None
+        for attempt in range(1, CONNECT_ATTEMPTS + 1):
+            self._closing = False
+            self.closed.clear()
+            self.client = BleakClient(self.address, disconnected_callback=self._disconnected,
+                                      timeout=self.connect_timeout, **client_kwargs())
+            try:
+                await asyncio.wait_for(self.client.connect(), self.connect_timeout + 2)
+                await self.client.start_notify(CONTROL, self._control_notified)
+                await self.client.start_notify(TELEMETRY, self._telemetry_notified)
+                return
+            except EdgeError:
+                raise
+            except Exception as e:
+                await self._drop()
+                if attempt < CONNECT_ATTEMPTS:
+                    log.info("%s: connect attempt %d failed (%s): trying again", self.device_id, attempt,
+                             str(e) or type(e).__name__)
+                    await asyncio.sleep(CONNECT_RETRY_S)
+                    continue
+                raise DeviceError(f"could not connect to {self.device_id} at {self.address}: "
+                                  f"{str(e) or type(e).__name__} ({CONNECT_ATTEMPTS} attempts)",
+                                  "check that it is in range and advertising (`edge scan`); it serves one "
+                                  "central at a time") from None
 
     def _disconnected(self, _client: Any) -> None:
         self._control_in.reset()

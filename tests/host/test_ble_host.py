@@ -485,3 +485,34 @@ def test_pair_asks_again_when_the_device_ran_out_of_memory(monkeypatch):
     assert dev.starts == 2
     err = ble.pairing_failure(dev.device_id, hp.PairingError("no_memory"))
     assert "not counted" in err.message and err.exit_code == 4
+
+
+def test_a_connect_that_fails_once_is_tried_again_and_one_that_keeps_failing_names_its_error(air, monkeypatch):
+    """A connection attempt that fails (a busy controller, the peripheral still ending the last link)
+    is made once more, as BLE hosts do; one that fails every time is an error that says what failed."""
+    from bleak import BleakClient
+
+    real = BleakClient.connect
+    calls = []
+
+    async def flaky(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1 or fail_always:
+            raise asyncio.TimeoutError()
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(BleakClient, "connect", flaky)
+    fail_always = False
+
+    async def connect_once():
+        async with BleConnection("C0:00:00:00:00:01", ESP, connect_timeout=3) as conn:
+            return conn.client.is_connected
+
+    assert asyncio.run(connect_once()) is True and len(calls) == 2
+    calls.clear()
+    fail_always = True
+    from edge_agent.errors import DeviceError
+    with pytest.raises(DeviceError) as e:
+        asyncio.run(connect_once())
+    assert len(calls) == 2
+    assert e.value.message == f"could not connect to {ESP} at C0:00:00:00:00:01: TimeoutError (2 attempts)"
