@@ -89,7 +89,7 @@ def test_a_pico_with_no_battery_sensor_applies_an_update():
     assert apply("rp2") == [("switch", 7), ("applying", None), ("reset", None)]
 
 
-def test_a_virtual_pico_waits_for_its_simulated_battery():
+def test_a_virtual_pico_applies_when_its_simulated_battery_is_above_the_minimum():
     # The Unix port: the simulated battery (3.9-4.15 V fresh) is above 3.6 V.
     assert apply("unix") == [("switch", 7), ("applying", None), ("reset", None)]
 
