@@ -210,6 +210,14 @@ def _schema_problems(data: object) -> list[tuple[str, str, str]]:
     return unique
 
 
+# The apply conditions of a board file's ``ota`` object and the sensor each names
+# (docs/protocol.md 7.10). The device keeps the same table (firmware/edgefw/sensors_build.py):
+# a condition binds a board that has its sensor (``sensors``, and ``virtual_sensors`` on a
+# virtual board), so one on a sensor listed only in ``virtual_sensors`` binds virtual boards
+# alone, and one on a sensor listed nowhere would hold every board's updates for good.
+OTA_CONDITIONS = (("battery_min_v", "battery"), ("parked", "parked"))
+
+
 def _extra_problems(data: dict, path: Path) -> list[tuple[str, str, str]]:
     """Rules across keys that JSON Schema cannot state."""
     problems = []
@@ -226,6 +234,15 @@ def _extra_problems(data: dict, path: Path) -> list[tuple[str, str, str]]:
                                  "give each sensor its own name (it becomes the SenML name)"))
             else:
                 seen[name] = where
+    apply = (data.get("ota") or {}).get("apply") or {}
+    for key, sensor in OTA_CONDITIONS:
+        if apply.get(key) not in (None, False) and sensor not in seen:
+            problems.append((f"$.ota.apply.{key}",
+                             f"names the sensor {sensor!r}, which the board file lists in neither sensors "
+                             f"nor virtual_sensors: the device would never apply an update",
+                             f"add a sensor named {sensor!r} (to sensors if the board has it, to "
+                             f"virtual_sensors if only the bench simulates it) or set {key} to "
+                             f"{'null' if key == 'battery_min_v' else 'false'}"))
     return problems
 
 

@@ -94,6 +94,7 @@ def build(port, board, cfg, healthy, trial=False):
     journal.open()
     from edgefw import sensors_build
     found = sensors_build.build(board, port, clock, dev)
+    ota_cfg = sensors_build.ota(board, port)
     drop("sensors_build")
     ticks = TickWriter(journal, found)
     room = None
@@ -109,7 +110,7 @@ def build(port, board, cfg, healthy, trial=False):
         ", BLE" if len(links) > 1 else "")).encode())
     agent = Agent(port, board.get("watchdog_ms", 0), dev, cfg["sample_period_ms"], clock, ticks,
                   links, found, healthy, trial_s(board) if trial else 0)
-    agent.ota_setup = (board["name"], board.get("ota"))  # the OTA client, built once the agent runs
+    agent.ota_setup = (board["name"], ota_cfg)  # the OTA client, built once the agent runs
     return agent
 
 

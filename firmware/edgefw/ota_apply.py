@@ -73,16 +73,37 @@ def reset_board():
     raise SystemExit(0)
 
 
+def _reading(ctx, name):
+    # The sensor's latest value, or why the policy has none: a sensor that
+    # fails or reads nothing holds the switch, it never passes for a value.
+    bad = ctx.get("unreadable")
+    if bad and name in bad:
+        return None, "%s unreadable: %s" % (name, bad[name])
+    if name not in ctx:
+        return None, "no %s sensor on this board" % name
+    if ctx[name] is None:
+        return None, "%s: no reading" % name
+    return ctx[name], None
+
+
 def board_policy(c, ctx):
-    # True, or the reason the board file's `ota.apply` waits (7.10).
+    # True, or the reason the board file's `ota.apply` waits (7.10). A
+    # condition here binds this board (sensors_build.ota took out those on
+    # a sensor it lacks).
     a = (c.cfg or {}).get("apply") or {}
     v = a.get("battery_min_v")
     if v is not None:
-        b = ctx.get("battery")
-        if b is None or b < v:
+        b, why = _reading(ctx, "battery")
+        if why is not None:
+            return why
+        if b < v:
             return "battery %s V, below %s V" % (b, v)
-    if a.get("parked") and ctx.get("parked") is not True:
-        return "not parked"
+    if a.get("parked"):
+        p, why = _reading(ctx, "parked")
+        if why is not None:
+            return why
+        if p is not True:
+            return "not parked"
     hours = a.get("hours")
     if hours:
         h = ctx.get("hour")

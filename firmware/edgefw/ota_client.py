@@ -288,14 +288,20 @@ def start(agent):
     sensors = agent.sensors
 
     def readings():
-        # The latest value of the sensors the apply policy looks at.
+        # The latest value of the sensors the apply policy looks at, present
+        # only for a sensor the board has (None: no reading now). A read that
+        # raises is no value: `unreadable` names the sensor and the error, and
+        # the policy waits and says so (7.10).
         out = {}
         for s in sensors:
             if s.name == "battery" or s.name == "parked":
                 try:
                     out[s.name] = s.read()
-                except Exception:
-                    pass
+                except Exception as e:
+                    out[s.name] = None
+                    bad = out.get("unreadable") or {}
+                    bad[s.name] = "%s: %s" % (type(e).__name__, e)
+                    out["unreadable"] = bad
         return out
 
     def reset():

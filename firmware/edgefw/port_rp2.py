@@ -1,4 +1,5 @@
-# RP2040 (Pico, Pico W): the on-chip temperature sensor (ADC 4) and the watchdog.
+# RP2040 (Pico, Pico W): the on-chip temperature sensor (ADC 4) and the watchdog
+# (arming, stopping it, and whether it reset the chip).
 from edgefw.port import Port
 
 
@@ -21,6 +22,16 @@ class Rp2(Port):
             return None
         import machine
         return machine.WDT(timeout=min(timeout_ms, 8300))
+
+    def watchdog_reset(self):
+        # Only a watchdog that expired (a hang) is a crash. machine.reset() on
+        # rp2 is a watchdog trigger, and machine.reset_cause() says WDT_RESET
+        # after it too: the OTA switch, a rollback and the reset after a crash
+        # would each count one more crash. WATCHDOG.REASON (0x40058008; RP2040
+        # datasheet 4.7) tells them apart: bit 0 TIMER, bit 1 FORCE; both zero
+        # after a power-on or RUN-pin reset.
+        import machine
+        return bool(machine.mem32[0x40058008] & 1)
 
     def watchdog_stop(self):
         # machine.WDT cannot be stopped, the chip's watchdog can: clear

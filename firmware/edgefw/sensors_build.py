@@ -36,6 +36,33 @@ def build(board, port, clock, device_id):
     return out
 
 
+# The apply conditions of the board file's `ota` object and the sensor each
+# names (docs/protocol.md 7.10; agent/boards.py checks a board file with the
+# same table).
+_CONDITIONS = (("battery_min_v", "battery"), ("parked", "parked"))
+
+
+def ota(board, port):
+    # The board file's `ota` object as this board keeps it (7.10): a condition
+    # on a sensor the board file lists only among its virtual_sensors binds a
+    # virtual board alone, the one board that has that sensor (a real Pico has
+    # no battery gauge; its battery is simulated on the bench). Every other
+    # condition binds: a sensor that does not read holds the switch.
+    cfg = board.get("ota")
+    a = cfg.get("apply") if isinstance(cfg, dict) else None
+    if not isinstance(a, dict) or port.virtual:
+        return cfg
+    real = [s.get("name") for s in board.get("sensors", ())]
+    bench = [s.get("name") for s in board.get("virtual_sensors", ())]
+    a = dict(a)
+    for key, name in _CONDITIONS:
+        if name in bench and name not in real:
+            a.pop(key, None)
+    cfg = dict(cfg)
+    cfg["apply"] = a
+    return cfg
+
+
 def _sim(device_id, rnd):
     # sensors_sim.py and the generator (made at the first simulated sensor).
     from edgefw import sensors_sim

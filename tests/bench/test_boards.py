@@ -148,6 +148,10 @@ BROKEN = [
      lambda b: b["virtual_sensors"].append({"name": "uptime", "kind": "uptime"}),
      "$.virtual_sensors[3].name", "already used"),
     ("name that is not the file's", "esp32", _set(["name"], "esp32dev"), "$.name", "file"),
+    ("apply policy on a battery the board file lists nowhere", "pico",
+     lambda b: b["virtual_sensors"].pop(2), "$.ota.apply.battery_min_v", "never apply"),
+    ("apply policy on a parked sensor the board file lists nowhere", "esp32",
+     _set(["ota", "apply", "parked"], True), "$.ota.apply.parked", "add a sensor named 'parked'"),
     ("flash size that is not whole MiB", "esp32", _set(["flash", "size"], 4000000), "$.flash.size",
      "MB"),
 ]

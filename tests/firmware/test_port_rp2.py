@@ -57,3 +57,29 @@ print(machine.mem32.writes)
 """, heap="pico").stdout.decode().strip()
     # WATCHDOG_BASE 0x40058000, CTRL at 0, atomic clear at +0x3000; ENABLE is bit 30.
     assert out == f"[({0x40058000 + 0x3000}, {1 << 30})]"
+
+
+WATCHDOG_RESET = """
+import sys
+class Mem:
+    def __getitem__(self, addr):
+        assert addr == 0x40058008       # WATCHDOG.REASON (RP2040 datasheet 4.7)
+        return %d
+class machine:
+    mem32 = Mem()
+    WDT_RESET = 3
+    def reset_cause():
+        return machine.WDT_RESET
+sys.modules["machine"] = machine
+from edgefw.port_rp2 import Rp2
+print(Rp2().watchdog_reset())
+"""
+
+
+@pytest.mark.parametrize(("reason", "hang"), [(1, True), (2, False), (0, False)])
+def test_only_a_watchdog_that_expired_counts_as_a_hang_not_machine_reset(reason, hang):
+    # machine.reset() on rp2 is a watchdog trigger, so machine.reset_cause() says
+    # WDT_RESET after it too: an OTA switch or a rollback would count as a crash, and
+    # with the agent's other resets take a Pico to safe mode. WATCHDOG.REASON tells
+    # them apart: bit 0 TIMER (it expired: a hang), bit 1 FORCE (machine.reset()).
+    assert run(WATCHDOG_RESET % reason, heap="pico").stdout.decode().strip() == str(hang)

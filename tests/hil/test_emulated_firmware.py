@@ -217,8 +217,25 @@ def test_a_watchdog_not_fed_resets_the_chip(repl):
         # Nothing feeds it: the chip boots again, to its REPL's banner.
         assert b"MicroPython v" in s.read_until(b"MicroPython v")
     wait_repl(repl.port)
-    out = repl.exec("import machine\nprint(machine.reset_cause() == machine.WDT_RESET, 'marker' in globals())")
-    assert out.split() == ["True", "False"]
+    out = repl.exec(HANG)
+    assert out.split() == ["True", "False", "True"]
+
+
+# machine.reset_cause(), whether the REPL's globals survived, and the agent's port's say on a hang.
+HANG = ("import machine\nfrom edgefw.port_rp2 import Rp2\n"
+        "print(machine.reset_cause() == machine.WDT_RESET, 'marker' in globals(), Rp2().watchdog_reset())")
+
+
+def test_machine_reset_is_not_taken_for_a_hang(repl):
+    # The rp2 port's machine.reset() is a watchdog trigger (reset_cause says WDT_RESET):
+    # the agent's OTA switch and rollback resets must not count as crashes.
+    with serial.Serial(repl.port, timeout=30) as s:
+        s.write(b"\r\x03\x02")
+        s.read_until(b">>> ")
+        s.write(b"import machine; marker = 1; machine.reset()\r")
+        assert b"MicroPython v" in s.read_until(b"MicroPython v")
+    wait_repl(repl.port)
+    assert repl.exec(HANG).split() == ["True", "False", "False"]
 
 
 # -- the agent's heap -----------------------------------------------------------------------
