@@ -30,8 +30,9 @@ from hil.suites.conftest import AGENT_TIMEOUT_S, agent_message
 
 SEQUENCE_EPOCH = 1767225600      # 2026-01-01T00:00:00Z
 PUSH_TIMEOUT_S = 240
-# The line the agent prints as it starts (edgefw/boot_build.py), with the boot count.
-BOOT_BANNER = re.compile(rb"edge: agent \S+ on .*?, boot (\d+)")
+# The line the agent prints as it starts (edgefw/boot_build.py), with the boot count. The number
+# must be followed by what ends it (", BLE" or the line's end): a UART delivers "boot 2" before "6".
+BOOT_BANNER = re.compile(rb"edge: agent \S+ on .*?, boot (\d+)(?=[,\r\n])")
 # An agent that raises as it starts: a release that crashes at boot.
 CRASH = 'raise RuntimeError("injected by the OTA suite: this agent crashes at boot")\n'
 

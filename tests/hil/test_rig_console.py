@@ -91,3 +91,22 @@ def test_reopen_gives_up_after_its_timeout_naming_the_port(tmp_path):
         SerialConsole(str(gone), name="esp32-b").reopen(timeout=0.3)
     assert "esp32-b" in e.value.message and str(gone) in e.value.message
     assert "did not come back" in e.value.message
+
+
+def test_the_boot_banner_is_read_whole_when_a_slow_uart_splits_its_number(pty):
+    """A board's console arrives in pieces (an emulated or a real UART): the banner of boot 26 may
+    come as "... boot 2" then "6\\n". The suites' banner pattern waits for the number's end."""
+    from hil.suites.ota_releases import BOOT_BANNER
+
+    master, port = pty
+    with SerialConsole(port, name="emu-pico") as console:
+        os.write(master, b"edge: agent 0.1.0 on pico (rp2), device pico-d290ce2b6c1b, boot 2")
+
+        def rest():
+            time.sleep(0.5)
+            os.write(master, b"6\r\n")
+        threading.Thread(target=rest, daemon=True).start()
+        assert console.expect(BOOT_BANNER, timeout=5).group(1) == b"26"
+        # The virtual Pico W's banner goes on with ", BLE".
+        os.write(master, b"edge: agent 0.1.0 on picow (unix), device picow-1, boot 0, BLE\r\n")
+        assert console.expect(BOOT_BANNER, timeout=5).group(1) == b"0"
