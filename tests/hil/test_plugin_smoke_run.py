@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1000)    # a whole suite's run: the project's 300 s guard is for one test
 def test_the_smoke_suite_passes_on_a_rig_of_virtual_boards(tmp_path):
     xml = tmp_path / "smoke.xml"
     proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--rig",

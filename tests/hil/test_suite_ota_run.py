@@ -22,6 +22,7 @@ SIZE = 1000
 # -- the suite on a rig of virtual boards -----------------------------------------------------
 
 @pytest.mark.slow
+@pytest.mark.timeout(1000)    # a whole suite's run: the project's 300 s guard is for one test
 def test_the_ota_suite_passes_on_a_rig_of_virtual_boards(tmp_path):
     # Quick tests on every board; the long ones (an update to confirmed, a trial deadline, a killed
     # push, power cuts) on the Pico W only.

@@ -17,6 +17,7 @@ def soak(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1000)    # a whole suite's run: the project's 300 s guard is for one test
 def test_the_soak_suite_passes_on_virtual_boards_and_reports_its_tally(tmp_path):
     xml = tmp_path / "soak.xml"
     proc = soak("--soak-seconds", "12", "--soak-seed", "11", f"--junitxml={xml}")
