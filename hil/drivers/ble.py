@@ -16,9 +16,9 @@ from __future__ import annotations
 import shlex
 import shutil
 import subprocess
-from typing import Callable, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-from edge_agent.errors import DeviceError
+from edge_hil.drivers.tool import Run, Which, run_tool
 
 DEFAULT_ADAPTER = "hci0"
 BLUEZ_DISCONNECT = ("busctl --system call org.bluez /org/bluez/{adapter}/dev_{path_address} "
@@ -35,8 +35,7 @@ class CommandDrop:
     """A board's BLE links ended by one command on the host (BlueZ's Disconnect by default)."""
 
     def __init__(self, name: str, address: str, adapter: str = DEFAULT_ADAPTER, command: str | None = None,
-                 run: Callable[..., subprocess.CompletedProcess] = subprocess.run,
-                 which: Callable[[str], str | None] = shutil.which) -> None:
+                 run: Run = subprocess.run, which: Which = shutil.which) -> None:
         self.name, self.address, self.adapter = name, address.upper(), adapter
         self.command = command or BLUEZ_DISCONNECT
         self._run, self._which = run, which
@@ -49,19 +48,12 @@ class CommandDrop:
 
     def drop(self) -> None:
         argv = self.argv()
-        exe = self._which(argv[0])
-        if exe is None:
-            fix = ("install systemd's busctl, or give the board's ble: a drop: command"
-                   if argv[0] == "busctl" else f"install {argv[0]}, or change the board's ble: drop: command")
-            raise DeviceError(f"{self.name}: its BLE link is dropped by `{argv[0]}`, which is not on PATH", fix)
-        shown = " ".join(argv)
-        try:
-            proc = self._run([exe, *argv[1:]], capture_output=True, text=True, timeout=DROP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            raise DeviceError(f"{self.name}: `{shown}` did not finish within {DROP_TIMEOUT_S:.0f} s",
-                              "run it by hand to see what it waits for") from None
-        if proc.returncode != 0:
-            said = (proc.stderr or proc.stdout or "").strip().splitlines()
-            raise DeviceError(f"{self.name}: `{shown}` failed ({proc.returncode}): {said[-1] if said else 'no output'}",
-                              f"check that the host is connected to {self.address} (BlueZ: `bluetoothctl info "
-                              f"{self.address}`) on adapter {self.adapter}, or set ble: drop: in the rig file")
+        tool = argv[0]
+        run_tool(self.name, argv, timeout=DROP_TIMEOUT_S,
+                 missing=(f"its BLE link is dropped by `{tool}`, which is not on PATH",
+                          "install systemd's busctl, or give the board's ble: a drop: command" if tool == "busctl"
+                          else f"install {tool}, or change the board's ble: drop: command"),
+                 stuck_fix="run it by hand to see what it waits for",
+                 failed_fix=f"check that the host is connected to {self.address} (BlueZ: `bluetoothctl info "
+                            f"{self.address}`) on adapter {self.adapter}, or set ble: drop: in the rig file",
+                 run=self._run, which=self._which)

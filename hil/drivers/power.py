@@ -19,6 +19,7 @@ from typing import Callable, Protocol, runtime_checkable
 
 from edge_agent.errors import BadInput, DeviceError
 from edge_hil.drivers.relay import LcusRelay
+from edge_hil.drivers.tool import Run, Which, run_tool
 
 MANUAL_TIMEOUT_S = 300.0
 
@@ -71,27 +72,17 @@ class UhubctlPower(SwitchedPower):
     """Per-port USB power of a hub that supports it: ``uhubctl -l HUB -p PORT -a on|off``."""
 
     def __init__(self, name: str, hub: str, port: int,
-                 run: Callable[..., subprocess.CompletedProcess] = subprocess.run,
-                 which: Callable[[str], str | None] = shutil.which) -> None:
+                 run: Run = subprocess.run, which: Which = shutil.which) -> None:
         self.name, self.hub, self.port, self._run, self._which = name, hub, port, run, which
 
     def _switch(self, action: str) -> None:
-        exe = self._which("uhubctl")
-        if exe is None:
-            raise DeviceError(f"{self.name}: its power is switched by uhubctl, which is not installed",
-                              "apt-get install uhubctl (and run as root or with its udev rules)")
-        argv = [exe, "-l", self.hub, "-p", str(self.port), "-a", action]
-        try:
-            proc = self._run(argv, capture_output=True, text=True, timeout=30)
-        except subprocess.TimeoutExpired:
-            raise DeviceError(f"{self.name}: `{' '.join(argv)}` did not finish within 30 s",
-                              "check the hub with `uhubctl` alone") from None
-        if proc.returncode != 0:
-            said = (proc.stderr or proc.stdout or "").strip().splitlines()
-            raise DeviceError(f"{self.name}: `{' '.join(argv)}` failed ({proc.returncode}): "
-                              f"{said[-1] if said else 'no output'}",
-                              f"check that hub {self.hub} switches port power per port (`uhubctl` lists "
-                              "the hubs it can) and that you may write to it")
+        run_tool(self.name, ["uhubctl", "-l", self.hub, "-p", str(self.port), "-a", action], timeout=30,
+                 missing=("its power is switched by uhubctl, which is not installed",
+                          "apt-get install uhubctl (and run as root or with its udev rules)"),
+                 stuck_fix="check the hub with `uhubctl` alone",
+                 failed_fix=f"check that hub {self.hub} switches port power per port (`uhubctl` lists "
+                            "the hubs it can) and that you may write to it",
+                 run=self._run, which=self._which)
 
     def on(self) -> None:
         self._switch("on")
