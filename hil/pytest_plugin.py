@@ -15,7 +15,9 @@ the test began on a failure, and a table per board at the end.
 
 The virtual bench of a rig's ``virtual``/``emulated`` boards is started once
 per run: by the ``rig`` fixture, or, under ``-n``, by the controller before
-the workers start (the workers attach to it), and stopped at the end.
+the workers start (the workers attach to it), and stopped at the end. A run
+stopped with SIGTERM (a CI job's timeout, ``kill``) stops as Ctrl-C stops it,
+running the teardowns that stop the bench and the commands tests started.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -74,9 +78,28 @@ def pytest_configure(config: pytest.Config) -> None:
     run = RigRun(config, _load(config, path))
     config.stash[RUN] = run
     config.pluginmanager.register(run, "edge-hil-run")
+    config.add_cleanup(_stop_on_sigterm_as_on_ctrl_c())
     # One worker owns a board: xdist's default distribution would spread a board's tests.
     if getattr(config.option, "numprocesses", None) and config.option.dist in ("no", "load"):
         config.option.dist = "loadgroup"
+
+
+def _stop_on_sigterm_as_on_ctrl_c() -> Callable[[], None]:
+    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does: pytest then tears every fixture down (the
+    rig's virtual bench, the commands a test left running, the board locks) where SIGTERM's default
+    would leave them running. Only where nobody else handles SIGTERM (xdist's workers included).
+    Returns what puts the former handler back."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        return lambda: None
+    signal.signal(signal.SIGTERM, _interrupt)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    return restore
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
 
 
 def _load(config: pytest.Config, path: str) -> Any:
@@ -476,12 +499,25 @@ class Host:
              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         """Run ``edge ARGS`` as a user does (a subprocess, stdin closed); with ``check``, an exit
         other than 0 raises :class:`EdgeCommandFailed` carrying both streams."""
+        from edge_hil.virtual.state import dies_with_this_thread
+
         proc = subprocess.run([*self.command, *args], capture_output=True, text=True, timeout=timeout,
                               env={**self.env, **(env or {})}, input=input,
-                              stdin=None if input is not None else subprocess.DEVNULL)
+                              stdin=None if input is not None else subprocess.DEVNULL,
+                              preexec_fn=dies_with_this_thread())
         if check and proc.returncode != 0:
             raise EdgeCommandFailed(args, proc)
         return proc
+
+    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """``edge ARGS`` in the background (an ingest, a gateway, a push), stdin closed, both
+        streams piped as text. It dies with the test's process: a run killed even by SIGKILL
+        leaves no command holding a board's port."""
+        from edge_hil.virtual.state import dies_with_this_thread
+
+        return subprocess.Popen([*self.command, *args], env={**self.env, **(env or {})}, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=dies_with_this_thread())
 
     def registry(self) -> Any:
         """The run's registry (an ``edge_agent.store.Store``; close it, or use it in ``with``)."""

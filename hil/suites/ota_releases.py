@@ -232,9 +232,7 @@ class BackgroundPush:
     def __init__(self, host: Any, board: Any, release: Release, *args: str,
                  timeout_s: int = PUSH_TIMEOUT_S) -> None:
         self.timeout_s = timeout_s
-        self.proc = subprocess.Popen([*host.command, *push_command(board, release, *args, timeout_s=timeout_s)],
-                                     env=host.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
+        self.proc = host.start(*push_command(board, release, *args, timeout_s=timeout_s))
 
     def running(self) -> bool:
         return self.proc.poll() is None

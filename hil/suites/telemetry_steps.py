@@ -81,9 +81,7 @@ class Background:
     def __init__(self, host: Any, *args: str) -> None:
         self.args = args
         # Unbuffered: each line (a gateway's event, a board's console) is read as it is printed.
-        self.proc = subprocess.Popen([*host.command, *args], env={**host.env, "PYTHONUNBUFFERED": "1"},
-                                     stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = host.start(*args, env={"PYTHONUNBUFFERED": "1"})
         self.lines: list[str] = []
         self.err_lines: list[str] = []
         self._readers = [threading.Thread(target=self._read, args=(pipe, into), daemon=True)

@@ -88,9 +88,7 @@ def test_the_bond_survives_a_reset_and_the_gateway_resumes_it_without_a_code(boa
 def gateway_until_connected(host, account: str, device: str) -> list[dict]:
     """`edge gateway run --account ACCOUNT` until it says ``device`` is connected (then SIGTERM: a
     clean stop); the events it logged."""
-    proc = subprocess.Popen([*host.command, "gateway", "run", "--account", account, "--json-log"],
-                            env=host.env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = host.start("gateway", "run", "--account", account, "--json-log")
     lines: queue.Queue[str | None] = queue.Queue()
 
     def read() -> None:

@@ -36,6 +36,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 STATE = "state.json"
 BENCH = "bench.json"
@@ -143,16 +144,40 @@ def control_socket_path(rundir: Path):
         os.close(fd)
 
 
+def _prctl() -> Any:
+    """libc's ``prctl``, or None where there is none (not Linux)."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
 def die_with_parent(parent: int | None) -> None:
     """Ask Linux to send SIGTERM when ``parent`` (the bench's supervisor) dies, so a child of the bench is never an orphan."""
     if parent is None:
         return
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)     # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    prctl = _prctl()
+    if prctl is not None:
+        prctl(1, signal.SIGTERM)     # PR_SET_PDEATHSIG
     if os.getppid() != parent:      # it died before the request above took effect
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def dies_with_this_thread() -> Callable[[], None] | None:
+    """A ``preexec_fn`` for :class:`subprocess.Popen`: the child gets SIGTERM when the thread that
+    starts it (Linux ties the signal to the forking thread) or its process dies, even by SIGKILL.
+    None where Linux's ``prctl`` is missing. ``prctl`` is looked up here, before the fork: the child
+    runs no dynamic loading between fork and exec."""
+    prctl = _prctl()
+    if prctl is None:
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(1, signal.SIGTERM)     # PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+    return preexec
 
 
 async def terminate(proc: subprocess.Popen, timeout: float) -> None:
