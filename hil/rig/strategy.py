@@ -76,7 +76,8 @@ class Strategy:
         self.target, self.host, self.firmware, self.update = target, host, firmware, update
         self.state: str | None = None           # None: not known yet
         self.device_id: str | None = None
-        self.times: dict[str, float] = {}
+        self.times: dict[str, float] = {}      # state -> seconds spent in its own steps
+        self._walked = 0.0                      # seconds of the states the current step walked through
 
     # -- the walk ---------------------------------------------------------------------
 
@@ -88,8 +89,14 @@ class Strategy:
             return
         step = getattr(self, "_" + state.replace("-", "_"))
         start = time.monotonic()
-        step()
-        self.times[state] = self.times.get(state, 0.0) + time.monotonic() - start
+        outer, self._walked = self._walked, 0.0
+        try:
+            step()
+        finally:
+            spent = time.monotonic() - start
+            # A state's own time: not that of the states its step walked through (agent-up flashes).
+            self.times[state] = self.times.get(state, 0.0) + spent - self._walked
+            self._walked = outer + spent
         self.state = state
 
     def _reached(self, state: str) -> bool:

@@ -133,3 +133,28 @@ def test_help_shows_examples():
 
     out = edge("hil", "check", "--help").stdout
     assert "edge hil check examples/rig-bench.yaml" in out and "Exit codes" in out
+
+
+def test_each_strategy_state_counts_only_its_own_time_not_the_states_it_walked_through(monkeypatch):
+    """agent-up from off flashes first: the flash's seconds are flashed's, not agent-up's too."""
+    import hil.rig.strategy as strategy_module
+
+    clock = [0.0]
+    monkeypatch.setattr(strategy_module.time, "monotonic", lambda: clock[0])
+
+    class Walked(Strategy):
+        answers = False
+
+        def _flashed(self):
+            clock[0] += 20.0                # writing the agent
+            self.answers = True
+
+        def _agent_answers(self):
+            clock[0] += 5.0                 # a reset, then the agent's first frame (or a probe's timeout)
+            return self.answers
+
+    s = Walked(target=None, host=None)
+    s.to("agent-up")            # a board in an unknown state: probed, flashed, probed again
+    # The two probes (5 + 5) are agent-up's; the 20 s of writing are flashed's alone.
+    assert s.times == {"flashed": 20.0, "agent-up": 10.0}
+    assert sum(s.times.values()) == clock[0], "the states' times add up to the walk's"
