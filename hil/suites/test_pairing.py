@@ -5,8 +5,8 @@ devices`, `edge scan`, `edge gateway run`) on the rig's BLE air; the label
 is the one `edge label` printed for the board (its code is shown once per
 identity: hil.rig.strategy.label_payload reads it back). Each test starts
 from a board that holds no bond and no wrong-code count (`edge devices
-factory-reset`, the bench's own command), so the tests do not lean on
-each other.
+factory-reset`, the bench's own command), and leaves it so, so the tests do
+not lean on each other, and the other suites find the board unpaired.
 """
 
 from __future__ import annotations
@@ -29,10 +29,13 @@ GATEWAY_WAIT_S = 60.0       # bound on a gateway finding and resuming the board 
 
 @pytest.fixture
 def device(board, host, agent):
-    """The board's device id, the board holding no bond and no wrong-code count."""
+    """The board's device id, the board holding no bond and no wrong-code count; after the test,
+    again (here and on the board): a test that leaves the board bonded to another owner's host
+    must not leave the suites that run next a board that host cannot pair."""
     device_id = board_device_id(board, host)
     host.edge("devices", "factory-reset", board.port, "--json")
-    return device_id
+    yield device_id
+    host.edge("devices", "factory-reset", board.port, "--json")
 
 
 @pytest.fixture
