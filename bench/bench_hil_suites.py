@@ -66,7 +66,9 @@ def main() -> int:
     tables: dict[int, list[dict[str, str]]] = {}
     for _ in range(args.rounds):
         for workers in (1, 3):
+            print(f"running {args.suite} with {workers} worker(s) ...", file=sys.stderr, flush=True)
             seconds, tables[workers] = run_suite(args.suite, workers, args.soak_seconds)
+            print(f"  {seconds:.1f} s", file=sys.stderr, flush=True)
             times[workers].append(seconds)
     one, three = statistics.median(times[1]), statistics.median(times[3])
     print(f"{args.suite} on {RIG} (3 virtual boards), {args.rounds} round(s), median wall time:")
