@@ -127,9 +127,12 @@ class Background:
 
 
 def kill_leftovers() -> None:
-    """Kill every background command a test started and did not stop."""
+    """Kill every background command a test started and did not stop (a test that failed midway),
+    printing the last of what each said: the host side's story goes into the failure's report
+    next to the board's console."""
     for b in list(Background.running):
         b.kill()
+        print(f"---------- edge {' '.join(b.args)} (left running, killed) said ----------\n{b.output[-4000:]}")
 
 
 def ingest(host: Any, board: Any, *more: str) -> Background:
