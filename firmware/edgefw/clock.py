@@ -17,7 +17,7 @@ from edgefw.messages import TIME_MAX, TIME_MIN
 
 from micropython import const
 
-_KEEP_EPOCHS = const(16)  # bounded: see _bound for what goes first
+_KEEP_EPOCHS = const(16)  # bounded: boots whose records a journal may hold
 
 
 class Clock:
@@ -85,17 +85,8 @@ class Clock:
                 pass  # a stale epoch on flash is harmless: dropped at the next write
 
     def _bound(self):
-        # Over the bound, an epoch the journal's head needs must stay: the
-        # oldest boot kept is the head's (forget_before drops older ones), so
-        # it is never dropped. Estimated epochs go first, newest first: their
-        # records are sent last, and the walk (uplink_estimate.py) works each
-        # out again, to the same value, from the same fixed epochs and
-        # uptimes when it comes up. A TIME's epoch goes only when none is left.
-        eps = self._epochs
-        while len(eps) > _KEEP_EPOCHS:
-            head = min(eps)
-            est = [b for b in eps if eps[b][1] and b != head]
-            del eps[max(est) if est else sorted(eps)[1]]
+        while len(self._epochs) > _KEEP_EPOCHS:
+            del self._epochs[min(self._epochs)]
 
     def _save(self):
         self.changes += 1

@@ -201,49 +201,6 @@ def test_an_earlier_boot_that_never_learned_the_time_ends_just_before_the_next_b
     assert records(dev.batch())[0] == records(b1)[0]
 
 
-def reset_unheard(dev, boots: int) -> None:
-    """``boots`` boots of two ticks each that no host heard (no TIME), then one more, running."""
-    for _ in range(boots):
-        dev.sample(2)
-        dev.boot()
-    dev.sample(2)
-
-
-def test_the_records_of_more_boots_than_the_clock_keeps_epochs_for_are_all_sent_in_order(dev):
-    """A board reset twenty times with nobody listening (a bench run of resets, a unit out of a
-    gateway's reach): when a TIME comes, every earlier boot gets its estimate and the journal is sent
-    from its head. The bound on the epochs kept never drops the one the head needs: before, it did,
-    and the link sent nothing more, ever."""
-    reset_unheard(dev, 20)
-    dev.feed(time_msg(T0))
-    got = dev.deliver_all()
-    assert [b[3] for b in got] == list(range(21))
-    sent = [r for b in got for r in records(b)]
-    assert [r[0] for r in sent] == list(range(21 * 2 * 5))     # 21 boots, 2 ticks of 5 records
-    times = [r[3] for r in sent]
-    assert times == sorted(times)
-
-
-def test_an_estimate_dropped_for_room_comes_back_the_same_so_a_record_sent_again_keeps_its_time(tmp_path):
-    """Estimated epochs beyond the bound are worked out again when their boot's records come up,
-    from the same fixed epochs and uptimes: the same times, whether the host took everything in one
-    go or the board rebooted halfway."""
-    whole, halves = Device(tmp_path / "a"), Device(tmp_path / "b")
-    for d in (whole, halves):
-        reset_unheard(d, 20)
-        d.feed(time_msg(T0))
-    once = [r for b in whole.deliver_all() for r in records(b)]
-    first = []
-    for _ in range(8):
-        b = halves.batch()
-        first += records(b)
-        halves.feed(ack(end(b)))
-    halves.boot()
-    halves.feed(time_msg(T0 + 3_600_000))
-    rest = [r for b in halves.deliver_all() for r in records(b)]
-    assert len(first) == 8 * 2 * 5 and first + rest == once      # 8 boots of 2 ticks of 5 records
-
-
 # -- bug 4: ACK semantics ----------------------------------------------------
 
 def test_an_ack_inside_a_tick_is_exact_and_the_next_batch_starts_mid_tick(dev):
