@@ -12,14 +12,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 RIG = "tests/hil/rigs/virtual3.yaml"
-ONE_WORKER_A_BOARD = ("-n", "3")      # pytest-xdist, on virtual3's three boards
 
 
 def run_suite(suite: str, *args: str, timeout: float = 1200, run_dir: Path | None = None, rig: str = RIG
               ) -> subprocess.CompletedProcess:
     """``pytest --rig RIG hil/suites/SUITE ARGS`` (RIG: virtual3) in a process of its own, from the
-    repository. ``suite``: one suite file, or several separated by spaces. ``ARGS`` may hold
-    ``*ONE_WORKER_A_BOARD``: the suites run as QA runs them on a bench, a board to a worker."""
+    repository. ``suite``: one suite file, or several separated by spaces."""
     with tempfile.TemporaryDirectory(prefix="edge-run-") as own:
         env = {**os.environ, "EDGE_RUN_DIR": str(run_dir or own)}
         return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--rig", rig,
@@ -28,10 +26,10 @@ def run_suite(suite: str, *args: str, timeout: float = 1200, run_dir: Path | Non
                               stdin=subprocess.DEVNULL, env=env)
 
 
-def run_suite_passing(suite: str, run_dir: Path, passed: dict[str, int], *args: str) -> str:
-    """:func:`run_suite` with ``args``, asserting it passed with ``passed[board]`` tests passed, none
-    failed or skipped, on each board (the plugin's summary table). Its output."""
-    proc = run_suite(suite, "-rs", *args, timeout=900, run_dir=run_dir)
+def run_suite_passing(suite: str, run_dir: Path, passed: dict[str, int]) -> str:
+    """:func:`run_suite`, asserting it passed with ``passed[board]`` tests passed, none failed or
+    skipped, on each board (the plugin's summary table). Its output."""
+    proc = run_suite(suite, "-rs", timeout=900, run_dir=run_dir)
     out = proc.stdout
     assert proc.returncode == 0, out[-6000:] + proc.stderr[-2000:]
     assert f"{sum(passed.values())} passed" in out.splitlines()[-1], out[-2000:]

@@ -13,7 +13,7 @@ import pytest
 
 from edge_agent.store import Store
 from edge_hil.faults import INSTALL_STEPS, Faults, board_device_id
-from tests.hil.suite_run import ONE_WORKER_A_BOARD, run_suite_passing
+from tests.hil.suite_run import run_suite_passing
 
 DEVICE = "picow-0a0b0c0d0e0f"
 SIZE = 1000
@@ -26,8 +26,7 @@ SIZE = 1000
 def test_the_ota_suite_passes_on_a_rig_of_virtual_boards(tmp_path):
     # Quick tests on every board; the long ones (an update to confirmed, a trial deadline, a killed
     # push, power cuts) on the Pico W only.
-    run_suite_passing("test_ota.py", tmp_path, {"sim-esp32": 2, "sim-esp32c3": 2, "sim-picow": 6},
-                      *ONE_WORKER_A_BOARD)
+    run_suite_passing("test_ota.py", tmp_path, {"sim-esp32": 2, "sim-esp32c3": 2, "sim-picow": 6})
 
 
 # -- the faults, on a registry fed by hand ------------------------------------------------------

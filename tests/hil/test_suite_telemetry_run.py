@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.hil.suite_run import ONE_WORKER_A_BOARD, run_suite
+from tests.hil.suite_run import run_suite
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1000)    # a whole suite's run: the project's 300 s guard is for one test
 def test_the_telemetry_suite_passes_on_a_rig_of_virtual_boards(tmp_path):
     xml = tmp_path / "telemetry.xml"
-    proc = run_suite("test_telemetry.py", f"--junitxml={xml}", *ONE_WORKER_A_BOARD)
+    proc = run_suite("test_telemetry.py", f"--junitxml={xml}")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     # Every test on every board, but the full flash: on the first virtual board only (its docstring says why).
     assert "28 passed, 2 skipped" in proc.stdout, proc.stdout[-2000:]
