@@ -40,6 +40,7 @@ import pytest
 from edge_agent.errors import EdgeError
 from edge_hil.faults import Faults, error_text
 from edge_hil.locks import WAIT_S, BoardLock
+from edge_hil.virtual.state import dies_with_this_thread
 
 NO_RIG = "no rig: run with --rig RIGFILE (docs/hil.md)"
 # Under -n, the controller's host folder and bench folder, for the workers to share.
@@ -499,8 +500,6 @@ class Host:
              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         """Run ``edge ARGS`` as a user does (a subprocess, stdin closed); with ``check``, an exit
         other than 0 raises :class:`EdgeCommandFailed` carrying both streams."""
-        from edge_hil.virtual.state import dies_with_this_thread
-
         proc = subprocess.run([*self.command, *args], capture_output=True, text=True, timeout=timeout,
                               env={**self.env, **(env or {})}, input=input,
                               stdin=None if input is not None else subprocess.DEVNULL,
@@ -513,8 +512,6 @@ class Host:
         """``edge ARGS`` in the background (an ingest, a gateway, a push), stdin closed, both
         streams piped as text. It dies with the test's process: a run killed even by SIGKILL
         leaves no command holding a board's port."""
-        from edge_hil.virtual.state import dies_with_this_thread
-
         return subprocess.Popen([*self.command, *args], env={**self.env, **(env or {})}, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 preexec_fn=dies_with_this_thread())
