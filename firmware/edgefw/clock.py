@@ -17,7 +17,7 @@ from edgefw.messages import TIME_MAX, TIME_MIN
 
 from micropython import const
 
-_KEEP_EPOCHS = const(16)  # bounded: boots whose records a journal may hold
+_KEEP_EPOCHS = const(16)  # bounded: a bignum and a tuple each, in the heap
 
 
 class Clock:
@@ -85,8 +85,14 @@ class Clock:
                 pass  # a stale epoch on flash is harmless: dropped at the next write
 
     def _bound(self):
-        while len(self._epochs) > _KEEP_EPOCHS:
-            del self._epochs[min(self._epochs)]
+        # Keeps the oldest epoch (the journal's head boot: older ones are
+        # forgotten as the head moves on) and this boot's; forgets the next
+        # oldest. A forgotten epoch of a boot that still holds records is
+        # estimated when that boot reaches the head (uplink_estimate.py).
+        eps = self._epochs
+        while len(eps) > _KEEP_EPOCHS:
+            old = sorted(eps)
+            del eps[old[1] if old[1] != self.boot else old[2]]
 
     def _save(self):
         self.changes += 1

@@ -59,18 +59,20 @@ def at_least(c, boot):
         c._save()
 
 
-def estimate(c, estimates):
-    # estimates: [(boot, epoch_ms)] for earlier boots without an epoch;
-    # persisted in one write, flagged, never recomputed.
-    new = []
-    for b, e in estimates:
-        if b not in c._epochs and b < c.boot and _epoch_ok(e):
-            c._epochs[b] = (e, True)
-            new.append(b)
+def estimate(c, boot, epoch):
+    # The estimated epoch of boot, the journal's head (section 2.5):
+    # persisted flagged, with the epochs of older boots (no record left)
+    # forgotten, in one write; kept until its records are all sent.
+    if boot in c._epochs or boot >= c.boot or not _epoch_ok(epoch):
+        return
+    was = dict(c._epochs)
+    for b in was:
+        if b < boot:
+            del c._epochs[b]
+    c._epochs[boot] = (epoch, True)
     c._bound()
     try:
         c._save()
     except OSError:
-        for b in new:
-            c._epochs.pop(b, None)
+        c._epochs = was
         raise

@@ -301,7 +301,7 @@ class Uplink:
         # Rare (a new epoch to spread back): from a module dropped after.
         from edgefw import uplink_estimate
         try:
-            uplink_estimate.estimate(self)
+            uplink_estimate.estimate(self, boot)
         finally:
             drop("uplink_estimate")
         e = self.clock.epoch(boot)

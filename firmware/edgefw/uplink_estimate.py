@@ -1,16 +1,26 @@
 # The estimated-epoch walk (docs/protocol.md section 2.5), for uplink.py:
-# rare (once per clock change at most), imported then and dropped after.
+# rare (when a boot without an epoch reaches the journal's head), imported
+# then and dropped after. One pass from the head, in constant memory.
 from edgefw import drop
 from edgefw.uplink import _entry_head
 
 
-def estimate(u):
-    # One walk over the pending entries: the last uptime of each boot.
-    last = {}
-    at = None
+def estimate(u, boot):
+    # boot's epoch: the nearest later known epoch, less each boot in between
+    # that holds records (its last uptime + 1 ms): the same value, whichever
+    # of those boots' estimates were kept. Nothing later known: no estimate.
+    later = [b for b in u.clock.known() if b > boot]
+    if not later:
+        return
+    anchor = later[0]
+    back = 0
+    cur = boot
+    up = -1
     r = u._r
     idx = u._got
-    while True:
+    at = None
+    done = False
+    while not done:
         got, at = u.journal.read_into(u._raw, idx, at)
         if not got:
             break
@@ -21,25 +31,18 @@ def estimate(u):
                 _entry_head(r)
             except (ValueError, IndexError):
                 continue
-            last[r.boot] = r.up
-    clock = u.clock
-    boots = list(last)
-    for b in clock.known():
-        if b not in last:
-            boots.append(b)
-    boots.sort(reverse=True)
-    nxt = None
-    out = []
-    for b in boots:
-        e = clock.epoch(b)
-        if e is not None:
-            nxt = e[0]
-        elif nxt is not None and b in last:
-            nxt = nxt - last[b] - 1
-            out.append((b, nxt))
-    if out:
-        from edgefw import clock_start
-        try:
-            clock_start.estimate(clock, out)
-        finally:
-            drop("clock_start")
+            if r.boot < cur:
+                continue  # boots only grow along the journal: not one of ours
+            if r.boot >= anchor:
+                done = True
+                break
+            if r.boot != cur:
+                back += up + 1 if up >= 0 else 0
+                cur = r.boot
+            up = r.up
+    back += up + 1 if up >= 0 else 0
+    from edgefw import clock_start
+    try:
+        clock_start.estimate(u.clock, boot, u.clock.epoch(anchor)[0] - back)
+    finally:
+        drop("clock_start")

@@ -106,8 +106,8 @@ for _ in range(3):
 def test_estimated_epochs_are_persisted_with_their_flag_and_never_recomputed(tmp_path):
     c = start(tmp_path / "clock")
     c = start(tmp_path / "clock")  # boot 1
-    clock_start.estimate(c, [(0, T0 - 10_000)])
-    clock_start.estimate(c, [(0, T0 - 99_999)])
+    clock_start.estimate(c, 0, T0 - 10_000)
+    clock_start.estimate(c, 0, T0 - 99_999)
     assert start(tmp_path / "clock").epoch(0) == (T0 - 10_000, True)
 
 
@@ -116,6 +116,27 @@ def test_epochs_kept_are_bounded(tmp_path):
         c = start(tmp_path / "clock")
         c.set_time(T0)
     assert len(c.known()) <= 16 and c.epoch(c.boot) is not None
+
+
+def test_the_bound_keeps_the_oldest_epoch_the_one_the_journal_head_needs(tmp_path):
+    c = start(tmp_path / "clock")
+    c.set_time(T0)                      # boot 0: its records are the journal's head
+    for k in range(1, 40):
+        c = start(tmp_path / "clock")
+        c.set_time(T0 + k)
+    assert c.known()[0] == 0 and c.known()[-1] == 39 and len(c.known()) == 16
+
+
+def test_an_estimate_for_the_head_forgets_the_epochs_before_it_and_outlives_the_bound(tmp_path):
+    for k in range(20):
+        c = start(tmp_path / "clock")
+        if k > 2:
+            c.set_time(T0 + k)          # boots 3..19 heard a host; 0..2 did not
+    clock_start.estimate(c, 2, T0 - 5)  # boot 2 reaches the journal's head
+    assert c.known()[0] == 2 and c.epoch(2) == (T0 - 5, True) and len(c.known()) <= 16
+    c = start(tmp_path / "clock")
+    c.set_time(T0 + 20)
+    assert c.epoch(2) == (T0 - 5, True) and c.epoch(20) is not None
 
 
 def test_an_epoch_that_could_not_be_persisted_is_not_used(tmp_path, monkeypatch):

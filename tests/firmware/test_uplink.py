@@ -443,3 +443,72 @@ def test_a_boot_counter_lost_with_both_clock_files_restarts_above_the_newest_boo
     dev.port.t += 10
     dev.feed(time_msg(T0))
     assert [b[3] for b in dev.deliver_all()] == [1, 2, 3, 4]  # every boot's records go, in order
+
+
+# -- many boots before a host comes: every boot's records still go ------------
+
+def unheard_boots(d: Device, n: int) -> None:
+    """n boots (the first is d's own) that sample 2 records each and never hear a host."""
+    for k in range(n):
+        if k:
+            d.boot()
+        d.sample(2, every_ms=1000 + k)
+
+
+def delivered(d: Device, time_ms: int) -> list[tuple[int, int, object, int]]:
+    """Every record the board sends to a host that comes now, in order."""
+    d.port.t += 10
+    d.feed(time_msg(time_ms))
+    return [r for b in d.deliver_all() for r in records(b)]
+
+
+def test_a_board_reset_more_times_than_it_keeps_epochs_before_a_host_comes_sends_every_boot(dev):
+    unheard_boots(dev, 21)
+    dev.boot()                         # boot 21: the host comes
+    dev.sample(1)
+    got = delivered(dev, T0)
+    assert [r[0] for r in got] == list(range(21 * 10 + 5))   # each record once, in order
+    times = [r[3] for r in got]
+    assert times == sorted(times)
+    # Boot 20 ends 1 ms before boot 21 starts; each earlier boot 1 ms before the next.
+    assert times[-6] == T0 - 1000 - 10 - 1
+
+
+def test_times_of_those_boots_are_the_same_when_the_board_resets_halfway_through_sending(tmp_path):
+    whole = Device(tmp_path / "whole")
+    unheard_boots(whole, 21)
+    whole.boot()
+    expected = delivered(whole, T0)
+
+    halfway = Device(tmp_path / "halfway")
+    unheard_boots(halfway, 21)
+    halfway.boot()
+    halfway.port.t += 10
+    halfway.feed(time_msg(T0))
+    got = []
+    for _ in range(9):                 # a few boots' batches acknowledged, then a reset
+        b = halfway.batch()
+        got += records(b)
+        halfway.feed(ack(end(b)))
+    halfway.boot()
+    got += delivered(halfway, T0 + 3_600_000)   # another host, an hour off: no time moves
+    assert got == expected
+
+
+def test_a_boot_that_needs_an_estimate_after_many_boots_that_heard_a_host_still_gets_one(dev):
+    for k in range(17):                # 17 boots hear a TIME and send, but nothing is acknowledged
+        if k:
+            dev.boot()
+        dev.sample(2)
+        dev.port.t += 10
+        dev.feed(time_msg(T0 + k * 60_000))
+        assert dev.batch() is not None
+    dev.boot()
+    dev.sample(2)                      # boot 17: no host
+    dev.boot()                         # boot 18: a host acknowledges everything
+    dev.sample(1)
+    got = delivered(dev, T0 + 3_600_000)
+    assert [r[0] for r in got] == list(range(18 * 10 + 5))
+    assert got[0][3] == T0 - 10 - 1000        # boot 0's records keep the time its host gave
+    times = [r[3] for r in got]
+    assert times == sorted(times)
