@@ -26,10 +26,10 @@ def run_suite(suite: str, *args: str, timeout: float = 1200, run_dir: Path | Non
                               stdin=subprocess.DEVNULL, env=env)
 
 
-def run_suite_passing(suite: str, run_dir: Path, passed: dict[str, int]) -> str:
-    """:func:`run_suite`, asserting it passed with ``passed[board]`` tests passed, none failed or
-    skipped, on each board (the plugin's summary table). Its output."""
-    proc = run_suite(suite, "-rs", timeout=900, run_dir=run_dir)
+def run_suite_passing(suite: str, run_dir: Path, passed: dict[str, int], *args: str) -> str:
+    """:func:`run_suite` with ``args``, asserting it passed with ``passed[board]`` tests passed, none
+    failed or skipped, on each board (the plugin's summary table). Its output."""
+    proc = run_suite(suite, "-rs", *args, timeout=900, run_dir=run_dir)
     out = proc.stdout
     assert proc.returncode == 0, out[-6000:] + proc.stderr[-2000:]
     assert f"{sum(passed.values())} passed" in out.splitlines()[-1], out[-2000:]
