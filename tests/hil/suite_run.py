@@ -26,12 +26,25 @@ def run_suite(suite: str, *args: str, timeout: float = 1200, run_dir: Path | Non
                               stdin=subprocess.DEVNULL, env=env)
 
 
+def failures(proc: subprocess.CompletedProcess, head: int = 8000, tail: int = 3000) -> str:
+    """What a failed run says about why: the start of its FAILURES section (the first failure's
+    traceback and the board's console since that test began) and the end of its output (the summary,
+    the rig table), so a failure in CI can be read from the log alone."""
+    out = proc.stdout
+    at = out.find("= FAILURES =")
+    if at < 0:
+        at = out.find("= ERRORS =")
+    at = out.rfind("\n", 0, at) + 1 if at >= 0 else -1
+    first = out[at:at + head] if at >= 0 else ""
+    return f"{first}\n[...]\n{out[-tail:]}\n{proc.stderr[-2000:]}"
+
+
 def run_suite_passing(suite: str, run_dir: Path, passed: dict[str, int], *args: str) -> str:
     """:func:`run_suite` with ``args``, asserting it passed with ``passed[board]`` tests passed, none
     failed or skipped, on each board (the plugin's summary table). Its output."""
     proc = run_suite(suite, "-rs", *args, timeout=900, run_dir=run_dir)
     out = proc.stdout
-    assert proc.returncode == 0, out[-6000:] + proc.stderr[-2000:]
+    assert proc.returncode == 0, failures(proc)
     assert f"{sum(passed.values())} passed" in out.splitlines()[-1], out[-2000:]
     for board, n in passed.items():
         assert any(line.split()[:6] == [board, board[4:], "virtual", str(n), "0", "0"]

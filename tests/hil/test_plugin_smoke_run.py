@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.hil.suite_run import failures
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -19,7 +21,7 @@ def test_the_smoke_suite_passes_on_a_rig_of_virtual_boards(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--rig",
                            "tests/hil/rigs/virtual3.yaml", "hil/suites/test_smoke.py", f"--junitxml={xml}"],
                           cwd=ROOT, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert proc.returncode == 0, failures(proc)
     assert "12 passed" in proc.stdout
     for board in ("sim-esp32", "sim-esp32c3", "sim-picow"):
         assert any(line.split()[:6] == [board, board[4:], "virtual", "4", "0", "0"]

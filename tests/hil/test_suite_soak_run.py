@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from tests.hil.suite_run import run_suite
+from tests.hil.suite_run import failures, run_suite
 
 BOARDS = ("sim-esp32", "sim-esp32c3", "sim-picow")
 
@@ -21,7 +21,7 @@ def soak(*args: str) -> subprocess.CompletedProcess:
 def test_the_soak_suite_passes_on_virtual_boards_and_reports_its_tally(tmp_path):
     xml = tmp_path / "soak.xml"
     proc = soak("--soak-seconds", "12", "--soak-seed", "11", f"--junitxml={xml}")
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert proc.returncode == 0, failures(proc)
     assert "3 passed" in proc.stdout
     cases = list(ET.parse(xml).iter("testcase"))
     assert len(cases) == 3

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hil.suite_run import run_suite
+from tests.hil.suite_run import failures, run_suite
 
 
 @pytest.mark.slow
@@ -16,7 +16,7 @@ from tests.hil.suite_run import run_suite
 def test_the_telemetry_suite_passes_on_a_rig_of_virtual_boards(tmp_path):
     xml = tmp_path / "telemetry.xml"
     proc = run_suite("test_telemetry.py", f"--junitxml={xml}")
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert proc.returncode == 0, failures(proc)
     # Every test on every board, but the full flash: on the first virtual board only (its docstring says why).
     assert "28 passed, 2 skipped" in proc.stdout, proc.stdout[-2000:]
     cases = list(ET.parse(xml).iter("testcase"))
