@@ -55,11 +55,13 @@ class OtaHeard:
     OTA states it reports and the bytes it acknowledges, whichever link carries them (`edge ota
     push` over serial or BLE, the gateway), as they write them to the registry."""
 
-    def __init__(self, host: Host, device_id: str) -> None:
+    def __init__(self, host: Host, device_id: str, since: int | None = None) -> None:
+        """``since``: count the history from that entry on (where an earlier cut fell), not from now."""
         self.host, self.device_id = host, device_id
         with host.registry() as store:
-            self._before = len(store.ota_history(device_id))
+            self._before = len(store.ota_history(device_id)) if since is None else since
             self._rows = {r["release"]: self._key(r) for r in store.ota_devices(device_id)}
+        self.upto = self._before    # the history's length at the last look (states)
 
     @staticmethod
     def _key(row: dict) -> tuple:
@@ -67,7 +69,9 @@ class OtaHeard:
 
     def states(self, store: Any) -> list[str]:
         """The states the device reported since then, oldest first."""
-        return [h["state"] for h in store.ota_history(self.device_id)[self._before:] if h["state"] != "offered"]
+        history = store.ota_history(self.device_id)
+        self.upto = len(history)
+        return [h["state"] for h in history[self._before:] if h["state"] != "offered"]
 
     def held(self, store: Any) -> int | None:
         """The most bytes of an image the device has acknowledged since then (None: no transfer moved);
@@ -99,6 +103,7 @@ class OtaPowerCut:
         self.what, self.heard, self._reached, self.power = what, heard, reached, power
         self.off_s, self.timeout = off_s, timeout
         self.fired = False
+        self.upto: int | None = None    # the device's OTA history up to what made the cut fall
         self.states: list[str] = []
         self.state: str | None = None
         self.held: int | None = None
@@ -117,6 +122,7 @@ class OtaPowerCut:
                     self.states, self.held = self.heard.states(store), self.heard.held(store)
                     self.state = self.states[-1] if self.states else None
                     if self._reached(self.states, self.held):
+                        self.upto = self.heard.upto
                         self.power.off()
                         time.sleep(self.off_s)
                         self.power.on()
@@ -225,19 +231,22 @@ class Faults:
         return OtaPowerCut(f"{self.row.name}: a power cut after {n} bytes of an update", heard,
                            lambda states, held: held is not None and held >= n, power, off_s, timeout)
 
-    def power_cut_at_install_step(self, name: str, off_s: float = 0.5,
-                                  timeout: float = OTA_CUT_TIMEOUT_S) -> OtaPowerCut:
+    def power_cut_at_install_step(self, name: str, off_s: float = 0.5, timeout: float = OTA_CUT_TIMEOUT_S,
+                                  after: OtaPowerCut | None = None) -> OtaPowerCut:
         """Arm a power cut for the moment the board reports install step ``name`` (an OTA_STATE:
         one of :data:`INSTALL_STEPS`); use the returned :class:`OtaPowerCut` as
         :meth:`power_cut_after_ota_bytes`'s. The cut follows the report as fast
         as the host hears it: a board that moves on within milliseconds may be
         one step further when its power goes (``cut.states`` says what it had
-        reported)."""
+        reported). ``after``: a cut that fell earlier in this update; what the
+        board reported since it fell counts, even when the registry heard it
+        before this one was armed (a report in flight as the power went)."""
         if name not in INSTALL_STEPS:
             raise ValueError(f"power_cut_at_install_step: {name!r} is no install step; "
                              f"steps: {', '.join(INSTALL_STEPS)}")
         power = self._ota_power()
-        heard = OtaHeard(self._host("a power cut during an update"), self._board_device())
+        since = after.upto if after is not None and after.fired else None
+        heard = OtaHeard(self._host("a power cut during an update"), self._board_device(), since)
         return OtaPowerCut(f"{self.row.name}: a power cut at install step {name!r}", heard,
                            lambda states, held: name in states, power, off_s, timeout)
 

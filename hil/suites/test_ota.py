@@ -145,7 +145,7 @@ def test_power_cuts_at_each_step_of_an_install_leave_a_whole_agent_and_the_updat
             step = INSTALL_STEPS.index(cut.state) + 1 if cut.state in INSTALL_STEPS else len(INSTALL_STEPS)
             if step == len(INSTALL_STEPS):
                 break
-            cut = faults.power_cut_at_install_step(INSTALL_STEPS[step])
+            cut = faults.power_cut_at_install_step(INSTALL_STEPS[step], after=cut)
         p = pushing.result()
     where = [(c.state, c.held) for c in cuts]
     assert cuts[0].held >= new.size // 2 and cuts[0].state == "downloading", where

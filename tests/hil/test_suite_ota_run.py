@@ -113,6 +113,18 @@ def test_a_cut_at_an_install_step_falls_once_the_board_reports_it(rig, step):
     assert rig.power.calls == ["off", "on"]
 
 
+def test_a_cut_armed_after_another_counts_what_the_board_reported_since_that_one_fell(rig):
+    # The board reported 'installed' while the first cut was switching it off, and the registry heard
+    # it only then: the next cut, armed after, must not wait for a report that will never come again.
+    first = rig.faults.power_cut_at_install_step("verified", off_s=0)
+    with first:
+        rig.note("verified")
+    rig.note("installed")
+    cut = rig.faults.power_cut_at_install_step("installed", off_s=0, after=first)
+    assert cut.wait(10).fired and cut.states == ["installed"]
+    assert rig.power.calls == ["off", "on", "off", "on"]
+
+
 def test_the_block_ending_first_checks_the_registry_once_more(rig):
     # The update reached the step just as the block ended: the cut falls then, not never.
     cut = rig.faults.power_cut_at_install_step("installed", off_s=0)
