@@ -12,7 +12,7 @@ virtual air). These machines are noisy and shared: read the ratio, not the
 seconds.
 
 Run: ``python bench/bench_hil_suites.py [--suite PATH] [--soak-seconds S] [--rounds N]``
-(prints a table; the whole of ``hil/suites`` runs for over 20 minutes with one worker on 2 cores).
+(prints a table; the whole of ``hil/suites`` takes about 8 minutes with one worker on 2 cores, 5 with three).
 """
 
 from __future__ import annotations

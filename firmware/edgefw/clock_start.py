@@ -65,10 +65,8 @@ def estimate(c, boot, epoch):
     # forgotten, in one write; kept until its records are all sent.
     if boot in c._epochs or boot >= c.boot or not _epoch_ok(epoch):
         return
-    was = dict(c._epochs)
-    for b in was:
-        if b < boot:
-            del c._epochs[b]
+    was = c._epochs
+    c._epochs = {b: e for b, e in was.items() if b > boot}
     c._epochs[boot] = (epoch, True)
     c._bound()
     try:

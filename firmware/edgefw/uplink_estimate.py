@@ -15,7 +15,7 @@ def estimate(u, boot):
     anchor = later[0]
     back = 0
     cur = boot
-    up = -1
+    up = -1  # no entry of cur read yet: it adds nothing
     r = u._r
     idx = u._got
     at = None
@@ -37,10 +37,10 @@ def estimate(u, boot):
                 done = True
                 break
             if r.boot != cur:
-                back += up + 1 if up >= 0 else 0
+                back += up + 1
                 cur = r.boot
             up = r.up
-    back += up + 1 if up >= 0 else 0
+    back += up + 1
     from edgefw import clock_start
     try:
         clock_start.estimate(u.clock, boot, u.clock.epoch(anchor)[0] - back)

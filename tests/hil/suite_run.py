@@ -31,11 +31,8 @@ def failures(proc: subprocess.CompletedProcess, head: int = 8000, tail: int = 30
     traceback and the board's console since that test began) and the end of its output (the summary,
     the rig table), so a failure in CI can be read from the log alone."""
     out = proc.stdout
-    at = out.find("= FAILURES =")
-    if at < 0:
-        at = out.find("= ERRORS =")
-    at = out.rfind("\n", 0, at) + 1 if at >= 0 else -1
-    first = out[at:at + head] if at >= 0 else ""
+    at = max(out.find("= FAILURES ="), out.find("= ERRORS ="))  # FAILURES if any: pytest prints it after ERRORS
+    first = out[out.rfind("\n", 0, at) + 1:][:head] if at >= 0 else ""
     return f"{first}\n[...]\n{out[-tail:]}\n{proc.stderr[-2000:]}"
 
 
