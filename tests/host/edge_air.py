@@ -20,7 +20,8 @@ import os
 import shutil
 import tempfile
 import threading
-from typing import Any
+import time
+from typing import Any, Callable
 
 import cbor2
 from bumble import hci
@@ -53,6 +54,7 @@ class EdgePeripheral:
         self.bonds: dict[bytes, tuple[bytes, bytes]] = {}     # bond_id -> (host_id, bond_key)
         self.failed = 0
         self.paused_until = 0.0
+        self.uptime: Callable[[], float] = time.monotonic   # the back-off's clock; a test may hold it
         self.fake = FakeDevice(device_id, board=device_id.rsplit("-", 1)[0])
         self.session: standin.DeviceSession | None = None
         self.pending: dict | None = None
@@ -93,8 +95,7 @@ class EdgePeripheral:
                                             advertising_interval_max=20)
 
     def _paused_ms(self) -> int:
-        loop = asyncio.get_event_loop()
-        return max(0, int((self.paused_until - loop.time()) * 1000))
+        return max(0, int((self.paused_until - self.uptime()) * 1000))
 
     def _connected(self, connection: Connection) -> None:
         self.connection = connection
@@ -155,7 +156,6 @@ class EdgePeripheral:
     def _control(self, message: bytes) -> None:
         msg = cbor2.loads(message)
         kind = msg.get(0)
-        loop = asyncio.get_event_loop()
         if kind == 16:        # PAIR_START
             if self._paused_ms():
                 return self._error("paused", self._paused_ms())
@@ -163,7 +163,7 @@ class EdgePeripheral:
                 return self._error("bound")
             self.failed += 1
             if self.failed > 2:
-                self.paused_until = loop.time() + 2 ** (self.failed - 2)
+                self.paused_until = self.uptime() + 2 ** (self.failed - 2)
             self.device.advertising_data = self.advertisement()
             self.pending = msg
             tag = standin.tag(self.code, msg[1], "device")
@@ -212,6 +212,16 @@ class EdgePeripheral:
         self.bonds.clear()
         self.owner = None
         self.failed, self.paused_until = 0, 0.0
+
+
+class HeldClock:
+    """An uptime clock that moves only when the test moves it: a back-off then lasts however long the host takes."""
+
+    def __init__(self, at: float = 1000.0):
+        self.at = at
+
+    def __call__(self) -> float:
+        return self.at
 
 
 def key_of(device_id: str) -> bytes:

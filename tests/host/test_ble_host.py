@@ -138,6 +138,10 @@ def test_pairing_gives_a_bond_and_the_device_then_advertises_paired(air):
 def test_a_wrong_code_is_a_pairing_error_and_the_third_one_pauses_the_device(air):
     from edge_agent.links.ble import pairing_failure
 
+    from tests.host.edge_air import HeldClock
+
+    # The device's uptime stands still: the 2 s back-off holds however slow the machine is.
+    clock = air.peripherals[ESP].uptime = HeldClock()
     for _ in range(3):
         with pytest.raises(pairing_standin.PairingError) as e:
             asyncio.run(_pair("C0:00:00:00:00:01", ESP, "00000000"))
@@ -146,6 +150,10 @@ def test_a_wrong_code_is_a_pairing_error_and_the_third_one_pauses_the_device(air
         asyncio.run(_pair("C0:00:00:00:00:01", ESP, CODE))
     err = pairing_failure(ESP, e.value)
     assert e.value.reason == "paused" and "next attempt in" in err.message and err.exit_code == 4
+    assert e.value.wait_ms == 2000
+    clock.at += 2.0                                   # the back-off is over: the right code pairs
+    bond, _ = asyncio.run(_pair("C0:00:00:00:00:01", ESP, CODE))
+    assert bond.device_id == ESP and air.peripherals[ESP].owner == "home"
 
 
 def test_a_resumed_session_carries_sealed_telemetry_into_the_registry_once(air, tmp_path):
@@ -230,6 +238,9 @@ def test_pair_binds_an_account_and_another_account_is_refused_here_and_by_the_de
 
 
 def test_a_wrong_code_names_the_fix_and_the_back_off_is_shown(air, edge_home):
+    from tests.host.edge_air import HeldClock
+
+    air.peripherals[PICO].uptime = HeldClock()       # the back-off outlasts a slow machine
     env = sim_env(air)
     for _ in range(3):
         r = edge_home.invoke("pair", PICO, "--code", "0000-0000", env=env)
