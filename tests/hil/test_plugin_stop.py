@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,9 +28,11 @@ from hil.suites.telemetry_steps import ingest
 
 def test_holds_an_ingest(board, host):
     running = ingest(host, board)
-    supervisor = read_state(Path(host.env["EDGE_SIM_DIR"]))["supervisor_pid"]
+    sim_dir = host.env["EDGE_SIM_DIR"]
+    supervisor = read_state(Path(sim_dir))["supervisor_pid"]
     out = Path(os.environ["HOLD_OUT"])
-    out.with_suffix(".tmp").write_text(json.dumps({"ingest": running.proc.pid, "supervisor": supervisor}))
+    out.with_suffix(".tmp").write_text(json.dumps({"ingest": running.proc.pid, "supervisor": supervisor,
+                                                   "sim_dir": sim_dir}))
     out.with_suffix(".tmp").rename(out)
     time.sleep(600)
 """
@@ -52,6 +55,10 @@ def start_holding(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, dict]:
     return proc, json.loads(out.read_text())
 
 
+def pids(running: dict) -> list[int]:
+    return [running["ingest"], running["supervisor"]]
+
+
 def gone(pid: int, within: float = 15) -> bool:
     deadline = time.monotonic() + within
     while pid_alive(pid):
@@ -72,9 +79,10 @@ def test_a_run_stopped_with_sigterm_stops_its_bench_and_the_commands_its_tests_s
         assert "stopped by signal SIGTERM" in out, out[-3000:]
         assert gone(running["ingest"]), "the test's ingest outlived the run"
         assert gone(running["supervisor"]), "the rig's virtual bench outlived the run"
+        assert not Path(running["sim_dir"]).exists(), "the run left its bench's folder behind"
     finally:
         proc.kill()
-        for pid in running.values():
+        for pid in pids(running):
             if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
 
@@ -87,8 +95,10 @@ def test_a_run_killed_outright_takes_the_commands_its_tests_started_with_it(tmp_
         proc.communicate(timeout=30)
         assert gone(running["ingest"]), "the test's ingest outlived a killed run"
     finally:
-        # No teardown runs on SIGKILL: the detached bench stays up, as `edge sim up`'s does.
-        for pid in running.values():
+        # No teardown runs on SIGKILL: the detached bench stays up, as `edge sim up`'s does, and
+        # its folder stays; this test takes both down.
+        for pid in pids(running):
             if pid_alive(pid):
                 os.kill(pid, signal.SIGTERM)
                 assert gone(pid, 30)
+        shutil.rmtree(running["sim_dir"], ignore_errors=True)
