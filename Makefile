@@ -31,11 +31,13 @@ test: $(STAMP)
 
 # The emulated RP2040's tests (marker `emulated`; tests/conftest.py skips them
 # elsewhere): the real MicroPython rp2 firmware on rp2040js. They need Node +
-# npm (installed with apt-get when missing); the first run builds the firmware
-# (network, ~1 GB of packages, a few minutes; cached after, see docs/emulated.md).
+# npm (installed with apt-get when missing) and the firmware, which
+# `edge emulator build` builds on the first run (network, ~1 GB of packages,
+# a minute or two; then "cached", see docs/emulated.md).
 # Two workers, each test file on one (a file shares one bench).
 test-emulated: $(STAMP)
 	bash scripts/need-node.sh
+	$(BIN)/edge emulator build
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n 2 --dist loadfile -q -m emulated $(PYTEST_ARGS)
 
 bench: $(STAMP)
