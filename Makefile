@@ -26,8 +26,11 @@ setup: $(STAMP)
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
 
+# Three workers on two cores: the session waits on boards and links about half
+# the time. The HIL suites' whole runs (xdist group hil-suite-runs, about 10
+# minutes) go to one worker, first and one at a time; the others run the rest.
 test: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n 3 --dist loadgroup -q $(PYTEST_ARGS)
 
 # The emulated RP2040's tests (marker `emulated`; tests/conftest.py skips them
 # elsewhere): the real MicroPython rp2 firmware on rp2040js. They need Node +

@@ -10,8 +10,18 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 RIG = "tests/hil/rigs/virtual3.yaml"
+
+
+def whole_run(test):
+    """Mark ``test`` as a whole suite's run on three boards: slow, with a timeout beyond the project's
+    300 s for one test, and in the xdist group of such runs: ``make test`` (``--dist loadgroup``)
+    gives the group to one worker, first (the largest group is scheduled first), so the runs never
+    load the machine two at a time and the other workers take the rest of the session beside them."""
+    return pytest.mark.slow(pytest.mark.timeout(1000)(pytest.mark.xdist_group("hil-suite-runs")(test)))
 
 
 def run_suite(suite: str, *args: str, timeout: float = 1200, run_dir: Path | None = None, rig: str = RIG

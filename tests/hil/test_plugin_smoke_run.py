@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.hil.suite_run import failures
+from tests.hil.suite_run import failures, whole_run
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(1000)    # a whole suite's run: the project's 300 s guard is for one test
+@whole_run
 def test_the_smoke_suite_passes_on_a_rig_of_virtual_boards(tmp_path):
     xml = tmp_path / "smoke.xml"
     proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--rig",

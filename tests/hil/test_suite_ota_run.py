@@ -13,7 +13,7 @@ import pytest
 
 from edge_agent.store import Store
 from edge_hil.faults import INSTALL_STEPS, Faults, board_device_id
-from tests.hil.suite_run import run_suite_passing
+from tests.hil.suite_run import run_suite_passing, whole_run
 
 DEVICE = "picow-0a0b0c0d0e0f"
 SIZE = 1000
@@ -21,8 +21,7 @@ SIZE = 1000
 
 # -- the suite on a rig of virtual boards -----------------------------------------------------
 
-@pytest.mark.slow
-@pytest.mark.timeout(1000)    # a whole suite's run: the project's 300 s guard is for one test
+@whole_run
 def test_the_ota_suite_passes_on_a_rig_of_virtual_boards(tmp_path):
     # Quick tests on every board; the long ones (an update to confirmed, a trial deadline, a killed
     # push, power cuts) on the Pico W only.

@@ -12,14 +12,13 @@ import pytest
 from edge_agent.errors import DeviceError
 from edge_agent.label import render
 from edge_hil.rig.strategy import label_payload
-from tests.hil.suite_run import run_suite_passing
+from tests.hil.suite_run import run_suite_passing, whole_run
 
 DEVICE = "esp32-0a0b0c0d0e0f"
 PAYLOAD = "EA1:ESP32-0A0B0C0D0E0F:12345678:0A0B0C0D0E0F0A0B:ESP32"
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(1000)    # a whole suite's run: the project's 300 s guard is for one test
+@whole_run
 def test_the_pairing_suite_passes_on_a_rig_of_virtual_boards(tmp_path):
     run_suite_passing("test_pairing.py", tmp_path, {"sim-esp32": 5, "sim-esp32c3": 5, "sim-picow": 5})
 

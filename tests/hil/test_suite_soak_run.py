@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from tests.hil.suite_run import failures, run_suite
+from tests.hil.suite_run import failures, run_suite, whole_run
 
 BOARDS = ("sim-esp32", "sim-esp32c3", "sim-picow")
 
@@ -16,8 +16,7 @@ def soak(*args: str) -> subprocess.CompletedProcess:
     return run_suite("test_soak.py", *args, timeout=900)
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(1000)    # a whole suite's run: the project's 300 s guard is for one test
+@whole_run
 def test_the_soak_suite_passes_on_virtual_boards_and_reports_its_tally(tmp_path):
     xml = tmp_path / "soak.xml"
     proc = soak("--soak-seconds", "12", "--soak-seed", "11", f"--junitxml={xml}")

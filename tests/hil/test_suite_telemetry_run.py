@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.hil.suite_run import failures, run_suite
+from tests.hil.suite_run import failures, run_suite, whole_run
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(1000)    # a whole suite's run: the project's 300 s guard is for one test
+@whole_run
 def test_the_telemetry_suite_passes_on_a_rig_of_virtual_boards(tmp_path):
     xml = tmp_path / "telemetry.xml"
     proc = run_suite("test_telemetry.py", f"--junitxml={xml}")
