@@ -86,16 +86,18 @@ def test_pair_with_the_label_binds_the_account_and_another_account_is_refused(mo
 def test_a_wrong_code_is_refused_and_the_back_off_is_shown(module_bench, boards):
     pico = boards["picow"]
     wrong = "0000-0000" if pico["code"] != "0000-0000" else "1111-1111"
-    for n in range(1, 5):
+    # backoff(3) = 2 s and backoff(4) = 4 s are waited out; the 5th wrong code makes it 8 s, long
+    # enough for the two commands below to land inside it on a loaded machine.
+    waits = {3: 2.5, 4: 4.5}
+    for n in range(1, 6):
         r = edge(module_bench, "pair", pico["device_id"], "--code", wrong, check=False, timeout=120)
         assert r.returncode == 5 and "wrong code" in r.stderr, r.stderr
-        if n == 3:
-            time.sleep(2.5)       # backoff(3) = 2 s; the 4th wrong code makes it 4 s
+        time.sleep(waits.get(n, 0))
     r = edge(module_bench, "pair", pico["device_id"], "--code", pico["code"], "--json", check=False)
     err = json.loads(r.stderr.strip().splitlines()[-1])
     assert r.returncode == 4 and "next attempt in" in err["error"], err
     assert heard(module_bench, pico["device_id"], "1s")["paused"]
-    time.sleep(4.5)
+    time.sleep(8.5)
     edge(module_bench, "pair", pico["device_id"], "--code", pico["code"], "--account", "alice", timeout=120)
 
 
