@@ -21,7 +21,9 @@ Rules it keeps:
   halted or paused release is offered to nobody.
 - **Freshness (7.9).** With nothing to install, the manifest of the
   sequence the device runs is offered (its latest signature), so a device
-  learns of a re-signed manifest and notices a frozen server.
+  learns of a re-signed manifest and notices a frozen server; only if it
+  names the version the device says it runs (a release that shares the
+  sequence of a device's flashed agent, 0, is another image).
 - **Keys first.** The key list goes along when the device's is older; a
   root rotation to the device's epoch + 1, when the key folder holds one,
   goes alone first (the device asks again at once).
@@ -71,9 +73,11 @@ Sink = Callable[[int, int, memoryview], None]        # (sequence, offset, data)
 Listener = Callable[[str, dict], None]                # (event, fields)
 
 
-def choose(store: Store, device_id: str, board: str, component: str, counter: int,
+def choose(store: Store, device_id: str, board: str, component: str, counter: int, version: str,
            skip: frozenset[int] = frozenset()) -> tuple[Release | None, Release | None]:
-    """(the release to install, else None; the release of the running sequence, for freshness).
+    """(the release to install, else None; the release of the running sequence, for freshness: only
+    one that names the ``version`` the device runs, so never another image that shares its sequence,
+    such as a sequence-0 release beside a device's flashed agent).
     ``skip``: sequences the device said NOT_AGAIN of that the registry may not hold yet."""
     from edge_ota.rollout import eligible
 
@@ -88,7 +92,8 @@ def choose(store: Store, device_id: str, board: str, component: str, counter: in
         if (mine is not None and mine["state"] in OTA_IN_PROGRESS) or \
                 eligible(device_id, release.key, release.fraction):
             return release, None
-    return None, store.release_by_sequence(board, component, counter)
+    running = store.release_by_sequence(board, component, counter)
+    return None, running if running is not None and running.version == version else None
 
 
 @dataclass
@@ -199,7 +204,8 @@ class OtaServer:
                      self.session.source, q.device_id)
         else:
             skip = frozenset(seq for comp, seq in self._not_again if comp == q.component)
-            install, fresh = self._read(lambda s: choose(s, q.device_id, board, q.component, q.counter, skip))
+            install, fresh = self._read(lambda s: choose(s, q.device_id, board, q.component, q.counter,
+                                                                q.version, skip))
         pinned = self.pinned
         if (pinned is not None and pinned.component == q.component and pinned.sequence > q.counter
                 and (pinned.component, pinned.sequence) not in self._not_again):

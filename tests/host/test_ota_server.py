@@ -181,7 +181,7 @@ def test_a_root_rotation_to_the_next_epoch_goes_alone_first(fleet):
 
 def test_a_current_device_is_offered_its_own_manifest_for_freshness_and_no_transfer_opens(fleet):
     release = fleet.release()
-    dev = fleet.device(counter=7)
+    dev = fleet.device(counter=7, version="1.3.0")
     link = fleet.link(dev)
     dev.query()
     link.up()
@@ -196,6 +196,21 @@ def test_a_current_device_is_offered_its_own_manifest_for_freshness_and_no_trans
     newer.query()
     link.up()
     assert link.sent(OtaOffer)[0].manifest is None, "nothing older than what it runs"
+
+
+def test_no_manifest_is_offered_for_freshness_that_names_another_version_than_the_device_runs(fleet):
+    """A device with counter 0 runs the agent it was flashed with, which no manifest describes: a
+    release of sequence 0 in the registry (a downgrade QA signed to see it refused) is another image.
+    Offered for freshness, the device refused it (check `rollback`) and `edge ota push`, waiting on
+    the same link, took that refusal for its own release's."""
+    fleet.release(sequence=0, version="0.0.1")
+    dev = fleet.device(counter=0, version="0.1.0")
+    link = fleet.link(dev)
+    dev.query()
+    link.up()
+    assert link.sent(OtaOffer)[0].manifest is None, "only the manifest of the image the device runs"
+    link.pump()
+    assert dev.states == []
 
 
 def offered_sequence(link: Link) -> int | None:
