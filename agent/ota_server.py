@@ -204,8 +204,8 @@ class OtaServer:
                      self.session.source, q.device_id)
         else:
             skip = frozenset(seq for comp, seq in self._not_again if comp == q.component)
-            install, fresh = self._read(lambda s: choose(s, q.device_id, board, q.component, q.counter,
-                                                                q.version, skip))
+            install, fresh = self._read(
+                lambda s: choose(s, q.device_id, board, q.component, q.counter, q.version, skip))
         pinned = self.pinned
         if (pinned is not None and pinned.component == q.component and pinned.sequence > q.counter
                 and (pinned.component, pinned.sequence) not in self._not_again):
